@@ -1,0 +1,1 @@
+//! PAM (being written: see issue #6).

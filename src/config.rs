@@ -1,0 +1,624 @@
+//! Typed configuration, read from TOML whose sections and keys are JupyterHub's class and
+//! option names (`c.Spawner.mem_limit` is `[Spawner] mem_limit`). Every value is validated
+//! while it is parsed, so every error carries the file, line and key.
+
+mod value;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use value::{ByteSize, CpuAmount, Pattern, Secret};
+
+/// Where the hub looks for its configuration when `-f` is not given.
+pub const SYSTEM_CONFIG: &str = "/etc/jupyterhub/jupyterhub.toml";
+pub const LOCAL_CONFIG: &str = "jupyterhub.toml";
+
+/// The commented example config; `generate-config` prints it and a test parses it.
+pub const EXAMPLE: &str = include_str!("../packaging/jupyterhub.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    #[serde(rename = "JupyterHub")]
+    pub hub: HubConfig,
+    #[serde(rename = "Authenticator")]
+    pub authenticator: AuthenticatorConfig,
+    #[serde(rename = "PAMAuthenticator")]
+    pub pam: PamConfig,
+    #[serde(rename = "DummyAuthenticator")]
+    pub dummy: DummyConfig,
+    #[serde(rename = "SharedPasswordAuthenticator")]
+    pub shared_password: SharedPasswordConfig,
+    #[serde(rename = "Spawner")]
+    pub spawner: SpawnerConfig,
+    #[serde(rename = "SystemdSpawner")]
+    pub systemd_spawner: SystemdSpawnerConfig,
+    /// The file this was read from, for messages; `None` for built-in defaults.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// `[JupyterHub]`: the application itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Public IP the proxy listens on (ignored under socket activation).
+    pub ip: String,
+    /// Public port the proxy listens on.
+    pub port: u16,
+    /// URL prefix of the whole hub; always starts and ends with `/`.
+    pub base_url: String,
+    /// Where the hub's internal API listens, for user servers and services.
+    pub hub_bind_url: String,
+    /// How user servers and services reach the hub, if not `hub_bind_url`.
+    pub hub_connect_url: Option<String>,
+    /// Public URL of the hub, e.g. `https://hub.example.org`, if it cannot be inferred.
+    pub public_url: Option<String>,
+    /// `sqlite:///path` or a plain path; relative paths are relative to the working directory.
+    pub db_url: String,
+    pub cookie_secret_file: PathBuf,
+    pub cookie_max_age_days: f64,
+    /// Lets admins reach other users' servers.
+    pub admin_access: bool,
+    pub allow_named_servers: bool,
+    /// 0 means no limit.
+    pub named_server_limit_per_user: u32,
+    /// 0 means no limit.
+    pub active_server_limit: u32,
+    /// 0 means no limit.
+    pub concurrent_spawn_limit: u32,
+    /// `pam`, `dummy`, `shared-password` or `null`.
+    pub authenticator_class: String,
+    /// `systemd` or `local`; empty picks `systemd` when systemd is PID 1, else `local`.
+    pub spawner_class: String,
+    /// Apply pending database migrations at start-up instead of refusing to start.
+    pub upgrade_db: bool,
+    pub ssl_cert: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
+    pub subdomain_host: Option<String>,
+    /// Page to send logged-in users to instead of their server.
+    pub default_url: Option<String>,
+    pub redirect_to_server: bool,
+    pub shutdown_on_logout: bool,
+    pub api_page_default_limit: u32,
+    pub api_page_max_limit: u32,
+    pub user_redirect_limit: u32,
+    /// Seconds an API start request waits before answering 202.
+    pub slow_spawn_timeout: f64,
+    /// Seconds an API stop request waits before answering 202.
+    pub slow_stop_timeout: f64,
+    /// Seconds between writes of proxy activity to the database.
+    pub last_activity_interval: u64,
+    /// Maximum lifetime of API-created tokens in seconds; 0 means none.
+    pub token_expires_in_max_seconds: u64,
+    pub oauth_token_expires_in: Option<u64>,
+    pub authenticate_prometheus: bool,
+    /// Directory of templates that override the built-in ones.
+    pub template_paths: Vec<PathBuf>,
+    /// Tokens given by the admin: token -> user name.
+    pub api_tokens: BTreeMap<String, Secret>,
+    pub services: Vec<ServiceConfig>,
+    pub load_roles: Vec<RoleConfig>,
+    pub load_groups: BTreeMap<String, GroupConfig>,
+    /// Failed logins per user and per client address within `login_rate_window` before refusal.
+    pub login_rate_limit: u32,
+    pub login_rate_window: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            ip: String::new(),
+            port: 8000,
+            base_url: "/".into(),
+            hub_bind_url: "http://127.0.0.1:8081".into(),
+            hub_connect_url: None,
+            public_url: None,
+            db_url: "sqlite:///jupyterhub.sqlite".into(),
+            cookie_secret_file: "jupyterhub_cookie_secret".into(),
+            cookie_max_age_days: 14.0,
+            admin_access: false,
+            allow_named_servers: false,
+            named_server_limit_per_user: 0,
+            active_server_limit: 0,
+            concurrent_spawn_limit: 100,
+            authenticator_class: "pam".into(),
+            spawner_class: String::new(),
+            upgrade_db: false,
+            ssl_cert: None,
+            ssl_key: None,
+            subdomain_host: None,
+            default_url: None,
+            redirect_to_server: true,
+            shutdown_on_logout: false,
+            api_page_default_limit: 50,
+            api_page_max_limit: 200,
+            user_redirect_limit: 4,
+            slow_spawn_timeout: 10.0,
+            slow_stop_timeout: 10.0,
+            last_activity_interval: 300,
+            token_expires_in_max_seconds: 0,
+            oauth_token_expires_in: None,
+            authenticate_prometheus: true,
+            template_paths: Vec::new(),
+            api_tokens: BTreeMap::new(),
+            services: Vec::new(),
+            load_roles: Vec::new(),
+            load_groups: BTreeMap::new(),
+            login_rate_limit: 10,
+            login_rate_window: 300,
+        }
+    }
+}
+
+/// `[Authenticator]`: options every authenticator shares.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthenticatorConfig {
+    pub admin_users: Vec<String>,
+    pub allowed_users: Vec<String>,
+    pub blocked_users: Vec<String>,
+    pub allow_all: bool,
+    pub allow_existing_users: Option<bool>,
+    pub username_pattern: Option<Pattern>,
+    pub username_map: BTreeMap<String, String>,
+    pub auto_login: bool,
+    pub enable_auth_state: bool,
+    /// Remove users from the database whose names the authenticator no longer accepts.
+    pub delete_invalid_users: bool,
+}
+
+/// `[PAMAuthenticator]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PamConfig {
+    /// PAM service name (`/etc/pam.d/NAME`).
+    pub service: String,
+    /// Members of these system groups are admins.
+    pub admin_groups: Vec<String>,
+    /// Members of these system groups may log in.
+    pub allowed_groups: Vec<String>,
+    /// Run PAM's account stage (expired accounts, `pam_nologin`).
+    pub check_account: bool,
+}
+
+impl Default for PamConfig {
+    fn default() -> Self {
+        PamConfig {
+            service: "jupyterhub".into(),
+            admin_groups: Vec::new(),
+            allowed_groups: Vec::new(),
+            check_account: true,
+        }
+    }
+}
+
+/// `[DummyAuthenticator]`: any name logs in; for development only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DummyConfig {
+    /// When set, every user must give this password.
+    pub password: Option<Secret>,
+}
+
+/// `[SharedPasswordAuthenticator]` (JupyterHub 5).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedPasswordConfig {
+    pub user_password: Option<Secret>,
+    pub admin_password: Option<Secret>,
+}
+
+/// Resource limits; each may be overridden per user or per group.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub mem_limit: Option<ByteSize>,
+    pub mem_guarantee: Option<ByteSize>,
+    pub cpu_limit: Option<CpuAmount>,
+    pub cpu_guarantee: Option<CpuAmount>,
+    pub tasks_max: Option<u64>,
+}
+
+impl Limits {
+    /// Fields set in `other` replace ours.
+    pub fn overlay(&mut self, other: &Limits) {
+        if other.mem_limit.is_some() {
+            self.mem_limit = other.mem_limit;
+        }
+        if other.mem_guarantee.is_some() {
+            self.mem_guarantee = other.mem_guarantee;
+        }
+        if other.cpu_limit.is_some() {
+            self.cpu_limit = other.cpu_limit;
+        }
+        if other.cpu_guarantee.is_some() {
+            self.cpu_guarantee = other.cpu_guarantee;
+        }
+        if other.tasks_max.is_some() {
+            self.tasks_max = other.tasks_max;
+        }
+    }
+}
+
+/// `[Spawner]`: options every spawner shares, named as upstream's `Spawner`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpawnerConfig {
+    pub cmd: Vec<String>,
+    pub args: Vec<String>,
+    /// `{username}` is replaced; `~` is the user's home.
+    pub notebook_dir: Option<String>,
+    pub default_url: Option<String>,
+    pub environment: BTreeMap<String, String>,
+    pub env_keep: Vec<String>,
+    pub mem_limit: Option<ByteSize>,
+    pub mem_guarantee: Option<ByteSize>,
+    pub cpu_limit: Option<CpuAmount>,
+    pub cpu_guarantee: Option<CpuAmount>,
+    pub tasks_max: Option<u64>,
+    /// Limits for single users, overriding the defaults and group limits.
+    pub user_limits: BTreeMap<String, Limits>,
+    /// Limits for members of hub groups, overriding the defaults.
+    pub group_limits: BTreeMap<String, Limits>,
+    pub start_timeout: u64,
+    pub http_timeout: u64,
+    pub poll_interval: u64,
+    /// HTML fields shown before spawning; the answers become `user_options`.
+    pub options_form: Option<String>,
+    /// A command run before each spawn with the user name as argument and the spawn
+    /// environment (less secrets); a non-zero exit fails the spawn.
+    pub pre_spawn_hook: Vec<String>,
+    /// IP user servers listen on.
+    pub ip: String,
+    pub debug: bool,
+    pub disable_user_config: bool,
+    pub oauth_client_allowed_scopes: Vec<String>,
+}
+
+impl SpawnerConfig {
+    /// The limits for a user: defaults, then each of the user's groups (in name order), then the user.
+    pub fn limits_for(&self, user: &str, groups: &[String]) -> Limits {
+        let mut limits = Limits {
+            mem_limit: self.mem_limit,
+            mem_guarantee: self.mem_guarantee,
+            cpu_limit: self.cpu_limit,
+            cpu_guarantee: self.cpu_guarantee,
+            tasks_max: self.tasks_max,
+        };
+        for (group, group_limits) in &self.group_limits {
+            if groups.contains(group) {
+                limits.overlay(group_limits);
+            }
+        }
+        if let Some(user_limits) = self.user_limits.get(user) {
+            limits.overlay(user_limits);
+        }
+        limits
+    }
+}
+
+impl Default for SpawnerConfig {
+    fn default() -> Self {
+        SpawnerConfig {
+            cmd: vec!["jupyterhub-singleuser".into()],
+            args: Vec::new(),
+            notebook_dir: None,
+            default_url: None,
+            environment: BTreeMap::new(),
+            env_keep: vec!["JUPYTERHUB_SINGLEUSER_APP".into()],
+            mem_limit: None,
+            mem_guarantee: None,
+            cpu_limit: None,
+            cpu_guarantee: None,
+            tasks_max: None,
+            user_limits: BTreeMap::new(),
+            group_limits: BTreeMap::new(),
+            start_timeout: 60,
+            http_timeout: 30,
+            poll_interval: 30,
+            options_form: None,
+            pre_spawn_hook: Vec::new(),
+            ip: "127.0.0.1".into(),
+            debug: false,
+            disable_user_config: false,
+            oauth_client_allowed_scopes: Vec::new(),
+        }
+    }
+}
+
+/// `[SystemdSpawner]`: options of systemdspawner, the unit each server runs in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemdSpawnerConfig {
+    pub slice: String,
+    pub isolate_tmp: bool,
+    pub isolate_devices: bool,
+    pub disable_user_sudo: bool,
+    pub readonly_paths: Vec<String>,
+    pub readwrite_paths: Vec<String>,
+    /// `Key=Value` unit settings applied last, e.g. `"IOWeight=50"`.
+    pub unit_extra_properties: Vec<String>,
+    /// Run servers as `DynamicUser=` with a persistent state directory as home.
+    pub dynamic_users: bool,
+    /// Unix socket of the privileged helper, used when the hub is not root.
+    pub helper_socket: PathBuf,
+    /// Directory for the root-only environment files of user units.
+    pub env_dir: PathBuf,
+}
+
+impl Default for SystemdSpawnerConfig {
+    fn default() -> Self {
+        SystemdSpawnerConfig {
+            slice: "jupyter-users.slice".into(),
+            isolate_tmp: false,
+            isolate_devices: false,
+            disable_user_sudo: false,
+            readonly_paths: Vec::new(),
+            readwrite_paths: Vec::new(),
+            unit_extra_properties: Vec::new(),
+            dynamic_users: false,
+            helper_socket: "/run/jupyterhub-helper.sock".into(),
+            env_dir: "/run/jupyterhub-units".into(),
+        }
+    }
+}
+
+/// One entry of `[[JupyterHub.services]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub url: Option<String>,
+    pub api_token: Option<Secret>,
+    /// A managed service: the hub runs this command.
+    pub command: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    pub oauth_no_confirm: bool,
+    pub oauth_client_id: Option<String>,
+    pub oauth_redirect_uri: Option<String>,
+    pub oauth_client_allowed_scopes: Vec<String>,
+    pub display: Option<bool>,
+    pub info: BTreeMap<String, String>,
+    /// Deprecated upstream in favour of roles, still honoured.
+    pub admin: bool,
+}
+
+/// One entry of `[[JupyterHub.load_roles]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleConfig {
+    pub name: String,
+    pub description: Option<String>,
+    pub scopes: Vec<String>,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    pub services: Vec<String>,
+}
+
+/// One entry of `[JupyterHub.load_groups.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    pub users: Vec<String>,
+    pub properties: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Config {
+    /// The default path: `/etc/jupyterhub/jupyterhub.toml` if it exists, then
+    /// `./jupyterhub.toml`, else none (built-in defaults).
+    pub fn default_path() -> Option<PathBuf> {
+        [SYSTEM_CONFIG, LOCAL_CONFIG]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| Error::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.source = Some(path.to_owned());
+        config.validate().map_err(|message| Error::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Parse TOML text; the error names line, column and key.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.normalize();
+        Ok(config)
+    }
+
+    fn normalize(&mut self) {
+        let base = &mut self.hub.base_url;
+        if !base.starts_with('/') {
+            base.insert(0, '/');
+        }
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        self.hub.authenticator_class = self.hub.authenticator_class.to_ascii_lowercase();
+        self.hub.spawner_class = self.hub.spawner_class.to_ascii_lowercase();
+    }
+
+    /// Cross-field checks that serde cannot express; messages name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let hub = &self.hub;
+        let known_auth = ["pam", "dummy", "shared-password", "null"];
+        if !known_auth.contains(&hub.authenticator_class.as_str()) {
+            return Err(format!(
+                "JupyterHub.authenticator_class: unknown authenticator {:?}, expected one of {}",
+                hub.authenticator_class,
+                known_auth.join(", ")
+            ));
+        }
+        if !["", "systemd", "local"].contains(&hub.spawner_class.as_str()) {
+            return Err(format!(
+                "JupyterHub.spawner_class: unknown spawner {:?}, expected systemd or local",
+                hub.spawner_class
+            ));
+        }
+        for (key, value) in [("hub_bind_url", Some(&hub.hub_bind_url)), ("hub_connect_url", hub.hub_connect_url.as_ref()), ("public_url", hub.public_url.as_ref())] {
+            if let Some(value) = value {
+                let url = url::Url::parse(value)
+                    .map_err(|e| format!("JupyterHub.{key}: invalid URL {value:?}: {e}"))?;
+                if !["http", "https"].contains(&url.scheme()) {
+                    return Err(format!("JupyterHub.{key}: {value:?} must be an http or https URL"));
+                }
+            }
+        }
+        if hub.ssl_cert.is_some() != hub.ssl_key.is_some() {
+            return Err("JupyterHub.ssl_cert and JupyterHub.ssl_key must be set together".into());
+        }
+        if hub.authenticator_class == "shared-password" {
+            let sp = &self.shared_password;
+            if sp.user_password.is_none() && sp.admin_password.is_none() {
+                return Err("SharedPasswordAuthenticator: set user_password or admin_password".into());
+            }
+            for (key, secret) in [("user_password", &sp.user_password), ("admin_password", &sp.admin_password)] {
+                if let Some(secret) = secret {
+                    if secret.expose().len() < 8 {
+                        return Err(format!("SharedPasswordAuthenticator.{key}: must be at least 8 characters"));
+                    }
+                }
+            }
+            if let (Some(u), Some(a)) = (&sp.user_password, &sp.admin_password) {
+                if u.expose() == a.expose() {
+                    return Err("SharedPasswordAuthenticator: user_password and admin_password must differ".into());
+                }
+            }
+        }
+        if self.spawner.cmd.is_empty() {
+            return Err("Spawner.cmd: must not be empty".into());
+        }
+        for (i, service) in hub.services.iter().enumerate() {
+            if service.name.is_empty() || service.name.contains('/') {
+                return Err(format!("JupyterHub.services[{i}].name: {:?} is not a valid service name", service.name));
+            }
+            if let Some(token) = &service.api_token {
+                if token.expose().len() < 8 {
+                    return Err(format!("JupyterHub.services[{i}].api_token: must be at least 8 characters"));
+                }
+            }
+        }
+        for (token, user) in &hub.api_tokens {
+            if token.len() < 8 || token.len() > 64 {
+                return Err(format!("JupyterHub.api_tokens: the token for {:?} must be 8 to 64 characters", user.expose()));
+            }
+        }
+        for (i, role) in hub.load_roles.iter().enumerate() {
+            if role.name.is_empty() {
+                return Err(format!("JupyterHub.load_roles[{i}].name: must not be empty"));
+            }
+        }
+        for property in &self.systemd_spawner.unit_extra_properties {
+            if !property.contains('=') {
+                return Err(format!("SystemdSpawner.unit_extra_properties: {property:?} is not Key=Value"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQLite file named by `db_url`.
+    pub fn db_path(&self) -> PathBuf {
+        let url = &self.hub.db_url;
+        let path = url.strip_prefix("sqlite:///").or_else(|| url.strip_prefix("sqlite://")).unwrap_or(url);
+        PathBuf::from(path)
+    }
+
+    /// Defaults for tests: SQLite and cookie secret in `dir`, dummy authenticator, local spawner.
+    pub fn for_tests(dir: &Path) -> Config {
+        let mut config = Config::default();
+        config.hub.db_url = dir.join("jupyterhub.sqlite").display().to_string();
+        config.hub.cookie_secret_file = dir.join("jupyterhub_cookie_secret");
+        config.hub.authenticator_class = "dummy".into();
+        config.hub.spawner_class = "local".into();
+        config.hub.hub_bind_url = "http://127.0.0.1:0".into();
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let config = Config::parse(EXAMPLE).expect("example config parses");
+        config.validate().expect("example config is valid");
+        assert_eq!(config.hub.port, HubConfig::default().port);
+        assert_eq!(config.spawner.cmd, SpawnerConfig::default().cmd);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = Config::parse("[Spawner]\nmem_limt = \"2G\"\n").expect_err("unknown key");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("mem_limt"), "{err}");
+    }
+
+    #[test]
+    fn bad_size_names_line() {
+        let err = Config::parse("[Spawner]\n\nmem_limit = \"2X\"\n").expect_err("bad size");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("2X"), "{err}");
+    }
+
+    #[test]
+    fn limits_and_overrides() {
+        let config = Config::parse(
+            "[Spawner]\nmem_limit = \"2G\"\ncpu_limit = 1.5\n[Spawner.user_limits.alice]\nmem_limit = \"4G\"\n",
+        )
+        .expect("parses");
+        assert_eq!(config.spawner.mem_limit, Some(ByteSize(2 << 30)));
+        let alice = config.spawner.limits_for("alice", &[]);
+        assert_eq!(alice.mem_limit, Some(ByteSize(4 << 30)));
+        assert_eq!(alice.cpu_limit, Some(CpuAmount(1.5)));
+        assert_eq!(config.spawner.user_limits["alice"].mem_limit, Some(ByteSize(4 << 30)));
+    }
+
+    #[test]
+    fn base_url_is_normalized() {
+        let config = Config::parse("[JupyterHub]\nbase_url = \"jh\"\n").expect("parses");
+        assert_eq!(config.hub.base_url, "/jh/");
+    }
+
+    #[test]
+    fn cross_field_errors() {
+        for (text, needle) in [
+            ("[JupyterHub]\nauthenticator_class = \"ldap\"\n", "authenticator_class"),
+            ("[JupyterHub]\nssl_cert = \"/x\"\n", "ssl_key"),
+            ("[JupyterHub]\nhub_bind_url = \"nope\"\n", "hub_bind_url"),
+            ("[JupyterHub]\nauthenticator_class = \"shared-password\"\n", "user_password"),
+        ] {
+            let config = Config::parse(text).expect("parses");
+            let err = config.validate().expect_err(text);
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The SQLite database: one writer connection and a few reader connections (WAL lets readers
+//! run beside the writer). Only this module and its children write SQL. Every multi-statement
+//! change runs in one transaction, so a crash leaves the database consistent.
+
+mod migrate;
+pub mod model;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+pub use migrate::{MIGRATIONS, SchemaState};
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database {path} has schema version {found}, this jupyterhub knows only up to {known}")]
+    TooNew { path: PathBuf, found: usize, known: usize },
+    #[error(
+        "database {path} needs upgrading from schema version {found} to {known}: run `jupyterhub upgrade-db` or set upgrade_db = true"
+    )]
+    NeedsUpgrade { path: PathBuf, found: usize, known: usize },
+    #[error("cannot back up the database: {0}")]
+    Backup(std::io::Error),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("corrupt JSON in column {column}: {source}")]
+    Json { column: &'static str, source: serde_json::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const READERS: usize = 4;
+
+/// Cheap to share behind an `Arc`; queries are short, so they run on the calling thread.
+pub struct Db {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+    )?;
+    Ok(())
+}
+
+impl Db {
+    /// Open (creating if needed) and check the schema version. A fresh database is created at
+    /// the newest schema; an old one is upgraded only when `upgrade` is true.
+    pub fn open(path: &Path, upgrade: bool) -> Result<Db> {
+        let conn = Connection::open(path)?;
+        configure(&conn)?;
+        match migrate::state(&conn)? {
+            SchemaState::Current => {}
+            SchemaState::Empty => migrate::apply(&conn)?,
+            SchemaState::Old(found) if upgrade => {
+                drop(conn);
+                Db::backup(path)?;
+                let conn = Connection::open(path)?;
+                configure(&conn)?;
+                tracing::info!(from = found, to = MIGRATIONS.len(), "upgrading database schema");
+                migrate::apply(&conn)?;
+            }
+            SchemaState::Old(found) => {
+                return Err(Error::NeedsUpgrade { path: path.to_owned(), found, known: MIGRATIONS.len() });
+            }
+            SchemaState::TooNew(found) => {
+                return Err(Error::TooNew { path: path.to_owned(), found, known: MIGRATIONS.len() });
+            }
+        }
+        let writer = Connection::open(path)?;
+        configure(&writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            readers.push(reader);
+        }
+        Ok(Db { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(readers) })
+    }
+
+    /// Apply pending migrations after copying the file to `NAME.YYYY-MM-DD-HHMMSS.bak`.
+    /// Returns the backup's path, or `None` when nothing was pending.
+    pub fn upgrade(path: &Path) -> Result<Option<PathBuf>> {
+        let conn = Connection::open(path)?;
+        configure(&conn)?;
+        match migrate::state(&conn)? {
+            SchemaState::Current => Ok(None),
+            SchemaState::Empty => {
+                migrate::apply(&conn)?;
+                Ok(None)
+            }
+            SchemaState::TooNew(found) => Err(Error::TooNew { path: path.to_owned(), found, known: MIGRATIONS.len() }),
+            SchemaState::Old(_) => {
+                drop(conn);
+                let backup = Db::backup(path)?;
+                let conn = Connection::open(path)?;
+                configure(&conn)?;
+                migrate::apply(&conn)?;
+                Ok(Some(backup))
+            }
+        }
+    }
+
+    fn backup(path: &Path) -> Result<PathBuf> {
+        let stamp = jiff::Zoned::now().strftime("%Y-%m-%d-%H%M%S").to_string();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let backup = path.with_file_name(format!("{name}.{stamp}.bak"));
+        // VACUUM INTO writes a consistent copy even with a WAL beside the file.
+        let conn = Connection::open(path)?;
+        conn.execute("VACUUM INTO ?1", [backup.to_string_lossy()])?;
+        Ok(backup)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` on a read-only connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match conn {
+            Some(conn) => {
+                let result = f(&conn);
+                self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                result
+            }
+            // All readers busy: the writer can read too.
+            None => {
+                let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+                f(&conn)
+            }
+        }
+    }
+
+    /// Run `f` in one immediate transaction; it commits only if `f` returns `Ok`.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+/// Current time in the database's unit (microseconds since the epoch).
+pub fn now() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+/// JupyterHub's timestamp format: ISO 8601, UTC, microseconds, `Z`.
+pub fn iso(micros: i64) -> String {
+    match jiff::Timestamp::from_microsecond(micros) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+pub fn iso_opt(micros: Option<i64>) -> serde_json::Value {
+    micros.map(|m| serde_json::Value::String(iso(m))).unwrap_or(serde_json::Value::Null)
+}
+
+/// Parse an ISO 8601 timestamp; naive times are UTC, as upstream treats them.
+pub fn parse_iso(text: &str) -> Option<i64> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Some(ts.as_microsecond());
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp().as_microsecond())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_round_trip() {
+        let t = 1_795_339_421_123_456;
+        let text = iso(t);
+        assert_eq!(text, "2026-11-22T09:23:41.123456Z");
+        assert_eq!(parse_iso(&text), Some(t));
+        assert_eq!(parse_iso("2026-11-22T09:23:41.123456"), Some(t));
+        assert_eq!(parse_iso("2026-11-22T10:23:41.123456+01:00"), Some(t));
+        assert_eq!(parse_iso("yesterday"), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! The `jupyterhub` command: parse the command line, load the config, set up logging and
+//! listeners, then hand over to the library. The only place `anyhow` is used.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use jupyterhub::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "jupyterhub", version = concat!(env!("CARGO_PKG_VERSION"), " (JupyterHub API ", "5.3.0", ")"),
+          about = "A systemd-native JupyterHub: hub, proxy and spawner in one binary")]
+struct Cli {
+    /// Config file (default: /etc/jupyterhub/jupyterhub.toml if it exists, else ./jupyterhub.toml).
+    #[arg(short = 'f', long = "config", global = true)]
+    config: Option<PathBuf>,
+    /// Public IP to listen on (overrides JupyterHub.ip).
+    #[arg(long)]
+    ip: Option<String>,
+    /// Public port to listen on (overrides JupyterHub.port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// error, warn, info, debug or trace (or a tracing filter such as `jupyterhub=debug`).
+    #[arg(long, global = true, env = "JUPYTERHUB_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Apply pending database migrations at start-up (as upgrade_db = true).
+    #[arg(long)]
+    upgrade_db: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a commented config file with every option and its default.
+    GenerateConfig,
+    /// Validate a config file; exits non-zero naming the file, line and key of each problem.
+    CheckConfig,
+    /// Create an API token for USER and print it.
+    Token {
+        user: String,
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Scopes of the token (default: all of the user's).
+        #[arg(long, num_args = 1..)]
+        scopes: Vec<String>,
+        /// Lifetime in seconds (default: no expiry).
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// Apply pending database migrations after writing a timestamped backup.
+    UpgradeDb,
+    /// Run the proxy alone, as a drop-in for configurable-http-proxy.
+    Proxy(jupyterhub::proxy::ChpArgs),
+    /// The root helper that starts user units and checks PAM logins for an unprivileged hub.
+    PrivilegedHelper(jupyterhub::privileged::HelperArgs),
+    /// Create the Python environment user servers run from (jupyterhub-singleuser + JupyterLab).
+    SetupUserEnv {
+        /// Where to create it.
+        #[arg(long, default_value = "/opt/jupyterhub/user-env")]
+        prefix: PathBuf,
+        /// Python to build it from (must be readable by every user).
+        #[arg(long, default_value = "/usr/bin/python3")]
+        python: PathBuf,
+        /// pip requirement for jupyterhub (the single-user server).
+        #[arg(long, default_value = "jupyterhub>=5.3,<7")]
+        jupyterhub: String,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path.cloned().or_else(Config::default_path) {
+        Some(path) => Ok(Config::load(&path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // Logging may not be up yet: stderr is the one place this surely reaches.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("jupyterhub: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::GenerateConfig) => {
+            print!("{}", config::EXAMPLE);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::CheckConfig) => {
+            let path = cli.config.clone().or_else(Config::default_path);
+            let Some(path) = path else {
+                println!("no config file found; the built-in defaults are valid");
+                return Ok(ExitCode::SUCCESS);
+            };
+            return match Config::load(&path) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!("{e}");
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            };
+        }
+        Some(Command::UpgradeDb) => {
+            let config = load_config(cli.config.as_ref())?;
+            let path = config.db_path();
+            match jupyterhub::db::Db::upgrade(&path).with_context(|| format!("upgrading {}", path.display()))? {
+                Some(backup) => println!("upgraded {} (backup: {})", path.display(), backup.display()),
+                None => println!("{} is up to date", path.display()),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Proxy(args)) => {
+            jupyterhub::server::init_logging(cli.log_level.as_deref());
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(jupyterhub::proxy::run_chp(args))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::PrivilegedHelper(args)) => {
+            jupyterhub::server::init_logging(cli.log_level.as_deref());
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(jupyterhub::privileged::run_helper(args))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::SetupUserEnv { prefix, python, jupyterhub: requirement }) => {
+            jupyterhub::server::init_logging(cli.log_level.as_deref());
+            jupyterhub::spawner::setup_user_env(&prefix, &python, &requirement)?;
+            println!("created {}; set [Spawner] cmd = [\"{}/bin/jupyterhub-singleuser\"]", prefix.display(), prefix.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Token { user, note, scopes, expires_in }) => {
+            let config = load_config(cli.config.as_ref())?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let token = runtime.block_on(async {
+                let hub = jupyterhub::Hub::open(config, jupyterhub::hub::Mode::Offline).await?;
+                hub.issue_cli_token(&user, &note, &scopes, expires_in)
+            })?;
+            println!("{token}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
+    }
+
+    let mut config = load_config(cli.config.as_ref())?;
+    if let Some(ip) = cli.ip {
+        config.hub.ip = ip;
+    }
+    if let Some(port) = cli.port {
+        config.hub.port = port;
+    }
+    if cli.upgrade_db {
+        config.hub.upgrade_db = true;
+    }
+    jupyterhub::server::init_logging(cli.log_level.as_deref());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(jupyterhub::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}

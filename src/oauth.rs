@@ -1,0 +1,1 @@
+//! The OAuth2 provider (being written: see issue #5).

@@ -1,0 +1,1 @@
+//! Scopes, roles and filters as JupyterHub 2+ defines them (being written: see issue #2).

@@ -1,0 +1,143 @@
+//! The `Spawner` contract: start a user's server from a fully prepared `SpawnRequest`, poll
+//! it, stop it. The hub decides everything (port, environment, limits); a spawner only
+//! carries it out, so spawners stay small and the privileged helper can re-check requests.
+
+pub mod local;
+pub mod systemd;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("system user {0:?} does not exist")]
+    NoSuchSystemUser(String),
+    #[error("the server failed to start: {reason}")]
+    StartFailed { reason: String, log_tail: Vec<String> },
+    #[error("the server command was not found: {0}")]
+    CommandNotFound(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("systemd: {0}")]
+    Systemd(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything needed to start one server. Built by the hub; secrets live only in `env`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpawnRequest {
+    /// Hub user name (what upstream calls `user.name`).
+    pub user: String,
+    /// Server name; empty for the default server.
+    pub server_name: String,
+    /// System account to run as (the user name after mapping), unless `dynamic_users`.
+    pub system_user: String,
+    /// argv: `Spawner.cmd + Spawner.args`.
+    pub argv: Vec<String>,
+    /// The full environment (includes `JUPYTERHUB_API_TOKEN`: never put it in argv or unit
+    /// properties).
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `None` means the user's home.
+    pub working_dir: Option<PathBuf>,
+    /// The IP and port the server must listen on (also inside `JUPYTERHUB_SERVICE_URL`).
+    pub ip: String,
+    pub port: u16,
+    pub limits: LimitsSpec,
+}
+
+/// Limits in the units systemd and cgroups use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LimitsSpec {
+    pub mem_limit: Option<u64>,
+    pub mem_guarantee: Option<u64>,
+    pub cpu_limit: Option<f64>,
+    pub cpu_guarantee: Option<f64>,
+    pub tasks_max: Option<u64>,
+}
+
+impl From<&Limits> for LimitsSpec {
+    fn from(limits: &Limits) -> Self {
+        LimitsSpec {
+            mem_limit: limits.mem_limit.map(|b| b.0),
+            mem_guarantee: limits.mem_guarantee.map(|b| b.0),
+            cpu_limit: limits.cpu_limit.map(|c| c.0),
+            cpu_guarantee: limits.cpu_guarantee.map(|c| c.0),
+            tasks_max: limits.tasks_max,
+        }
+    }
+}
+
+impl LimitsSpec {
+    pub fn is_empty(&self) -> bool {
+        *self == LimitsSpec::default()
+    }
+}
+
+/// What `start` returns: where the server will listen and the state to persist, which is
+/// handed back to `poll` and `stop`, also after a hub restart.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub url: String,
+    pub state: serde_json::Value,
+}
+
+/// The result of `poll`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Running,
+    /// Gone; `reason` is for people ("exit code 1", "out of memory", ...).
+    Stopped { reason: String, log_tail: Vec<String> },
+}
+
+/// A change noticed without polling (systemd signals, a child's exit).
+#[derive(Debug, Clone)]
+pub struct Exited {
+    pub user: String,
+    pub server_name: String,
+    pub reason: String,
+    pub log_tail: Vec<String>,
+}
+
+#[async_trait::async_trait]
+pub trait Spawner: Send + Sync + 'static {
+    /// Short name for `/hub/api/info` and logs (`systemd`, `local`).
+    fn name(&self) -> &'static str;
+    /// Whether `LimitsSpec` is enforced; the hub warns at start-up when limits are configured
+    /// and this is false.
+    fn supports_limits(&self) -> bool;
+    /// Start the process. Returns once it exists (not once it answers HTTP: the hub waits).
+    async fn start(&self, request: &SpawnRequest) -> Result<Started, Error>;
+    /// Whether the server described by `state` still runs.
+    async fn poll(&self, user: &str, server_name: &str, state: &serde_json::Value) -> Result<Status, Error>;
+    /// Stop it; `now` skips the grace period.
+    async fn stop(&self, user: &str, server_name: &str, state: &serde_json::Value, now: bool) -> Result<(), Error>;
+    /// Servers that exited on their own are announced here, if the spawner can tell.
+    fn subscribe_exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exited>> {
+        None
+    }
+}
+
+/// Create the Python environment user servers run from: a venv with `jupyterhub`
+/// (for `jupyterhub-singleuser`) and JupyterLab, readable by every user.
+pub fn setup_user_env(prefix: &std::path::Path, python: &std::path::Path, requirement: &str) -> Result<(), Error> {
+    let run = |program: &std::path::Path, args: &[&str]| -> Result<(), Error> {
+        #[allow(clippy::disallowed_methods)] // a one-off admin command, not a user server
+        let status = std::process::Command::new(program).args(args).status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::StartFailed { reason: format!("{} {} failed: {status}", program.display(), args.join(" ")), log_tail: Vec::new() })
+        }
+    };
+    let prefix_str = prefix.to_string_lossy();
+    run(python, &["-m", "venv", &prefix_str])?;
+    let pip = prefix.join("bin/pip");
+    run(&pip, &["install", "--upgrade", "pip"])?;
+    run(&pip, &["install", requirement, "jupyterlab"])?;
+    Ok(())
+}

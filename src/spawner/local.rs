@@ -1,0 +1,1 @@
+//! The `local` spawner: one child process per server (setuid to the user when root).

@@ -1,0 +1,1 @@
+//! Everything that speaks to systemd (being written: see issues #4 and #6).
