@@ -122,8 +122,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::UpgradeDb) => {
             let config = load_config(cli.config.as_ref())?;
             let path = config.db_path();
-            match jupyterhub::db::Db::upgrade(&path).with_context(|| format!("upgrading {}", path.display()))? {
-                Some(backup) => println!("upgraded {} (backup: {})", path.display(), backup.display()),
+            match jupyterhub::db::Db::upgrade(&path)
+                .with_context(|| format!("upgrading {}", path.display()))?
+            {
+                Some(backup) => {
+                    println!("upgraded {} (backup: {})", path.display(), backup.display())
+                }
                 None => println!("{} is up to date", path.display()),
             }
             return Ok(ExitCode::SUCCESS);
@@ -140,13 +144,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(jupyterhub::privileged::run_helper(args))?;
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Command::SetupUserEnv { prefix, python, jupyterhub: requirement }) => {
+        Some(Command::SetupUserEnv {
+            prefix,
+            python,
+            jupyterhub: requirement,
+        }) => {
             jupyterhub::server::init_logging(cli.log_level.as_deref());
             jupyterhub::spawner::setup_user_env(&prefix, &python, &requirement)?;
-            println!("created {}; set [Spawner] cmd = [\"{}/bin/jupyterhub-singleuser\"]", prefix.display(), prefix.display());
+            println!(
+                "created {}; set [Spawner] cmd = [\"{}/bin/jupyterhub-singleuser\"]",
+                prefix.display(),
+                prefix.display()
+            );
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Command::Token { user, note, scopes, expires_in }) => {
+        Some(Command::Token {
+            user,
+            note,
+            scopes,
+            expires_in,
+        }) => {
             let config = load_config(cli.config.as_ref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             let token = runtime.block_on(async {
@@ -170,7 +187,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         config.hub.upgrade_db = true;
     }
     jupyterhub::server::init_logging(cli.log_level.as_deref());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(jupyterhub::server::run(config))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,1 +1,39 @@
-//! The `local` spawner: one child process per server (setuid to the user when root).
+//! The `local` spawner (interim; see issue #4).
+use super::*;
+use crate::config::Config;
+
+pub struct LocalSpawner;
+
+impl LocalSpawner {
+    pub fn new(_config: &Config) -> LocalSpawner {
+        LocalSpawner
+    }
+}
+
+#[async_trait::async_trait]
+impl Spawner for LocalSpawner {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    fn supports_limits(&self) -> bool {
+        false
+    }
+    async fn start(&self, _request: &SpawnRequest) -> Result<Started, Error> {
+        Err(Error::Refused("not yet".into()))
+    }
+    async fn poll(&self, _u: &str, _s: &str, _state: &serde_json::Value) -> Result<Status, Error> {
+        Ok(Status::Stopped {
+            reason: "unknown".into(),
+            log_tail: vec![],
+        })
+    }
+    async fn stop(
+        &self,
+        _u: &str,
+        _s: &str,
+        _state: &serde_json::Value,
+        _now: bool,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+}
