@@ -134,10 +134,10 @@ impl Authenticator for Dummy {
         username: &str,
         password: &str,
     ) -> Result<Option<Authenticated>, Error> {
-        if let Some(expected) = &self.password {
-            if !bool::from(expected.as_bytes().ct_eq(password.as_bytes())) {
-                return Ok(None);
-            }
+        if let Some(expected) = &self.password
+            && !bool::from(expected.as_bytes().ct_eq(password.as_bytes()))
+        {
+            return Ok(None);
         }
         Ok(Some(Authenticated {
             name: username.to_owned(),
@@ -257,13 +257,13 @@ impl Policy {
         let lowered = raw.trim().to_lowercase();
         let name = self.username_map.get(&lowered).cloned().unwrap_or(lowered);
         validate_username(&name)?;
-        if let Some(pattern) = &self.username_pattern {
-            if !pattern.is_full_match(&name) {
-                return Err(Error::InvalidName {
-                    name,
-                    why: "it does not match username_pattern",
-                });
-            }
+        if let Some(pattern) = &self.username_pattern
+            && !pattern.is_full_match(&name)
+        {
+            return Err(Error::InvalidName {
+                name,
+                why: "it does not match username_pattern",
+            });
         }
         Ok(name)
     }

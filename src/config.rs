@@ -515,21 +515,21 @@ impl Config {
                 ("user_password", &sp.user_password),
                 ("admin_password", &sp.admin_password),
             ] {
-                if let Some(secret) = secret {
-                    if secret.expose().len() < 8 {
-                        return Err(format!(
-                            "SharedPasswordAuthenticator.{key}: must be at least 8 characters"
-                        ));
-                    }
+                if let Some(secret) = secret
+                    && secret.expose().len() < 8
+                {
+                    return Err(format!(
+                        "SharedPasswordAuthenticator.{key}: must be at least 8 characters"
+                    ));
                 }
             }
-            if let (Some(u), Some(a)) = (&sp.user_password, &sp.admin_password) {
-                if u.expose() == a.expose() {
-                    return Err(
-                        "SharedPasswordAuthenticator: user_password and admin_password must differ"
-                            .into(),
-                    );
-                }
+            if let (Some(u), Some(a)) = (&sp.user_password, &sp.admin_password)
+                && u.expose() == a.expose()
+            {
+                return Err(
+                    "SharedPasswordAuthenticator: user_password and admin_password must differ"
+                        .into(),
+                );
             }
         }
         if self.spawner.cmd.is_empty() {
@@ -542,12 +542,12 @@ impl Config {
                     service.name
                 ));
             }
-            if let Some(token) = &service.api_token {
-                if token.expose().len() < 8 {
-                    return Err(format!(
-                        "JupyterHub.services[{i}].api_token: must be at least 8 characters"
-                    ));
-                }
+            if let Some(token) = &service.api_token
+                && token.expose().len() < 8
+            {
+                return Err(format!(
+                    "JupyterHub.services[{i}].api_token: must be at least 8 characters"
+                ));
             }
         }
         for (token, user) in &hub.api_tokens {

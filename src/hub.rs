@@ -243,7 +243,7 @@ impl Hub {
 
     /// Counts for `STATUS=` and metrics.
     pub fn status_line(&self) -> String {
-        let users = self.db.read(|c| db::count_users(c)).unwrap_or(0);
+        let users = self.db.read(db::count_users).unwrap_or(0);
         let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         let running = servers.values().filter(|s| s.is_ready()).count();
         let pending = servers.values().filter(|s| s.pending().is_some()).count();

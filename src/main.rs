@@ -28,6 +28,10 @@ struct Cli {
     /// Apply pending database migrations at start-up (as upgrade_db = true).
     #[arg(long)]
     upgrade_db: bool,
+    /// Development mode: any username logs in (dummy authenticator), servers are local
+    /// processes, and the hub listens on 127.0.0.1 only. Never use it in production.
+    #[arg(long)]
+    dev: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -185,6 +189,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if cli.upgrade_db {
         config.hub.upgrade_db = true;
+    }
+    if cli.dev {
+        config.hub.authenticator_class = "dummy".into();
+        config.hub.spawner_class = "local".into();
+        if config.hub.ip.is_empty() {
+            config.hub.ip = "127.0.0.1".into();
+        }
     }
     jupyterhub::server::init_logging(cli.log_level.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()

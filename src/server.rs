@@ -90,15 +90,15 @@ async fn prefix_redirect(hub: axum::extract::State<Hub>, uri: axum::http::Uri) -
     if path == format!("{base}hub") {
         return Redirect::permanent(&format!("{base}hub/{query}")).into_response();
     }
-    if let Some(rest) = path.strip_prefix(&base) {
-        if rest.starts_with("user/") || rest.starts_with("services/") {
-            // `/user/alice` without the slash first gains it, as upstream.
-            let segments = rest.split('/').filter(|s| !s.is_empty()).count();
-            if segments == 2 && !rest.ends_with('/') {
-                return Redirect::permanent(&format!("{path}/{query}")).into_response();
-            }
-            return found(&format!("{base}hub/{rest}{query}"));
+    if let Some(rest) = path.strip_prefix(&base)
+        && (rest.starts_with("user/") || rest.starts_with("services/"))
+    {
+        // `/user/alice` without the slash first gains it, as upstream.
+        let segments = rest.split('/').filter(|s| !s.is_empty()).count();
+        if segments == 2 && !rest.ends_with('/') {
+            return Redirect::permanent(&format!("{path}/{query}")).into_response();
         }
+        return found(&format!("{base}hub/{rest}{query}"));
     }
     crate::web::PageError::new(
         axum::http::StatusCode::NOT_FOUND,

@@ -42,16 +42,17 @@ pub fn environment(template_paths: &[std::path::PathBuf]) -> Environment<'static
     // minijinja's HTML escaping also escapes `/`, which makes URLs in pages unreadable;
     // escape what HTML needs and leave slashes alone.
     env.set_formatter(|out, state, value| {
-        if *state.auto_escape() != minijinja::AutoEscape::None && !value.is_safe() {
-            if let Some(text) = value.as_str() {
-                let escaped = text
-                    .replace('&', "&amp;")
-                    .replace('<', "&lt;")
-                    .replace('>', "&gt;")
-                    .replace('"', "&quot;")
-                    .replace('\'', "&#x27;");
-                return out.write_str(&escaped).map_err(minijinja::Error::from);
-            }
+        if *state.auto_escape() != minijinja::AutoEscape::None
+            && !value.is_safe()
+            && let Some(text) = value.as_str()
+        {
+            let escaped = text
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#x27;");
+            return out.write_str(&escaped).map_err(minijinja::Error::from);
         }
         minijinja::escape_formatter(out, state, value)
     });

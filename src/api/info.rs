@@ -117,10 +117,10 @@ pub async fn services(
         .map_err(crate::hub::Error::from)?;
     let mut out = Map::new();
     for row in rows {
-        if identity.allows("list:services", &Resource::Service { name: &row.name }) {
-            if let Some(model) = service_model(&hub, &identity, &row.name, row.admin) {
-                out.insert(row.name.clone(), model);
-            }
+        if identity.allows("list:services", &Resource::Service { name: &row.name })
+            && let Some(model) = service_model(&hub, &identity, &row.name, row.admin)
+        {
+            out.insert(row.name.clone(), model);
         }
     }
     Ok(Json(Value::Object(out)))

@@ -55,6 +55,7 @@ pub fn apply(conn: &Connection) -> Result<()> {
 }
 
 /// Apply only the first `n` migrations: for tests of upgrading an old database.
+#[cfg(test)]
 pub fn apply_first(conn: &Connection, n: usize) -> Result<()> {
     for (index, (_name, sql)) in MIGRATIONS.iter().enumerate().take(n) {
         let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Exclusive)?;

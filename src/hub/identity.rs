@@ -188,10 +188,10 @@ impl Hub {
         }
         let result = self.db.write(|tx| {
             db::touch_token(tx, row.id, now)?;
-            if let Principal::User(user) = principal {
-                if !row.note.starts_with("Server at ") {
-                    db::touch_user(tx, user.id, now)?;
-                }
+            if let Principal::User(user) = principal
+                && !row.note.starts_with("Server at ")
+            {
+                db::touch_user(tx, user.id, now)?;
             }
             Ok(())
         });

@@ -631,10 +631,9 @@ impl Hub {
                 .map_err(|e| Error::SpawnFailed(e.to_string()))?;
             if let Ok(Ok(response)) =
                 tokio::time::timeout(Duration::from_secs(5), client.request(request)).await
+                && response.status().as_u16() < 500
             {
-                if response.status().as_u16() < 500 {
-                    return Ok(());
-                }
+                return Ok(());
             }
             if tokio::time::Instant::now() + delay > deadline {
                 return Err(Error::SpawnFailed(format!(

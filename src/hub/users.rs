@@ -142,10 +142,10 @@ impl Hub {
             ) {
                 continue;
             }
-            if let Some(filter) = &query.name_filter {
-                if !user.name.to_lowercase().contains(&filter.to_lowercase()) {
-                    continue;
-                }
+            if let Some(filter) = &query.name_filter
+                && !user.name.to_lowercase().contains(&filter.to_lowercase())
+            {
+                continue;
             }
             let mine: Vec<_> = spawners.iter().filter(|s| s.user_id == user.id).collect();
             let active = mine.iter().any(|s| {
@@ -297,13 +297,13 @@ impl Hub {
                 )));
             }
         };
-        if let Some(new_name) = &new_name {
-            if *new_name != user.name && self.db.read(|c| db::user_by_name(c, new_name))?.is_some()
-            {
-                return Err(Error::BadRequest(format!(
-                    "User {new_name} already exists, username must be unique"
-                )));
-            }
+        if let Some(new_name) = &new_name
+            && *new_name != user.name
+            && self.db.read(|c| db::user_by_name(c, new_name))?.is_some()
+        {
+            return Err(Error::BadRequest(format!(
+                "User {new_name} already exists, username must be unique"
+            )));
         }
         let auth_state = match patch.get("auth_state") {
             None => None,

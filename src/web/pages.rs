@@ -266,15 +266,14 @@ pub async fn logout(State(hub): State<Hub>, session: Session) -> Response {
     response
 }
 
+// The error is the redirect to send; pages return it at once, so its size does not matter.
+#[allow(clippy::result_large_err)]
 fn require_user(hub: &Hub, session: &Session, uri: &Uri) -> Result<crate::db::UserRow, Response> {
     match session.identity.as_ref().and_then(|i| i.user()) {
         Some(user) => Ok(user.clone()),
         None => Err(login_redirect(
             hub,
-            &uri.path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/hub/")
-                .to_owned(),
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/hub/"),
         )),
     }
 }
@@ -499,15 +498,15 @@ fn options_from_form(fields: Vec<(String, String)>) -> (Value, Option<String>) {
         }
     }
     for value in map.values_mut() {
-        if let Some(list) = value.as_array() {
-            if list.len() == 1 {
-                let single = list[0].clone();
-                *value = if single == json!("on") {
-                    json!(true)
-                } else {
-                    single
-                };
-            }
+        if let Some(list) = value.as_array()
+            && list.len() == 1
+        {
+            let single = list[0].clone();
+            *value = if single == json!("on") {
+                json!(true)
+            } else {
+                single
+            };
         }
     }
     (Value::Object(map), xsrf)

@@ -20,8 +20,6 @@ pub fn free_port() -> u16 {
 
 pub struct TestHub {
     pub url: String,
-    pub port: u16,
-    pub hub_port: u16,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
@@ -56,8 +54,6 @@ impl TestHub {
         .expect("write config");
         let mut hub = TestHub {
             url: format!("http://127.0.0.1:{port}"),
-            port,
-            hub_port,
             config,
             dir,
             child: None,
@@ -86,15 +82,15 @@ impl TestHub {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = Client::new();
         loop {
-            if let Ok(r) = client.get(format!("{}/hub/api/", self.url)).send().await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
+            if let Ok(r) = client.get(format!("{}/hub/api/", self.url)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("jupyterhub exited early ({status}):\n{}", self.log());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("jupyterhub exited early ({status}):\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
@@ -184,13 +180,6 @@ pub fn browser() -> Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
-}
-
-pub async fn json(response: Response) -> Value {
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status {status}: not JSON ({e}): {text}"))
 }
 
 /// Call the API with a token; returns status and JSON body (Null when empty).
