@@ -82,5 +82,10 @@ pub fn router() -> Router<Hub> {
             get(info::authorization_token),
         )
         .route("/shutdown", post(info::shutdown))
+        .route(
+            "/oauth2/authorize",
+            get(crate::oauth::authorize).post(crate::oauth::authorize_confirm),
+        )
+        .route("/oauth2/token", post(crate::oauth::token))
         .fallback(info::not_found)
 }

@@ -198,6 +198,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     jupyterhub::server::init_logging(cli.log_level.as_deref());
+    if cli.dev {
+        tracing::warn!(
+            "development mode: any username and password log in; do not expose this hub"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

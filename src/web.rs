@@ -34,6 +34,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("error.html", include_str!("web/templates/error.html")),
     ("token.html", include_str!("web/templates/token.html")),
     ("admin.html", include_str!("web/templates/admin.html")),
+    ("oauth.html", include_str!("web/templates/oauth.html")),
 ];
 
 /// Built-in templates, overridden by files of the same name in `template_paths`.

@@ -12,8 +12,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/001_initial.sql"),
     ),
     (
-        "002_spawner_failure",
-        include_str!("../../migrations/002_spawner_failure.sql"),
+        "002_spawner_failure_and_client_owner",
+        include_str!("../../migrations/002_spawner_failure_and_client_owner.sql"),
     ),
 ];
 

@@ -706,21 +706,44 @@ pub struct OAuthClientRow {
     pub secret: String,
     pub redirect_uri: String,
     pub allowed_scopes: Vec<String>,
+    pub owner: ClientOwner,
+}
+
+/// Whose OAuth client this is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ClientOwner {
+    #[default]
+    Hub,
+    Server {
+        user: String,
+        server: String,
+    },
+    Service(String),
 }
 
 pub fn oauth_client(conn: &Connection, identifier: &str) -> Result<Option<OAuthClientRow>> {
     Ok(conn
         .prepare_cached(
-            "SELECT identifier, description, secret, redirect_uri, allowed_scopes FROM oauth_clients WHERE identifier = ?1",
+            "SELECT identifier, description, secret, redirect_uri, allowed_scopes, owner_user, owner_server, owner_service
+             FROM oauth_clients WHERE identifier = ?1",
         )?
         .query_row([identifier], |r| {
             let scopes: String = r.get(4)?;
+            let user: Option<String> = r.get(5)?;
+            let server: Option<String> = r.get(6)?;
+            let service: Option<String> = r.get(7)?;
+            let owner = match (user, service) {
+                (Some(user), _) => ClientOwner::Server { user, server: server.unwrap_or_default() },
+                (None, Some(service)) => ClientOwner::Service(service),
+                (None, None) => ClientOwner::Hub,
+            };
             Ok(OAuthClientRow {
                 identifier: r.get(0)?,
                 description: r.get(1)?,
                 secret: r.get(2)?,
                 redirect_uri: r.get(3)?,
                 allowed_scopes: list_col(&scopes),
+                owner,
             })
         })
         .optional()?)
@@ -728,15 +751,20 @@ pub fn oauth_client(conn: &Connection, identifier: &str) -> Result<Option<OAuthC
 
 pub fn upsert_oauth_client(tx: &Connection, client: &OAuthClientRow) -> Result<()> {
     tx.execute(
-        "INSERT INTO oauth_clients (identifier, description, secret, redirect_uri, allowed_scopes) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO oauth_clients (identifier, description, secret, redirect_uri, allowed_scopes, owner_user, owner_server, owner_service)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(identifier) DO UPDATE SET description = excluded.description, secret = excluded.secret,
-         redirect_uri = excluded.redirect_uri, allowed_scopes = excluded.allowed_scopes",
+         redirect_uri = excluded.redirect_uri, allowed_scopes = excluded.allowed_scopes, owner_user = excluded.owner_user,
+         owner_server = excluded.owner_server, owner_service = excluded.owner_service",
         params![
             client.identifier,
             client.description,
             client.secret,
             client.redirect_uri,
-            serde_json::to_string(&client.allowed_scopes).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string(&client.allowed_scopes).unwrap_or_else(|_| "[]".into()),
+            match &client.owner { ClientOwner::Server { user, .. } => Some(user.as_str()), _ => None },
+            match &client.owner { ClientOwner::Server { server, .. } => Some(server.as_str()), _ => None },
+            match &client.owner { ClientOwner::Service(name) => Some(name.as_str()), _ => None },
         ],
     )?;
     Ok(())

@@ -484,6 +484,10 @@ impl Hub {
                     secret: crate::auth::hash_token(&token, crate::auth::GENERATED_ROUNDS),
                     redirect_uri: format!("{prefix}oauth_callback"),
                     allowed_scopes: spawner_config.oauth_client_allowed_scopes.clone(),
+                    owner: db::ClientOwner::Server {
+                        user: user.name.clone(),
+                        server: row.name.clone(),
+                    },
                 },
             )?;
             let scopes = rbac::server_token_scopes(&user.name, &row.name);

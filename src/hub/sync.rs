@@ -94,6 +94,31 @@ impl Hub {
                     let row = db::upsert_service(tx, &service.name, service.admin)?;
                     if let Some(token) = &service.api_token {
                         ensure_config_token(tx, TokenOwner::Service(row.id), token.expose())?;
+                        // A service with a URL logs users in through OAuth, with its token as secret.
+                        if service.url.is_some() || service.oauth_redirect_uri.is_some() {
+                            let client_id = service
+                                .oauth_client_id
+                                .clone()
+                                .unwrap_or_else(|| format!("service-{}", service.name));
+                            let redirect_uri =
+                                service.oauth_redirect_uri.clone().unwrap_or_else(|| {
+                                    format!(
+                                        "{}services/{}/oauth_callback",
+                                        hub.base_url, service.name
+                                    )
+                                });
+                            db::upsert_oauth_client(
+                                tx,
+                                &db::OAuthClientRow {
+                                    identifier: client_id,
+                                    description: format!("Service {}", service.name),
+                                    secret: auth::hash_token(token.expose(), PROVIDED_ROUNDS),
+                                    redirect_uri,
+                                    allowed_scopes: service.oauth_client_allowed_scopes.clone(),
+                                    owner: db::ClientOwner::Service(service.name.clone()),
+                                },
+                            )?;
+                        }
                     }
                 }
                 for role in &hub.load_roles {

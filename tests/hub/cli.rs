@@ -150,6 +150,9 @@ async fn upgrade_db_migrates_an_old_schema_after_a_backup() {
                name TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT '{}', user_options TEXT NOT NULL DEFAULT '{}',
                url TEXT, started INTEGER, last_activity INTEGER, UNIQUE (user_id, name));
              INSERT INTO spawners SELECT * FROM spawners_v1; DROP TABLE spawners_v1;
+             ALTER TABLE oauth_clients DROP COLUMN owner_user;
+             ALTER TABLE oauth_clients DROP COLUMN owner_server;
+             ALTER TABLE oauth_clients DROP COLUMN owner_service;
              PRAGMA user_version = 1;",
         )
         .expect("downgrade");

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod groups;
 mod login;
+mod oauth;
 mod robustness;
 mod tokens;
 mod users;
