@@ -94,6 +94,7 @@ pub struct Inner {
     pub crypt: Option<fernet::MultiFernet>,
     /// Serialises PAM conversations: failed attempts sleep inside libpam.
     pub pam_permits: tokio::sync::Semaphore,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::ops::Deref for Hub {
@@ -207,6 +208,7 @@ impl Hub {
             shutdown: CancellationToken::new(),
             crypt,
             pam_permits: tokio::sync::Semaphore::new(4),
+            metrics: crate::metrics::Metrics::new(),
         }));
         hub.sync_config()?;
         if mode == Mode::Serve {
@@ -239,6 +241,19 @@ impl Hub {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         }
+    }
+
+    /// Bring the user and server gauges up to date (cheap: one count query).
+    pub fn refresh_gauges(&self) {
+        let users = self.db.read(|c| db::count_users(c)).unwrap_or(0);
+        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        self.metrics.total_users.set(users);
+        self.metrics
+            .running_servers
+            .set(servers.values().filter(|s| s.is_ready()).count() as i64);
+        self.metrics
+            .pending_servers
+            .set(servers.values().filter(|s| s.pending().is_some()).count() as i64);
     }
 
     /// Counts for `STATUS=` and metrics.

@@ -45,7 +45,11 @@ pub fn init_logging(level: Option<&str>) {
 
 /// Headers on every hub response, as upstream: the version (single-user servers parse it)
 /// and a CSP that forbids framing.
-async fn hub_headers(request: Request, next: Next) -> Response {
+async fn hub_headers(
+    axum::extract::State(hub): axum::extract::State<Hub>,
+    request: Request,
+    next: Next,
+) -> Response {
     let api = request.uri().path().contains("/hub/api");
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -69,6 +73,23 @@ async fn hub_headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("accept, content-type, authorization"),
     );
     let status = response.status().as_u16();
+    {
+        let handler = if api {
+            "api"
+        } else if path.contains("/hub/") {
+            "page"
+        } else {
+            "redirect"
+        };
+        hub.metrics
+            .requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                method: method.to_string(),
+                handler: handler.into(),
+                code: status,
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     if status >= 500 {
         tracing::warn!(method = %method, path = %path, status, duration_ms, "request");
@@ -131,7 +152,7 @@ pub fn app(hub: Hub) -> Router {
         .nest(&format!("{base}/hub/api"), crate::api::router())
         .nest(&format!("{base}/hub"), crate::web::router())
         .fallback(prefix_redirect)
-        .layer(middleware::from_fn(hub_headers))
+        .layer(middleware::from_fn_with_state(hub.clone(), hub_headers))
         .with_state(hub)
 }
 

@@ -170,6 +170,7 @@ pub fn router() -> Router<Hub> {
         .route("/user/{user}/{*rest}", axum::routing::any(pages::user_url))
         .route("/user-redirect/{*path}", get(pages::user_redirect))
         .route("/error/{code}", get(pages::error_page))
+        .route("/metrics", get(pages::metrics))
         .route(
             "/health",
             get(|| async { StatusCode::OK }).head(|| async { StatusCode::OK }),

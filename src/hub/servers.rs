@@ -427,6 +427,12 @@ impl Hub {
         let result = self.spawn_inner(&user, &mut row).await;
         match &result {
             Ok(()) => {
+                self.metrics
+                    .spawns
+                    .get_or_create(&crate::metrics::StatusLabel {
+                        status: "success".into(),
+                    })
+                    .observe(started_at.elapsed().as_secs_f64());
                 let url = self.server_url(&user.name, &row.name);
                 tracing::info!(user = %user.name, server = %row.name, spawn_seconds = started_at.elapsed().as_secs_f64(), "server ready");
                 let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
@@ -440,6 +446,12 @@ impl Hub {
                 }
             }
             Err(e) => {
+                self.metrics
+                    .spawns
+                    .get_or_create(&crate::metrics::StatusLabel {
+                        status: "failure".into(),
+                    })
+                    .observe(started_at.elapsed().as_secs_f64());
                 let message = format!("Spawn failed: {e}");
                 tracing::warn!(user = %user.name, server = %row.name, error = %e, "spawn failed");
                 let failure = json!({"reason": e.to_string(), "log_tail": match e {

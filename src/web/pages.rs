@@ -911,6 +911,33 @@ pub async fn user_redirect(
     found(&with_next(spawn_path(&hub, &me.name, ""), Some(&target)))
 }
 
+/// `GET /hub/metrics`: Prometheus metrics; needs `read:metrics` unless
+/// `authenticate_prometheus = false`.
+pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Response, PageError> {
+    if hub.config.hub.authenticate_prometheus {
+        let identity = match crate::api::extract::bearer_token(&session.headers) {
+            Some(token) => hub.identify_token(token)?,
+            None => session.identity.clone(),
+        };
+        let allowed = identity.is_some_and(|i| i.allows("read:metrics", &Resource::Hub));
+        if !allowed {
+            return Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "read:metrics is required",
+            ));
+        }
+    }
+    hub.refresh_gauges();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.metrics.encode(),
+    )
+        .into_response())
+}
+
 /// `/hub/error/{code}`: the proxy's error target.
 pub async fn error_page(
     Path(code): Path<u16>,
