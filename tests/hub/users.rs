@@ -441,11 +441,24 @@ async fn metrics_need_read_metrics() {
     let admin = hub.admin_token();
     let alice = hub.token("alice", &[]);
     let client = reqwest::Client::new();
-    let r = client.get(format!("{}/hub/metrics", hub.url)).header("Authorization", format!("token {alice}")).send().await.expect("get");
+    let r = client
+        .get(format!("{}/hub/metrics", hub.url))
+        .header("Authorization", format!("token {alice}"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 403);
-    let r = client.get(format!("{}/hub/metrics", hub.url)).header("Authorization", format!("token {admin}")).send().await.expect("get");
+    let r = client
+        .get(format!("{}/hub/metrics", hub.url))
+        .header("Authorization", format!("token {admin}"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 200);
     let text = r.text().await.expect("text");
     assert!(text.contains("jupyterhub_total_users 2"), "{text}");
-    assert!(text.contains("jupyterhub_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("jupyterhub_request_duration_seconds_bucket"),
+        "{text}"
+    );
 }
