@@ -1,6 +1,11 @@
 //! Table-driven tests of scope expansion, intersection and checks, mostly ported from
 //! upstream `jupyterhub/tests/test_scopes.py` (cited per table).
 
+#![allow(
+    clippy::type_complexity,
+    reason = "test tables are tuples of string-slice lists"
+)]
+
 use super::*;
 use std::collections::BTreeMap;
 
