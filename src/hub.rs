@@ -186,7 +186,9 @@ impl Hub {
         let policy = Policy::from_config(&config, authenticator.allows_all_by_default());
         // CLI commands never spawn, so they need no D-Bus connection.
         let spawner: Arc<dyn Spawner> = match spawner_class(&config) {
-            "systemd" if mode == Mode::Serve => Arc::new(spawner::systemd::SystemdSpawner::new(&config).await?),
+            "systemd" if mode == Mode::Serve => {
+                Arc::new(spawner::systemd::SystemdSpawner::new(&config).await?)
+            }
             _ => Arc::new(spawner::local::LocalSpawner::new(&config)),
         };
         let hub = Hub(Arc::new(Inner {

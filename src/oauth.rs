@@ -57,6 +57,7 @@ fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
 /// its allowed scopes, each only if the user holds it (upstream's `_resolve_requested_scopes`).
 fn resolve_scopes(
     identity: &crate::hub::Identity,
+    membership: &impl rbac::Membership,
     user: &str,
     client: &db::OAuthClientRow,
     requested: Option<&str>,
@@ -85,9 +86,7 @@ fn resolve_scopes(
         .into_iter()
         .filter(
             |scope| match rbac::expand(std::slice::from_ref(scope), &owner) {
-                Ok(expanded) => {
-                    rbac::excess(&expanded, &identity.scopes, &identity.groups).is_empty()
-                }
+                Ok(expanded) => rbac::excess(&expanded, &identity.scopes, membership).is_empty(),
                 Err(_) => false,
             },
         )
@@ -231,7 +230,13 @@ async fn authorize_inner(
         }
         ClientOwner::Hub => false,
     };
-    let scopes = resolve_scopes(&identity, &user.name, &client, param(&params, "scope"));
+    let scopes = resolve_scopes(
+        &identity,
+        &hub.membership(),
+        &user.name,
+        &client,
+        param(&params, "scope"),
+    );
     if !own && !confirmed {
         let html = crate::web::render(
             &hub,

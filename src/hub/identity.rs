@@ -65,6 +65,21 @@ impl Identity {
     }
 }
 
+/// An owned OAuth client, borrowed as `rbac::Client` when scopes are computed.
+enum ClientRef {
+    Server(String, String),
+    Service(String),
+}
+
+impl ClientRef {
+    fn as_client(&self) -> rbac::Client<'_> {
+        match self {
+            ClientRef::Server(user, server) => rbac::Client::Spawner { user, server },
+            ClientRef::Service(name) => rbac::Client::Service { name },
+        }
+    }
+}
+
 /// Tokens are checked against `last_activity` at most this often (upstream's
 /// `activity_resolution`), so a busy client does not write once per request.
 const ACTIVITY_RESOLUTION_MICROS: i64 = 30_000_000;
@@ -131,6 +146,31 @@ impl Hub {
         Ok((rbac::expand(&raw, &owner)?, groups))
     }
 
+    /// Group membership from the database, for `!group=` filters of other users.
+    pub fn membership(&self) -> impl rbac::Membership + '_ {
+        move |user: &str| {
+            self.db
+                .read(|c| match db::user_by_name(c, user)? {
+                    Some(row) => db::user_groups(c, row.id),
+                    None => Ok(Vec::new()),
+                })
+                .unwrap_or_default()
+        }
+    }
+
+    /// The OAuth client a token was issued to, unless it is the hub's own.
+    fn token_client(&self, client_id: &str) -> Result<Option<ClientRef>> {
+        if client_id == "jupyterhub" {
+            return Ok(None);
+        }
+        let client = self.db.read(|c| db::oauth_client(c, client_id))?;
+        Ok(client.and_then(|c| match c.owner {
+            db::ClientOwner::Server { user, server } => Some(ClientRef::Server(user, server)),
+            db::ClientOwner::Service(name) => Some(ClientRef::Service(name)),
+            db::ClientOwner::Hub => None,
+        }))
+    }
+
     /// Find a token's row; `None` for unknown, expired or over-long tokens.
     pub fn find_token(&self, token: &str) -> Result<Option<TokenRow>> {
         // Upstream never matches tokens longer than 64 characters (6.1), nor shorter than 8.
@@ -165,8 +205,14 @@ impl Hub {
             Principal::User(u) => Owner::User { name: &u.name },
             Principal::Service(s) => Owner::Service { name: &s.name },
         };
-        let token_scopes = rbac::expand(&row.scopes, &owner)?;
-        let scopes = rbac::intersect(&token_scopes, &owner_scopes, &groups);
+        let client = self.token_client(&row.client_id)?;
+        let scopes = rbac::token_scopes(
+            &row.scopes,
+            &owner,
+            client.as_ref().map(|c| c.as_client()).as_ref(),
+            &owner_scopes,
+            &self.membership(),
+        )?;
         self.note_token_activity(&row, &principal);
         Ok(Some(Identity {
             session_id: row.session_id.clone(),

@@ -24,7 +24,8 @@ impl Hub {
         let principal = Principal::User(user.clone());
         let (owner_scopes, groups) = self.owner_scopes(&principal)?;
         let expanded = rbac::expand(&row.scopes, &Owner::User { name: &user.name })?;
-        let scopes = rbac::intersect(&expanded, &owner_scopes, &groups);
+        let _ = groups;
+        let scopes = rbac::intersect(&expanded, &owner_scopes, &self.membership());
         let client = if row.client_id == "jupyterhub" {
             "JupyterHub".to_owned()
         } else {
@@ -93,7 +94,8 @@ impl Hub {
         let principal = Principal::User(user.clone());
         let (owner_scopes, groups) = self.owner_scopes(&principal)?;
         let requested = rbac::expand(&raw, &Owner::User { name: &user.name })?;
-        let excess = rbac::excess(&requested, &owner_scopes, &groups);
+        let _ = groups;
+        let excess = rbac::excess(&requested, &owner_scopes, &self.membership());
         if !excess.is_empty() {
             return Err(Error::Forbidden(format!(
                 "Not assigning requested scopes {} not held by {} {}",
@@ -104,7 +106,7 @@ impl Hub {
         }
         // The requester may not hand out more than it holds either.
         if let Some(identity) = by {
-            let excess = rbac::excess(&requested, &identity.scopes, &identity.groups);
+            let excess = rbac::excess(&requested, &identity.scopes, &self.membership());
             if !excess.is_empty() && !raw.iter().all(|s| s == "inherit") {
                 return Err(Error::Forbidden(format!(
                     "Not assigning requested scopes {} not held by the requester",
