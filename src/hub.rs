@@ -248,7 +248,7 @@ impl Hub {
 
     /// Bring the user and server gauges up to date (cheap: one count query).
     pub fn refresh_gauges(&self) {
-        let users = self.db.read(|c| db::count_users(c)).unwrap_or(0);
+        let users = self.db.read(db::count_users).unwrap_or(0);
         let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         self.metrics.total_users.set(users);
         self.metrics

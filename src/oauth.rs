@@ -172,17 +172,18 @@ async fn authorize_inner(
     let state = param(&params, "state").unwrap_or_default().to_owned();
     let challenge = param(&params, "code_challenge").map(str::to_owned);
     let method = param(&params, "code_challenge_method").map(str::to_owned);
-    if let Some(method) = &method {
-        if method != "S256" && method != "plain" {
-            return Ok(found(&with_query(
-                &redirect_uri,
-                &[
-                    ("error", "invalid_request"),
-                    ("error_description", "unsupported code_challenge_method"),
-                    ("state", &state),
-                ],
-            )));
-        }
+    if let Some(method) = &method
+        && method != "S256"
+        && method != "plain"
+    {
+        return Ok(found(&with_query(
+            &redirect_uri,
+            &[
+                ("error", "invalid_request"),
+                ("error_description", "unsupported code_challenge_method"),
+                ("state", &state),
+            ],
+        )));
     }
     // Access: the client's server or service must be reachable by this user.
     let own = match &client.owner {
