@@ -8,5 +8,6 @@ mod groups;
 mod login;
 mod oauth;
 mod robustness;
+mod servers;
 mod tokens;
 mod users;
