@@ -19,7 +19,10 @@ pub use table::{Route, RouteTable, Target};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: no PEM certificate found")]
     NoCertificate { path: PathBuf },
     #[error("{path}: no PEM private key found")]
@@ -31,7 +34,10 @@ pub enum Error {
     #[error("invalid proxy target {url:?}: expected http://host[:port][/path]")]
     BadTarget { url: String },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("proxy server: {0}")]
     Serve(std::io::Error),
 }

@@ -61,7 +61,9 @@ struct Api {
 }
 
 fn parse_target(target: &str) -> Result<http::Uri, Error> {
-    let bad = || Error::BadTarget { url: target.to_owned() };
+    let bad = || Error::BadTarget {
+        url: target.to_owned(),
+    };
     let uri: http::Uri = target.parse().map_err(|_| bad())?;
     match (uri.scheme_str(), uri.authority()) {
         (Some("http" | "https"), Some(_)) => Ok(uri),
@@ -78,12 +80,17 @@ async fn bind(ip: &str, port: u16) -> Result<TcpListener, Error> {
         },
         ip => TcpListener::bind((ip.trim_matches(|c| c == '[' || c == ']'), port)).await,
     };
-    result.map_err(|source| Error::Bind { addr: format!("{ip}:{port}"), source })
+    result.map_err(|source| Error::Bind {
+        addr: format!("{ip}:{port}"),
+        source,
+    })
 }
 
 /// Run the CHP drop-in until SIGTERM or SIGINT.
 pub async fn run_chp(args: ChpArgs) -> Result<(), Error> {
-    let token = std::env::var("CONFIGPROXY_AUTH_TOKEN").ok().filter(|t| !t.is_empty());
+    let token = std::env::var("CONFIGPROXY_AUTH_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     if token.is_none() {
         tracing::warn!("REST API is not authenticated: CONFIGPROXY_AUTH_TOKEN is not set");
     }
@@ -108,22 +115,37 @@ pub async fn run_chp(args: ChpArgs) -> Result<(), Error> {
     let api_port = args.api_port.unwrap_or(args.port.saturating_add(1));
     let api_listener = bind(&args.api_ip, api_port).await?;
     if let Some(pid_file) = &args.pid_file {
-        std::fs::write(pid_file, std::process::id().to_string()).map_err(|source| Error::Io { path: pid_file.clone(), source })?;
+        std::fs::write(pid_file, std::process::id().to_string()).map_err(|source| Error::Io {
+            path: pid_file.clone(),
+            source,
+        })?;
     }
-    let api = Arc::new(Api { routes, token, host_routing: args.host_routing });
+    let api = Arc::new(Api {
+        routes,
+        token,
+        host_routing: args.host_routing,
+    });
     let app = axum::Router::new().fallback(api_request).with_state(api);
     let shutdown = CancellationToken::new();
     tracing::info!(public = %public.local_addr().map_err(Error::Serve)?, api = %api_listener.local_addr().map_err(Error::Serve)?, "proxy listening");
     let api_task = {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { axum::serve(api_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await })
+        tokio::spawn(async move {
+            axum::serve(api_listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        })
     };
     let proxy_task = tokio::spawn(serve(public, Arc::new(proxy), tls, shutdown.clone()));
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
-    let proxied = proxy_task.await.map_err(|e| Error::Serve(std::io::Error::other(e)))?;
-    let api = api_task.await.map_err(|e| Error::Serve(std::io::Error::other(e)))?;
+    let proxied = proxy_task
+        .await
+        .map_err(|e| Error::Serve(std::io::Error::other(e)))?;
+    let api = api_task
+        .await
+        .map_err(|e| Error::Serve(std::io::Error::other(e)))?;
     proxied.map_err(Error::Serve)?;
     api.map_err(Error::Serve)?;
     if let Some(pid_file) = &args.pid_file {
@@ -149,19 +171,32 @@ async fn wait_for_signal() {
 
 /// CHP's `authorized` decorator: `Authorization` must contain `token <TOKEN>`.
 fn authorized(api: &Api, headers: &HeaderMap) -> bool {
-    let Some(expected) = &api.token else { return true };
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(expected) = &api.token else {
+        return true;
+    };
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
     let given = value.match_indices("token").find_map(|(i, _)| {
         let rest = &value[i + 5..];
         let trimmed = rest.trim_start();
-        (trimmed.len() < rest.len()).then(|| trimmed.split_whitespace().next()).flatten()
+        (trimmed.len() < rest.len())
+            .then(|| trimmed.split_whitespace().next())
+            .flatten()
     });
     given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())))
 }
 
 /// CHP's `trimPrefix`: leading `/`, no trailing `/` (except the root).
 fn clean_path(path: &str) -> String {
-    let mut p = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+    let mut p = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
     if p.len() > 1 && p.ends_with('/') {
         p.pop();
     }
@@ -171,11 +206,19 @@ fn clean_path(path: &str) -> String {
 impl Api {
     /// The table spec for a CHP path: with host routing, `/host.tld/x` is host route `host.tld/x`.
     fn table_spec<'a>(&self, chp_path: &'a str) -> &'a str {
-        if self.host_routing && chp_path != "/" { &chp_path[1..] } else { chp_path }
+        if self.host_routing && chp_path != "/" {
+            &chp_path[1..]
+        } else {
+            chp_path
+        }
     }
 
     fn chp_path(&self, route: &Route) -> String {
-        if route.spec.starts_with('/') { route.spec.clone() } else { format!("/{}", route.spec) }
+        if route.spec.starts_with('/') {
+            route.spec.clone()
+        } else {
+            format!("/{}", route.spec)
+        }
     }
 }
 
@@ -193,14 +236,25 @@ fn route_json(route: &Route) -> Value {
         _ => Map::new(),
     };
     if let Target::Url(uri) = &route.target {
-        obj.insert("target".into(), Value::String(uri.to_string().trim_end_matches('/').to_owned()));
+        obj.insert(
+            "target".into(),
+            Value::String(uri.to_string().trim_end_matches('/').to_owned()),
+        );
     }
-    obj.insert("last_activity".into(), route.last_activity().map_or(Value::Null, iso));
+    obj.insert(
+        "last_activity".into(),
+        route.last_activity().map_or(Value::Null, iso),
+    );
     Value::Object(obj)
 }
 
 fn json(status: StatusCode, value: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 fn parse_since(s: &str) -> Option<i64> {
@@ -208,13 +262,29 @@ fn parse_since(s: &str) -> Option<i64> {
         return Some(t.as_microsecond());
     }
     // Python's naive isoformat(): UTC by JupyterHub's convention.
-    let civil = s.parse::<jiff::civil::DateTime>().ok().or_else(|| s.parse::<jiff::civil::Date>().ok().map(|d| d.to_datetime(jiff::civil::Time::midnight())))?;
-    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp().as_microsecond())
+    let civil = s.parse::<jiff::civil::DateTime>().ok().or_else(|| {
+        s.parse::<jiff::civil::Date>()
+            .ok()
+            .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+    })?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp().as_microsecond())
 }
 
-async fn api_request(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn api_request(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path();
-    let Some(rest) = path.strip_prefix("/api/routes").filter(|r| r.is_empty() || r.starts_with('/')) else {
+    let Some(rest) = path
+        .strip_prefix("/api/routes")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    else {
         return (StatusCode::NOT_FOUND, "Not Found").into_response();
     };
     if !matches!(method, Method::GET | Method::POST | Method::DELETE) {
@@ -236,14 +306,21 @@ async fn api_request(State(api): State<Arc<Api>>, method: Method, uri: Uri, head
             let data: Value = match serde_json::from_slice(&body) {
                 Ok(Value::Null) => Value::Object(Map::new()),
                 Ok(v) => v,
-                Err(e) => return (StatusCode::BAD_REQUEST, format!("Body not valid JSON: {e}")).into_response(),
+                Err(e) => {
+                    return (StatusCode::BAD_REQUEST, format!("Body not valid JSON: {e}"))
+                        .into_response();
+                }
             };
             let Value::Object(mut data) = data else {
-                return (StatusCode::BAD_REQUEST, "Must specify 'target' as string").into_response();
+                return (StatusCode::BAD_REQUEST, "Must specify 'target' as string")
+                    .into_response();
             };
             let target = match data.remove("target") {
                 Some(Value::String(t)) => t,
-                _ => return (StatusCode::BAD_REQUEST, "Must specify 'target' as string").into_response(),
+                _ => {
+                    return (StatusCode::BAD_REQUEST, "Must specify 'target' as string")
+                        .into_response();
+                }
             };
             let target = match parse_target(&target) {
                 Ok(t) => t,
@@ -251,7 +328,8 @@ async fn api_request(State(api): State<Arc<Api>>, method: Method, uri: Uri, head
             };
             data.remove("last_activity");
             tracing::info!(route = %chp_path, %target, "adding route");
-            api.routes.add(spec, Target::Url(target), Value::Object(data));
+            api.routes
+                .add(spec, Target::Url(target), Value::Object(data));
             // CHP stamps a new route with the time it was added.
             if let Some(route) = api.routes.get(spec) {
                 route.touch();
@@ -272,22 +350,33 @@ async fn api_request(State(api): State<Arc<Api>>, method: Method, uri: Uri, head
 fn list_routes(api: &Api, query: Option<&str>) -> Response {
     let since_param = query.and_then(|q| {
         let pairs: Vec<_> = form_urlencoded::parse(q.as_bytes()).collect();
-        let find = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.to_string());
-        find("inactiveSince").or_else(|| find("inactive_since")).filter(|v| !v.is_empty())
+        let find = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.to_string())
+        };
+        find("inactiveSince")
+            .or_else(|| find("inactive_since"))
+            .filter(|v| !v.is_empty())
     });
     let since = match since_param {
         None => None,
         Some(s) => match parse_since(&s) {
             Some(t) => Some(t),
-            None => return (StatusCode::BAD_REQUEST, format!("Invalid datestamp '{s}' must be ISO8601.")).into_response(),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid datestamp '{s}' must be ISO8601."),
+                )
+                    .into_response();
+            }
         },
     };
     let mut out = Map::new();
     for route in api.routes.list() {
-        if let Some(since) = since {
-            if route.last_activity().unwrap_or(0) >= since {
-                continue;
-            }
+        if since.is_some_and(|since| route.last_activity().unwrap_or(0) >= since) {
+            continue;
         }
         out.insert(api.chp_path(&route), route_json(&route));
     }
@@ -300,7 +389,11 @@ mod tests {
 
     #[test]
     fn auth_header() {
-        let api = Api { routes: Arc::new(RouteTable::new()), token: Some("secret".into()), host_routing: false };
+        let api = Api {
+            routes: Arc::new(RouteTable::new()),
+            token: Some("secret".into()),
+            host_routing: false,
+        };
         let h = |v: &'static str| {
             let mut m = HeaderMap::new();
             m.insert(header::AUTHORIZATION, v.parse().expect("header"));
@@ -319,10 +412,22 @@ mod tests {
         assert_eq!(clean_path("/user/a/"), "/user/a");
         assert_eq!(clean_path("/"), "/");
         assert_eq!(clean_path(""), "/");
-        assert_eq!(parse_since("2026-01-01T00:00:00Z"), Some(1_767_225_600_000_000));
-        assert_eq!(parse_since("2026-01-01T00:00:00"), Some(1_767_225_600_000_000));
-        assert_eq!(parse_since("2026-01-01T01:00:00+01:00"), Some(1_767_225_600_000_000));
+        assert_eq!(
+            parse_since("2026-01-01T00:00:00Z"),
+            Some(1_767_225_600_000_000)
+        );
+        assert_eq!(
+            parse_since("2026-01-01T00:00:00"),
+            Some(1_767_225_600_000_000)
+        );
+        assert_eq!(
+            parse_since("2026-01-01T01:00:00+01:00"),
+            Some(1_767_225_600_000_000)
+        );
         assert_eq!(parse_since("yesterday"), None);
-        assert_eq!(iso(1_767_225_600_123_456), Value::String("2026-01-01T00:00:00.123Z".into()));
+        assert_eq!(
+            iso(1_767_225_600_123_456),
+            Value::String("2026-01-01T00:00:00.123Z".into())
+        );
     }
 }

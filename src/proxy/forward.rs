@@ -49,7 +49,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
             Inner::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::Hub(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
@@ -103,7 +106,10 @@ pub struct Proxy {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("routes", &self.routes).field("error_target", &self.error_target).finish()
+        f.debug_struct("Proxy")
+            .field("routes", &self.routes)
+            .field("error_target", &self.error_target)
+            .finish()
     }
 }
 
@@ -127,7 +133,13 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self { routes, client, hub, error_target: None, target_down: None }
+        Self {
+            routes,
+            client,
+            hub,
+            error_target: None,
+            target_down: None,
+        }
     }
 
     /// The table this proxy routes by.
@@ -147,7 +159,11 @@ impl Proxy {
     }
 
     /// Handle one request from a client connection.
-    pub(crate) async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub(crate) async fn handle(
+        &self,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let host = request_host(&req);
         let Some(route) = self.routes.lookup(host, req.uri().path()) else {
             let pq = req.uri().path_and_query().cloned();
@@ -159,34 +175,59 @@ impl Proxy {
         }
     }
 
-    async fn to_hub(&self, conn: &ConnInfo, route: &Route, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn to_hub(
+        &self,
+        conn: &ConnInfo,
+        route: &Route,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let Some(hub) = &self.hub else {
             let pq = req.uri().path_and_query().cloned();
-            return self.error_page(StatusCode::SERVICE_UNAVAILABLE, pq.as_ref()).await;
+            return self
+                .error_page(StatusCode::SERVICE_UNAVAILABLE, pq.as_ref())
+                .await;
         };
         add_forwarded(req.headers_mut(), conn);
-        req.extensions_mut().insert(axum::extract::ConnectInfo(conn.peer));
-        let res = hub.clone().oneshot(req.map(axum::body::Body::new)).await.unwrap_or_else(|e| match e {});
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(conn.peer));
+        let res = hub
+            .clone()
+            .oneshot(req.map(axum::body::Body::new))
+            .await
+            .unwrap_or_else(|e| match e {});
         if res.status().as_u16() < 300 {
             route.touch();
         }
         res.map(|b| ProxyBody(Inner::Hub(b)))
     }
 
-    async fn to_url(&self, conn: &ConnInfo, route: &Arc<Route>, base: &Uri, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn to_url(
+        &self,
+        conn: &ConnInfo,
+        route: &Arc<Route>,
+        base: &Uri,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let original = parts.uri.path_and_query().cloned();
         let uri = match target_uri(base, original.clone()) {
             Some(uri) => uri,
-            None => return self.error_page(StatusCode::BAD_REQUEST, original.as_ref()).await,
+            None => {
+                return self
+                    .error_page(StatusCode::BAD_REQUEST, original.as_ref())
+                    .await;
+            }
         };
         // HTTP/2 clients send no Host header: keep the one they addressed for the target.
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(a) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-                parts.headers.insert(header::HOST, a);
-            }
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, a);
         }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
@@ -213,11 +254,13 @@ impl Proxy {
                 if let Some(hook) = &self.target_down {
                     hook(route);
                 }
-                self.error_page(StatusCode::SERVICE_UNAVAILABLE, original.as_ref()).await
+                self.error_page(StatusCode::SERVICE_UNAVAILABLE, original.as_ref())
+                    .await
             }
             Err(e) => {
                 tracing::warn!(route = %route.spec, target = %base, error = %e, "proxy request failed");
-                self.error_page(StatusCode::BAD_GATEWAY, original.as_ref()).await
+                self.error_page(StatusCode::BAD_GATEWAY, original.as_ref())
+                    .await
             }
         }
     }
@@ -227,25 +270,40 @@ impl Proxy {
         if let Some(target) = &self.error_target {
             match self.fetch_error_page(target, code, pq).await {
                 Ok(res) => return res,
-                Err(e) => tracing::warn!(error = %e, "error target failed; using the built-in page"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "error target failed; using the built-in page")
+                }
             }
         }
         let (ctype, body) = match code {
-            StatusCode::SERVICE_UNAVAILABLE => ("text/html; charset=utf-8", ProxyBody::full(DOWN_PAGE)),
-            _ => ("text/plain; charset=utf-8", ProxyBody::full(code.canonical_reason().unwrap_or("Error"))),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                ("text/html; charset=utf-8", ProxyBody::full(DOWN_PAGE))
+            }
+            _ => (
+                "text/plain; charset=utf-8",
+                ProxyBody::full(code.canonical_reason().unwrap_or("Error")),
+            ),
         };
         let mut res = Response::new(body);
         *res.status_mut() = code;
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
         res
     }
 
-    async fn fetch_error_page(&self, target: &Uri, code: StatusCode, pq: Option<&PathAndQuery>) -> Result<Response<ProxyBody>, BoxError> {
+    async fn fetch_error_page(
+        &self,
+        target: &Uri,
+        code: StatusCode,
+        pq: Option<&PathAndQuery>,
+    ) -> Result<Response<ProxyBody>, BoxError> {
         let mut path = target.path().trim_end_matches('/').to_owned();
         path.push('/');
         path.push_str(code.as_str());
         path.push_str("?url=");
-        path.extend(form_urlencoded::byte_serialize(pq.map_or("/", |p| p.as_str()).as_bytes()));
+        path.extend(form_urlencoded::byte_serialize(
+            pq.map_or("/", |p| p.as_str()).as_bytes(),
+        ));
         let (status, headers, body) = match target.authority() {
             Some(authority) => {
                 let uri = Uri::builder()
@@ -253,15 +311,28 @@ impl Proxy {
                     .authority(authority.clone())
                     .path_and_query(path)
                     .build()?;
-                let req = Request::builder().method(Method::GET).uri(uri).body(ProxyBody::empty())?;
+                let req = Request::builder()
+                    .method(Method::GET)
+                    .uri(uri)
+                    .body(ProxyBody::empty())?;
                 let res = self.client.request(req).await?;
                 let (parts, body) = res.into_parts();
                 (parts.status, parts.headers, ProxyBody(Inner::Stream(body)))
             }
             None => {
-                let hub = self.hub.as_ref().ok_or("no hub for a path-only error target")?;
-                let req = Request::builder().method(Method::GET).uri(path).body(axum::body::Body::empty())?;
-                let res = hub.clone().oneshot(req).await.unwrap_or_else(|e| match e {});
+                let hub = self
+                    .hub
+                    .as_ref()
+                    .ok_or("no hub for a path-only error target")?;
+                let req = Request::builder()
+                    .method(Method::GET)
+                    .uri(path)
+                    .body(axum::body::Body::empty())?;
+                let res = hub
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|e| match e {});
                 let (parts, body) = res.into_parts();
                 (parts.status, parts.headers, ProxyBody(Inner::Hub(body)))
             }
@@ -307,11 +378,18 @@ fn target_uri(base: &Uri, pq: Option<PathAndQuery>) -> Option<Uri> {
 
 /// True when a comma-separated header value contains `token` (case-insensitive).
 fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "upgrade"))
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "upgrade"))
 }
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those the Connection header names.
@@ -322,7 +400,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .as_bytes()
             .split(|&b| b == b',')
             .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.eq_ignore_ascii_case(b"upgrade") && !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+            .filter(|t| {
+                !t.eq_ignore_ascii_case(b"upgrade")
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+                    && !t.eq_ignore_ascii_case(b"close")
+            })
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in listed {
@@ -347,10 +429,10 @@ fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo) {
     append_list(headers, &X_FORWARDED_FOR, &conn.peer_ip);
     append_list(headers, &X_FORWARDED_PROTO, &conn.proto);
     append_list(headers, &X_FORWARDED_PORT, &conn.port);
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
-        }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
     }
 }
 
@@ -372,7 +454,11 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) 
 }
 
 /// The service hyper calls for each request of a connection.
-pub(crate) async fn serve_request(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn serve_request(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     Ok(proxy.handle(&conn, req).await)
 }
 
@@ -383,7 +469,10 @@ mod tests {
     #[test]
     fn hop_by_hop() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret, Upgrade"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -393,7 +482,11 @@ mod tests {
         let mut up = h.clone();
         strip_hop_by_hop(&mut up, true);
         assert!(up.contains_key(header::UPGRADE) && up.contains_key(header::CONNECTION));
-        assert!(!up.contains_key("x-secret") && !up.contains_key(header::TE) && !up.contains_key("keep-alive"));
+        assert!(
+            !up.contains_key("x-secret")
+                && !up.contains_key(header::TE)
+                && !up.contains_key("keep-alive")
+        );
         strip_hop_by_hop(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         assert_eq!(names, vec!["x-kept"]);
@@ -401,7 +494,11 @@ mod tests {
 
     #[test]
     fn forwarded_headers_append() {
-        let conn = ConnInfo::new("[::ffff:10.0.0.1]:5000".parse().expect("addr"), "127.0.0.1:8000".parse().expect("addr"), true);
+        let conn = ConnInfo::new(
+            "[::ffff:10.0.0.1]:5000".parse().expect("addr"),
+            "127.0.0.1:8000".parse().expect("addr"),
+            true,
+        );
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("hub.tld"));
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
@@ -416,8 +513,17 @@ mod tests {
     fn uris() {
         let pq = |s: &'static str| Some(PathAndQuery::from_static(s));
         let t = |b: &'static str, p| target_uri(&Uri::from_static(b), p).map(|u| u.to_string());
-        assert_eq!(t("http://127.0.0.1:9000", pq("/user/a/x?y=1")).as_deref(), Some("http://127.0.0.1:9000/user/a/x?y=1"));
-        assert_eq!(t("http://127.0.0.1:9000/", pq("/user/a/")).as_deref(), Some("http://127.0.0.1:9000/user/a/"));
-        assert_eq!(t("http://h:1/pre/", pq("/user/a/?q")).as_deref(), Some("http://h:1/pre/user/a/?q"));
+        assert_eq!(
+            t("http://127.0.0.1:9000", pq("/user/a/x?y=1")).as_deref(),
+            Some("http://127.0.0.1:9000/user/a/x?y=1")
+        );
+        assert_eq!(
+            t("http://127.0.0.1:9000/", pq("/user/a/")).as_deref(),
+            Some("http://127.0.0.1:9000/user/a/")
+        );
+        assert_eq!(
+            t("http://h:1/pre/", pq("/user/a/?q")).as_deref(),
+            Some("http://h:1/pre/user/a/?q")
+        );
     }
 }

@@ -24,15 +24,26 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Load a PEM certificate (chain) and private key for the public listener.
 pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |source| Error::Io { path: path.to_owned(), source }
+        move |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
     let mut certs_file = BufReader::new(std::fs::File::open(cert).map_err(io(cert))?);
-    let certs = rustls_pemfile::certs(&mut certs_file).collect::<Result<Vec<_>, _>>().map_err(io(cert))?;
+    let certs = rustls_pemfile::certs(&mut certs_file)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io(cert))?;
     if certs.is_empty() {
-        return Err(Error::NoCertificate { path: cert.to_owned() });
+        return Err(Error::NoCertificate {
+            path: cert.to_owned(),
+        });
     }
     let mut key_file = BufReader::new(std::fs::File::open(key).map_err(io(key))?);
-    let key_der = rustls_pemfile::private_key(&mut key_file).map_err(io(key))?.ok_or_else(|| Error::NoKey { path: key.to_owned() })?;
+    let key_der = rustls_pemfile::private_key(&mut key_file)
+        .map_err(io(key))?
+        .ok_or_else(|| Error::NoKey {
+            path: key.to_owned(),
+        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -44,7 +55,12 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Er
 
 /// Serve the proxy on `listener` until `shutdown` is cancelled, then drain open requests.
 /// Upgraded connections (websockets) are independent tasks and are not waited for.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, tls: Option<Arc<rustls::ServerConfig>>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
@@ -73,18 +89,33 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, tls: Option<Arc<rus
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let result = match acceptor {
-                None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service)).await,
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), service)).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
+                None => {
+                    watcher
+                        .watch(
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
+                        )
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            watcher
+                                .watch(
+                                    builder
+                                        .serve_connection_with_upgrades(TokioIo::new(tls), service),
+                                )
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -92,7 +123,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, tls: Option<Arc<rus
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::info!("proxy: some requests were still running at shutdown");
     }
     Ok(())

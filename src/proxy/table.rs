@@ -41,7 +41,12 @@ pub(crate) fn now_micros() -> i64 {
 
 impl Route {
     pub fn new(spec: &str, target: Target, data: serde_json::Value) -> Self {
-        Self { spec: spec.to_owned(), target, data, last_activity: AtomicI64::new(0) }
+        Self {
+            spec: spec.to_owned(),
+            target,
+            data,
+            last_activity: AtomicI64::new(0),
+        }
     }
 
     /// Unix microseconds of the last request or websocket traffic, `None` if never.
@@ -86,7 +91,9 @@ impl Default for RouteTable {
 
 impl std::fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteTable").field("routes", &self.list().len()).finish()
+        f.debug_struct("RouteTable")
+            .field("routes", &self.list().len())
+            .finish()
     }
 }
 
@@ -129,7 +136,10 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Longest-prefix match on `/`-separated segments: `user/a` matches `user/a/x` but not `user/ab`.
-fn longest_prefix<'m>(map: &'m HashMap<Box<str>, Arc<Route>>, mut key: &str) -> Option<&'m Arc<Route>> {
+fn longest_prefix<'m>(
+    map: &'m HashMap<Box<str>, Arc<Route>>,
+    mut key: &str,
+) -> Option<&'m Arc<Route>> {
     if map.is_empty() {
         return None;
     }
@@ -149,11 +159,17 @@ fn longest_prefix<'m>(map: &'m HashMap<Box<str>, Arc<Route>>, mut key: &str) -> 
 
 impl RouteTable {
     pub fn new() -> Self {
-        Self { table: ArcSwap::from_pointee(Table::default()), write: Mutex::new(()) }
+        Self {
+            table: ArcSwap::from_pointee(Table::default()),
+            write: Mutex::new(()),
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut Table)) {
-        let _guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut table = Table::clone(&self.table.load());
         f(&mut table);
         self.table.store(Arc::new(table));
@@ -207,7 +223,12 @@ impl RouteTable {
     /// Every route, in no particular order.
     pub fn list(&self) -> Vec<Arc<Route>> {
         let table = self.table.load();
-        table.paths.values().chain(table.hosts.values().flat_map(|m| m.values())).cloned().collect()
+        table
+            .paths
+            .values()
+            .chain(table.hosts.values().flat_map(|m| m.values()))
+            .cloned()
+            .collect()
     }
 
     /// The route for a request: host routes for `host` first (if any), then path routes; the
@@ -251,7 +272,14 @@ mod tests {
 
     #[test]
     fn precedence() {
-        let t = table(&["/", "/user/a/", "/user/ab/", "/user/a/nb1/", "/services/x/", "/hub/"]);
+        let t = table(&[
+            "/",
+            "/user/a/",
+            "/user/ab/",
+            "/user/a/nb1/",
+            "/services/x/",
+            "/hub/",
+        ]);
         check(&t, None, "/user/a/tree", Some("/user/a/"));
         check(&t, None, "/user/a", Some("/user/a/"));
         check(&t, None, "/user/ab/tree", Some("/user/ab/"));
@@ -268,14 +296,22 @@ mod tests {
         assert!(t.remove("/").is_some());
         check(&t, None, "/nothing", None);
         assert!(t.remove("/").is_none());
-        assert_eq!(t.get("/user/a").map(|r| r.spec.clone()).as_deref(), Some("/user/a/"));
+        assert_eq!(
+            t.get("/user/a").map(|r| r.spec.clone()).as_deref(),
+            Some("/user/a/")
+        );
         assert_eq!(t.list().len(), 5);
     }
 
     #[test]
     fn hosts() {
         let t = table(&["/", "a.hub.tld/user/a/", "a.hub.tld/", "b.hub.tld/user/b/"]);
-        check(&t, Some("a.hub.tld:8000"), "/user/a/x", Some("a.hub.tld/user/a/"));
+        check(
+            &t,
+            Some("a.hub.tld:8000"),
+            "/user/a/x",
+            Some("a.hub.tld/user/a/"),
+        );
         check(&t, Some("A.Hub.TLD"), "/other", Some("a.hub.tld/"));
         check(&t, Some("b.hub.tld"), "/other", Some("/"));
         check(&t, Some("c.hub.tld"), "/user/a/x", Some("/"));
@@ -292,7 +328,11 @@ mod tests {
         old.touch_at(42);
         old.touch_at(7);
         assert_eq!(old.last_activity(), Some(42));
-        t.add("/user/a/", Target::Url(http::Uri::from_static("http://127.0.0.1:1")), serde_json::Value::Null);
+        t.add(
+            "/user/a/",
+            Target::Url(http::Uri::from_static("http://127.0.0.1:1")),
+            serde_json::Value::Null,
+        );
         let new = t.get("/user/a").expect("replaced");
         assert_eq!(new.last_activity(), Some(42));
         assert!(matches!(new.target, Target::Url(_)));
@@ -302,7 +342,11 @@ mod tests {
     fn reference<'a>(routes: &'a [String], path: &str) -> Option<&'a String> {
         let segs = |s: &str| -> Vec<String> {
             let t = s.trim_matches('/');
-            if t.is_empty() { vec![] } else { t.split('/').map(str::to_owned).collect() }
+            if t.is_empty() {
+                vec![]
+            } else {
+                t.split('/').map(str::to_owned).collect()
+            }
         };
         let p = segs(path);
         routes
@@ -315,11 +359,15 @@ mod tests {
     }
 
     fn seg() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a"), Just("ab"), Just("b"), Just("user"), Just("")].prop_map(str::to_owned)
+        prop_oneof![Just("a"), Just("ab"), Just("b"), Just("user"), Just("")]
+            .prop_map(str::to_owned)
     }
 
     fn spec() -> impl Strategy<Value = String> {
-        (proptest::collection::vec(seg().prop_filter("no empty", |s| !s.is_empty()), 0..4), any::<bool>())
+        (
+            proptest::collection::vec(seg().prop_filter("no empty", |s| !s.is_empty()), 0..4),
+            any::<bool>(),
+        )
             .prop_map(|(segs, slash)| {
                 let mut s = format!("/{}", segs.join("/"));
                 if slash && s.len() > 1 {

@@ -38,7 +38,11 @@ impl<T> Activity<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -50,7 +54,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.io).poll_write(cx, data);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
@@ -78,7 +86,10 @@ pub(crate) async fn splice(client: OnUpgrade, upstream: OnUpgrade, route: Arc<Ro
     };
     let mut client = TokioIo::new(client);
     let mut upstream = Activity::new(TokioIo::new(upstream), route);
-    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 64 << 10, 64 << 10).await {
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 64 << 10, 64 << 10)
+            .await
+    {
         tracing::debug!(route = %upstream.route.spec, error = %e, "upgraded connection ended");
     }
 }
