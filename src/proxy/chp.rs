@@ -51,6 +51,13 @@ pub struct ChpArgs {
     /// Write our PID to a file.
     #[arg(long)]
     pub pid_file: Option<PathBuf>,
+    /// Accepted for compatibility (JupyterHub passes them when statsd is configured); ignored.
+    #[arg(long, hide = true)]
+    pub statsd_host: Option<String>,
+    #[arg(long, hide = true)]
+    pub statsd_port: Option<String>,
+    #[arg(long, hide = true)]
+    pub statsd_prefix: Option<String>,
 }
 
 /// Shared state of the API server.
@@ -93,6 +100,9 @@ pub async fn run_chp(args: ChpArgs) -> Result<(), Error> {
         .filter(|t| !t.is_empty());
     if token.is_none() {
         tracing::warn!("REST API is not authenticated: CONFIGPROXY_AUTH_TOKEN is not set");
+    }
+    if args.statsd_host.is_some() {
+        tracing::warn!("--statsd-host is not supported and is ignored");
     }
     let routes = Arc::new(RouteTable::new());
     if let Some(target) = &args.default_target {
