@@ -1,78 +1,43 @@
-//! The built-in proxy. Interim route table with the final API (see issue #3).
+//! The built-in proxy: the one public listener, routing by longest path prefix (and host) to
+//! the in-process hub or to user servers and services, with websockets, activity and TLS.
+//! `jupyterhub proxy` runs it standalone as a drop-in for configurable-http-proxy.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+mod chp;
+mod forward;
+mod listen;
+mod table;
+mod websocket;
 
-pub enum Target {
-    Hub,
-    Url(http::Uri),
-}
+use std::path::PathBuf;
 
-pub struct Route {
-    pub spec: String,
-    pub target: Target,
-    pub data: serde_json::Value,
-    last_activity: AtomicI64,
-}
+pub use chp::{ChpArgs, run_chp};
+pub use forward::{Proxy, ProxyBody, TargetDownHook};
+pub use listen::{load_tls, serve};
+pub use table::{Route, RouteTable, Target};
 
-impl Route {
-    pub fn last_activity(&self) -> Option<i64> {
-        let v = self.last_activity.load(Ordering::Relaxed);
-        (v != 0).then_some(v)
-    }
-    pub fn touch(&self) {
-        self.last_activity
-            .store(jiff::Timestamp::now().as_microsecond(), Ordering::Relaxed);
-    }
-}
-
-#[derive(Default)]
-pub struct RouteTable(Mutex<HashMap<String, Arc<Route>>>);
-
-impl RouteTable {
-    pub fn new() -> Self {
-        RouteTable::default()
-    }
-    pub fn add(&self, spec: &str, target: Target, data: serde_json::Value) {
-        let route = Route {
-            spec: spec.to_owned(),
-            target,
-            data,
-            last_activity: AtomicI64::new(0),
-        };
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.to_owned(), Arc::new(route));
-    }
-    pub fn remove(&self, spec: &str) -> Option<Arc<Route>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(spec)
-    }
-    pub fn get(&self, spec: &str) -> Option<Arc<Route>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(spec)
-            .cloned()
-    }
-    pub fn list(&self) -> Vec<Arc<Route>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-}
-
-/// Flags of `jupyterhub proxy`, as configurable-http-proxy's.
-#[derive(Debug, clap::Args)]
-pub struct ChpArgs {}
-
-pub async fn run_chp(_args: ChpArgs) -> std::io::Result<()> {
-    Err(std::io::Error::other("not yet available"))
+/// Errors of the proxy's setup (request-time failures become error pages, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no PEM private key found")]
+    NoKey { path: PathBuf },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("--ssl-cert and --ssl-key must be given together")]
+    TlsPair,
+    #[error("invalid proxy target {url:?}: expected http://host[:port][/path]")]
+    BadTarget { url: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("proxy server: {0}")]
+    Serve(std::io::Error),
 }

@@ -28,6 +28,8 @@ pub enum Error {
     Url { key: &'static str, value: String },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::Error),
 }
 
 pub fn init_logging(level: Option<&str>) {
@@ -204,17 +206,28 @@ pub async fn serve(
     });
     spawn_activity_flush(&hub);
     let router = app(hub.clone());
+    // The public port is the proxy: user routes are forwarded, the hub's own are served
+    // in-process by the same router the internal port uses.
+    let tls = match (&hub.config.hub.ssl_cert, &hub.config.hub.ssl_key) {
+        (Some(cert), Some(key)) => Some(crate::proxy::load_tls(cert, key)?),
+        _ => None,
+    };
+    let mut proxy = crate::proxy::Proxy::new(hub.routes.clone(), Some(router.clone()));
+    let down_hub = hub.clone();
+    proxy.set_target_down_hook(std::sync::Arc::new(move |route: &crate::proxy::Route| {
+        let user = route.data.get("user").and_then(serde_json::Value::as_str);
+        let server = route
+            .data
+            .get("server_name")
+            .and_then(serde_json::Value::as_str);
+        if let (Some(user), Some(server)) = (user, server) {
+            down_hub.target_unreachable(user, server);
+        }
+    }));
     let public_task = {
         let stop = hub.shutdown.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                public,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        })
+        let proxy = std::sync::Arc::new(proxy);
+        tokio::spawn(async move { crate::proxy::serve(public, proxy, tls, stop).await })
     };
     let internal_task = {
         let stop = hub.shutdown.clone();

@@ -15,7 +15,11 @@ async fn wait_ready(hub: &TestHub, token: &str, user: &str, server: &str) -> Val
         if model["servers"][server]["ready"] == true {
             return model;
         }
-        assert!(Instant::now() < deadline, "server {user}/{server} not ready: {model}\n{}", hub.log());
+        assert!(
+            Instant::now() < deadline,
+            "server {user}/{server} not ready: {model}\n{}",
+            hub.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -26,24 +30,56 @@ async fn start_proxy_and_stop_a_server() {
     let admin = hub.admin_token();
     let user = server_user();
     let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
-    assert!(status == 201 || status == 202, "{status} {body}\n{}", hub.log());
+    assert!(
+        status == 201 || status == 202,
+        "{status} {body}\n{}",
+        hub.log()
+    );
     let model = wait_ready(&hub, &admin, &user, "").await;
     assert_eq!(model["server"], format!("/user/{user}/"));
     let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
     assert_eq!(status, 400, "already running: {body}");
 
     // Through the public port: the proxy routes /user/NAME/ to the server, path unchanged.
-    let r = reqwest::get(format!("{}/user/{user}/env", hub.url)).await.expect("get");
+    let r = reqwest::get(format!("{}/user/{user}/env", hub.url))
+        .await
+        .expect("get");
     assert_eq!(r.status(), 200, "{}", hub.log());
     let env: Value = r.json().await.expect("json");
     assert_eq!(env["JUPYTERHUB_USER"], user.as_str());
     assert_eq!(env["JUPYTERHUB_SERVICE_PREFIX"], format!("/user/{user}/"));
-    assert_eq!(env["JUPYTERHUB_CLIENT_ID"], format!("jupyterhub-user-{user}"));
-    assert_eq!(env["JUPYTERHUB_OAUTH_CALLBACK_URL"], format!("/user/{user}/oauth_callback"));
-    assert!(env["JUPYTERHUB_API_URL"].as_str().is_some_and(|u| u.ends_with("/hub/api")), "{env}");
-    assert!(env["JUPYTERHUB_ACTIVITY_URL"].as_str().is_some_and(|u| u.ends_with(&format!("/hub/api/users/{user}/activity"))));
-    let scopes: Value = serde_json::from_str(env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"].as_str().expect("scopes")).expect("json");
-    assert_eq!(scopes, json!([format!("access:servers!server={user}/"), format!("access:servers!user={user}")]));
+    assert_eq!(
+        env["JUPYTERHUB_CLIENT_ID"],
+        format!("jupyterhub-user-{user}")
+    );
+    assert_eq!(
+        env["JUPYTERHUB_OAUTH_CALLBACK_URL"],
+        format!("/user/{user}/oauth_callback")
+    );
+    assert!(
+        env["JUPYTERHUB_API_URL"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/hub/api")),
+        "{env}"
+    );
+    assert!(
+        env["JUPYTERHUB_ACTIVITY_URL"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("/hub/api/users/{user}/activity")))
+    );
+    let scopes: Value = serde_json::from_str(
+        env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"]
+            .as_str()
+            .expect("scopes"),
+    )
+    .expect("json");
+    assert_eq!(
+        scopes,
+        json!([
+            format!("access:servers!server={user}/"),
+            format!("access:servers!user={user}")
+        ])
+    );
 
     // The progress stream of a ready server sends the ready event and closes.
     let progress = reqwest::Client::new()
@@ -54,9 +90,19 @@ async fn start_proxy_and_stop_a_server() {
         .expect("progress");
     assert_eq!(progress.headers()["content-type"], "text/event-stream");
     let text = progress.text().await.expect("events");
-    assert!(text.starts_with("data: {") && text.contains("\"ready\":true"), "{text}");
+    assert!(
+        text.starts_with("data: {") && text.contains("\"ready\":true"),
+        "{text}"
+    );
 
-    let (status, _) = call(&hub, "DELETE", &format!("/users/{user}/server"), &admin, None).await;
+    let (status, _) = call(
+        &hub,
+        "DELETE",
+        &format!("/users/{user}/server"),
+        &admin,
+        None,
+    )
+    .await;
     assert!(status == 204 || status == 202);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -68,7 +114,11 @@ async fn start_proxy_and_stop_a_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The route is gone: the hub answers for the user's URL again.
-    let r = crate::support::browser().get(format!("{}/user/{user}/env", hub.url)).send().await.expect("get");
+    let r = crate::support::browser()
+        .get(format!("{}/user/{user}/env", hub.url))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], format!("/hub/user/{user}/env"));
 }
@@ -80,7 +130,12 @@ async fn failed_spawn_reports_the_reason() {
     let user = server_user();
     let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
     assert_eq!(status, 500, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("nonexistent")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nonexistent")),
+        "{body}"
+    );
     let progress = reqwest::Client::new()
         .get(hub.api(&format!("/users/{user}/server/progress")))
         .header("Authorization", format!("token {admin}"))
@@ -95,21 +150,55 @@ async fn failed_spawn_reports_the_reason() {
 
 #[tokio::test]
 async fn named_servers_and_their_limit() {
-    let hub = TestHub::start("allow_named_servers = true\nnamed_server_limit_per_user = 1", &stub_spawner_config()).await;
+    let hub = TestHub::start(
+        "allow_named_servers = true\nnamed_server_limit_per_user = 1",
+        &stub_spawner_config(),
+    )
+    .await;
     let admin = hub.admin_token();
     let user = server_user();
-    let (status, body) = call(&hub, "POST", &format!("/users/{user}/servers/nb1"), &admin, None).await;
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{user}/servers/nb1"),
+        &admin,
+        None,
+    )
+    .await;
     assert!(status == 201 || status == 202, "{status} {body}");
     wait_ready(&hub, &admin, &user, "nb1").await;
-    let r = reqwest::get(format!("{}/user/{user}/nb1/env", hub.url)).await.expect("get");
+    let r = reqwest::get(format!("{}/user/{user}/nb1/env", hub.url))
+        .await
+        .expect("get");
     assert_eq!(r.status(), 200);
     let env: Value = r.json().await.expect("json");
     assert_eq!(env["JUPYTERHUB_SERVER_NAME"], "nb1");
-    assert_eq!(env["JUPYTERHUB_CLIENT_ID"], format!("jupyterhub-user-{user}-nb1"));
-    let (status, body) = call(&hub, "POST", &format!("/users/{user}/servers/nb2"), &admin, None).await;
+    assert_eq!(
+        env["JUPYTERHUB_CLIENT_ID"],
+        format!("jupyterhub-user-{user}-nb1")
+    );
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{user}/servers/nb2"),
+        &admin,
+        None,
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("maximum of 1 named servers")));
-    let (status, _) = call(&hub, "DELETE", &format!("/users/{user}/servers/nb1"), &admin, Some(json!({"remove": true}))).await;
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maximum of 1 named servers"))
+    );
+    let (status, _) = call(
+        &hub,
+        "DELETE",
+        &format!("/users/{user}/servers/nb1"),
+        &admin,
+        Some(json!({"remove": true})),
+    )
+    .await;
     assert!(status == 204 || status == 202 || status == 400);
 }
 
@@ -118,14 +207,25 @@ async fn named_servers_disabled_by_default() {
     let hub = TestHub::start("", &stub_spawner_config()).await;
     let admin = hub.admin_token();
     let user = server_user();
-    let (status, body) = call(&hub, "POST", &format!("/users/{user}/servers/nb1"), &admin, None).await;
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{user}/servers/nb1"),
+        &admin,
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["message"], "Named servers are not enabled.");
 }
 
 #[tokio::test]
 async fn concurrent_spawn_limit_answers_429_with_retry_after() {
-    let hub = TestHub::start("allow_named_servers = true\nconcurrent_spawn_limit = 2\nslow_spawn_timeout = 0.0", &stub_spawner_config()).await;
+    let hub = TestHub::start(
+        "allow_named_servers = true\nconcurrent_spawn_limit = 2\nslow_spawn_timeout = 0.0",
+        &stub_spawner_config(),
+    )
+    .await;
     let admin = hub.admin_token();
     let user = server_user();
     let client = reqwest::Client::new();
@@ -138,12 +238,21 @@ async fn concurrent_spawn_limit_answers_429_with_retry_after() {
             .await
             .expect("post");
         if r.status() == 429 {
-            assert!(r.headers().get("retry-after").is_some(), "429 carries Retry-After");
+            assert!(
+                r.headers().get("retry-after").is_some(),
+                "429 carries Retry-After"
+            );
         }
         statuses.push(r.status().as_u16());
     }
-    assert!(statuses.iter().filter(|s| **s == 429).count() >= 1, "{statuses:?}");
-    assert!(statuses.iter().filter(|s| **s == 202 || **s == 201).count() >= 2, "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 202 || **s == 201).count() >= 2,
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]
@@ -158,7 +267,13 @@ async fn idle_culler_from_pypi_culls_idle_servers() {
     let (status, body) = call(&hub, "GET", &format!("/users/{user}"), &admin, None).await;
     assert_eq!(status, 200, "{body}");
     let culler = tokio::process::Command::new(venv.join("bin/python"))
-        .args(["-m", "jupyterhub_idle_culler", "--timeout=1", "--cull-every=1", "--concurrency=1"])
+        .args([
+            "-m",
+            "jupyterhub_idle_culler",
+            "--timeout=1",
+            "--cull-every=1",
+            "--concurrency=1",
+        ])
         .env("JUPYTERHUB_API_TOKEN", &admin)
         .env("JUPYTERHUB_API_URL", hub.api(""))
         .kill_on_drop(true)
@@ -172,7 +287,11 @@ async fn idle_culler_from_pypi_culls_idle_servers() {
         if model["server"].is_null() && model["pending"].is_null() {
             break;
         }
-        assert!(Instant::now() < deadline, "the culler did not stop the server: {model}\n{}", hub.log());
+        assert!(
+            Instant::now() < deadline,
+            "the culler did not stop the server: {model}\n{}",
+            hub.log()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(culler);

@@ -271,24 +271,35 @@ pub fn server_user() -> String {
         );
         name
     } else {
-        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).expect("current user")
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .expect("current user")
     }
 }
 
 /// `[Spawner]` settings that run the stub single-user server (tests/fixtures), copied where
 /// any user can read it.
 pub fn stub_spawner_config() -> String {
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stub_singleuser.py");
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stub_singleuser.py");
     let target = std::env::temp_dir().join("jupyterhub-rs-stub_singleuser.py");
     std::fs::copy(&source, &target).expect("copy stub");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).expect("chmod stub");
-    format!("[Spawner]\ncmd = [\"/usr/bin/python3\", \"{}\"]\nhttp_timeout = 20\nstart_timeout = 20\n", target.display())
+    format!(
+        "[Spawner]\ncmd = [\"/usr/bin/python3\", \"{}\"]\nhttp_timeout = 20\nstart_timeout = 20\n",
+        target.display()
+    )
 }
 
 /// A venv with `jupyterhub` (5.3), `jupyterlab` and `jupyterhub-idle-culler` from PyPI.
 pub fn singleuser_venv() -> PathBuf {
-    let venv = PathBuf::from(std::env::var("SINGLEUSER_VENV").unwrap_or_else(|_| "/var/cache/jupyterhub-rs-tests/venv-5.3".into()));
+    let venv = PathBuf::from(
+        std::env::var("SINGLEUSER_VENV")
+            .unwrap_or_else(|_| "/var/cache/jupyterhub-rs-tests/venv-5.3".into()),
+    );
     assert!(
         venv.join("bin/jupyterhub-singleuser").exists() && venv.join("lib").exists(),
         "{} lacks jupyterhub-singleuser: run `bash tests/run.sh`, which creates it",
