@@ -393,7 +393,6 @@ pub fn unit_properties(request: &SpawnRequest, config: &SystemdSpawnerConfig, en
         prop("MemoryAccounting", true),
         prop("CPUAccounting", true),
         prop("TimeoutStopUSec", STOP_TIMEOUT_USEC),
-        prop("AddRef", false),
     ];
     if config.dynamic_users {
         let state_dir = format!("jupyterhub-users/{}", escape_component(&request.user).replace('\\', "_"));
@@ -485,6 +484,9 @@ pub async fn start_unit(conn: &Connection, request: &SpawnRequest, config: &Conf
     let env_file = env_file_path(sd, &unit);
     let props = unit_properties(request, sd, &env_file)?;
     let manager = ManagerProxy::new(conn).await.map_err(|e| systemd_error("manager proxy", e))?;
+    // Without a subscriber systemd may not send the JobRemoved we wait for. A connection
+    // that is already subscribed gets `AlreadySubscribed`, which is fine.
+    let _ = timed("Subscribe", manager.subscribe()).await;
 
     // A unit left loaded (failed, or still running although the hub thinks it stopped).
     if let Ok(path) = timed("GetUnit", manager.get_unit(&unit)).await? {
@@ -639,14 +641,23 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-/// Whether the kernel log reports an OOM kill of `pid` in `unit`'s cgroup.
+/// Whether the kernel log reports an OOM kill of `pid` in `unit`'s cgroup. journald reads
+/// the kernel log on its own schedule, so a missing report is looked for a few more times.
 async fn kernel_oom_killed(unit: &str, pid: u32) -> bool {
-    let Ok(lines) = run_journalctl(&["-k", "-n", "400"]).await else {
-        return false;
-    };
     let memcg = format!("/{unit},");
     let pid = format!(",pid={pid},");
-    lines.iter().any(|line| line.starts_with("oom-kill:") && line.contains(&memcg) && line.contains(&pid))
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let Ok(lines) = run_journalctl(&["-k", "-n", "400"]).await else {
+            return false;
+        };
+        if lines.iter().any(|line| line.starts_with("oom-kill:") && line.contains(&memcg) && line.contains(&pid)) {
+            return true;
+        }
+    }
+    false
 }
 
 async fn run_journalctl(args: &[&str]) -> Result<Vec<String>, Error> {
@@ -686,7 +697,8 @@ pub struct SystemdSpawner {
     conn: Connection,
     config: Arc<Config>,
     exits: broadcast::Sender<Exited>,
-    /// Units we are stopping ourselves: their deactivation is not announced as an exit.
+    /// Units we stopped ourselves (until their next start): their deactivation is not
+    /// announced as an exit.
     stopping: Arc<Mutex<HashSet<String>>>,
     watcher: tokio::task::JoinHandle<()>,
 }
@@ -713,7 +725,11 @@ impl SystemdSpawner {
         let stopping = Arc::new(Mutex::new(HashSet::new()));
         let stream = watch_stream(&conn).await?;
         let manager = ManagerProxy::new(&conn).await.map_err(|e| systemd_error("manager proxy", e))?;
-        timed("Subscribe", manager.subscribe()).await?.map_err(|e| systemd_error("Subscribe", e))?;
+        if let Err(e) = timed("Subscribe", manager.subscribe()).await? {
+            if !matches!(&e, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed") {
+                return Err(systemd_error("Subscribe", e));
+            }
+        }
         let watcher = tokio::spawn(watch_units(conn.clone(), stream, exits.clone(), stopping.clone()));
         Ok(SystemdSpawner { conn, config, exits, stopping, watcher })
     }
@@ -777,6 +793,8 @@ impl Spawner for SystemdSpawner {
     }
 
     async fn start(&self, request: &SpawnRequest) -> Result<Started, Error> {
+        // A unit we stopped earlier is announced again once it runs anew.
+        self.stopping.lock().expect("stopping set poisoned").remove(&unit_name(&request.user, &request.server_name));
         if Self::is_root() {
             start_unit(&self.conn, request, &self.config).await
         } else {
@@ -820,14 +838,10 @@ impl Spawner for SystemdSpawner {
         let job = match timed("StopUnit", manager.stop_unit(&unit, "replace")).await? {
             Ok(job) => job,
             Err(e) if dbus::is_no_such_unit(&e) => {
-                self.stopping.lock().expect("stopping set poisoned").remove(&unit);
                 self.clean_up(&unit).await;
                 return Ok(());
             }
-            Err(e) => {
-                self.stopping.lock().expect("stopping set poisoned").remove(&unit);
-                return Err(systemd_error("StopUnit", e));
-            }
+            Err(e) => return Err(systemd_error("StopUnit", e)),
         };
         // systemd itself sends SIGKILL after TimeoutStopSec; allow a margin beyond that.
         let wait = Duration::from_micros(STOP_TIMEOUT_USEC) + Duration::from_secs(15);
@@ -910,7 +924,7 @@ async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: b
                 if !matches!(state.as_str(), "inactive" | "failed") {
                     continue;
                 }
-                let ours = stopping.lock().expect("stopping set poisoned").remove(&unit);
+                let ours = stopping.lock().expect("stopping set poisoned").contains(&unit);
                 let signalled = last.remove(&unit);
                 if ours {
                     continue;
