@@ -187,9 +187,9 @@ impl Hub {
         // CLI commands never spawn, so they need no D-Bus connection.
         let spawner: Arc<dyn Spawner> = match spawner_class(&config) {
             "systemd" if mode == Mode::Serve => {
-                Arc::new(spawner::systemd::SystemdSpawner::new(&config).await?)
+                Arc::new(spawner::systemd::SystemdSpawner::connect(Arc::new(config.clone())).await?)
             }
-            _ => Arc::new(spawner::local::LocalSpawner::new(&config)),
+            _ => Arc::new(spawner::local::LocalSpawner::new()),
         };
         let hub = Hub(Arc::new(Inner {
             login_limiter: LoginLimiter::new(

@@ -313,7 +313,10 @@ impl Hub {
                 env.insert(key.clone(), value);
             }
         }
-        let access = rbac::access_scopes_for_server(&user.name, server_name);
+        // Upstream's `Spawner.oauth_access_scopes`: this server, or any server of the user.
+        let mut access = rbac::access_scopes_for_server(&user.name, server_name);
+        access.push(format!("access:servers!user={}", user.name));
+        access.dedup();
         let access_json = serde_json::to_string(&access).unwrap_or_else(|_| "[]".into());
         let host_ip = if ip.contains(':') {
             format!("[{ip}]")

@@ -29,6 +29,7 @@ async fn start_proxy_and_stop_a_server() {
     let hub = TestHub::start("", &stub_spawner_config()).await;
     let admin = hub.admin_token();
     let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
     let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
     assert!(
         status == 201 || status == 202,
@@ -128,6 +129,7 @@ async fn failed_spawn_reports_the_reason() {
     let hub = TestHub::start("", "[Spawner]\ncmd = [\"/nonexistent/jupyterhub-singleuser\"]\nstart_timeout = 10\nhttp_timeout = 5\n").await;
     let admin = hub.admin_token();
     let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
     let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
     assert_eq!(status, 500, "{body}");
     assert!(
@@ -157,6 +159,7 @@ async fn named_servers_and_their_limit() {
     .await;
     let admin = hub.admin_token();
     let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
     let (status, body) = call(
         &hub,
         "POST",
@@ -207,6 +210,7 @@ async fn named_servers_disabled_by_default() {
     let hub = TestHub::start("", &stub_spawner_config()).await;
     let admin = hub.admin_token();
     let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
     let (status, body) = call(
         &hub,
         "POST",
@@ -228,6 +232,7 @@ async fn concurrent_spawn_limit_answers_429_with_retry_after() {
     .await;
     let admin = hub.admin_token();
     let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for i in 0..6 {
@@ -261,6 +266,7 @@ async fn idle_culler_from_pypi_culls_idle_servers() {
     let hub = TestHub::start("", &stub_spawner_config()).await;
     let admin = hub.admin_token();
     let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
     call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
     wait_ready(&hub, &admin, &user, "").await;
     // Make the server look idle for an hour.

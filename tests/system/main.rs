@@ -1,0 +1,3 @@
+//! System tests: real systemd (a contained PID 1), real users. Run as root.
+
+mod spawner;
