@@ -111,9 +111,13 @@ fn prop(name: &str, value: impl Into<Variant<'static>>) -> Property {
     (name.to_owned(), value.into())
 }
 
-/// Where the environment file of `unit` lives.
+/// Where the environment file of `unit` lives. The name is the unit's object-path escape
+/// (only `[A-Za-z0-9_]`): systemd refuses an `EnvironmentFiles=` path containing the `\` of
+/// an escaped unit name (the unit then fails with `resources`).
 pub fn env_file_path(config: &SystemdSpawnerConfig, unit: &str) -> PathBuf {
-    config.env_dir.join(format!("{unit}.env"))
+    let escaped = dbus::unit_object_path(unit);
+    let name = escaped.strip_prefix(dbus::UNIT_PATH_PREFIX).unwrap_or(&escaped);
+    config.env_dir.join(format!("{name}.env"))
 }
 
 /// Quote a value for systemd's `EnvironmentFile=` parser (shell-like double quotes).
@@ -895,6 +899,7 @@ fn take<T: TryFrom<OwnedVariant>>(changed: &mut HashMap<String, OwnedVariant>, k
 /// because a unit may be garbage-collected before we could ask for them.
 async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: broadcast::Sender<Exited>, stopping: Arc<Mutex<HashSet<String>>>) {
     let mut last: HashMap<String, ExitInfo> = HashMap::new();
+    let mut ran: HashSet<String> = HashSet::new();
     while let Some(message) = stream.next().await {
         let Ok(message) = message else { continue };
         let header = message.header();
@@ -922,6 +927,17 @@ async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: b
             "org.freedesktop.systemd1.Unit" => {
                 let Some(state) = take::<String>(&mut changed, "ActiveState") else { continue };
                 if !matches!(state.as_str(), "inactive" | "failed") {
+                    ran.insert(unit);
+                    continue;
+                }
+                // A new transient unit is announced as `inactive` before it starts: only a
+                // unit that has left `inactive` at least once has exited.
+                let seen_running = ran.remove(&unit);
+                let has_run = match take::<u64>(&mut changed, "InactiveExitTimestampMonotonic") {
+                    Some(t) => t != 0,
+                    None => seen_running,
+                };
+                if !has_run {
                     continue;
                 }
                 let ours = stopping.lock().expect("stopping set poisoned").contains(&unit);

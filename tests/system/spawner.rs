@@ -38,6 +38,7 @@ done
 exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagation private --mount-proc \
   env container=unshare sh -c '
     for d in /run /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done
+    mount -t tmpfs -o mode=755 tmpfs /var/log/journal
     mkdir -p /run/lock
     exec /lib/systemd/systemd --system --log-target=console --log-level=warning --unit=basic.target' >/dev/null 2>&1"#
         );
@@ -139,7 +140,13 @@ fn probe_path() -> PathBuf {
     // target/debug/deps/system-HASH → target/debug/examples/spawn_probe
     let exe = std::env::current_exe().expect("current exe");
     let path = exe.parent().and_then(|p| p.parent()).expect("target dir").join("examples/spawn_probe");
-    assert!(path.exists(), "{} is missing: cargo test builds examples; run `cargo build --examples`", path.display());
+    // `cargo test` builds examples, `cargo test --test system` does not: build it then.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--example", "spawn_probe", "--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")])
+        .status()
+        .expect("cargo build --example spawn_probe");
+    assert!(status.success() && path.exists(), "cannot build {}", path.display());
     path
 }
 
@@ -182,6 +189,7 @@ fn wait_listening(port: u16) {
     panic!("nothing listens on port {port}");
 }
 
+#[track_caller]
 fn expect_ok(answer: &Value) {
     assert_eq!(answer["ok"], json!(true), "{answer}");
 }
@@ -249,8 +257,8 @@ fn limits_user_and_no_secret_in_unit(sd: &Contained) {
     let environ = sd.run(&["cat", &format!("/proc/{pid}/environ")]);
     assert!(environ.split('\0').any(|kv| kv == "JUPYTERHUB_API_TOKEN=tok-very-secret-0123456789"), "{environ:?}");
     assert!(environ.split('\0').any(|kv| kv == format!("MEM_LIMIT={}", 256u64 << 20)), "{environ:?}");
-    let env_file = format!("/run/jupyterhub-units/{unit}.env");
-    assert_eq!(sd.run(&["stat", "-c", "%a %U", &env_file]).trim(), "400 root");
+    let env_file = "/run/jupyterhub-units/jupyter_2dalice_2dsingleuser_2eservice.env";
+    assert_eq!(sd.run(&["stat", "-c", "%a %U", env_file]).trim(), "400 root");
     assert_eq!(sd.run(&["stat", "-c", "%a %U", "/run/jupyterhub-units"]).trim(), "700 root");
 
     let units = sd.probe(json!({"action": "list"}));
@@ -290,7 +298,7 @@ fn failed_start_is_reported_at_once(sd: &Contained) {
     assert!(answer["error"].as_str().expect("error").contains("/nonexistent/jupyterhub-singleuser"), "{answer}");
     // Nothing is left behind: the unit is gone and so is the secret file.
     assert_eq!(sd.prop("jupyter-carol-singleuser.service", "LoadState"), "not-found");
-    let file = "/run/jupyterhub-units/jupyter-carol-singleuser.service.env";
+    let file = "/run/jupyterhub-units/jupyter_2dcarol_2dsingleuser_2eservice.env";
     assert_eq!(sd.run(&["sh", "-c", &format!("test -e {file} && echo present || echo gone")]).trim(), "gone");
     // A respawn after the failure works (no "unit exists").
     let port = free_port();
