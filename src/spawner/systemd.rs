@@ -609,6 +609,8 @@ pub struct ExitInfo {
     /// Exit status or signal number.
     pub status: i32,
     pub pid: u32,
+    /// When the main process started (realtime µs); 0 if unknown.
+    pub started_usec: u64,
 }
 
 impl ExitInfo {
@@ -626,7 +628,7 @@ impl ExitInfo {
                 status => format!("exit code {status}"),
             },
             "signal" | "core-dump" => {
-                if self.status == libc::SIGKILL && kernel_oom_killed(unit, self.pid).await {
+                if self.status == libc::SIGKILL && kernel_oom_killed(unit, self.started_usec).await {
                     "out of memory".into()
                 } else {
                     format!("killed by signal {}", signal_name(self.status))
@@ -645,19 +647,23 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-/// Whether the kernel log reports an OOM kill of `pid` in `unit`'s cgroup. journald reads
-/// the kernel log on its own schedule, so a missing report is looked for a few more times.
-async fn kernel_oom_killed(unit: &str, pid: u32) -> bool {
-    let memcg = format!("/{unit},");
-    let pid = format!(",pid={pid},");
+/// Whether the kernel log reports an OOM kill in `unit`'s cgroup since the unit's main
+/// process started (pids are not compared: the kernel logs them as seen from the root pid
+/// namespace). journald reads the kernel log on its own schedule, so a missing report is
+/// looked for a few more times.
+async fn kernel_oom_killed(unit: &str, since_usec: u64) -> bool {
+    let memcg = "task_memcg=";
+    let unit_memcg = format!("/{unit},");
+    let since = format!("@{}", since_usec / 1_000_000);
+    let args: Vec<&str> = if since_usec > 0 { vec!["-k", "--since", &since] } else { vec!["-k", "-n", "400"] };
     for attempt in 0..5 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let Ok(lines) = run_journalctl(&["-k", "-n", "400"]).await else {
+        let Ok(lines) = run_journalctl(&args).await else {
             return false;
         };
-        if lines.iter().any(|line| line.starts_with("oom-kill:") && line.contains(&memcg) && line.contains(&pid)) {
+        if lines.iter().any(|line| line.starts_with("oom-kill:") && line.split(memcg).nth(1).is_some_and(|rest| rest.contains(&unit_memcg))) {
             return true;
         }
     }
@@ -679,8 +685,19 @@ async fn run_journalctl(args: &[&str]) -> Result<Vec<String>, Error> {
 
 /// The last lines the unit logged (its output and systemd's messages about it).
 pub async fn journal_tail(unit: &str) -> Vec<String> {
+    journal_tail_since(unit, 0).await
+}
+
+/// As `journal_tail`, from `since_usec` (realtime µs, second granularity) on, so earlier runs
+/// of the same unit are left out; 0 means no bound.
+async fn journal_tail_since(unit: &str, since_usec: u64) -> Vec<String> {
     let n = LOG_TAIL_LINES.to_string();
-    run_journalctl(&["-u", unit, "-n", &n]).await.unwrap_or_default()
+    let since = format!("@{}", since_usec / 1_000_000);
+    let mut args = vec!["-u", unit, "-n", &n];
+    if since_usec > 0 {
+        args.extend(["--since", &since]);
+    }
+    run_journalctl(&args).await.unwrap_or_default()
 }
 
 /// `None` when the unit is not loaded (never started, or garbage-collected).
@@ -690,7 +707,8 @@ async fn read_exit_info(conn: &Connection, unit: &str) -> Option<ExitInfo> {
     let code = timed("ExecMainCode", service.exec_main_code()).await.ok()?.ok()?;
     let status = timed("ExecMainStatus", service.exec_main_status()).await.ok()?.ok()?;
     let pid = timed("ExecMainPID", service.exec_main_pid()).await.ok()?.ok()?;
-    Some(ExitInfo { result, code, status, pid })
+    let started_usec = timed("ExecMainStartTimestamp", service.exec_main_start_timestamp()).await.ok()?.unwrap_or(0);
+    Some(ExitInfo { result, code, status, pid, started_usec })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,11 +838,12 @@ impl Spawner for SystemdSpawner {
         if !matches!(state.as_str(), "inactive" | "failed") {
             return Ok(Status::Running);
         }
-        let reason = match read_exit_info(&self.conn, &unit).await {
+        let info = read_exit_info(&self.conn, &unit).await;
+        let reason = match &info {
             Some(info) => info.reason(&unit).await,
             None => "stopped".into(),
         };
-        let log_tail = journal_tail(&unit).await;
+        let log_tail = journal_tail_since(&unit, info.map_or(0, |i| i.started_usec)).await;
         self.clean_up(&unit).await;
         Ok(Status::Stopped { reason, log_tail })
     }
@@ -923,6 +942,11 @@ async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: b
                 {
                     info.pid = v;
                 }
+                if let Some(v) = take::<u64>(&mut changed, "ExecMainStartTimestamp")
+                    && v != 0
+                {
+                    info.started_usec = v;
+                }
             }
             "org.freedesktop.systemd1.Unit" => {
                 let Some(state) = take::<String>(&mut changed, "ActiveState") else { continue };
@@ -950,7 +974,7 @@ async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: b
                     _ => signalled.unwrap_or_default(),
                 };
                 let reason = info.reason(&unit).await;
-                let log_tail = journal_tail(&unit).await;
+                let log_tail = journal_tail_since(&unit, info.started_usec).await;
                 tracing::info!(%unit, %reason, "user server exited");
                 let _ = exits.send(Exited { user, server_name, reason, log_tail });
             }

@@ -63,6 +63,9 @@ pub trait Service {
     fn exec_main_status(&self) -> zbus::Result<i32>;
     #[zbus(property, name = "ExecMainPID")]
     fn exec_main_pid(&self) -> zbus::Result<u32>;
+    /// Realtime µs since the epoch; 0 if the main process never started.
+    #[zbus(property, name = "ExecMainStartTimestamp")]
+    fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
     // Not change-signalled: the cache must be bypassed or the first value is read forever.
     #[zbus(property(emits_changed_signal = "false"), name = "MemoryCurrent")]
     fn memory_current(&self) -> zbus::Result<u64>;
