@@ -28,7 +28,9 @@ fn error_json(e: &Error) -> Value {
 fn status_json(status: Status) -> Value {
     match status {
         Status::Running => json!({"status": "running"}),
-        Status::Stopped { reason, log_tail } => json!({"status": "stopped", "reason": reason, "log_tail": log_tail}),
+        Status::Stopped { reason, log_tail } => {
+            json!({"status": "stopped", "reason": reason, "log_tail": log_tail})
+        }
     }
 }
 
@@ -37,10 +39,12 @@ fn str_field<'a>(input: &'a Value, key: &str) -> &'a str {
 }
 
 async fn run(input: Value) -> Result<Value, Error> {
-    let config: Config = toml::from_str(str_field(&input, "config")).map_err(|e| Error::Refused(format!("config: {e}")))?;
+    let config: Config = toml::from_str(str_field(&input, "config"))
+        .map_err(|e| Error::Refused(format!("config: {e}")))?;
     let spawner = SystemdSpawner::connect(Arc::new(config)).await?;
     let request = || -> Result<SpawnRequest, Error> {
-        serde_json::from_value(input.get("request").cloned().unwrap_or_default()).map_err(|e| Error::Refused(format!("request: {e}")))
+        serde_json::from_value(input.get("request").cloned().unwrap_or_default())
+            .map_err(|e| Error::Refused(format!("request: {e}")))
     };
     let (user, server) = (str_field(&input, "user"), str_field(&input, "server"));
     let state = input.get("state").cloned().unwrap_or_default();
@@ -63,13 +67,19 @@ async fn run(input: Value) -> Result<Value, Error> {
         // Start, then wait for the spawner to announce the server's own exit, then poll it.
         "start_wait_exit" => {
             let request = request()?;
-            let mut exits = spawner.subscribe_exits().ok_or_else(|| Error::Refused("no exit announcements".into()))?;
+            let mut exits = spawner
+                .subscribe_exits()
+                .ok_or_else(|| Error::Refused("no exit announcements".into()))?;
             let started = spawner.start(&request).await?;
             let exited = tokio::time::timeout(Duration::from_secs(60), async {
                 loop {
                     match exits.recv().await {
-                        Ok(e) if e.user == request.user && e.server_name == request.server_name => return Some(e),
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Ok(e) if e.user == request.user && e.server_name == request.server_name => {
+                            return Some(e);
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            continue;
+                        }
                         Err(_) => return None,
                     }
                 }
@@ -77,7 +87,11 @@ async fn run(input: Value) -> Result<Value, Error> {
             .await
             .ok()
             .flatten();
-            let polled = status_json(spawner.poll(&request.user, &request.server_name, &started.state).await?);
+            let polled = status_json(
+                spawner
+                    .poll(&request.user, &request.server_name, &started.state)
+                    .await?,
+            );
             json!({
                 "ok": true,
                 "state": started.state,

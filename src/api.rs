@@ -1,1 +1,91 @@
-//! The REST API under `/hub/api`.
+//! The REST API under `{base_url}hub/api`: JupyterHub's paths, JSON shapes and status codes.
+//! Handlers parse input, check scopes, call one `Hub` method and shape the answer.
+
+pub mod error;
+pub mod extract;
+mod groups;
+mod info;
+mod servers;
+mod tokens;
+mod users;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::hub::Hub;
+
+pub use error::ApiError;
+pub use info::root;
+
+/// The API routes, relative to `{base_url}hub/api`.
+pub fn router() -> Router<Hub> {
+    Router::new()
+        .route("/", get(info::root))
+        .route("/info", get(info::info))
+        .route("/user", get(info::whoami))
+        .route("/health", get(info::health).head(info::health))
+        .route("/users", get(users::list).post(users::create_many))
+        .route(
+            "/users/{name}",
+            get(users::get)
+                .post(users::create)
+                .patch(users::update)
+                .delete(users::delete),
+        )
+        .route("/users/{name}/activity", post(users::activity))
+        .route("/users/{name}/admin-access", post(users::admin_access))
+        .route(
+            "/users/{name}/server",
+            post(servers::start_default).delete(servers::stop_default),
+        )
+        .route(
+            "/users/{name}/server/progress",
+            get(servers::progress_default),
+        )
+        .route(
+            "/users/{name}/servers/{server}",
+            get(servers::get_named)
+                .post(servers::start_named)
+                .delete(servers::stop_named),
+        )
+        .route(
+            "/users/{name}/servers/{server}/progress",
+            get(servers::progress_named),
+        )
+        .route(
+            "/users/{name}/tokens",
+            get(tokens::list).post(tokens::create),
+        )
+        .route(
+            "/users/{name}/tokens/{id}",
+            get(tokens::get).delete(tokens::delete),
+        )
+        .route("/groups", get(groups::list).post(groups::create_many))
+        .route(
+            "/groups/{name}",
+            get(groups::get).post(groups::create).delete(groups::delete),
+        )
+        .route(
+            "/groups/{name}/users",
+            post(groups::add_users).delete(groups::remove_users),
+        )
+        .route(
+            "/groups/{name}/properties",
+            axum::routing::put(groups::set_properties),
+        )
+        .route("/services", get(info::services))
+        .route("/services/{name}", get(info::service))
+        .route("/proxy", get(info::proxy_routes).post(info::proxy_sync))
+        .route("/authorizations/token", post(info::authorizations_removed))
+        .route(
+            "/authorizations/token/{token}",
+            get(info::authorization_token),
+        )
+        .route("/shutdown", post(info::shutdown))
+        .route(
+            "/oauth2/authorize",
+            get(crate::oauth::authorize).post(crate::oauth::authorize_confirm),
+        )
+        .route("/oauth2/token", post(crate::oauth::token))
+        .fallback(info::not_found)
+}

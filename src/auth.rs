@@ -44,7 +44,10 @@ pub fn new_oauth_token() -> String {
     let mut bytes = [0u8; 30];
     fill_random(&mut bytes);
     // 256 is a multiple of 62 plus 8: the tiny bias is irrelevant for 178 bits of entropy.
-    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 pub fn fill_random(bytes: &mut [u8]) {
@@ -64,17 +67,23 @@ fn hash_token_with_salt(token: &str, rounds: u32, salt_hex: &str) -> String {
     for _ in 0..rounds {
         hasher.update(token.as_bytes());
     }
-    format!("sha512:{rounds}:{salt_hex}:{}", hex::encode(hasher.finalize()))
+    format!(
+        "sha512:{rounds}:{salt_hex}:{}",
+        hex::encode(hasher.finalize())
+    )
 }
 
 /// Whether `token` hashes to `hashed` (constant time in the digest comparison).
 pub fn compare_token(hashed: &str, token: &str) -> bool {
     let mut parts = hashed.splitn(4, ':');
-    let (Some("sha512"), Some(rounds), Some(salt), Some(_)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some("sha512"), Some(rounds), Some(salt), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
-    let Ok(rounds) = rounds.parse::<u32>() else { return false };
+    let Ok(rounds) = rounds.parse::<u32>() else {
+        return false;
+    };
     if rounds > 1 << 20 {
         return false;
     }
@@ -99,7 +108,11 @@ pub trait Authenticator: Send + Sync + 'static {
         true
     }
     /// Check a username (already normalised) and password; `Ok(None)` is "wrong credentials".
-    async fn authenticate(&self, username: &str, password: &str) -> Result<Option<Authenticated>, Error>;
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Authenticated>, Error>;
     /// Whether any login is possible without an allow list (PAM: any system user may try).
     fn allows_all_by_default(&self) -> bool {
         false
@@ -116,13 +129,21 @@ impl Authenticator for Dummy {
     fn name(&self) -> &'static str {
         "dummy"
     }
-    async fn authenticate(&self, username: &str, password: &str) -> Result<Option<Authenticated>, Error> {
-        if let Some(expected) = &self.password {
-            if !bool::from(expected.as_bytes().ct_eq(password.as_bytes())) {
-                return Ok(None);
-            }
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Authenticated>, Error> {
+        if let Some(expected) = &self.password
+            && !bool::from(expected.as_bytes().ct_eq(password.as_bytes()))
+        {
+            return Ok(None);
         }
-        Ok(Some(Authenticated { name: username.to_owned(), admin: None, auth_state: None }))
+        Ok(Some(Authenticated {
+            name: username.to_owned(),
+            admin: None,
+            auth_state: None,
+        }))
     }
     fn allows_all_by_default(&self) -> bool {
         true
@@ -140,15 +161,29 @@ impl Authenticator for SharedPassword {
     fn name(&self) -> &'static str {
         "shared-password"
     }
-    async fn authenticate(&self, username: &str, password: &str) -> Result<Option<Authenticated>, Error> {
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Authenticated>, Error> {
         let matches = |expected: &Option<String>| {
-            expected.as_ref().is_some_and(|e| bool::from(e.as_bytes().ct_eq(password.as_bytes())))
+            expected
+                .as_ref()
+                .is_some_and(|e| bool::from(e.as_bytes().ct_eq(password.as_bytes())))
         };
         if matches(&self.admin_password) {
-            return Ok(Some(Authenticated { name: username.to_owned(), admin: Some(true), auth_state: None }));
+            return Ok(Some(Authenticated {
+                name: username.to_owned(),
+                admin: Some(true),
+                auth_state: None,
+            }));
         }
         if matches(&self.user_password) {
-            return Ok(Some(Authenticated { name: username.to_owned(), admin: None, auth_state: None }));
+            return Ok(Some(Authenticated {
+                name: username.to_owned(),
+                admin: None,
+                auth_state: None,
+            }));
         }
         Ok(None)
     }
@@ -168,7 +203,11 @@ impl Authenticator for Null {
     fn has_login_form(&self) -> bool {
         false
     }
-    async fn authenticate(&self, _username: &str, _password: &str) -> Result<Option<Authenticated>, Error> {
+    async fn authenticate(
+        &self,
+        _username: &str,
+        _password: &str,
+    ) -> Result<Option<Authenticated>, Error> {
         Err(Error::NoLogin)
     }
 }
@@ -188,7 +227,12 @@ pub struct Policy {
 impl Policy {
     pub fn from_config(config: &Config, authenticator_allows_all: bool) -> Policy {
         let auth = &config.authenticator;
-        let normalize = |names: &Vec<String>| names.iter().map(|n| n.to_lowercase()).collect::<BTreeSet<_>>();
+        let normalize = |names: &Vec<String>| {
+            names
+                .iter()
+                .map(|n| n.to_lowercase())
+                .collect::<BTreeSet<_>>()
+        };
         Policy {
             admin_users: normalize(&auth.admin_users),
             allowed_users: normalize(&auth.allowed_users),
@@ -198,8 +242,11 @@ impl Policy {
             // shared-password authenticators exist to let anyone in, and PAM already limits
             // logins to system accounts, so an empty allow list means "everyone the
             // authenticator accepts" here, as in JupyterHub 4.
-            allow_all: auth.allow_all || (authenticator_allows_all && auth.allowed_users.is_empty()),
-            allow_existing_users: auth.allow_existing_users.unwrap_or(!auth.allowed_users.is_empty()),
+            allow_all: auth.allow_all
+                || (authenticator_allows_all && auth.allowed_users.is_empty()),
+            allow_existing_users: auth
+                .allow_existing_users
+                .unwrap_or(!auth.allowed_users.is_empty()),
             username_pattern: auth.username_pattern.clone(),
             username_map: auth.username_map.clone(),
         }
@@ -210,10 +257,13 @@ impl Policy {
         let lowered = raw.trim().to_lowercase();
         let name = self.username_map.get(&lowered).cloned().unwrap_or(lowered);
         validate_username(&name)?;
-        if let Some(pattern) = &self.username_pattern {
-            if !pattern.is_full_match(&name) {
-                return Err(Error::InvalidName { name, why: "it does not match username_pattern" });
-            }
+        if let Some(pattern) = &self.username_pattern
+            && !pattern.is_full_match(&name)
+        {
+            return Err(Error::InvalidName {
+                name,
+                why: "it does not match username_pattern",
+            });
         }
         Ok(name)
     }
@@ -238,7 +288,12 @@ impl Policy {
 /// Names the hub can hold at all: non-empty, no `/`, not only dots, no surrounding spaces,
 /// no control characters, at most 255 bytes.
 pub fn validate_username(name: &str) -> Result<(), Error> {
-    let invalid = |why| Err(Error::InvalidName { name: name.to_owned(), why });
+    let invalid = |why| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            why,
+        })
+    };
     if name.is_empty() {
         return invalid("it is empty");
     }
@@ -292,7 +347,10 @@ mod tests {
     fn token_formats() {
         let t = new_token();
         assert_eq!(t.len(), 32);
-        assert!(t.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            t.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         let o = new_oauth_token();
         assert_eq!(o.len(), 30);
         assert!(o.chars().all(|c| c.is_ascii_alphanumeric()));
@@ -320,7 +378,10 @@ mod tests {
         assert!(policy.is_allowed("alice", false));
         assert!(policy.is_allowed("root2", false));
         assert!(!policy.is_allowed("bob", false));
-        assert!(policy.is_allowed("bob", true), "allow_existing_users defaults on with an allow list");
+        assert!(
+            policy.is_allowed("bob", true),
+            "allow_existing_users defaults on with an allow list"
+        );
         assert!(!policy.is_allowed("mallory", true));
         config.authenticator.allowed_users.clear();
         let open = Policy::from_config(&config, true);

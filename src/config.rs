@@ -21,7 +21,10 @@ pub const EXAMPLE: &str = include_str!("../packaging/jupyterhub.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -483,12 +486,18 @@ impl Config {
                 hub.spawner_class
             ));
         }
-        for (key, value) in [("hub_bind_url", Some(&hub.hub_bind_url)), ("hub_connect_url", hub.hub_connect_url.as_ref()), ("public_url", hub.public_url.as_ref())] {
+        for (key, value) in [
+            ("hub_bind_url", Some(&hub.hub_bind_url)),
+            ("hub_connect_url", hub.hub_connect_url.as_ref()),
+            ("public_url", hub.public_url.as_ref()),
+        ] {
             if let Some(value) = value {
                 let url = url::Url::parse(value)
                     .map_err(|e| format!("JupyterHub.{key}: invalid URL {value:?}: {e}"))?;
                 if !["http", "https"].contains(&url.scheme()) {
-                    return Err(format!("JupyterHub.{key}: {value:?} must be an http or https URL"));
+                    return Err(format!(
+                        "JupyterHub.{key}: {value:?} must be an http or https URL"
+                    ));
                 }
             }
         }
@@ -498,19 +507,29 @@ impl Config {
         if hub.authenticator_class == "shared-password" {
             let sp = &self.shared_password;
             if sp.user_password.is_none() && sp.admin_password.is_none() {
-                return Err("SharedPasswordAuthenticator: set user_password or admin_password".into());
+                return Err(
+                    "SharedPasswordAuthenticator: set user_password or admin_password".into(),
+                );
             }
-            for (key, secret) in [("user_password", &sp.user_password), ("admin_password", &sp.admin_password)] {
-                if let Some(secret) = secret {
-                    if secret.expose().len() < 8 {
-                        return Err(format!("SharedPasswordAuthenticator.{key}: must be at least 8 characters"));
-                    }
+            for (key, secret) in [
+                ("user_password", &sp.user_password),
+                ("admin_password", &sp.admin_password),
+            ] {
+                if let Some(secret) = secret
+                    && secret.expose().len() < 8
+                {
+                    return Err(format!(
+                        "SharedPasswordAuthenticator.{key}: must be at least 8 characters"
+                    ));
                 }
             }
-            if let (Some(u), Some(a)) = (&sp.user_password, &sp.admin_password) {
-                if u.expose() == a.expose() {
-                    return Err("SharedPasswordAuthenticator: user_password and admin_password must differ".into());
-                }
+            if let (Some(u), Some(a)) = (&sp.user_password, &sp.admin_password)
+                && u.expose() == a.expose()
+            {
+                return Err(
+                    "SharedPasswordAuthenticator: user_password and admin_password must differ"
+                        .into(),
+                );
             }
         }
         if self.spawner.cmd.is_empty() {
@@ -518,27 +537,39 @@ impl Config {
         }
         for (i, service) in hub.services.iter().enumerate() {
             if service.name.is_empty() || service.name.contains('/') {
-                return Err(format!("JupyterHub.services[{i}].name: {:?} is not a valid service name", service.name));
+                return Err(format!(
+                    "JupyterHub.services[{i}].name: {:?} is not a valid service name",
+                    service.name
+                ));
             }
-            if let Some(token) = &service.api_token {
-                if token.expose().len() < 8 {
-                    return Err(format!("JupyterHub.services[{i}].api_token: must be at least 8 characters"));
-                }
+            if let Some(token) = &service.api_token
+                && token.expose().len() < 8
+            {
+                return Err(format!(
+                    "JupyterHub.services[{i}].api_token: must be at least 8 characters"
+                ));
             }
         }
         for (token, user) in &hub.api_tokens {
             if token.len() < 8 || token.len() > 64 {
-                return Err(format!("JupyterHub.api_tokens: the token for {:?} must be 8 to 64 characters", user.expose()));
+                return Err(format!(
+                    "JupyterHub.api_tokens: the token for {:?} must be 8 to 64 characters",
+                    user.expose()
+                ));
             }
         }
         for (i, role) in hub.load_roles.iter().enumerate() {
             if role.name.is_empty() {
-                return Err(format!("JupyterHub.load_roles[{i}].name: must not be empty"));
+                return Err(format!(
+                    "JupyterHub.load_roles[{i}].name: must not be empty"
+                ));
             }
         }
         for property in &self.systemd_spawner.unit_extra_properties {
             if !property.contains('=') {
-                return Err(format!("SystemdSpawner.unit_extra_properties: {property:?} is not Key=Value"));
+                return Err(format!(
+                    "SystemdSpawner.unit_extra_properties: {property:?} is not Key=Value"
+                ));
             }
         }
         Ok(())
@@ -547,7 +578,10 @@ impl Config {
     /// The SQLite file named by `db_url`.
     pub fn db_path(&self) -> PathBuf {
         let url = &self.hub.db_url;
-        let path = url.strip_prefix("sqlite:///").or_else(|| url.strip_prefix("sqlite://")).unwrap_or(url);
+        let path = url
+            .strip_prefix("sqlite:///")
+            .or_else(|| url.strip_prefix("sqlite://"))
+            .unwrap_or(url);
         PathBuf::from(path)
     }
 
@@ -599,7 +633,10 @@ mod tests {
         let alice = config.spawner.limits_for("alice", &[]);
         assert_eq!(alice.mem_limit, Some(ByteSize(4 << 30)));
         assert_eq!(alice.cpu_limit, Some(CpuAmount(1.5)));
-        assert_eq!(config.spawner.user_limits["alice"].mem_limit, Some(ByteSize(4 << 30)));
+        assert_eq!(
+            config.spawner.user_limits["alice"].mem_limit,
+            Some(ByteSize(4 << 30))
+        );
     }
 
     #[test]
@@ -611,10 +648,16 @@ mod tests {
     #[test]
     fn cross_field_errors() {
         for (text, needle) in [
-            ("[JupyterHub]\nauthenticator_class = \"ldap\"\n", "authenticator_class"),
+            (
+                "[JupyterHub]\nauthenticator_class = \"ldap\"\n",
+                "authenticator_class",
+            ),
             ("[JupyterHub]\nssl_cert = \"/x\"\n", "ssl_key"),
             ("[JupyterHub]\nhub_bind_url = \"nope\"\n", "hub_bind_url"),
-            ("[JupyterHub]\nauthenticator_class = \"shared-password\"\n", "user_password"),
+            (
+                "[JupyterHub]\nauthenticator_class = \"shared-password\"\n",
+                "user_password",
+            ),
         ] {
             let config = Config::parse(text).expect("parses");
             let err = config.validate().expect_err(text);

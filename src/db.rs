@@ -18,11 +18,19 @@ pub enum Error {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database {path} has schema version {found}, this jupyterhub knows only up to {known}")]
-    TooNew { path: PathBuf, found: usize, known: usize },
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
     #[error(
         "database {path} needs upgrading from schema version {found} to {known}: run `jupyterhub upgrade-db` or set upgrade_db = true"
     )]
-    NeedsUpgrade { path: PathBuf, found: usize, known: usize },
+    NeedsUpgrade {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
     #[error("cannot back up the database: {0}")]
     Backup(std::io::Error),
     #[error("{0} not found")]
@@ -30,7 +38,10 @@ pub enum Error {
     #[error("{0} already exists")]
     Conflict(String),
     #[error("corrupt JSON in column {column}: {source}")]
-    Json { column: &'static str, source: serde_json::Error },
+    Json {
+        column: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -66,25 +77,44 @@ impl Db {
                 Db::backup(path)?;
                 let conn = Connection::open(path)?;
                 configure(&conn)?;
-                tracing::info!(from = found, to = MIGRATIONS.len(), "upgrading database schema");
+                tracing::info!(
+                    from = found,
+                    to = MIGRATIONS.len(),
+                    "upgrading database schema"
+                );
                 migrate::apply(&conn)?;
             }
             SchemaState::Old(found) => {
-                return Err(Error::NeedsUpgrade { path: path.to_owned(), found, known: MIGRATIONS.len() });
+                return Err(Error::NeedsUpgrade {
+                    path: path.to_owned(),
+                    found,
+                    known: MIGRATIONS.len(),
+                });
             }
             SchemaState::TooNew(found) => {
-                return Err(Error::TooNew { path: path.to_owned(), found, known: MIGRATIONS.len() });
+                return Err(Error::TooNew {
+                    path: path.to_owned(),
+                    found,
+                    known: MIGRATIONS.len(),
+                });
             }
         }
         let writer = Connection::open(path)?;
         configure(&writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
             reader.busy_timeout(std::time::Duration::from_secs(5))?;
             readers.push(reader);
         }
-        Ok(Db { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(readers) })
+        Ok(Db {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(readers),
+        })
     }
 
     /// Apply pending migrations after copying the file to `NAME.YYYY-MM-DD-HHMMSS.bak`.
@@ -98,7 +128,11 @@ impl Db {
                 migrate::apply(&conn)?;
                 Ok(None)
             }
-            SchemaState::TooNew(found) => Err(Error::TooNew { path: path.to_owned(), found, known: MIGRATIONS.len() }),
+            SchemaState::TooNew(found) => Err(Error::TooNew {
+                path: path.to_owned(),
+                found,
+                known: MIGRATIONS.len(),
+            }),
             SchemaState::Old(_) => {
                 drop(conn);
                 let backup = Db::backup(path)?;
@@ -112,7 +146,10 @@ impl Db {
 
     fn backup(path: &Path) -> Result<PathBuf> {
         let stamp = jiff::Zoned::now().strftime("%Y-%m-%d-%H%M%S").to_string();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let backup = path.with_file_name(format!("{name}.{stamp}.bak"));
         // VACUUM INTO writes a consistent copy even with a WAL beside the file.
         let conn = Connection::open(path)?;
@@ -130,7 +167,10 @@ impl Db {
         match conn {
             Some(conn) => {
                 let result = f(&conn);
-                self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                self.readers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(conn);
                 result
             }
             // All readers busy: the writer can read too.
@@ -165,7 +205,9 @@ pub fn iso(micros: i64) -> String {
 }
 
 pub fn iso_opt(micros: Option<i64>) -> serde_json::Value {
-    micros.map(|m| serde_json::Value::String(iso(m))).unwrap_or(serde_json::Value::Null)
+    micros
+        .map(|m| serde_json::Value::String(iso(m)))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Parse an ISO 8601 timestamp; naive times are UTC, as upstream treats them.
@@ -174,7 +216,10 @@ pub fn parse_iso(text: &str) -> Option<i64> {
         return Some(ts.as_microsecond());
     }
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp().as_microsecond())
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp().as_microsecond())
 }
 
 #[cfg(test)]

@@ -1,6 +1,74 @@
-//! The `Hub` handle (being written).
-use crate::config::Config;
+//! The `Hub`: one cheap-to-clone handle on everything the hub owns (config, database,
+//! authenticator, spawner, routes, running-server state) and the domain verbs handlers call.
+//! Handlers never touch `db` or `systemd` directly; they call a method here.
 
+mod identity;
+mod login;
+mod servers;
+mod sync;
+mod tokens;
+mod users;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::cookie::CookieSecret;
+use crate::auth::{self, Authenticator, Policy};
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::proxy::RouteTable;
+use crate::spawner::{self, Spawner};
+
+pub use identity::{Identity, Principal};
+pub use login::LoginLimiter;
+pub use servers::{Outcome, Progress, ServerKey, ServerState, escape_path};
+pub use tokens::TokenRequest;
+pub use users::UserListQuery;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// Credentials are valid but lack the scope entirely.
+    #[error("Action is not authorized with current scopes; requires any of [{0}]")]
+    MissingScope(String),
+    /// The scope is held but its filter does not cover the resource: upstream answers 404.
+    #[error("No access to resources or resources not found")]
+    NoAccess,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Missing or invalid credentials.")]
+    Unauthenticated,
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
+    #[error("{0}")]
+    SpawnFailed(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Db(#[from] db::Error),
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
+    #[error(transparent)]
+    Spawner(#[from] spawner::Error),
+    #[error(transparent)]
+    Rbac(#[from] crate::rbac::Error),
+    #[error(transparent)]
+    Cookie(#[from] auth::cookie::Error),
+    #[error("auth_state: {0}")]
+    Crypt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether `open` prepares for serving (reconcile servers, start watchers) or only for a CLI
+/// command such as `jupyterhub token`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Serve,
@@ -8,13 +76,195 @@ pub enum Mode {
 }
 
 #[derive(Clone)]
-pub struct Hub;
+pub struct Hub(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: Db,
+    pub secret: CookieSecret,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub policy: Policy,
+    pub spawner: Arc<dyn Spawner>,
+    pub routes: Arc<RouteTable>,
+    pub servers: Mutex<HashMap<ServerKey, ServerState>>,
+    pub login_limiter: LoginLimiter,
+    pub shutdown: CancellationToken,
+    /// The internal API URL user servers and services use (`…/hub/api`), set once bound.
+    pub api_url: Mutex<String>,
+    pub crypt: Option<fernet::MultiFernet>,
+    /// Serialises PAM conversations: failed attempts sleep inside libpam.
+    pub pam_permits: tokio::sync::Semaphore,
+    pub metrics: crate::metrics::Metrics,
+}
+
+impl std::ops::Deref for Hub {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+fn crypt_keys() -> Result<Option<fernet::MultiFernet>> {
+    use base64::Engine;
+    let Ok(value) = std::env::var("JUPYTERHUB_CRYPT_KEY") else {
+        return Ok(None);
+    };
+    let mut keys = Vec::new();
+    for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let raw = if part.len() == 44 {
+            base64::engine::general_purpose::URL_SAFE
+                .decode(part)
+                .map_err(|e| Error::Crypt(format!("JUPYTERHUB_CRYPT_KEY: {e}")))?
+        } else if part.len() == 64 {
+            hex::decode(part).map_err(|e| Error::Crypt(format!("JUPYTERHUB_CRYPT_KEY: {e}")))?
+        } else {
+            part.as_bytes().to_vec()
+        };
+        if raw.len() != 32 {
+            return Err(Error::Crypt(
+                "JUPYTERHUB_CRYPT_KEY: each key must be 32 bytes (44 chars base64url or 64 hex)"
+                    .into(),
+            ));
+        }
+        let key = fernet::Fernet::new(&base64::engine::general_purpose::URL_SAFE.encode(&raw))
+            .ok_or_else(|| Error::Crypt("JUPYTERHUB_CRYPT_KEY: invalid key".into()))?;
+        keys.push(key);
+    }
+    Ok((!keys.is_empty()).then(|| fernet::MultiFernet::new(keys)))
+}
+
+fn make_authenticator(config: &Config) -> Arc<dyn Authenticator> {
+    match config.hub.authenticator_class.as_str() {
+        "dummy" => Arc::new(auth::Dummy {
+            password: config
+                .dummy
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_owned()),
+        }),
+        "shared-password" => Arc::new(auth::SharedPassword {
+            user_password: config
+                .shared_password
+                .user_password
+                .as_ref()
+                .map(|p| p.expose().to_owned()),
+            admin_password: config
+                .shared_password
+                .admin_password
+                .as_ref()
+                .map(|p| p.expose().to_owned()),
+        }),
+        "null" => Arc::new(auth::Null),
+        _ => Arc::new(auth::pam::Pam::from_config(config)),
+    }
+}
+
+/// `systemd` when asked, or by default when systemd is PID 1; else `local`.
+pub fn spawner_class(config: &Config) -> &'static str {
+    match config.hub.spawner_class.as_str() {
+        "systemd" => "systemd",
+        "local" => "local",
+        _ if crate::systemd::is_pid1() => "systemd",
+        _ => "local",
+    }
+}
 
 impl Hub {
-    pub async fn open(_config: Config, _mode: Mode) -> Result<Hub, std::io::Error> {
-        Err(std::io::Error::other("not yet"))
+    /// Open the database, load secrets, sync config-defined roles, groups, services and
+    /// tokens. In `Mode::Serve` the caller then binds listeners and calls `reconcile`.
+    pub async fn open(config: Config, mode: Mode) -> Result<Hub> {
+        let db = Db::open(&config.db_path(), config.hub.upgrade_db)?;
+        let env_secret = std::env::var("JPY_COOKIE_SECRET").ok();
+        let secret = CookieSecret::load(&config.hub.cookie_secret_file, env_secret.as_deref())?;
+        let crypt = crypt_keys()?;
+        if config.authenticator.enable_auth_state && crypt.is_none() {
+            return Err(Error::Crypt(
+                "enable_auth_state requires JUPYTERHUB_CRYPT_KEY".into(),
+            ));
+        }
+        let authenticator = make_authenticator(&config);
+        let policy = Policy::from_config(&config, authenticator.allows_all_by_default());
+        // CLI commands never spawn, so they need no D-Bus connection.
+        let spawner: Arc<dyn Spawner> = match spawner_class(&config) {
+            "systemd" if mode == Mode::Serve => {
+                Arc::new(spawner::systemd::SystemdSpawner::connect(Arc::new(config.clone())).await?)
+            }
+            _ => Arc::new(spawner::local::LocalSpawner::new()),
+        };
+        let hub = Hub(Arc::new(Inner {
+            login_limiter: LoginLimiter::new(
+                config.hub.login_rate_limit,
+                config.hub.login_rate_window,
+            ),
+            api_url: Mutex::new(format!(
+                "{}/hub/api",
+                config.hub.hub_bind_url.trim_end_matches('/')
+            )),
+            config,
+            db,
+            secret,
+            authenticator,
+            policy,
+            spawner,
+            routes: Arc::new(RouteTable::new()),
+            servers: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            crypt,
+            pam_permits: tokio::sync::Semaphore::new(4),
+            metrics: crate::metrics::Metrics::new(),
+        }));
+        hub.sync_config()?;
+        if mode == Mode::Serve {
+            hub.db.write(|tx| db::purge_expired_tokens(tx, db::now()))?;
+        }
+        Ok(hub)
     }
-    pub fn issue_cli_token(&self, _user: &str, _note: &str, _scopes: &[String], _expires_in: Option<u64>) -> Result<String, std::io::Error> {
-        Err(std::io::Error::other("not yet"))
+
+    pub fn base_url(&self) -> &str {
+        &self.config.hub.base_url
+    }
+
+    /// `{base_url}hub/`.
+    pub fn hub_prefix(&self) -> String {
+        format!("{}hub/", self.config.hub.base_url)
+    }
+
+    pub fn set_api_url(&self, url: String) {
+        *self.api_url.lock().unwrap_or_else(|e| e.into_inner()) = url;
+    }
+
+    /// The API URL servers get in `JUPYTERHUB_API_URL`: `hub_connect_url` if set, else the
+    /// bound internal listener.
+    pub fn api_url(&self) -> String {
+        match &self.config.hub.hub_connect_url {
+            Some(url) => format!("{}{}hub/api", url.trim_end_matches('/'), self.base_url()),
+            None => self
+                .api_url
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Bring the user and server gauges up to date (cheap: one count query).
+    pub fn refresh_gauges(&self) {
+        let users = self.db.read(db::count_users).unwrap_or(0);
+        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        self.metrics.total_users.set(users);
+        self.metrics
+            .running_servers
+            .set(servers.values().filter(|s| s.is_ready()).count() as i64);
+        self.metrics
+            .pending_servers
+            .set(servers.values().filter(|s| s.pending().is_some()).count() as i64);
+    }
+
+    /// Counts for `STATUS=` and metrics.
+    pub fn status_line(&self) -> String {
+        let users = self.db.read(db::count_users).unwrap_or(0);
+        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let running = servers.values().filter(|s| s.is_ready()).count();
+        let pending = servers.values().filter(|s| s.pending().is_some()).count();
+        format!("{users} users, {running} servers running, {pending} pending")
     }
 }

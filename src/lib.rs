@@ -1,20 +1,20 @@
 //! A systemd-native JupyterHub: the hub, its REST API, the proxy and the spawners in one
 //! binary. Modules are listed in reading order; `hub::Hub` is the one shared handle.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod db;
-pub mod rbac;
-pub mod auth;
-pub mod spawner;
-pub mod systemd;
+pub mod hub;
+pub mod metrics;
+pub mod oauth;
 pub mod privileged;
 pub mod proxy;
-pub mod metrics;
-pub mod hub;
-pub mod oauth;
-pub mod api;
-pub mod web;
+pub mod rbac;
 pub mod server;
+pub mod spawner;
+pub mod systemd;
+pub mod web;
 
 pub use hub::Hub;
 pub use server::serve;

@@ -28,6 +28,10 @@ struct Cli {
     /// Apply pending database migrations at start-up (as upgrade_db = true).
     #[arg(long)]
     upgrade_db: bool,
+    /// Development mode: any username logs in (dummy authenticator), servers are local
+    /// processes, and the hub listens on 127.0.0.1 only. Never use it in production.
+    #[arg(long)]
+    dev: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -122,8 +126,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::UpgradeDb) => {
             let config = load_config(cli.config.as_ref())?;
             let path = config.db_path();
-            match jupyterhub::db::Db::upgrade(&path).with_context(|| format!("upgrading {}", path.display()))? {
-                Some(backup) => println!("upgraded {} (backup: {})", path.display(), backup.display()),
+            match jupyterhub::db::Db::upgrade(&path)
+                .with_context(|| format!("upgrading {}", path.display()))?
+            {
+                Some(backup) => {
+                    println!("upgraded {} (backup: {})", path.display(), backup.display())
+                }
                 None => println!("{} is up to date", path.display()),
             }
             return Ok(ExitCode::SUCCESS);
@@ -140,13 +148,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(jupyterhub::privileged::run_helper(args))?;
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Command::SetupUserEnv { prefix, python, jupyterhub: requirement }) => {
+        Some(Command::SetupUserEnv {
+            prefix,
+            python,
+            jupyterhub: requirement,
+        }) => {
             jupyterhub::server::init_logging(cli.log_level.as_deref());
             jupyterhub::spawner::setup_user_env(&prefix, &python, &requirement)?;
-            println!("created {}; set [Spawner] cmd = [\"{}/bin/jupyterhub-singleuser\"]", prefix.display(), prefix.display());
+            println!(
+                "created {}; set [Spawner] cmd = [\"{}/bin/jupyterhub-singleuser\"]",
+                prefix.display(),
+                prefix.display()
+            );
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Command::Token { user, note, scopes, expires_in }) => {
+        Some(Command::Token {
+            user,
+            note,
+            scopes,
+            expires_in,
+        }) => {
             let config = load_config(cli.config.as_ref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             let token = runtime.block_on(async {
@@ -169,8 +190,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.upgrade_db {
         config.hub.upgrade_db = true;
     }
+    if cli.dev {
+        config.hub.authenticator_class = "dummy".into();
+        config.hub.spawner_class = "local".into();
+        if config.hub.ip.is_empty() {
+            config.hub.ip = "127.0.0.1".into();
+        }
+    }
     jupyterhub::server::init_logging(cli.log_level.as_deref());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if cli.dev {
+        tracing::warn!(
+            "development mode: any username and password log in; do not expose this hub"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(jupyterhub::server::run(config))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,1 +1,474 @@
-//! The OAuth2 provider (being written: see issue #5).
+//! The OAuth2 provider single-user servers and services log in through, at upstream's
+//! paths: `GET|POST /hub/api/oauth2/authorize` (a page: cookie login) and
+//! `POST /hub/api/oauth2/token` (client credentials). Codes are single-use, live 5 minutes,
+//! are stored hashed, and may carry a PKCE S256 challenge (6.x single-user servers send one).
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::db::{self, ClientOwner, NewToken, OAuthCodeRow, TokenOwner};
+use crate::hub::Hub;
+use crate::rbac::{self, Resource};
+use crate::web::{PageError, Session};
+
+const CODE_LIFETIME_MICROS: i64 = 300 * 1_000_000;
+
+/// Codes are looked up by their SHA-256, so the database never holds a usable code.
+fn code_hash(code: &str) -> String {
+    hex::encode(Sha256::digest(code.as_bytes()))
+}
+
+fn params(query: &Option<String>) -> Vec<(String, String)> {
+    query
+        .as_deref()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn found(location: &str) -> Response {
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+    let encoded = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{separator}{encoded}")
+}
+
+/// The scopes a token issued to this client gets: identify + the client's access scopes +
+/// its allowed scopes, each only if the user holds it (upstream's `_resolve_requested_scopes`).
+fn resolve_scopes(
+    identity: &crate::hub::Identity,
+    membership: &impl rbac::Membership,
+    user: &str,
+    client: &db::OAuthClientRow,
+    requested: Option<&str>,
+) -> Vec<String> {
+    let mut wanted: Vec<String> = match requested.filter(|s| !s.trim().is_empty()) {
+        Some(scopes) => scopes
+            .split_whitespace()
+            .filter(|s| *s != "identify")
+            .map(str::to_owned)
+            .collect(),
+        None => client.allowed_scopes.clone(),
+    };
+    wanted.extend(rbac::identify_scopes(user));
+    match &client.owner {
+        ClientOwner::Server {
+            user: owner,
+            server,
+        } => wanted.push(format!("access:servers!server={owner}/{server}")),
+        ClientOwner::Service(name) => wanted.push(format!("access:services!service={name}")),
+        ClientOwner::Hub => {}
+    }
+    wanted.sort();
+    wanted.dedup();
+    let owner = rbac::Owner::User { name: user };
+    wanted
+        .into_iter()
+        .filter(
+            |scope| match rbac::expand(std::slice::from_ref(scope), &owner) {
+                Ok(expanded) => rbac::excess(&expanded, &identity.scopes, membership).is_empty(),
+                Err(_) => false,
+            },
+        )
+        .collect()
+}
+
+/// `GET /hub/api/oauth2/authorize`.
+pub async fn authorize(
+    State(hub): State<Hub>,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Result<Response, PageError> {
+    authorize_inner(hub, session, query, false).await
+}
+
+/// `POST /hub/api/oauth2/authorize`: the confirmation form's answer.
+pub async fn authorize_confirm(
+    State(hub): State<Hub>,
+    session: Session,
+    RawQuery(query): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    if !session.check_form_xsrf(&hub, param(&form, "_xsrf")) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "XSRF cookie does not match POST argument",
+        ));
+    }
+    authorize_inner(hub, session, query, true).await
+}
+
+async fn authorize_inner(
+    hub: Hub,
+    session: Session,
+    query: Option<String>,
+    confirmed: bool,
+) -> Result<Response, PageError> {
+    let params = params(&query);
+    let Some(identity) = session.identity.clone() else {
+        let here = format!(
+            "{}hub/api/oauth2/authorize?{}",
+            hub.base_url(),
+            query.unwrap_or_default()
+        );
+        let next = percent_encoding::utf8_percent_encode(&here, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+        return Ok(found(&format!("{}hub/login?next={next}", hub.base_url())));
+    };
+    let Some(user) = identity.user().cloned() else {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "Only users can authorize OAuth clients",
+        ));
+    };
+    let client_id = param(&params, "client_id").unwrap_or_default();
+    let client = hub
+        .db
+        .read(|c| db::oauth_client(c, client_id))
+        .map_err(crate::hub::Error::from)?
+        .filter(|c| !c.secret.is_empty())
+        .ok_or_else(|| {
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid client_id: {client_id:?}"),
+            )
+        })?;
+    let redirect_uri = param(&params, "redirect_uri")
+        .unwrap_or(&client.redirect_uri)
+        .to_owned();
+    if redirect_uri != client.redirect_uri {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Mismatching redirect URI.",
+        ));
+    }
+    if param(&params, "response_type") != Some("code") {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Unsupported response_type: only 'code' is supported.",
+        ));
+    }
+    let state = param(&params, "state").unwrap_or_default().to_owned();
+    let challenge = param(&params, "code_challenge").map(str::to_owned);
+    let method = param(&params, "code_challenge_method").map(str::to_owned);
+    if let Some(method) = &method
+        && method != "S256"
+        && method != "plain"
+    {
+        return Ok(found(&with_query(
+            &redirect_uri,
+            &[
+                ("error", "invalid_request"),
+                ("error_description", "unsupported code_challenge_method"),
+                ("state", &state),
+            ],
+        )));
+    }
+    // Access: the client's server or service must be reachable by this user.
+    let own = match &client.owner {
+        ClientOwner::Server {
+            user: owner,
+            server,
+        } => {
+            let owner_row = hub.user(owner).map_err(|_| {
+                PageError::new(StatusCode::NOT_FOUND, "The server's owner no longer exists")
+            })?;
+            let groups = hub.user_groups(&owner_row)?;
+            if !identity.allows(
+                "access:servers",
+                &Resource::Server {
+                    user: owner,
+                    server,
+                    groups: &groups,
+                },
+            ) {
+                return Err(PageError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "You do not have permission to access {}",
+                        client.description
+                    ),
+                ));
+            }
+            *owner == user.name
+        }
+        ClientOwner::Service(name) => {
+            if !identity.allows("access:services", &Resource::Service { name }) {
+                return Err(PageError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "You do not have permission to access {}",
+                        client.description
+                    ),
+                ));
+            }
+            hub.config
+                .hub
+                .services
+                .iter()
+                .any(|s| s.name == *name && s.oauth_no_confirm)
+        }
+        ClientOwner::Hub => false,
+    };
+    let scopes = resolve_scopes(
+        &identity,
+        &hub.membership(),
+        &user.name,
+        &client,
+        param(&params, "scope"),
+    );
+    if !own && !confirmed {
+        let html = crate::web::render(
+            &hub,
+            "oauth.html",
+            session.context(&hub, json!({"client": client.description, "scopes": scopes, "action": format!("?{}", query.unwrap_or_default())})),
+        );
+        let mut response = (StatusCode::OK, axum::response::Html(html)).into_response();
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, session.xsrf_cookie(&hub));
+        return Ok(response);
+    }
+    let code = crate::auth::new_oauth_token();
+    let session_id =
+        crate::api::extract::cookie(&session.headers, crate::auth::cookie::SESSION_COOKIE)
+            .map(str::to_owned);
+    hub.db
+        .write(|tx| {
+            db::insert_oauth_code(
+                tx,
+                &OAuthCodeRow {
+                    client_id: client.identifier.clone(),
+                    code: code_hash(&code),
+                    expires_at: db::now() + CODE_LIFETIME_MICROS,
+                    redirect_uri: redirect_uri.clone(),
+                    session_id,
+                    user_id: user.id,
+                    scopes: scopes.clone(),
+                    code_challenge: challenge.clone(),
+                    code_challenge_method: challenge
+                        .as_ref()
+                        .map(|_| method.clone().unwrap_or_else(|| "plain".into())),
+                },
+            )
+        })
+        .map_err(crate::hub::Error::from)?;
+    Ok(found(&with_query(
+        &redirect_uri,
+        &[("code", &code), ("state", &state)],
+    )))
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: Option<&str>) -> Response {
+    let mut body = json!({"error": error});
+    if let Some(description) = description {
+        body["error_description"] = json!(description);
+    }
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// Client credentials from the form, or HTTP Basic.
+fn client_credentials(form: &[(String, String)], headers: &HeaderMap) -> Option<(String, String)> {
+    if let (Some(id), Some(secret)) = (param(form, "client_id"), param(form, "client_secret")) {
+        return Some((id.to_owned(), secret.to_owned()));
+    }
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?,
+    )
+    .ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Some((unescape(id), unescape(secret)))
+}
+
+/// `POST /hub/api/oauth2/token`: exchange a code for an access token.
+pub async fn token(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    if param(&form, "grant_type") != Some("authorization_code") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None);
+    }
+    let Some((client_id, secret)) = client_credentials(&form, &headers) else {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
+    };
+    let client = match hub.db.read(|c| db::oauth_client(c, &client_id)) {
+        Ok(Some(client))
+            if !client.secret.is_empty() && crate::auth::compare_token(&client.secret, &secret) =>
+        {
+            client
+        }
+        Ok(_) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None),
+        Err(e) => {
+            tracing::error!(error = %e, "oauth client lookup failed");
+            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
+        }
+    };
+    let Some(code) = param(&form, "code") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some("Missing code parameter."),
+        );
+    };
+    let taken = hub.db.write(|tx| db::take_oauth_code(tx, &code_hash(code)));
+    let row = match taken {
+        Ok(Some(row)) if row.client_id == client.identifier && row.expires_at >= db::now() => row,
+        Ok(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None),
+        Err(e) => {
+            tracing::error!(error = %e, "oauth code lookup failed");
+            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
+        }
+    };
+    if param(&form, "redirect_uri").is_some_and(|uri| uri != row.redirect_uri) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("Mismatching redirect URI."),
+        );
+    }
+    if let Some(challenge) = &row.code_challenge {
+        let Some(verifier) = param(&form, "code_verifier") else {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some("Code verifier required."),
+            );
+        };
+        let computed = match row.code_challenge_method.as_deref() {
+            Some("S256") => base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(Sha256::digest(verifier.as_bytes())),
+            _ => verifier.to_owned(),
+        };
+        if computed != *challenge {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None);
+        }
+    }
+    let expires_in = hub
+        .config
+        .hub
+        .oauth_token_expires_in
+        .unwrap_or((hub.config.hub.cookie_max_age_days * 86400.0) as u64);
+    let access_token = crate::auth::new_oauth_token();
+    let hashed = crate::auth::hash_token(&access_token, crate::auth::GENERATED_ROUNDS);
+    let inserted = hub.db.write(|tx| {
+        db::insert_token(
+            tx,
+            &NewToken {
+                hashed: &hashed,
+                prefix: &access_token[..4],
+                owner: TokenOwner::User(row.user_id),
+                client_id: &client.identifier,
+                session_id: row.session_id.as_deref(),
+                expires_at: Some(db::now() + (expires_in as i64).saturating_mul(1_000_000)),
+                note: "",
+                scopes: &row.scopes,
+            },
+        )
+    });
+    if let Err(e) = inserted {
+        tracing::error!(error = %e, "could not store an oauth token");
+        return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
+    }
+    let body: Value = json!({
+        "access_token": access_token,
+        "expires_in": expires_in,
+        "token_type": "Bearer",
+        "scope": row.scopes.join(" "),
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc_7636_example() {
+        // RFC 7636 appendix B.
+        let verifier = "dBjftJeZ4CVP-mJ92K9qbcWFFzAmpbMHQ9-CvnoYqQk";
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Sha256::digest(verifier.as_bytes()));
+        assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSMw-cM");
+    }
+
+    #[test]
+    fn basic_credentials() {
+        let mut headers = HeaderMap::new();
+        let encoded = base64::engine::general_purpose::STANDARD.encode("service-x:s%3Acret");
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Basic {encoded}").parse().expect("header"),
+        );
+        assert_eq!(
+            client_credentials(&[], &headers),
+            Some(("service-x".into(), "s:cret".into()))
+        );
+        let form = vec![
+            ("client_id".to_string(), "a".to_string()),
+            ("client_secret".to_string(), "b".to_string()),
+        ];
+        assert_eq!(
+            client_credentials(&form, &HeaderMap::new()),
+            Some(("a".into(), "b".into()))
+        );
+    }
+
+    #[test]
+    fn redirect_query_is_appended() {
+        assert_eq!(
+            with_query("/user/a/oauth_callback", &[("code", "x"), ("state", "s t")]),
+            "/user/a/oauth_callback?code=x&state=s+t"
+        );
+        assert_eq!(with_query("/cb?x=1", &[("code", "y")]), "/cb?x=1&code=y");
+    }
+}

@@ -1,9 +1,43 @@
-//! The built-in proxy (being written: see issue #3).
+//! The built-in proxy: the one public listener, routing by longest path prefix (and host) to
+//! the in-process hub or to user servers and services, with websockets, activity and TLS.
+//! `jupyterhub proxy` runs it standalone as a drop-in for configurable-http-proxy.
 
-/// Flags of `jupyterhub proxy`, as configurable-http-proxy's.
-#[derive(Debug, clap::Args)]
-pub struct ChpArgs {}
+mod chp;
+mod forward;
+mod listen;
+mod table;
+mod websocket;
 
-pub async fn run_chp(_args: ChpArgs) -> std::io::Result<()> {
-    Err(std::io::Error::other("not yet available"))
+use std::path::PathBuf;
+
+pub use chp::{ChpArgs, run_chp};
+pub use forward::{Proxy, ProxyBody, TargetDownHook};
+pub use listen::{load_tls, serve};
+pub use table::{Route, RouteTable, Target};
+
+/// Errors of the proxy's setup (request-time failures become error pages, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no PEM private key found")]
+    NoKey { path: PathBuf },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("--ssl-cert and --ssl-key must be given together")]
+    TlsPair,
+    #[error("invalid proxy target {url:?}: expected http://host[:port][/path]")]
+    BadTarget { url: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("proxy server: {0}")]
+    Serve(std::io::Error),
 }

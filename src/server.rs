@@ -1,10 +1,329 @@
-//! Listeners and start-up (being written).
+//! Start-up and listeners: open the hub, take or bind the public and internal listeners,
+//! reconcile servers, serve until SIGTERM or `/hub/api/shutdown`. User servers are never
+//! stopped on the way out.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use tokio::net::TcpListener;
+
 use crate::config::Config;
+use crate::hub::{self, Hub, Mode};
 
-pub fn init_logging(_level: Option<&str>) {}
-
-pub async fn run(_config: Config) -> std::io::Result<()> {
-    Err(std::io::Error::other("not yet"))
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Hub(#[from] hub::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("invalid {key}: {value:?}")]
+    Url { key: &'static str, value: String },
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::Error),
 }
 
-pub async fn serve() {}
+pub fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::new(format!("{level},zbus=warn,hyper=warn,hyper_util=warn")),
+        None => EnvFilter::try_from_env("JUPYTERHUB_LOG")
+            .unwrap_or_else(|_| EnvFilter::new("info,zbus=warn,hyper=warn,hyper_util=warn")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Headers on every hub response, as upstream: the version (single-user servers parse it)
+/// and a CSP that forbids framing.
+async fn hub_headers(
+    axum::extract::State(hub): axum::extract::State<Hub>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let api = request.uri().path().contains("/hub/api");
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-jupyterhub-version",
+        HeaderValue::from_static(crate::JUPYTERHUB_VERSION),
+    );
+    let csp = if api {
+        "frame-ancestors 'none'; report-uri /hub/security/csp-report; default-src 'none'"
+    } else {
+        "frame-ancestors 'none'; report-uri /hub/security/csp-report"
+    };
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(csp));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    let status = response.status().as_u16();
+    {
+        let handler = if api {
+            "api"
+        } else if path.contains("/hub/") {
+            "page"
+        } else {
+            "redirect"
+        };
+        hub.metrics
+            .requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                method: method.to_string(),
+                handler: handler.into(),
+                code: status,
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(method = %method, path = %path, status, duration_ms, "request");
+    } else {
+        tracing::debug!(method = %method, path = %path, status, duration_ms, "request");
+    }
+    response
+}
+
+/// Paths that reach the hub without being under `{base_url}hub/` (upstream's
+/// `PrefixRedirectHandler`): `/user/alice/lab` → `/hub/user/alice/lab`, `/` → `/hub/`.
+async fn prefix_redirect(hub: axum::extract::State<Hub>, uri: axum::http::Uri) -> Response {
+    let base = hub.base_url().to_owned();
+    let path = uri.path();
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    if path == base || path == base.trim_end_matches('/') {
+        return found(&format!("{base}hub/"));
+    }
+    if path == format!("{base}hub") {
+        return Redirect::permanent(&format!("{base}hub/{query}")).into_response();
+    }
+    if let Some(rest) = path.strip_prefix(&base)
+        && (rest.starts_with("user/") || rest.starts_with("services/"))
+    {
+        // `/user/alice` without the slash first gains it, as upstream.
+        let segments = rest.split('/').filter(|s| !s.is_empty()).count();
+        if segments == 2 && !rest.ends_with('/') {
+            return Redirect::permanent(&format!("{path}/{query}")).into_response();
+        }
+        return found(&format!("{base}hub/{rest}{query}"));
+    }
+    crate::web::PageError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        format!("No page at {path}"),
+    )
+    .into_response()
+}
+
+fn found(location: &str) -> Response {
+    let mut response = axum::http::StatusCode::FOUND.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// The hub's whole HTTP application (pages and API), as one router.
+pub fn app(hub: Hub) -> Router {
+    let base = hub.base_url().trim_end_matches('/').to_owned();
+    Router::new()
+        // Nested routers match `/hub` and `/hub/api` but not the trailing-slash forms.
+        .route(
+            &format!("{base}/hub/"),
+            axum::routing::get(crate::web::hub_root),
+        )
+        .route(
+            &format!("{base}/hub/api/"),
+            axum::routing::get(crate::api::root),
+        )
+        .nest(&format!("{base}/hub/api"), crate::api::router())
+        .nest(&format!("{base}/hub"), crate::web::router())
+        .fallback(prefix_redirect)
+        .layer(middleware::from_fn_with_state(hub.clone(), hub_headers))
+        .with_state(hub)
+}
+
+/// Serve the hub on its two listeners until `shutdown` resolves or the hub asks to stop.
+/// `public` carries browsers' traffic (pages, API, proxied user servers); `internal` is
+/// the hub API for user servers and services.
+pub async fn serve(
+    hub: Hub,
+    public: TcpListener,
+    internal: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let internal_addr = internal.local_addr()?;
+    if hub.config.hub.hub_connect_url.is_none() {
+        let host = match internal_addr.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+            ip if ip.is_unspecified() => "[::1]".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        hub.set_api_url(format!(
+            "http://{host}:{}{}hub/api",
+            internal_addr.port(),
+            hub.base_url()
+        ));
+    }
+    hub.routes.add(
+        hub.base_url(),
+        crate::proxy::Target::Hub,
+        serde_json::json!({"hub": true}),
+    );
+    for service in &hub.config.hub.services {
+        let Some(url) = &service.url else { continue };
+        match url.parse::<http::Uri>() {
+            Ok(target) => hub.routes.add(
+                &format!("{}services/{}/", hub.base_url(), service.name),
+                crate::proxy::Target::Url(target),
+                serde_json::json!({"service": service.name}),
+            ),
+            Err(e) => {
+                tracing::warn!(service = %service.name, error = %e, "service URL is not valid; no route added")
+            }
+        }
+    }
+    let stop = hub.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.cancel();
+    });
+    spawn_activity_flush(&hub);
+    let router = app(hub.clone());
+    // The public port is the proxy: user routes are forwarded, the hub's own are served
+    // in-process by the same router the internal port uses.
+    let tls = match (&hub.config.hub.ssl_cert, &hub.config.hub.ssl_key) {
+        (Some(cert), Some(key)) => Some(crate::proxy::load_tls(cert, key)?),
+        _ => None,
+    };
+    let mut proxy = crate::proxy::Proxy::new(hub.routes.clone(), Some(router.clone()));
+    let down_hub = hub.clone();
+    proxy.set_target_down_hook(std::sync::Arc::new(move |route: &crate::proxy::Route| {
+        let user = route.data.get("user").and_then(serde_json::Value::as_str);
+        let server = route
+            .data
+            .get("server_name")
+            .and_then(serde_json::Value::as_str);
+        if let (Some(user), Some(server)) = (user, server) {
+            down_hub.target_unreachable(user, server);
+        }
+    }));
+    let public_task = {
+        let stop = hub.shutdown.clone();
+        let proxy = std::sync::Arc::new(proxy);
+        tokio::spawn(async move { crate::proxy::serve(public, proxy, tls, stop).await })
+    };
+    let internal_task = {
+        let stop = hub.shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                internal,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        })
+    };
+    let (a, b) = tokio::join!(public_task, internal_task);
+    if let Err(e) = hub.flush_route_activity() {
+        tracing::warn!(error = %e, "could not save activity at shutdown");
+    }
+    a.map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    b.map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    Ok(())
+}
+
+fn spawn_activity_flush(hub: &Hub) {
+    let hub = hub.clone();
+    // Proxy activity lives in memory per route; it reaches the database at most this often.
+    let every = Duration::from_secs(hub.config.hub.last_activity_interval.clamp(1, 300));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = hub.shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Err(e) = hub.flush_route_activity() {
+                        tracing::warn!(error = %e, "could not save activity");
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+fn host_port(url: &str, key: &'static str) -> Result<String, Error> {
+    let parsed = url::Url::parse(url).map_err(|_| Error::Url {
+        key,
+        value: url.to_owned(),
+    })?;
+    let host = parsed.host_str().ok_or_else(|| Error::Url {
+        key,
+        value: url.to_owned(),
+    })?;
+    let port = parsed.port_or_known_default().unwrap_or(8081);
+    Ok(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// `jupyterhub` with no subcommand: open, listen, reconcile, serve.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let hub = Hub::open(config, Mode::Serve).await?;
+    let public_addr = if hub.config.hub.ip.is_empty() {
+        format!("0.0.0.0:{}", hub.config.hub.port)
+    } else if hub.config.hub.ip.contains(':') {
+        format!("[{}]:{}", hub.config.hub.ip, hub.config.hub.port)
+    } else {
+        format!("{}:{}", hub.config.hub.ip, hub.config.hub.port)
+    };
+    let public = bind(&public_addr).await?;
+    let internal = bind(&host_port(&hub.config.hub.hub_bind_url, "hub_bind_url")?).await?;
+    if !hub.spawner.supports_limits() && hub.config.spawner.mem_limit.is_some() {
+        tracing::warn!(
+            spawner = hub.spawner.name(),
+            "memory and CPU limits are configured but this spawner cannot enforce them"
+        );
+    }
+    hub.reconcile().await?;
+    hub.start_watchers();
+    tracing::info!(public = %public.local_addr()?, internal = %internal.local_addr()?, "JupyterHub is now running");
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    serve(hub, public, internal, shutdown).await
+}

@@ -17,7 +17,10 @@ pub enum Error {
     #[error("system user {0:?} does not exist")]
     NoSuchSystemUser(String),
     #[error("the server failed to start: {reason}")]
-    StartFailed { reason: String, log_tail: Vec<String> },
+    StartFailed {
+        reason: String,
+        log_tail: Vec<String>,
+    },
     #[error("the server command was not found: {0}")]
     CommandNotFound(String),
     #[error("refused: {0}")]
@@ -91,7 +94,10 @@ pub struct Started {
 pub enum Status {
     Running,
     /// Gone; `reason` is for people ("exit code 1", "out of memory", ...).
-    Stopped { reason: String, log_tail: Vec<String> },
+    Stopped {
+        reason: String,
+        log_tail: Vec<String>,
+    },
 }
 
 /// A change noticed without polling (systemd signals, a child's exit).
@@ -113,9 +119,20 @@ pub trait Spawner: Send + Sync + 'static {
     /// Start the process. Returns once it exists (not once it answers HTTP: the hub waits).
     async fn start(&self, request: &SpawnRequest) -> Result<Started, Error>;
     /// Whether the server described by `state` still runs.
-    async fn poll(&self, user: &str, server_name: &str, state: &serde_json::Value) -> Result<Status, Error>;
+    async fn poll(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<Status, Error>;
     /// Stop it; `now` skips the grace period.
-    async fn stop(&self, user: &str, server_name: &str, state: &serde_json::Value, now: bool) -> Result<(), Error>;
+    async fn stop(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+        now: bool,
+    ) -> Result<(), Error>;
     /// Servers that exited on their own are announced here, if the spawner can tell.
     fn subscribe_exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exited>> {
         None
@@ -124,14 +141,21 @@ pub trait Spawner: Send + Sync + 'static {
 
 /// Create the Python environment user servers run from: a venv with `jupyterhub`
 /// (for `jupyterhub-singleuser`) and JupyterLab, readable by every user.
-pub fn setup_user_env(prefix: &std::path::Path, python: &std::path::Path, requirement: &str) -> Result<(), Error> {
+pub fn setup_user_env(
+    prefix: &std::path::Path,
+    python: &std::path::Path,
+    requirement: &str,
+) -> Result<(), Error> {
     let run = |program: &std::path::Path, args: &[&str]| -> Result<(), Error> {
         #[allow(clippy::disallowed_methods)] // a one-off admin command, not a user server
         let status = std::process::Command::new(program).args(args).status()?;
         if status.success() {
             Ok(())
         } else {
-            Err(Error::StartFailed { reason: format!("{} {} failed: {status}", program.display(), args.join(" ")), log_tail: Vec::new() })
+            Err(Error::StartFailed {
+                reason: format!("{} {} failed: {status}", program.display(), args.join(" ")),
+                log_tail: Vec::new(),
+            })
         }
     };
     let prefix_str = prefix.to_string_lossy();

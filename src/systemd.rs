@@ -1,3 +1,8 @@
-//! Everything that speaks to systemd (being written: see issues #4 and #6).
+//! Everything that speaks to systemd: D-Bus, sd_notify, socket activation, the journal.
 
 pub mod dbus;
+
+/// Whether systemd runs this machine (as `sd_booted()` checks).
+pub fn is_pid1() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
+}

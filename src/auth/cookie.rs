@@ -18,10 +18,15 @@ pub const XSRF_COOKIE: &str = "_xsrf";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cookie secret file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "cookie secret file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     Permissions { path: String, mode: u32 },
     #[error("cookie secret file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cookie secret in {origin} is not valid hex")]
     NotHex { origin: String },
 }
@@ -47,10 +52,15 @@ impl CookieSecret {
         if let Some(hex_secret) = env.filter(|s| !s.trim().is_empty()) {
             return hex::decode(hex_secret.trim())
                 .map(CookieSecret)
-                .map_err(|_| Error::NotHex { origin: "JPY_COOKIE_SECRET".into() });
+                .map_err(|_| Error::NotHex {
+                    origin: "JPY_COOKIE_SECRET".into(),
+                });
         }
         let shown = file.display().to_string();
-        let io = |source| Error::Io { path: shown.clone(), source };
+        let io = |source| Error::Io {
+            path: shown.clone(),
+            source,
+        };
         match std::fs::metadata(file) {
             Ok(meta) => {
                 let mode = meta.permissions().mode() & 0o777;
@@ -58,7 +68,9 @@ impl CookieSecret {
                     return Err(Error::Permissions { path: shown, mode });
                 }
                 let text = std::fs::read_to_string(file).map_err(io)?;
-                hex::decode(text.trim()).map(CookieSecret).map_err(|_| Error::NotHex { origin: shown })
+                hex::decode(text.trim())
+                    .map(CookieSecret)
+                    .map_err(|_| Error::NotHex { origin: shown })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = vec![0u8; 32];
@@ -85,7 +97,15 @@ impl CookieSecret {
     pub fn sign(&self, name: &str, value: &str, now_secs: i64) -> String {
         let ts = now_secs.to_string();
         let b64 = STANDARD.encode(value.as_bytes());
-        let body = format!("2|1:0|{}:{}|{}:{}|{}:{}|", ts.len(), ts, name.len(), name, b64.len(), b64);
+        let body = format!(
+            "2|1:0|{}:{}|{}:{}|{}:{}|",
+            ts.len(),
+            ts,
+            name.len(),
+            name,
+            b64.len(),
+            b64
+        );
         let mut mac = self.mac();
         mac.update(body.as_bytes());
         format!("{body}{}", hex::encode(mac.finalize().into_bytes()))
@@ -93,7 +113,13 @@ impl CookieSecret {
 
     /// Tornado `decode_signed_value` v2; `None` if forged, for another name, or older than
     /// `max_age_secs`.
-    pub fn verify(&self, name: &str, signed: &str, max_age_secs: i64, now_secs: i64) -> Option<String> {
+    pub fn verify(
+        &self,
+        name: &str,
+        signed: &str,
+        max_age_secs: i64,
+        now_secs: i64,
+    ) -> Option<String> {
         let signed = signed.trim_matches('"');
         let rest = signed.strip_prefix("2|")?;
         let (fields, signature) = rest.rsplit_once('|')?;
@@ -113,7 +139,9 @@ impl CookieSecret {
             parts.push(value);
             remaining = tail.get(len..)?.strip_prefix('|').unwrap_or("");
         }
-        let [key_version, ts, cookie_name, b64] = parts[..] else { return None };
+        let [key_version, ts, cookie_name, b64] = parts[..] else {
+            return None;
+        };
         if key_version != "0" || cookie_name != name {
             return None;
         }
@@ -132,7 +160,12 @@ impl CookieSecret {
     /// The id inside an XSRF token, if the token is genuine and at most 31 days old.
     pub fn xsrf_id(&self, token: &str, now_secs: i64) -> Option<String> {
         let signed = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).ok()?;
-        self.verify(XSRF_COOKIE, std::str::from_utf8(&signed).ok()?, 31 * 86400, now_secs)
+        self.verify(
+            XSRF_COOKIE,
+            std::str::from_utf8(&signed).ok()?,
+            31 * 86400,
+            now_secs,
+        )
     }
 }
 
@@ -158,14 +191,36 @@ mod tests {
         let s = secret();
         let signed = s.sign(LOGIN_COOKIE, "4d7591eb510f4a1e", 1_795_339_421);
         assert!(signed.starts_with("2|1:0|10:1795339421|20:jupyterhub-hub-login|24:"));
-        assert_eq!(s.verify(LOGIN_COOKIE, &signed, 86400, 1_795_339_500).as_deref(), Some("4d7591eb510f4a1e"));
-        assert_eq!(s.verify(LOGIN_COOKIE, &format!("\"{signed}\""), 86400, 1_795_339_500).as_deref(), Some("4d7591eb510f4a1e"));
-        assert_eq!(s.verify(XSRF_COOKIE, &signed, 86400, 1_795_339_500), None, "other name");
-        assert_eq!(s.verify(LOGIN_COOKIE, &signed, 10, 1_795_339_500), None, "expired");
+        assert_eq!(
+            s.verify(LOGIN_COOKIE, &signed, 86400, 1_795_339_500)
+                .as_deref(),
+            Some("4d7591eb510f4a1e")
+        );
+        assert_eq!(
+            s.verify(LOGIN_COOKIE, &format!("\"{signed}\""), 86400, 1_795_339_500)
+                .as_deref(),
+            Some("4d7591eb510f4a1e")
+        );
+        assert_eq!(
+            s.verify(XSRF_COOKIE, &signed, 86400, 1_795_339_500),
+            None,
+            "other name"
+        );
+        assert_eq!(
+            s.verify(LOGIN_COOKIE, &signed, 10, 1_795_339_500),
+            None,
+            "expired"
+        );
         let tampered = signed.replacen("NGQ3", "NGQ4", 1);
-        assert_eq!(s.verify(LOGIN_COOKIE, &tampered, 86400, 1_795_339_500), None);
+        assert_eq!(
+            s.verify(LOGIN_COOKIE, &tampered, 86400, 1_795_339_500),
+            None
+        );
         let other = CookieSecret(b"another secret".to_vec());
-        assert_eq!(other.verify(LOGIN_COOKIE, &signed, 86400, 1_795_339_500), None);
+        assert_eq!(
+            other.verify(LOGIN_COOKIE, &signed, 86400, 1_795_339_500),
+            None
+        );
         assert_eq!(s.verify(LOGIN_COOKIE, "2|garbage", 86400, 0), None);
     }
 
@@ -182,12 +237,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("secret");
         let first = CookieSecret::load(&path, None).expect("created");
-        let mode = std::fs::metadata(&path).expect("exists").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let again = CookieSecret::load(&path, None).expect("read back");
         assert_eq!(first.0, again.0);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(matches!(CookieSecret::load(&path, None), Err(Error::Permissions { .. })));
+        assert!(matches!(
+            CookieSecret::load(&path, None),
+            Err(Error::Permissions { .. })
+        ));
         let from_env = CookieSecret::load(&path, Some("00ff")).expect("env wins");
         assert_eq!(from_env.0, vec![0, 255]);
         assert!(CookieSecret::load(&path, Some("zz")).is_err());

@@ -22,14 +22,19 @@ impl ByteSize {
             "M" | "MB" | "MI" | "MIB" => 1 << 20,
             "G" | "GB" | "GI" | "GIB" => 1 << 30,
             "T" | "TB" | "TI" | "TIB" => 1 << 40,
-            _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}, expected K, M, G or T")),
+            _ => {
+                return Err(format!(
+                    "invalid size {text:?}: unknown unit {unit:?}, expected K, M, G or T"
+                ));
+            }
         };
-        let value: f64 = number
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid size {text:?}: expected a number with an optional K, M, G or T suffix"))?;
+        let value: f64 = number.trim().parse().map_err(|_| {
+            format!("invalid size {text:?}: expected a number with an optional K, M, G or T suffix")
+        })?;
         if !value.is_finite() || value < 0.0 {
-            return Err(format!("invalid size {text:?}: must be a non-negative number"));
+            return Err(format!(
+                "invalid size {text:?}: must be a non-negative number"
+            ));
         }
         Ok(ByteSize((value * factor as f64) as u64))
     }
@@ -37,9 +42,14 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "T"),
+            (1 << 30, "G"),
+            (1 << 20, "M"),
+            (1 << 10, "K"),
+        ];
         for (size, unit) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -55,9 +65,9 @@ impl<'de> Deserialize<'de> for ByteSize {
             Int(u64),
             Text(String),
         }
-        match Raw::deserialize(deserializer)
-            .map_err(|_| de::Error::custom("invalid size: expected a number of bytes or a string like \"2G\""))?
-        {
+        match Raw::deserialize(deserializer).map_err(|_| {
+            de::Error::custom("invalid size: expected a number of bytes or a string like \"2G\"")
+        })? {
             Raw::Int(n) => Ok(ByteSize(n)),
             Raw::Text(s) => ByteSize::parse(&s).map_err(de::Error::custom),
         }
@@ -92,7 +102,9 @@ pub struct Pattern(pub regex::Regex);
 
 impl Pattern {
     pub fn is_full_match(&self, text: &str) -> bool {
-        self.0.find(text).is_some_and(|m| m.start() == 0 && m.end() == text.len())
+        self.0
+            .find(text)
+            .is_some_and(|m| m.start() == 0 && m.end() == text.len())
     }
 }
 

@@ -7,8 +7,14 @@ use super::Result;
 
 /// Every migration, in order; never edit one that has been released.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("001_initial", include_str!("../../migrations/001_initial.sql")),
-    ("002_spawner_failure", include_str!("../../migrations/002_spawner_failure.sql")),
+    (
+        "001_initial",
+        include_str!("../../migrations/001_initial.sql"),
+    ),
+    (
+        "002_spawner_failure_and_client_owner",
+        include_str!("../../migrations/002_spawner_failure_and_client_owner.sql"),
+    ),
 ];
 
 #[derive(Debug, PartialEq, Eq)]
@@ -22,7 +28,11 @@ pub enum SchemaState {
 pub fn state(conn: &Connection) -> Result<SchemaState> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let version = usize::try_from(version).unwrap_or(0);
-    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| row.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |row| row.get(0),
+    )?;
     Ok(match version {
         0 if tables == 0 => SchemaState::Empty,
         v if v == MIGRATIONS.len() => SchemaState::Current,
@@ -45,6 +55,7 @@ pub fn apply(conn: &Connection) -> Result<()> {
 }
 
 /// Apply only the first `n` migrations: for tests of upgrading an old database.
+#[cfg(test)]
 pub fn apply_first(conn: &Connection, n: usize) -> Result<()> {
     for (index, (_name, sql)) in MIGRATIONS.iter().enumerate().take(n) {
         let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Exclusive)?;

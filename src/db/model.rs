@@ -55,14 +55,18 @@ pub fn user_by_id(conn: &Connection, id: i64) -> Result<Option<UserRow>> {
 
 pub fn user_by_cookie_id(conn: &Connection, cookie_id: &str) -> Result<Option<UserRow>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE cookie_id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {USER_COLS} FROM users WHERE cookie_id = ?1"
+        ))?
         .query_row([cookie_id], user_row)
         .optional()?)
 }
 
 pub fn all_users(conn: &Connection) -> Result<Vec<UserRow>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY id"))?;
-    let rows = stmt.query_map([], user_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([], user_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -84,14 +88,22 @@ pub fn insert_user(tx: &Connection, name: &str, admin: bool) -> Result<UserRow> 
 }
 
 pub fn set_user_admin(tx: &Connection, id: i64, admin: bool) -> Result<()> {
-    tx.execute("UPDATE users SET admin = ?2 WHERE id = ?1", params![id, admin])?;
+    tx.execute(
+        "UPDATE users SET admin = ?2 WHERE id = ?1",
+        params![id, admin],
+    )?;
     Ok(())
 }
 
 pub fn rename_user(tx: &Connection, id: i64, name: &str) -> Result<()> {
-    match tx.execute("UPDATE users SET name = ?2 WHERE id = ?1", params![id, name]) {
+    match tx.execute(
+        "UPDATE users SET name = ?2 WHERE id = ?1",
+        params![id, name],
+    ) {
         Ok(_) => Ok(()),
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
             Err(Error::Conflict(format!("user {name}")))
         }
         Err(e) => Err(e.into()),
@@ -99,7 +111,10 @@ pub fn rename_user(tx: &Connection, id: i64, name: &str) -> Result<()> {
 }
 
 pub fn set_user_auth_state(tx: &Connection, id: i64, state: Option<&[u8]>) -> Result<()> {
-    tx.execute("UPDATE users SET encrypted_auth_state = ?2 WHERE id = ?1", params![id, state])?;
+    tx.execute(
+        "UPDATE users SET encrypted_auth_state = ?2 WHERE id = ?1",
+        params![id, state],
+    )?;
     Ok(())
 }
 
@@ -158,25 +173,37 @@ fn finish_spawner(parts: (SpawnerRow, String, String, Option<String>)) -> Result
     let (mut row, state, options, failure) = parts;
     row.state = json_col(state, "spawners.state")?;
     row.user_options = json_col(options, "spawners.user_options")?;
-    row.last_failure = failure.map(|f| json_col(f, "spawners.last_failure")).transpose()?;
+    row.last_failure = failure
+        .map(|f| json_col(f, "spawners.last_failure"))
+        .transpose()?;
     Ok(row)
 }
 
 pub fn spawners_of(conn: &Connection, user_id: i64) -> Result<Vec<SpawnerRow>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {SPAWNER_COLS} FROM spawners WHERE user_id = ?1 ORDER BY name"))?;
-    let rows = stmt.query_map([user_id], spawner_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SPAWNER_COLS} FROM spawners WHERE user_id = ?1 ORDER BY name"
+    ))?;
+    let rows = stmt
+        .query_map([user_id], spawner_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter().map(finish_spawner).collect()
 }
 
 pub fn all_spawners(conn: &Connection) -> Result<Vec<SpawnerRow>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {SPAWNER_COLS} FROM spawners ORDER BY user_id, name"))?;
-    let rows = stmt.query_map([], spawner_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SPAWNER_COLS} FROM spawners ORDER BY user_id, name"
+    ))?;
+    let rows = stmt
+        .query_map([], spawner_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter().map(finish_spawner).collect()
 }
 
 pub fn spawner(conn: &Connection, user_id: i64, name: &str) -> Result<Option<SpawnerRow>> {
     let row = conn
-        .prepare_cached(&format!("SELECT {SPAWNER_COLS} FROM spawners WHERE user_id = ?1 AND name = ?2"))?
+        .prepare_cached(&format!(
+            "SELECT {SPAWNER_COLS} FROM spawners WHERE user_id = ?1 AND name = ?2"
+        ))?
         .query_row(params![user_id, name], spawner_row)
         .optional()?;
     row.map(finish_spawner).transpose()
@@ -192,7 +219,11 @@ pub fn ensure_spawner(tx: &Connection, user_id: i64, name: &str) -> Result<Spawn
 }
 
 pub fn count_named_spawners(conn: &Connection, user_id: i64) -> Result<i64> {
-    Ok(conn.query_row("SELECT count(*) FROM spawners WHERE user_id = ?1 AND name != ''", [user_id], |r| r.get(0))?)
+    Ok(conn.query_row(
+        "SELECT count(*) FROM spawners WHERE user_id = ?1 AND name != ''",
+        [user_id],
+        |r| r.get(0),
+    )?)
 }
 
 pub fn update_spawner(tx: &Connection, row: &SpawnerRow) -> Result<()> {
@@ -239,7 +270,11 @@ fn group_row(row: &Row<'_>) -> rusqlite::Result<(i64, String, String)> {
 }
 
 fn finish_group((id, name, properties): (i64, String, String)) -> Result<GroupRow> {
-    Ok(GroupRow { id, name, properties: json_col(properties, "groups.properties")? })
+    Ok(GroupRow {
+        id,
+        name,
+        properties: json_col(properties, "groups.properties")?,
+    })
 }
 
 pub fn group_by_name(conn: &Connection, name: &str) -> Result<Option<GroupRow>> {
@@ -252,12 +287,17 @@ pub fn group_by_name(conn: &Connection, name: &str) -> Result<Option<GroupRow>> 
 
 pub fn all_groups(conn: &Connection) -> Result<Vec<GroupRow>> {
     let mut stmt = conn.prepare_cached("SELECT id, name, properties FROM groups ORDER BY id")?;
-    let rows = stmt.query_map([], group_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([], group_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter().map(finish_group).collect()
 }
 
 pub fn insert_group(tx: &Connection, name: &str) -> Result<GroupRow> {
-    let n = tx.execute("INSERT INTO groups (name) VALUES (?1) ON CONFLICT(name) DO NOTHING", [name])?;
+    let n = tx.execute(
+        "INSERT INTO groups (name) VALUES (?1) ON CONFLICT(name) DO NOTHING",
+        [name],
+    )?;
     if n == 0 {
         return Err(Error::Conflict(format!("group {name}")));
     }
@@ -265,7 +305,10 @@ pub fn insert_group(tx: &Connection, name: &str) -> Result<GroupRow> {
 }
 
 pub fn set_group_properties(tx: &Connection, id: i64, properties: &Value) -> Result<()> {
-    tx.execute("UPDATE groups SET properties = ?2 WHERE id = ?1", params![id, properties.to_string()])?;
+    tx.execute(
+        "UPDATE groups SET properties = ?2 WHERE id = ?1",
+        params![id, properties.to_string()],
+    )?;
     Ok(())
 }
 
@@ -275,12 +318,18 @@ pub fn delete_group(tx: &Connection, id: i64) -> Result<()> {
 }
 
 pub fn add_group_member(tx: &Connection, group_id: i64, user_id: i64) -> Result<()> {
-    tx.execute("INSERT OR IGNORE INTO user_group_map (user_id, group_id) VALUES (?1, ?2)", params![user_id, group_id])?;
+    tx.execute(
+        "INSERT OR IGNORE INTO user_group_map (user_id, group_id) VALUES (?1, ?2)",
+        params![user_id, group_id],
+    )?;
     Ok(())
 }
 
 pub fn remove_group_member(tx: &Connection, group_id: i64, user_id: i64) -> Result<()> {
-    tx.execute("DELETE FROM user_group_map WHERE user_id = ?1 AND group_id = ?2", params![user_id, group_id])?;
+    tx.execute(
+        "DELETE FROM user_group_map WHERE user_id = ?1 AND group_id = ?2",
+        params![user_id, group_id],
+    )?;
     Ok(())
 }
 
@@ -288,7 +337,9 @@ pub fn group_members(conn: &Connection, group_id: i64) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT u.name FROM users u JOIN user_group_map m ON m.user_id = u.id WHERE m.group_id = ?1 ORDER BY u.name",
     )?;
-    let rows = stmt.query_map([group_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([group_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -296,7 +347,9 @@ pub fn user_groups(conn: &Connection, user_id: i64) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT g.name FROM groups g JOIN user_group_map m ON m.group_id = g.id WHERE m.user_id = ?1 ORDER BY g.name",
     )?;
-    let rows = stmt.query_map([user_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([user_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -310,12 +363,20 @@ pub struct RoleRow {
 
 fn role_row(row: &Row<'_>) -> rusqlite::Result<RoleRow> {
     let scopes: String = row.get(3)?;
-    Ok(RoleRow { id: row.get(0)?, name: row.get(1)?, description: row.get(2)?, scopes: list_col(&scopes) })
+    Ok(RoleRow {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        scopes: list_col(&scopes),
+    })
 }
 
 pub fn all_roles(conn: &Connection) -> Result<Vec<RoleRow>> {
-    let mut stmt = conn.prepare_cached("SELECT id, name, description, scopes FROM roles ORDER BY id")?;
-    let rows = stmt.query_map([], role_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name, description, scopes FROM roles ORDER BY id")?;
+    let rows = stmt
+        .query_map([], role_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -327,7 +388,12 @@ pub fn role_by_name(conn: &Connection, name: &str) -> Result<Option<RoleRow>> {
 }
 
 /// Create or replace a role's definition, keeping its assignments.
-pub fn upsert_role(tx: &Connection, name: &str, description: &str, scopes: &[String]) -> Result<RoleRow> {
+pub fn upsert_role(
+    tx: &Connection,
+    name: &str,
+    description: &str,
+    scopes: &[String],
+) -> Result<RoleRow> {
     let scopes_json = serde_json::to_string(scopes).unwrap_or_else(|_| "[]".into());
     tx.execute(
         "INSERT INTO roles (name, description, scopes) VALUES (?1, ?2, ?3)
@@ -357,13 +423,19 @@ impl RoleOwner {
 
 pub fn grant_role(tx: &Connection, owner: RoleOwner, role_id: i64) -> Result<()> {
     let (table, column, id) = owner.table();
-    tx.execute(&format!("INSERT OR IGNORE INTO {table} ({column}, role_id) VALUES (?1, ?2)"), params![id, role_id])?;
+    tx.execute(
+        &format!("INSERT OR IGNORE INTO {table} ({column}, role_id) VALUES (?1, ?2)"),
+        params![id, role_id],
+    )?;
     Ok(())
 }
 
 pub fn revoke_role(tx: &Connection, owner: RoleOwner, role_id: i64) -> Result<()> {
     let (table, column, id) = owner.table();
-    tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1 AND role_id = ?2"), params![id, role_id])?;
+    tx.execute(
+        &format!("DELETE FROM {table} WHERE {column} = ?1 AND role_id = ?2"),
+        params![id, role_id],
+    )?;
     Ok(())
 }
 
@@ -374,7 +446,9 @@ pub fn roles_of(conn: &Connection, owner: RoleOwner) -> Result<Vec<RoleRow>> {
         "SELECT r.id, r.name, r.description, r.scopes FROM roles r JOIN {table} m ON m.role_id = r.id
          WHERE m.{column} = ?1 ORDER BY r.name"
     ))?;
-    let rows = stmt.query_map([id], role_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([id], role_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -386,7 +460,9 @@ pub fn group_roles_of_user(conn: &Connection, user_id: i64) -> Result<Vec<RoleRo
          JOIN user_group_map ug ON ug.group_id = gr.group_id
          WHERE ug.user_id = ?1 ORDER BY r.name",
     )?;
-    let rows = stmt.query_map([user_id], role_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([user_id], role_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -400,21 +476,39 @@ pub struct ServiceRow {
 pub fn service_by_name(conn: &Connection, name: &str) -> Result<Option<ServiceRow>> {
     Ok(conn
         .prepare_cached("SELECT id, name, admin FROM services WHERE name = ?1")?
-        .query_row([name], |r| Ok(ServiceRow { id: r.get(0)?, name: r.get(1)?, admin: r.get(2)? }))
+        .query_row([name], |r| {
+            Ok(ServiceRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                admin: r.get(2)?,
+            })
+        })
         .optional()?)
 }
 
 pub fn service_by_id(conn: &Connection, id: i64) -> Result<Option<ServiceRow>> {
     Ok(conn
         .prepare_cached("SELECT id, name, admin FROM services WHERE id = ?1")?
-        .query_row([id], |r| Ok(ServiceRow { id: r.get(0)?, name: r.get(1)?, admin: r.get(2)? }))
+        .query_row([id], |r| {
+            Ok(ServiceRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                admin: r.get(2)?,
+            })
+        })
         .optional()?)
 }
 
 pub fn all_services(conn: &Connection) -> Result<Vec<ServiceRow>> {
     let mut stmt = conn.prepare_cached("SELECT id, name, admin FROM services ORDER BY name")?;
     let rows = stmt
-        .query_map([], |r| Ok(ServiceRow { id: r.get(0)?, name: r.get(1)?, admin: r.get(2)? }))?
+        .query_map([], |r| {
+            Ok(ServiceRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                admin: r.get(2)?,
+            })
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -455,8 +549,7 @@ pub struct TokenRow {
     pub scopes: Vec<String>,
 }
 
-const TOKEN_COLS: &str =
-    "id, hashed, prefix, user_id, service_id, client_id, session_id, created, expires_at, last_activity, note, scopes";
+const TOKEN_COLS: &str = "id, hashed, prefix, user_id, service_id, client_id, session_id, created, expires_at, last_activity, note, scopes";
 
 fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
     let user_id: Option<i64> = row.get(3)?;
@@ -487,13 +580,17 @@ pub fn tokens_by_prefix(conn: &Connection, prefix: &str, now: i64) -> Result<Vec
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TOKEN_COLS} FROM api_tokens WHERE prefix = ?1 AND (expires_at IS NULL OR expires_at >= ?2)"
     ))?;
-    let rows = stmt.query_map(params![prefix, now], token_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map(params![prefix, now], token_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 pub fn token_by_id(conn: &Connection, id: i64) -> Result<Option<TokenRow>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLS} FROM api_tokens WHERE id = ?1"
+        ))?
         .query_row([id], token_row)
         .optional()?)
 }
@@ -507,7 +604,9 @@ pub fn tokens_of(conn: &Connection, owner: TokenOwner, now: i64) -> Result<Vec<T
         "SELECT {TOKEN_COLS} FROM api_tokens WHERE {column} = ?1 AND (expires_at IS NULL OR expires_at >= ?2)
          ORDER BY coalesce(last_activity, created), id"
     ))?;
-    let rows = stmt.query_map(params![id, now], token_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map(params![id, now], token_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -549,7 +648,8 @@ pub fn insert_token(tx: &Connection, token: &NewToken<'_>) -> Result<TokenRow> {
 }
 
 pub fn touch_token(tx: &Connection, id: i64, when: i64) -> Result<()> {
-    tx.prepare_cached("UPDATE api_tokens SET last_activity = ?2 WHERE id = ?1")?.execute(params![id, when])?;
+    tx.prepare_cached("UPDATE api_tokens SET last_activity = ?2 WHERE id = ?1")?
+        .execute(params![id, when])?;
     Ok(())
 }
 
@@ -559,17 +659,30 @@ pub fn delete_token(tx: &Connection, id: i64) -> Result<()> {
 }
 
 /// Delete a user's tokens for one OAuth client (upstream deletes them together).
-pub fn delete_client_tokens_of_user(tx: &Connection, user_id: i64, client_id: &str) -> Result<usize> {
-    Ok(tx.execute("DELETE FROM api_tokens WHERE user_id = ?1 AND client_id = ?2", params![user_id, client_id])?)
+pub fn delete_client_tokens_of_user(
+    tx: &Connection,
+    user_id: i64,
+    client_id: &str,
+) -> Result<usize> {
+    Ok(tx.execute(
+        "DELETE FROM api_tokens WHERE user_id = ?1 AND client_id = ?2",
+        params![user_id, client_id],
+    )?)
 }
 
 /// On logout: every token issued to that browser session.
 pub fn delete_session_tokens(tx: &Connection, user_id: i64, session_id: &str) -> Result<usize> {
-    Ok(tx.execute("DELETE FROM api_tokens WHERE user_id = ?1 AND session_id = ?2", params![user_id, session_id])?)
+    Ok(tx.execute(
+        "DELETE FROM api_tokens WHERE user_id = ?1 AND session_id = ?2",
+        params![user_id, session_id],
+    )?)
 }
 
 pub fn purge_expired_tokens(tx: &Connection, now: i64) -> Result<usize> {
-    let tokens = tx.execute("DELETE FROM api_tokens WHERE expires_at IS NOT NULL AND expires_at < ?1", [now])?;
+    let tokens = tx.execute(
+        "DELETE FROM api_tokens WHERE expires_at IS NOT NULL AND expires_at < ?1",
+        [now],
+    )?;
     tx.execute("DELETE FROM oauth_codes WHERE expires_at < ?1", [now])?;
     Ok(tokens)
 }
@@ -579,7 +692,10 @@ pub fn delete_tokens_with_note(tx: &Connection, owner: TokenOwner, note: &str) -
         TokenOwner::User(id) => ("user_id", id),
         TokenOwner::Service(id) => ("service_id", id),
     };
-    Ok(tx.execute(&format!("DELETE FROM api_tokens WHERE {column} = ?1 AND note = ?2"), params![id, note])?)
+    Ok(tx.execute(
+        &format!("DELETE FROM api_tokens WHERE {column} = ?1 AND note = ?2"),
+        params![id, note],
+    )?)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -590,21 +706,44 @@ pub struct OAuthClientRow {
     pub secret: String,
     pub redirect_uri: String,
     pub allowed_scopes: Vec<String>,
+    pub owner: ClientOwner,
+}
+
+/// Whose OAuth client this is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ClientOwner {
+    #[default]
+    Hub,
+    Server {
+        user: String,
+        server: String,
+    },
+    Service(String),
 }
 
 pub fn oauth_client(conn: &Connection, identifier: &str) -> Result<Option<OAuthClientRow>> {
     Ok(conn
         .prepare_cached(
-            "SELECT identifier, description, secret, redirect_uri, allowed_scopes FROM oauth_clients WHERE identifier = ?1",
+            "SELECT identifier, description, secret, redirect_uri, allowed_scopes, owner_user, owner_server, owner_service
+             FROM oauth_clients WHERE identifier = ?1",
         )?
         .query_row([identifier], |r| {
             let scopes: String = r.get(4)?;
+            let user: Option<String> = r.get(5)?;
+            let server: Option<String> = r.get(6)?;
+            let service: Option<String> = r.get(7)?;
+            let owner = match (user, service) {
+                (Some(user), _) => ClientOwner::Server { user, server: server.unwrap_or_default() },
+                (None, Some(service)) => ClientOwner::Service(service),
+                (None, None) => ClientOwner::Hub,
+            };
             Ok(OAuthClientRow {
                 identifier: r.get(0)?,
                 description: r.get(1)?,
                 secret: r.get(2)?,
                 redirect_uri: r.get(3)?,
                 allowed_scopes: list_col(&scopes),
+                owner,
             })
         })
         .optional()?)
@@ -612,15 +751,20 @@ pub fn oauth_client(conn: &Connection, identifier: &str) -> Result<Option<OAuthC
 
 pub fn upsert_oauth_client(tx: &Connection, client: &OAuthClientRow) -> Result<()> {
     tx.execute(
-        "INSERT INTO oauth_clients (identifier, description, secret, redirect_uri, allowed_scopes) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO oauth_clients (identifier, description, secret, redirect_uri, allowed_scopes, owner_user, owner_server, owner_service)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(identifier) DO UPDATE SET description = excluded.description, secret = excluded.secret,
-         redirect_uri = excluded.redirect_uri, allowed_scopes = excluded.allowed_scopes",
+         redirect_uri = excluded.redirect_uri, allowed_scopes = excluded.allowed_scopes, owner_user = excluded.owner_user,
+         owner_server = excluded.owner_server, owner_service = excluded.owner_service",
         params![
             client.identifier,
             client.description,
             client.secret,
             client.redirect_uri,
-            serde_json::to_string(&client.allowed_scopes).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string(&client.allowed_scopes).unwrap_or_else(|_| "[]".into()),
+            match &client.owner { ClientOwner::Server { user, .. } => Some(user.as_str()), _ => None },
+            match &client.owner { ClientOwner::Server { server, .. } => Some(server.as_str()), _ => None },
+            match &client.owner { ClientOwner::Service(name) => Some(name.as_str()), _ => None },
         ],
     )?;
     Ok(())
@@ -628,7 +772,10 @@ pub fn upsert_oauth_client(tx: &Connection, client: &OAuthClientRow) -> Result<(
 
 /// Deleting a client cascades to its tokens and codes.
 pub fn delete_oauth_client(tx: &Connection, identifier: &str) -> Result<()> {
-    tx.execute("DELETE FROM oauth_clients WHERE identifier = ?1 AND identifier != 'jupyterhub'", [identifier])?;
+    tx.execute(
+        "DELETE FROM oauth_clients WHERE identifier = ?1 AND identifier != 'jupyterhub'",
+        [identifier],
+    )?;
     Ok(())
 }
 

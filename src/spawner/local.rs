@@ -85,7 +85,11 @@ fn alive(pid: i32, saved_start: Option<u64>) -> bool {
 }
 
 fn pid_of(state: &serde_json::Value) -> (i32, Option<u64>) {
-    let pid = state.get("pid").and_then(|p| p.as_i64()).and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    let pid = state
+        .get("pid")
+        .and_then(|p| p.as_i64())
+        .and_then(|p| i32::try_from(p).ok())
+        .unwrap_or(0);
     let start = state.get("start_time").and_then(|s| s.as_u64());
     (pid, start)
 }
@@ -98,7 +102,11 @@ impl LocalSpawner {
     /// A spawner whose `stop` waits `grace` between SIGTERM and SIGKILL.
     pub fn with_grace(grace: Duration) -> Self {
         let (exits, _) = broadcast::channel(256);
-        LocalSpawner { children: Arc::new(Mutex::new(HashMap::new())), exits, grace }
+        LocalSpawner {
+            children: Arc::new(Mutex::new(HashMap::new())),
+            exits,
+            grace,
+        }
     }
 
     fn account(request: &SpawnRequest) -> Result<Option<Account>, Error> {
@@ -106,17 +114,36 @@ impl LocalSpawner {
             return Ok(None);
         }
         let user = nix::unistd::User::from_name(&request.system_user)
-            .map_err(|e| Error::Io(std::io::Error::other(format!("looking up {:?}: {e}", request.system_user))))?
+            .map_err(|e| {
+                Error::Io(std::io::Error::other(format!(
+                    "looking up {:?}: {e}",
+                    request.system_user
+                )))
+            })?
             .ok_or_else(|| Error::NoSuchSystemUser(request.system_user.clone()))?;
-        let name = std::ffi::CString::new(user.name.clone()).map_err(|_| Error::NoSuchSystemUser(request.system_user.clone()))?;
-        Ok(Some(Account { name, uid: user.uid, gid: user.gid, home: user.dir, shell: user.shell }))
+        let name = std::ffi::CString::new(user.name.clone())
+            .map_err(|_| Error::NoSuchSystemUser(request.system_user.clone()))?;
+        Ok(Some(Account {
+            name,
+            uid: user.uid,
+            gid: user.gid,
+            home: user.dir,
+            shell: user.shell,
+        }))
     }
 
     /// Wait (up to `timeout`) until the process is gone.
     async fn wait_gone(&self, pid: i32, start: Option<u64>, timeout: Duration) -> bool {
-        let exited = self.children.lock().expect("children map poisoned").get(&pid).map(|c| c.exited.clone());
+        let exited = self
+            .children
+            .lock()
+            .expect("children map poisoned")
+            .get(&pid)
+            .map(|c| c.exited.clone());
         match exited {
-            Some(mut rx) => tokio::time::timeout(timeout, rx.wait_for(|e| e.is_some())).await.is_ok(),
+            Some(mut rx) => tokio::time::timeout(timeout, rx.wait_for(|e| e.is_some()))
+                .await
+                .is_ok(),
             None => {
                 let deadline = tokio::time::Instant::now() + timeout;
                 while alive(pid, start) {
@@ -142,11 +169,20 @@ impl Spawner for LocalSpawner {
     }
 
     async fn start(&self, request: &SpawnRequest) -> Result<Started, Error> {
-        let argv0 = request.argv.first().ok_or_else(|| Error::Refused("empty command".into()))?;
+        let argv0 = request
+            .argv
+            .first()
+            .ok_or_else(|| Error::Refused("empty command".into()))?;
         let account = Self::account(request)?;
         let mut command = tokio::process::Command::new(argv0);
-        command.args(&request.argv[1..]).env_clear().envs(&request.env);
-        command.stdin(std::process::Stdio::null()).kill_on_drop(false).process_group(0);
+        command
+            .args(&request.argv[1..])
+            .env_clear()
+            .envs(&request.env);
+        command
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .process_group(0);
         if let Some(account) = &account {
             // As upstream's LocalProcessSpawner: the user's own basics unless the hub set them.
             for (key, value) in [
@@ -160,7 +196,10 @@ impl Spawner for LocalSpawner {
                 }
             }
         }
-        let cwd = request.working_dir.clone().or_else(|| account.as_ref().map(|a| a.home.clone()));
+        let cwd = request
+            .working_dir
+            .clone()
+            .or_else(|| account.as_ref().map(|a| a.home.clone()));
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
@@ -183,17 +222,28 @@ impl Spawner for LocalSpawner {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::CommandNotFound(argv0.clone())
             } else {
-                Error::StartFailed { reason: format!("could not start {argv0}: {e}"), log_tail: Vec::new() }
+                Error::StartFailed {
+                    reason: format!("could not start {argv0}: {e}"),
+                    log_tail: Vec::new(),
+                }
             }
         })?;
-        let pid = child.id().and_then(|p| i32::try_from(p).ok()).ok_or_else(|| Error::StartFailed {
-            reason: "the server exited at once".into(),
-            log_tail: Vec::new(),
-        })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| Error::StartFailed {
+                reason: "the server exited at once".into(),
+                log_tail: Vec::new(),
+            })?;
         let (tx, rx) = watch::channel(None);
         self.children.lock().expect("children map poisoned").insert(
             pid,
-            Child { user: request.user.clone(), server_name: request.server_name.clone(), stopping: false, exited: rx },
+            Child {
+                user: request.user.clone(),
+                server_name: request.server_name.clone(),
+                stopping: false,
+                exited: rx,
+            },
         );
         let children = self.children.clone();
         let exits = self.exits.clone();
@@ -212,7 +262,12 @@ impl Spawner for LocalSpawner {
             tx.send_replace(Some(reason.clone()));
             if let Some((user, server_name)) = announce {
                 tracing::info!(%user, %server_name, %reason, "user server exited");
-                let _ = exits.send(Exited { user, server_name, reason, log_tail: Vec::new() });
+                let _ = exits.send(Exited {
+                    user,
+                    server_name,
+                    reason,
+                    log_tail: Vec::new(),
+                });
             }
         });
         let url = match request.ip.as_str() {
@@ -220,21 +275,46 @@ impl Spawner for LocalSpawner {
             ip if ip.contains(':') => format!("http://[{ip}]:{}", request.port),
             ip => format!("http://{ip}:{}", request.port),
         };
-        Ok(Started { url, state: serde_json::json!({ "pid": pid, "start_time": start_time(pid) }) })
+        Ok(Started {
+            url,
+            state: serde_json::json!({ "pid": pid, "start_time": start_time(pid) }),
+        })
     }
 
-    async fn poll(&self, _user: &str, _server_name: &str, state: &serde_json::Value) -> Result<Status, Error> {
+    async fn poll(
+        &self,
+        _user: &str,
+        _server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<Status, Error> {
         let (pid, start) = pid_of(state);
-        let known = self.children.lock().expect("children map poisoned").get(&pid).map(|c| c.exited.borrow().clone());
+        let known = self
+            .children
+            .lock()
+            .expect("children map poisoned")
+            .get(&pid)
+            .map(|c| c.exited.borrow().clone());
         match known {
             Some(None) => Ok(Status::Running),
-            Some(Some(reason)) => Ok(Status::Stopped { reason, log_tail: Vec::new() }),
+            Some(Some(reason)) => Ok(Status::Stopped {
+                reason,
+                log_tail: Vec::new(),
+            }),
             None if alive(pid, start) => Ok(Status::Running),
-            None => Ok(Status::Stopped { reason: "the server is gone (exit status unknown)".into(), log_tail: Vec::new() }),
+            None => Ok(Status::Stopped {
+                reason: "the server is gone (exit status unknown)".into(),
+                log_tail: Vec::new(),
+            }),
         }
     }
 
-    async fn stop(&self, _user: &str, _server_name: &str, state: &serde_json::Value, now: bool) -> Result<(), Error> {
+    async fn stop(
+        &self,
+        _user: &str,
+        _server_name: &str,
+        state: &serde_json::Value,
+        now: bool,
+    ) -> Result<(), Error> {
         let (pid, start) = pid_of(state);
         let tracked = {
             let children = self.children.lock().expect("children map poisoned");
@@ -242,11 +322,19 @@ impl Spawner for LocalSpawner {
         };
         match tracked {
             Some(true) => {
-                self.children.lock().expect("children map poisoned").remove(&pid);
+                self.children
+                    .lock()
+                    .expect("children map poisoned")
+                    .remove(&pid);
                 return Ok(());
             }
             Some(false) => {
-                if let Some(child) = self.children.lock().expect("children map poisoned").get_mut(&pid) {
+                if let Some(child) = self
+                    .children
+                    .lock()
+                    .expect("children map poisoned")
+                    .get_mut(&pid)
+                {
                     child.stopping = true;
                 }
             }
@@ -257,15 +345,27 @@ impl Spawner for LocalSpawner {
         if !now {
             let _ = killpg(group, Signal::SIGTERM);
             if self.wait_gone(pid, start, self.grace).await {
-                self.children.lock().expect("children map poisoned").remove(&pid);
+                self.children
+                    .lock()
+                    .expect("children map poisoned")
+                    .remove(&pid);
                 let _ = killpg(group, Signal::SIGKILL); // stragglers of the group
                 return Ok(());
             }
         }
         let _ = killpg(group, Signal::SIGKILL);
         let gone = self.wait_gone(pid, start, Duration::from_secs(10)).await;
-        self.children.lock().expect("children map poisoned").remove(&pid);
-        if gone { Ok(()) } else { Err(Error::Io(std::io::Error::other(format!("process {pid} did not exit after SIGKILL")))) }
+        self.children
+            .lock()
+            .expect("children map poisoned")
+            .remove(&pid);
+        if gone {
+            Ok(())
+        } else {
+            Err(Error::Io(std::io::Error::other(format!(
+                "process {pid} did not exit after SIGKILL"
+            ))))
+        }
     }
 
     fn subscribe_exits(&self) -> Option<broadcast::Receiver<Exited>> {

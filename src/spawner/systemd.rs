@@ -78,7 +78,10 @@ pub fn unit_name(user: &str, server: &str) -> String {
     } else {
         escape_component(server)
     };
-    format!("{UNIT_PREFIX}{}-{server_part}{UNIT_SUFFIX}", escape_component(user))
+    format!(
+        "{UNIT_PREFIX}{}-{server_part}{UNIT_SUFFIX}",
+        escape_component(user)
+    )
 }
 
 /// The (user, server name) a unit belongs to; `None` for units not named by `unit_name`.
@@ -89,7 +92,11 @@ pub fn parse_unit_name(unit: &str) -> Option<(String, String)> {
         return None;
     }
     let user = unescape_component(user)?;
-    let server = if server == DEFAULT_SERVER { String::new() } else { unescape_component(server)? };
+    let server = if server == DEFAULT_SERVER {
+        String::new()
+    } else {
+        unescape_component(server)?
+    };
     Some((user, server))
 }
 
@@ -97,8 +104,13 @@ fn systemd_error(context: &str, error: impl std::fmt::Display) -> Error {
     Error::Systemd(format!("{context}: {error}"))
 }
 
-async fn timed<T>(what: &str, call: impl Future<Output = zbus::Result<T>>) -> Result<zbus::Result<T>, Error> {
-    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| Error::Systemd(format!("{what}: no answer from systemd")))
+async fn timed<T>(
+    what: &str,
+    call: impl Future<Output = zbus::Result<T>>,
+) -> Result<zbus::Result<T>, Error> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| Error::Systemd(format!("{what}: no answer from systemd")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -116,7 +128,9 @@ fn prop(name: &str, value: impl Into<Variant<'static>>) -> Property {
 /// an escaped unit name (the unit then fails with `resources`).
 pub fn env_file_path(config: &SystemdSpawnerConfig, unit: &str) -> PathBuf {
     let escaped = dbus::unit_object_path(unit);
-    let name = escaped.strip_prefix(dbus::UNIT_PATH_PREFIX).unwrap_or(&escaped);
+    let name = escaped
+        .strip_prefix(dbus::UNIT_PATH_PREFIX)
+        .unwrap_or(&escaped);
     config.env_dir.join(format!("{name}.env"))
 }
 
@@ -136,7 +150,8 @@ fn quote_env_value(value: &str) -> String {
 
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The contents of the environment file: the request's environment plus upstream's
@@ -156,7 +171,9 @@ fn env_file_contents(request: &SpawnRequest) -> Result<String, Error> {
     let mut out = String::new();
     for (key, value) in &env {
         if !valid_env_name(key) || value.contains('\0') {
-            return Err(Error::Refused(format!("invalid environment variable {key:?}")));
+            return Err(Error::Refused(format!(
+                "invalid environment variable {key:?}"
+            )));
         }
         let _ = writeln!(out, "{key}={}", quote_env_value(value));
     }
@@ -165,13 +182,20 @@ fn env_file_contents(request: &SpawnRequest) -> Result<String, Error> {
 
 /// Write `contents` to `path`, readable by root only (0400), in a root-only (0700) directory.
 fn write_env_file(dir: &Path, path: &Path, contents: &str) -> Result<(), Error> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     let tmp = path.with_extension("env.tmp");
     let _ = std::fs::remove_file(&tmp);
     {
         use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&tmp)?;
         file.write_all(contents.as_bytes())?;
         file.sync_all()?;
     }
@@ -294,7 +318,11 @@ fn parse_bytes(value: &str) -> Option<u64> {
         b'T' | b't' => (&value[..value.len() - 1], 40),
         _ => (value, 0),
     };
-    number.trim().parse::<u64>().ok()?.checked_mul(1u64 << shift)
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1u64 << shift)
 }
 
 /// A systemd time span (`90`, `1min 30s`, `500ms`, `infinity`) in microseconds.
@@ -308,10 +336,14 @@ fn parse_timespan_usec(value: &str) -> Option<u64> {
         return None;
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         let number: f64 = rest[..digits].parse().ok()?;
         rest = rest[digits..].trim_start();
-        let unit_end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
         let factor: f64 = match &rest[..unit_end] {
             "us" | "usec" => 1.0,
             "ms" | "msec" => 1e3,
@@ -331,7 +363,9 @@ fn parse_timespan_usec(value: &str) -> Option<u64> {
 /// Unknown keys and malformed values are errors, so a typo never passes silently.
 pub fn parse_extra_property(entry: &str) -> Result<Property, Error> {
     let bad = |why: &str| Error::Refused(format!("unit_extra_properties: {entry:?}: {why}"));
-    let (key, value) = entry.split_once('=').ok_or_else(|| bad("expected Key=Value"))?;
+    let (key, value) = entry
+        .split_once('=')
+        .ok_or_else(|| bad("expected Key=Value"))?;
     let (key, value) = (key.trim(), value.trim());
     let kind = EXTRA_PROPERTIES
         .iter()
@@ -339,21 +373,45 @@ pub fn parse_extra_property(entry: &str) -> Result<Property, Error> {
         .map(|(_, kind)| *kind)
         .ok_or_else(|| bad("unknown or unsupported key"))?;
     Ok(match kind {
-        Kind::Bool => prop(key, parse_bool(value).ok_or_else(|| bad("expected a boolean"))?),
+        Kind::Bool => prop(
+            key,
+            parse_bool(value).ok_or_else(|| bad("expected a boolean"))?,
+        ),
         Kind::Str => prop(key, value.to_owned()),
-        Kind::Bytes => prop(key, parse_bytes(value).ok_or_else(|| bad("expected a size"))?),
-        Kind::U64 => prop(key, value.parse::<u64>().map_err(|_| bad("expected a number"))?),
-        Kind::I32 => prop(key, value.parse::<i32>().map_err(|_| bad("expected a number"))?),
-        Kind::Octal => prop(key, u32::from_str_radix(value, 8).map_err(|_| bad("expected an octal number"))?),
-        Kind::StrList => prop(key, value.split_whitespace().map(str::to_owned).collect::<Vec<String>>()),
+        Kind::Bytes => prop(
+            key,
+            parse_bytes(value).ok_or_else(|| bad("expected a size"))?,
+        ),
+        Kind::U64 => prop(
+            key,
+            value.parse::<u64>().map_err(|_| bad("expected a number"))?,
+        ),
+        Kind::I32 => prop(
+            key,
+            value.parse::<i32>().map_err(|_| bad("expected a number"))?,
+        ),
+        Kind::Octal => prop(
+            key,
+            u32::from_str_radix(value, 8).map_err(|_| bad("expected an octal number"))?,
+        ),
+        Kind::StrList => prop(
+            key,
+            value
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<String>>(),
+        ),
         Kind::Sec => {
             let usec = parse_timespan_usec(value).ok_or_else(|| bad("expected a time span"))?;
             let name = format!("{}USec", key.strip_suffix("Sec").unwrap_or(key));
             prop(&name, usec)
         }
         Kind::Percent => {
-            let percent: f64 = value.strip_suffix('%').and_then(|p| p.parse().ok()).ok_or_else(|| bad("expected a percentage"))?;
-            if !(percent > 0.0) {
+            let percent: f64 = value
+                .strip_suffix('%')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| bad("expected a percentage"))?;
+            if percent.is_nan() || percent <= 0.0 {
                 return Err(bad("expected a positive percentage"));
             }
             prop("CPUQuotaPerSecUSec", (percent * 10_000.0) as u64)
@@ -374,21 +432,48 @@ fn dynamic_user_name(user: &str) -> String {
 }
 
 /// Everything `StartTransientUnit` is given, in order (later settings override earlier).
-pub fn unit_properties(request: &SpawnRequest, config: &SystemdSpawnerConfig, env_file: &Path) -> Result<Vec<Property>, Error> {
-    let argv0 = request.argv.first().ok_or_else(|| Error::Refused("empty command".into()))?;
+pub fn unit_properties(
+    request: &SpawnRequest,
+    config: &SystemdSpawnerConfig,
+    env_file: &Path,
+) -> Result<Vec<Property>, Error> {
+    let argv0 = request
+        .argv
+        .first()
+        .ok_or_else(|| Error::Refused("empty command".into()))?;
     let mut props = vec![
-        prop("Description", format!("JupyterHub server {:?} of user {:?}", request.server_name, request.user)),
+        prop(
+            "Description",
+            format!(
+                "JupyterHub server {:?} of user {:?}",
+                request.server_name, request.user
+            ),
+        ),
         prop("Type", "exec"),
         // Without `no-env-expand` systemd would expand `$VAR` inside argv.
-        prop("ExecStartEx", vec![(argv0.clone(), request.argv.clone(), vec!["no-env-expand".to_owned()])]),
-        prop("EnvironmentFiles", vec![(env_file.to_string_lossy().into_owned(), false)]),
+        prop(
+            "ExecStartEx",
+            vec![(
+                argv0.clone(),
+                request.argv.clone(),
+                vec!["no-env-expand".to_owned()],
+            )],
+        ),
+        prop(
+            "EnvironmentFiles",
+            vec![(env_file.to_string_lossy().into_owned(), false)],
+        ),
         // Runs as root after every stop, also after a crash or a failed start, so the secret
         // file never outlives the server even when the hub cannot delete it (unprivileged hub).
         prop(
             "ExecStopPostEx",
             vec![(
                 "/bin/rm".to_owned(),
-                vec!["/bin/rm".to_owned(), "-f".to_owned(), env_file.to_string_lossy().into_owned()],
+                vec![
+                    "/bin/rm".to_owned(),
+                    "-f".to_owned(),
+                    env_file.to_string_lossy().into_owned(),
+                ],
                 vec!["privileged".to_owned(), "ignore-failure".to_owned()],
             )],
         ),
@@ -399,12 +484,19 @@ pub fn unit_properties(request: &SpawnRequest, config: &SystemdSpawnerConfig, en
         prop("TimeoutStopUSec", STOP_TIMEOUT_USEC),
     ];
     if config.dynamic_users {
-        let state_dir = format!("jupyterhub-users/{}", escape_component(&request.user).replace('\\', "_"));
+        let state_dir = format!(
+            "jupyterhub-users/{}",
+            escape_component(&request.user).replace('\\', "_")
+        );
         props.push(prop("DynamicUser", true));
         props.push(prop("User", dynamic_user_name(&request.user)));
         props.push(prop("StateDirectory", vec![state_dir.clone()]));
         let home = format!("/var/lib/{state_dir}");
-        let dir = request.working_dir.as_ref().map(|d| d.to_string_lossy().into_owned()).unwrap_or(home);
+        let dir = request
+            .working_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or(home);
         props.push(prop("WorkingDirectory", dir));
     } else {
         let user = nix::unistd::User::from_name(&request.system_user)
@@ -417,7 +509,11 @@ pub fn unit_properties(request: &SpawnRequest, config: &SystemdSpawnerConfig, en
             .unwrap_or_else(|| user.gid.to_string());
         props.push(prop("User", request.system_user.clone()));
         props.push(prop("Group", group));
-        let dir = request.working_dir.as_ref().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "~".to_owned());
+        let dir = request
+            .working_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "~".to_owned());
         props.push(prop("WorkingDirectory", dir));
     }
     let limits = &request.limits;
@@ -474,20 +570,31 @@ fn server_url(ip: &str, port: u16) -> String {
 /// cannot restrict `StartTransientUnit` by polkit); the privileged helper calls this after
 /// validating a request, and the hub calls it directly when it runs as root.
 pub async fn start_unit_as_root(request: &SpawnRequest, config: &Config) -> Result<Started, Error> {
-    let conn = Connection::system().await.map_err(|e| systemd_error("connecting to the system bus", e))?;
+    let conn = Connection::system()
+        .await
+        .map_err(|e| systemd_error("connecting to the system bus", e))?;
     start_unit(&conn, request, config).await
 }
 
 /// `start_unit_as_root` over an existing connection.
-pub async fn start_unit(conn: &Connection, request: &SpawnRequest, config: &Config) -> Result<Started, Error> {
+pub async fn start_unit(
+    conn: &Connection,
+    request: &SpawnRequest,
+    config: &Config,
+) -> Result<Started, Error> {
     let sd = &config.systemd_spawner;
     let unit = unit_name(&request.user, &request.server_name);
     if unit.len() > 255 {
-        return Err(Error::Refused(format!("the unit name for user {:?} is too long", request.user)));
+        return Err(Error::Refused(format!(
+            "the unit name for user {:?} is too long",
+            request.user
+        )));
     }
     let env_file = env_file_path(sd, &unit);
     let props = unit_properties(request, sd, &env_file)?;
-    let manager = ManagerProxy::new(conn).await.map_err(|e| systemd_error("manager proxy", e))?;
+    let manager = ManagerProxy::new(conn)
+        .await
+        .map_err(|e| systemd_error("manager proxy", e))?;
     // Without a subscriber systemd may not send the JobRemoved we wait for. A connection
     // that is already subscribed gets `AlreadySubscribed`, which is fine.
     let _ = timed("Subscribe", manager.subscribe()).await;
@@ -495,28 +602,46 @@ pub async fn start_unit(conn: &Connection, request: &SpawnRequest, config: &Conf
     // A unit left loaded (failed, or still running although the hub thinks it stopped).
     if let Ok(path) = timed("GetUnit", manager.get_unit(&unit)).await? {
         let state = unit_active_state(conn, &path).await.unwrap_or_default();
-        if matches!(state.as_str(), "active" | "activating" | "reloading" | "deactivating") {
-            return Err(Error::StartFailed { reason: format!("{unit} is already running"), log_tail: Vec::new() });
+        if matches!(
+            state.as_str(),
+            "active" | "activating" | "reloading" | "deactivating"
+        ) {
+            return Err(Error::StartFailed {
+                reason: format!("{unit} is already running"),
+                log_tail: Vec::new(),
+            });
         }
-        if let Err(e) = timed("ResetFailedUnit", manager.reset_failed_unit(&unit)).await? {
-            if !dbus::is_no_such_unit(&e) {
-                tracing::warn!(%unit, "reset-failed: {e}");
-            }
+        if let Err(e) = timed("ResetFailedUnit", manager.reset_failed_unit(&unit)).await?
+            && !dbus::is_no_such_unit(&e)
+        {
+            tracing::warn!(%unit, "reset-failed: {e}");
         }
     }
 
     write_env_file(&sd.env_dir, &env_file, &env_file_contents(request)?)?;
     let (names, values): (Vec<String>, Vec<Variant<'static>>) = props.into_iter().unzip();
-    let props_ref: Vec<(&str, Variant<'_>)> = names.iter().map(String::as_str).zip(values).collect();
+    let props_ref: Vec<(&str, Variant<'_>)> =
+        names.iter().map(String::as_str).zip(values).collect();
 
     // Subscribe before starting, or the JobRemoved of a quick failure could be missed.
-    let mut removed = manager.receive_job_removed().await.map_err(|e| systemd_error("subscribing to JobRemoved", e))?;
-    let job = match timed("StartTransientUnit", manager.start_transient_unit(&unit, "fail", &props_ref, &[])).await? {
+    let mut removed = manager
+        .receive_job_removed()
+        .await
+        .map_err(|e| systemd_error("subscribing to JobRemoved", e))?;
+    let job = match timed(
+        "StartTransientUnit",
+        manager.start_transient_unit(&unit, "fail", &props_ref, &[]),
+    )
+    .await?
+    {
         Ok(job) => job,
         Err(e) => {
             let _ = std::fs::remove_file(&env_file);
             if dbus::is_unit_exists(&e) {
-                return Err(Error::StartFailed { reason: format!("{unit} is already running"), log_tail: Vec::new() });
+                return Err(Error::StartFailed {
+                    reason: format!("{unit} is already running"),
+                    log_tail: Vec::new(),
+                });
             }
             return Err(systemd_error("StartTransientUnit", e));
         }
@@ -537,12 +662,17 @@ pub async fn start_unit(conn: &Connection, request: &SpawnRequest, config: &Conf
         Ok(Some(result)) => result,
         Ok(None) => {
             let _ = std::fs::remove_file(&env_file);
-            return Err(Error::Systemd("the D-Bus connection closed while starting".into()));
+            return Err(Error::Systemd(
+                "the D-Bus connection closed while starting".into(),
+            ));
         }
         Err(_) => {
             let _ = timed("StopUnit", manager.stop_unit(&unit, "replace")).await;
             let _ = std::fs::remove_file(&env_file);
-            return Err(Error::StartFailed { reason: "timed out starting the server".into(), log_tail: journal_tail(&unit).await });
+            return Err(Error::StartFailed {
+                reason: "timed out starting the server".into(),
+                log_tail: journal_tail(&unit).await,
+            });
         }
     };
     if result != "done" {
@@ -550,8 +680,13 @@ pub async fn start_unit(conn: &Connection, request: &SpawnRequest, config: &Conf
         let info = read_exit_info(conn, &unit).await;
         let log_tail = journal_tail(&unit).await;
         let _ = timed("ResetFailedUnit", manager.reset_failed_unit(&unit)).await;
-        if info.as_ref().is_some_and(|i| i.result == "exit-code" && i.status == 203) {
-            return Err(Error::CommandNotFound(request.argv.first().cloned().unwrap_or_default()));
+        if info
+            .as_ref()
+            .is_some_and(|i| i.result == "exit-code" && i.status == 203)
+        {
+            return Err(Error::CommandNotFound(
+                request.argv.first().cloned().unwrap_or_default(),
+            ));
         }
         let reason = match info {
             Some(info) => info.reason(&unit).await,
@@ -560,7 +695,10 @@ pub async fn start_unit(conn: &Connection, request: &SpawnRequest, config: &Conf
         return Err(Error::StartFailed { reason, log_tail });
     }
     let pid = main_pid(conn, &unit).await.unwrap_or(0);
-    Ok(Started { url: server_url(&request.ip, request.port), state: serde_json::json!({ "unit": unit, "pid": pid }) })
+    Ok(Started {
+        url: server_url(&request.ip, request.port),
+        state: serde_json::json!({ "unit": unit, "pid": pid }),
+    })
 }
 
 /// Start through the privileged helper, for a hub that is not root.
@@ -575,14 +713,19 @@ pub async fn start_via_helper(_request: &SpawnRequest, config: &Config) -> Resul
 // ---------------------------------------------------------------------------------------------
 // Reading state
 
-async fn unit_active_state(conn: &Connection, path: &zbus::OwnedObjectPath) -> Result<String, Error> {
+async fn unit_active_state(
+    conn: &Connection,
+    path: &zbus::OwnedObjectPath,
+) -> Result<String, Error> {
     let unit = UnitProxy::builder(conn)
         .path(path.clone())
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
         .map_err(|e| systemd_error("unit proxy", e))?;
-    timed("ActiveState", unit.active_state()).await?.map_err(|e| systemd_error("ActiveState", e))
+    timed("ActiveState", unit.active_state())
+        .await?
+        .map_err(|e| systemd_error("ActiveState", e))
 }
 
 async fn service_proxy<'a>(conn: &Connection, unit: &str) -> Result<ServiceProxy<'a>, Error> {
@@ -596,7 +739,9 @@ async fn service_proxy<'a>(conn: &Connection, unit: &str) -> Result<ServiceProxy
 
 async fn main_pid(conn: &Connection, unit: &str) -> Result<u32, Error> {
     let service = service_proxy(conn, unit).await?;
-    timed("ExecMainPID", service.exec_main_pid()).await?.map_err(|e| systemd_error("ExecMainPID", e))
+    timed("ExecMainPID", service.exec_main_pid())
+        .await?
+        .map_err(|e| systemd_error("ExecMainPID", e))
 }
 
 /// How a service's main process ended, as systemd recorded it.
@@ -623,12 +768,15 @@ impl ExitInfo {
             "success" => "exit code 0".into(),
             "exit-code" => match self.status {
                 200 => "could not enter the working directory (status 200/CHDIR)".into(),
-                203 => "the server command was not found or is not executable (status 203/EXEC)".into(),
+                203 => {
+                    "the server command was not found or is not executable (status 203/EXEC)".into()
+                }
                 217 => "the system user does not exist (status 217/USER)".into(),
                 status => format!("exit code {status}"),
             },
             "signal" | "core-dump" => {
-                if self.status == libc::SIGKILL && kernel_oom_killed(unit, self.started_usec).await {
+                if self.status == libc::SIGKILL && kernel_oom_killed(unit, self.started_usec).await
+                {
                     "out of memory".into()
                 } else {
                     format!("killed by signal {}", signal_name(self.status))
@@ -655,7 +803,11 @@ async fn kernel_oom_killed(unit: &str, since_usec: u64) -> bool {
     let memcg = "task_memcg=";
     let unit_memcg = format!("/{unit},");
     let since = format!("@{}", since_usec / 1_000_000);
-    let args: Vec<&str> = if since_usec > 0 { vec!["-k", "--since", &since] } else { vec!["-k", "-n", "400"] };
+    let args: Vec<&str> = if since_usec > 0 {
+        vec!["-k", "--since", &since]
+    } else {
+        vec!["-k", "-n", "400"]
+    };
     for attempt in 0..5 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -663,7 +815,13 @@ async fn kernel_oom_killed(unit: &str, since_usec: u64) -> bool {
         let Ok(lines) = run_journalctl(&args).await else {
             return false;
         };
-        if lines.iter().any(|line| line.starts_with("oom-kill:") && line.split(memcg).nth(1).is_some_and(|rest| rest.contains(&unit_memcg))) {
+        if lines.iter().any(|line| {
+            line.starts_with("oom-kill:")
+                && line
+                    .split(memcg)
+                    .nth(1)
+                    .is_some_and(|rest| rest.contains(&unit_memcg))
+        }) {
             return true;
         }
     }
@@ -680,7 +838,10 @@ async fn run_journalctl(args: &[&str]) -> Result<Vec<String>, Error> {
     let output = tokio::time::timeout(CALL_TIMEOUT, output)
         .await
         .map_err(|_| Error::Systemd("journalctl did not answer".into()))??;
-    Ok(String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect())
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }
 
 /// The last lines the unit logged (its output and systemd's messages about it).
@@ -704,11 +865,32 @@ async fn journal_tail_since(unit: &str, since_usec: u64) -> Vec<String> {
 async fn read_exit_info(conn: &Connection, unit: &str) -> Option<ExitInfo> {
     let service = service_proxy(conn, unit).await.ok()?;
     let result = timed("Result", service.result()).await.ok()?.ok()?;
-    let code = timed("ExecMainCode", service.exec_main_code()).await.ok()?.ok()?;
-    let status = timed("ExecMainStatus", service.exec_main_status()).await.ok()?.ok()?;
-    let pid = timed("ExecMainPID", service.exec_main_pid()).await.ok()?.ok()?;
-    let started_usec = timed("ExecMainStartTimestamp", service.exec_main_start_timestamp()).await.ok()?.unwrap_or(0);
-    Some(ExitInfo { result, code, status, pid, started_usec })
+    let code = timed("ExecMainCode", service.exec_main_code())
+        .await
+        .ok()?
+        .ok()?;
+    let status = timed("ExecMainStatus", service.exec_main_status())
+        .await
+        .ok()?
+        .ok()?;
+    let pid = timed("ExecMainPID", service.exec_main_pid())
+        .await
+        .ok()?
+        .ok()?;
+    let started_usec = timed(
+        "ExecMainStartTimestamp",
+        service.exec_main_start_timestamp(),
+    )
+    .await
+    .ok()?
+    .unwrap_or(0);
+    Some(ExitInfo {
+        result,
+        code,
+        status,
+        pid,
+        started_usec,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -734,7 +916,9 @@ impl Drop for SystemdSpawner {
 impl SystemdSpawner {
     /// Connect to the system bus, subscribe to systemd's signals and start watching units.
     pub async fn connect(config: Arc<Config>) -> Result<Self, Error> {
-        let conn = Connection::system().await.map_err(|e| systemd_error("connecting to the system bus", e))?;
+        let conn = Connection::system()
+            .await
+            .map_err(|e| systemd_error("connecting to the system bus", e))?;
         Self::with_connection(conn, config).await
     }
 
@@ -746,14 +930,27 @@ impl SystemdSpawner {
         let (exits, _) = broadcast::channel(256);
         let stopping = Arc::new(Mutex::new(HashSet::new()));
         let stream = watch_stream(&conn).await?;
-        let manager = ManagerProxy::new(&conn).await.map_err(|e| systemd_error("manager proxy", e))?;
-        if let Err(e) = timed("Subscribe", manager.subscribe()).await? {
-            if !matches!(&e, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed") {
-                return Err(systemd_error("Subscribe", e));
-            }
+        let manager = ManagerProxy::new(&conn)
+            .await
+            .map_err(|e| systemd_error("manager proxy", e))?;
+        if let Err(e) = timed("Subscribe", manager.subscribe()).await?
+            && !dbus::is_already_subscribed(&e)
+        {
+            return Err(systemd_error("Subscribe", e));
         }
-        let watcher = tokio::spawn(watch_units(conn.clone(), stream, exits.clone(), stopping.clone()));
-        Ok(SystemdSpawner { conn, config, exits, stopping, watcher })
+        let watcher = tokio::spawn(watch_units(
+            conn.clone(),
+            stream,
+            exits.clone(),
+            stopping.clone(),
+        ));
+        Ok(SystemdSpawner {
+            conn,
+            config,
+            exits,
+            stopping,
+            watcher,
+        })
     }
 
     /// The unit of a server (see the free function `unit_name`).
@@ -763,11 +960,16 @@ impl SystemdSpawner {
 
     /// Every loaded `jupyter-*.service` with its active state, for reconciling at start-up.
     pub async fn list_units(&self) -> Result<Vec<(String, String)>, Error> {
-        let manager = ManagerProxy::new(&self.conn).await.map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = ManagerProxy::new(&self.conn)
+            .await
+            .map_err(|e| systemd_error("manager proxy", e))?;
         let pattern = format!("{UNIT_PREFIX}*{UNIT_SUFFIX}");
-        let rows = timed("ListUnitsByPatterns", manager.list_units_by_patterns(&[], &[&pattern]))
-            .await?
-            .map_err(|e| systemd_error("ListUnitsByPatterns", e))?;
+        let rows = timed(
+            "ListUnitsByPatterns",
+            manager.list_units_by_patterns(&[], &[&pattern]),
+        )
+        .await?
+        .map_err(|e| systemd_error("ListUnitsByPatterns", e))?;
         Ok(rows.into_iter().map(|row| (row.0, row.3)).collect())
     }
 
@@ -775,8 +977,14 @@ impl SystemdSpawner {
     pub async fn usage(&self, unit: &str) -> Result<(Option<u64>, Option<u64>), Error> {
         let service = service_proxy(&self.conn, unit).await?;
         let known = |v: u64| (v != u64::MAX).then_some(v);
-        let memory = timed("MemoryCurrent", service.memory_current()).await?.ok().and_then(known);
-        let cpu = timed("CPUUsageNSec", service.cpu_usage_nsec()).await?.ok().and_then(known);
+        let memory = timed("MemoryCurrent", service.memory_current())
+            .await?
+            .ok()
+            .and_then(known);
+        let cpu = timed("CPUUsageNSec", service.cpu_usage_nsec())
+            .await?
+            .ok()
+            .and_then(known);
         Ok((memory, cpu))
     }
 
@@ -816,7 +1024,10 @@ impl Spawner for SystemdSpawner {
 
     async fn start(&self, request: &SpawnRequest) -> Result<Started, Error> {
         // A unit we stopped earlier is announced again once it runs anew.
-        self.stopping.lock().expect("stopping set poisoned").remove(&unit_name(&request.user, &request.server_name));
+        self.stopping
+            .lock()
+            .expect("stopping set poisoned")
+            .remove(&unit_name(&request.user, &request.server_name));
         if Self::is_root() {
             start_unit(&self.conn, request, &self.config).await
         } else {
@@ -824,13 +1035,23 @@ impl Spawner for SystemdSpawner {
         }
     }
 
-    async fn poll(&self, user: &str, server_name: &str, state: &serde_json::Value) -> Result<Status, Error> {
+    async fn poll(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<Status, Error> {
         let unit = Self::unit_of(user, server_name, state);
-        let manager = ManagerProxy::new(&self.conn).await.map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = ManagerProxy::new(&self.conn)
+            .await
+            .map_err(|e| systemd_error("manager proxy", e))?;
         let path = match timed("GetUnit", manager.get_unit(&unit)).await? {
             Ok(path) => path,
             Err(e) if dbus::is_no_such_unit(&e) => {
-                return Ok(Status::Stopped { reason: "the server is gone (exit status unknown)".into(), log_tail: journal_tail(&unit).await });
+                return Ok(Status::Stopped {
+                    reason: "the server is gone (exit status unknown)".into(),
+                    log_tail: journal_tail(&unit).await,
+                });
             }
             Err(e) => return Err(systemd_error("GetUnit", e)),
         };
@@ -848,15 +1069,31 @@ impl Spawner for SystemdSpawner {
         Ok(Status::Stopped { reason, log_tail })
     }
 
-    async fn stop(&self, user: &str, server_name: &str, state: &serde_json::Value, now: bool) -> Result<(), Error> {
+    async fn stop(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+        now: bool,
+    ) -> Result<(), Error> {
         let unit = Self::unit_of(user, server_name, state);
-        let manager = ManagerProxy::new(&self.conn).await.map_err(|e| systemd_error("manager proxy", e))?;
-        self.stopping.lock().expect("stopping set poisoned").insert(unit.clone());
-        let mut removed = manager.receive_job_removed().await.map_err(|e| systemd_error("subscribing to JobRemoved", e))?;
-        if now && let Err(e) = timed("KillUnit", manager.kill_unit(&unit, "all", libc::SIGKILL)).await? {
-            if !dbus::is_no_such_unit(&e) {
-                tracing::warn!(%unit, "kill: {e}");
-            }
+        let manager = ManagerProxy::new(&self.conn)
+            .await
+            .map_err(|e| systemd_error("manager proxy", e))?;
+        self.stopping
+            .lock()
+            .expect("stopping set poisoned")
+            .insert(unit.clone());
+        let mut removed = manager
+            .receive_job_removed()
+            .await
+            .map_err(|e| systemd_error("subscribing to JobRemoved", e))?;
+        if now
+            && let Err(e) =
+                timed("KillUnit", manager.kill_unit(&unit, "all", libc::SIGKILL)).await?
+            && !dbus::is_no_such_unit(&e)
+        {
+            tracing::warn!(%unit, "kill: {e}");
         }
         let job = match timed("StopUnit", manager.stop_unit(&unit, "replace")).await? {
             Ok(job) => job,
@@ -882,7 +1119,9 @@ impl Spawner for SystemdSpawner {
         self.clean_up(&unit).await;
         match done {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Systemd("the D-Bus connection closed while stopping".into())),
+            Ok(false) => Err(Error::Systemd(
+                "the D-Bus connection closed while stopping".into(),
+            )),
             Err(_) => Err(Error::Systemd(format!("{unit} did not stop in time"))),
         }
     }
@@ -904,27 +1143,46 @@ async fn watch_stream(conn: &Connection) -> Result<zbus::MessageStream, Error> {
         .path_namespace("/org/freedesktop/systemd1/unit")
         .build()
         .map_err(|e| systemd_error("match rule", e))?;
-    zbus::MessageStream::for_match_rule(rule, conn, None).await.map_err(|e| systemd_error("adding the match rule", e))
+    zbus::MessageStream::for_match_rule(rule, conn, None)
+        .await
+        .map_err(|e| systemd_error("adding the match rule", e))
 }
 
 type Changed = (String, HashMap<String, OwnedVariant>, Vec<String>);
 
-fn take<T: TryFrom<OwnedVariant>>(changed: &mut HashMap<String, OwnedVariant>, key: &str) -> Option<T> {
+fn take<T: TryFrom<OwnedVariant>>(
+    changed: &mut HashMap<String, OwnedVariant>,
+    key: &str,
+) -> Option<T> {
     changed.remove(key).and_then(|v| T::try_from(v).ok())
 }
 
 /// Announce every `jupyter-*` unit that becomes inactive or failed without our asking.
 /// The Service properties arrive in their own signal just before the Unit one; they are kept,
 /// because a unit may be garbage-collected before we could ask for them.
-async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: broadcast::Sender<Exited>, stopping: Arc<Mutex<HashSet<String>>>) {
+async fn watch_units(
+    conn: Connection,
+    mut stream: zbus::MessageStream,
+    exits: broadcast::Sender<Exited>,
+    stopping: Arc<Mutex<HashSet<String>>>,
+) {
     let mut last: HashMap<String, ExitInfo> = HashMap::new();
     let mut ran: HashSet<String> = HashSet::new();
     while let Some(message) = stream.next().await {
         let Ok(message) = message else { continue };
         let header = message.header();
-        let Some(unit) = header.path().and_then(|p| dbus::unit_from_object_path(p.as_str())) else { continue };
-        let Some((user, server_name)) = parse_unit_name(&unit) else { continue };
-        let Ok((interface, mut changed, _)) = message.body().deserialize::<Changed>() else { continue };
+        let Some(unit) = header
+            .path()
+            .and_then(|p| dbus::unit_from_object_path(p.as_str()))
+        else {
+            continue;
+        };
+        let Some((user, server_name)) = parse_unit_name(&unit) else {
+            continue;
+        };
+        let Ok((interface, mut changed, _)) = message.body().deserialize::<Changed>() else {
+            continue;
+        };
         match interface.as_str() {
             "org.freedesktop.systemd1.Service" => {
                 let info = last.entry(unit).or_default();
@@ -949,7 +1207,9 @@ async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: b
                 }
             }
             "org.freedesktop.systemd1.Unit" => {
-                let Some(state) = take::<String>(&mut changed, "ActiveState") else { continue };
+                let Some(state) = take::<String>(&mut changed, "ActiveState") else {
+                    continue;
+                };
                 if !matches!(state.as_str(), "inactive" | "failed") {
                     ran.insert(unit);
                     continue;
@@ -964,7 +1224,10 @@ async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: b
                 if !has_run {
                     continue;
                 }
-                let ours = stopping.lock().expect("stopping set poisoned").contains(&unit);
+                let ours = stopping
+                    .lock()
+                    .expect("stopping set poisoned")
+                    .contains(&unit);
                 let signalled = last.remove(&unit);
                 if ours {
                     continue;
@@ -976,7 +1239,12 @@ async fn watch_units(conn: Connection, mut stream: zbus::MessageStream, exits: b
                 let reason = info.reason(&unit).await;
                 let log_tail = journal_tail_since(&unit, info.started_usec).await;
                 tracing::info!(%unit, %reason, "user server exited");
-                let _ = exits.send(Exited { user, server_name, reason, log_tail });
+                let _ = exits.send(Exited {
+                    user,
+                    server_name,
+                    reason,
+                    log_tail,
+                });
             }
             _ => {}
         }
@@ -992,7 +1260,11 @@ mod tests {
     fn unit_names_round_trip_and_never_collide() {
         let cases = [
             ("alice", "", "jupyter-alice-singleuser.service"),
-            ("alice", "singleuser", "jupyter-alice-\\x73ingleuser.service"),
+            (
+                "alice",
+                "singleuser",
+                "jupyter-alice-\\x73ingleuser.service",
+            ),
             ("alice", "lab", "jupyter-alice-lab.service"),
             ("a-b", "c", "jupyter-a\\x2db-c.service"),
             ("a", "b-c", "jupyter-a-b\\x2dc.service"),
@@ -1003,7 +1275,10 @@ mod tests {
         ];
         for (user, server, unit) in cases {
             assert_eq!(unit_name(user, server), unit);
-            assert_eq!(parse_unit_name(unit), Some((user.to_owned(), server.to_owned())));
+            assert_eq!(
+                parse_unit_name(unit),
+                Some((user.to_owned(), server.to_owned()))
+            );
         }
         assert_ne!(unit_name("alice", ""), unit_name("alice", "singleuser"));
         assert_ne!(unit_name("a-b", "c"), unit_name("a", "b-c"));
@@ -1020,15 +1295,42 @@ mod tests {
         };
         check("IOWeight=50", "IOWeight", Variant::from(50u64));
         check("PrivateNetwork=yes", "PrivateNetwork", Variant::from(true));
-        check("RuntimeMaxSec=1h 30min", "RuntimeMaxUSec", Variant::from(5_400_000_000u64));
-        check("TimeoutStopSec=500ms", "TimeoutStopUSec", Variant::from(500_000u64));
+        check(
+            "RuntimeMaxSec=1h 30min",
+            "RuntimeMaxUSec",
+            Variant::from(5_400_000_000u64),
+        );
+        check(
+            "TimeoutStopSec=500ms",
+            "TimeoutStopUSec",
+            Variant::from(500_000u64),
+        );
         check("MemoryHigh=1G", "MemoryHigh", Variant::from(1u64 << 30));
-        check("CPUQuota=150%", "CPUQuotaPerSecUSec", Variant::from(1_500_000u64));
+        check(
+            "CPUQuota=150%",
+            "CPUQuotaPerSecUSec",
+            Variant::from(1_500_000u64),
+        );
         check("Nice=-5", "Nice", Variant::from(-5i32));
         check("UMask=0077", "UMask", Variant::from(0o77u32));
-        check("ProtectSystem=strict", "ProtectSystem", Variant::from("strict"));
-        check("InaccessiblePaths=/a /b", "InaccessiblePaths", Variant::from(vec!["/a".to_owned(), "/b".to_owned()]));
-        for bad in ["Bogus=1", "IOWeight=x", "PrivateNetwork=maybe", "noequals", "RuntimeMaxSec=3 fortnights", "CPUQuota=0%"] {
+        check(
+            "ProtectSystem=strict",
+            "ProtectSystem",
+            Variant::from("strict"),
+        );
+        check(
+            "InaccessiblePaths=/a /b",
+            "InaccessiblePaths",
+            Variant::from(vec!["/a".to_owned(), "/b".to_owned()]),
+        );
+        for bad in [
+            "Bogus=1",
+            "IOWeight=x",
+            "PrivateNetwork=maybe",
+            "noequals",
+            "RuntimeMaxSec=3 fortnights",
+            "CPUQuota=0%",
+        ] {
             assert!(parse_extra_property(bad).is_err(), "{bad}");
         }
     }
@@ -1040,14 +1342,22 @@ mod tests {
             server_name: String::new(),
             system_user: "alice".into(),
             argv: vec!["jupyterhub-singleuser".into()],
-            env: [("A".to_owned(), "x \"y\" $HOME `z` \\".to_owned())].into_iter().collect(),
+            env: [("A".to_owned(), "x \"y\" $HOME `z` \\".to_owned())]
+                .into_iter()
+                .collect(),
             working_dir: None,
             ip: "127.0.0.1".into(),
             port: 1,
-            limits: crate::spawner::LimitsSpec { mem_limit: Some(1024), ..Default::default() },
+            limits: crate::spawner::LimitsSpec {
+                mem_limit: Some(1024),
+                ..Default::default()
+            },
         };
         let contents = env_file_contents(&request).expect("valid env");
-        assert_eq!(contents, "A=\"x \\\"y\\\" \\$HOME \\`z\\` \\\\\"\nMEM_LIMIT=\"1024\"\n");
+        assert_eq!(
+            contents,
+            "A=\"x \\\"y\\\" \\$HOME \\`z\\` \\\\\"\nMEM_LIMIT=\"1024\"\n"
+        );
         let mut bad = request.clone();
         bad.env.insert("BAD NAME".into(), "1".into());
         assert!(env_file_contents(&bad).is_err());

@@ -11,7 +11,18 @@ pub const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
 
 /// One row of `ListUnitsByPatterns`: id, description, load state, active state, sub state,
 /// following, unit path, job id, job type, job path.
-pub type UnitRow = (String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath);
+pub type UnitRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
 
 #[proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -36,12 +47,25 @@ pub trait Manager {
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// Without a subscriber systemd does not emit unit `PropertiesChanged` signals.
     fn subscribe(&self) -> zbus::Result<()>;
-    fn list_units_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<UnitRow>>;
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<Vec<UnitRow>>;
     #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
 }
 
-#[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+#[proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
 pub trait Unit {
     /// `active`, `activating`, `deactivating`, `inactive`, `failed`, `reloading`.
     #[zbus(property)]
@@ -50,7 +74,10 @@ pub trait Unit {
     fn sub_state(&self) -> zbus::Result<String>;
 }
 
-#[proxy(interface = "org.freedesktop.systemd1.Service", default_service = "org.freedesktop.systemd1")]
+#[proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
 pub trait Service {
     /// `success`, `exit-code`, `signal`, `core-dump`, `timeout`, `oom-kill`, ...
     #[zbus(property)]
@@ -119,6 +146,11 @@ pub fn is_unit_exists(error: &zbus::Error) -> bool {
     matches!(error, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.UnitExists")
 }
 
+/// Whether a zbus error is systemd's answer to a second `Subscribe` on one connection.
+pub fn is_already_subscribed(error: &zbus::Error) -> bool {
+    matches!(error, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,8 +165,17 @@ mod tests {
     fn object_paths() {
         check("jupyter-alice.service", "jupyter_2dalice_2eservice");
         check("1a.service", "_31a_2eservice");
-        check("jupyter-a\\x40b-singleuser.service", "jupyter_2da_5cx40b_2dsingleuser_2eservice");
-        assert_eq!(unit_from_object_path("/org/freedesktop/systemd1/job/1"), None);
-        assert_eq!(unit_from_object_path(&format!("{UNIT_PATH_PREFIX}_zz")), None);
+        check(
+            "jupyter-a\\x40b-singleuser.service",
+            "jupyter_2da_5cx40b_2dsingleuser_2eservice",
+        );
+        assert_eq!(
+            unit_from_object_path("/org/freedesktop/systemd1/job/1"),
+            None
+        );
+        assert_eq!(
+            unit_from_object_path(&format!("{UNIT_PATH_PREFIX}_zz")),
+            None
+        );
     }
 }

@@ -42,11 +42,19 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
     mkdir -p /run/lock
     exec /lib/systemd/systemd --system --log-target=console --log-level=warning --unit=basic.target' >/dev/null 2>&1"#
         );
-        let unshare = Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("spawn unshare");
+        let unshare = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn unshare");
         let mut contained = Contained { pid1: 0, unshare };
         let parent = contained.unshare.id();
         for _ in 0..200 {
-            if let Some(pid) = children(parent).into_iter().find(|c| comm(*c).as_deref() == Some("systemd")) {
+            if let Some(pid) = children(parent)
+                .into_iter()
+                .find(|c| comm(*c).as_deref() == Some("systemd"))
+            {
                 contained.pid1 = pid;
                 break;
             }
@@ -71,7 +79,12 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
 
     /// Run a command inside; its stdout.
     fn run(&self, argv: &[&str]) -> String {
-        let output = self.nsenter().args(argv).stdin(Stdio::null()).output().expect("nsenter");
+        let output = self
+            .nsenter()
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
@@ -89,9 +102,19 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn probe");
-        child.stdin.take().expect("stdin").write_all(input.to_string().as_bytes()).expect("write probe input");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.to_string().as_bytes())
+            .expect("write probe input");
         let output = child.wait_with_output().expect("probe output");
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("probe answered {:?}: {e}", String::from_utf8_lossy(&output.stdout)))
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "probe answered {:?}: {e}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
     }
 
     fn show(&self, unit: &str) -> String {
@@ -99,13 +122,18 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
     }
 
     fn prop(&self, unit: &str, name: &str) -> String {
-        self.run(&["systemctl", "show", unit, "-p", name, "--value"]).trim().to_owned()
+        self.run(&["systemctl", "show", unit, "-p", name, "--value"])
+            .trim()
+            .to_owned()
     }
 
     /// A cgroup file of the unit, cgroup v2 name first, then v1 (controller, file).
     fn cgroup_value(&self, unit: &str, v2: &str, v1: (&str, &str)) -> String {
         let cg = self.prop(unit, "ControlGroup");
-        let script = format!("cat /sys/fs/cgroup{cg}/{v2} 2>/dev/null || cat /sys/fs/cgroup/{}{cg}/{}", v1.0, v1.1);
+        let script = format!(
+            "cat /sys/fs/cgroup{cg}/{v2} 2>/dev/null || cat /sys/fs/cgroup/{}{cg}/{}",
+            v1.0, v1.1
+        );
         self.run(&["sh", "-c", &script]).trim().to_owned()
     }
 }
@@ -113,7 +141,10 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
 impl Drop for Contained {
     fn drop(&mut self) {
         if self.pid1 > 0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid1), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid1),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
@@ -125,7 +156,10 @@ fn children(pid: u32) -> Vec<i32> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
             }
         }
     }
@@ -133,32 +167,55 @@ fn children(pid: u32) -> Vec<i32> {
 }
 
 fn comm(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn probe_path() -> PathBuf {
     // target/debug/deps/system-HASH → target/debug/examples/spawn_probe
     let exe = std::env::current_exe().expect("current exe");
-    let path = exe.parent().and_then(|p| p.parent()).expect("target dir").join("examples/spawn_probe");
+    let path = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("examples/spawn_probe");
     // `cargo test` builds examples, `cargo test --test system` does not: build it then.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--example", "spawn_probe", "--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")])
+        .args([
+            "build",
+            "--example",
+            "spawn_probe",
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        ])
         .status()
         .expect("cargo build --example spawn_probe");
-    assert!(status.success() && path.exists(), "cannot build {}", path.display());
+    assert!(
+        status.success() && path.exists(),
+        "cannot build {}",
+        path.display()
+    );
     path
 }
 
 fn ensure_user(name: &str) {
     if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-        let status = Command::new("useradd").args(["--create-home", "--shell", "/bin/bash", name]).status().expect("useradd");
+        let status = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/bash", name])
+            .status()
+            .expect("useradd");
         assert!(status.success(), "useradd {name}");
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn request(user: &str, server: &str, argv: &[&str], port: u16, limits: Value) -> Value {
@@ -176,7 +233,17 @@ fn request(user: &str, server: &str, argv: &[&str], port: u16, limits: Value) ->
 }
 
 fn http_server(port: u16) -> Vec<String> {
-    ["/usr/bin/python3", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"].iter().map(|s| s.to_string()).collect()
+    [
+        "/usr/bin/python3",
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn wait_listening(port: u16) {
@@ -214,12 +281,24 @@ fn systemd_spawner() {
 fn limits_user_and_no_secret_in_unit(sd: &Contained) {
     let port = free_port();
     let limits = json!({"mem_limit": 256u64 << 20, "mem_guarantee": 64u64 << 20, "cpu_limit": 0.5, "cpu_guarantee": 2.0, "tasks_max": 50});
-    let req = request("alice", "", &http_server(port).iter().map(String::as_str).collect::<Vec<_>>(), port, limits);
+    let req = request(
+        "alice",
+        "",
+        &http_server(port)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        port,
+        limits,
+    );
     let started = sd.probe(json!({"action": "start", "request": req}));
     expect_ok(&started);
     let unit = "jupyter-alice-singleuser.service";
     assert_eq!(started["state"]["unit"], json!(unit));
-    assert!(started["state"]["pid"].as_u64().is_some_and(|p| p > 0), "{started}");
+    assert!(
+        started["state"]["pid"].as_u64().is_some_and(|p| p > 0),
+        "{started}"
+    );
     assert_eq!(started["url"], json!(format!("http://127.0.0.1:{port}")));
     wait_listening(port);
 
@@ -238,51 +317,124 @@ fn limits_user_and_no_secret_in_unit(sd: &Contained) {
     assert_eq!(sd.prop(unit, "RuntimeMaxUSec"), "1h");
     // The process runs as the user.
     let pid = started["state"]["pid"].as_u64().expect("pid").to_string();
-    let uid = nix::unistd::User::from_name(TEST_USER).expect("getpwnam").expect("user").uid.to_string();
+    let uid = nix::unistd::User::from_name(TEST_USER)
+        .expect("getpwnam")
+        .expect("user")
+        .uid
+        .to_string();
     assert_eq!(sd.run(&["ps", "-o", "uid=", "-p", &pid]).trim(), uid);
 
     // The kernel's limits.
-    assert_eq!(sd.cgroup_value(unit, "memory.max", ("memory", "memory.limit_in_bytes")), (256u64 << 20).to_string());
+    assert_eq!(
+        sd.cgroup_value(unit, "memory.max", ("memory", "memory.limit_in_bytes")),
+        (256u64 << 20).to_string()
+    );
     let quota = sd.cgroup_value(unit, "cpu.max", ("cpu", "cpu.cfs_quota_us"));
-    assert!(quota == "50000" || quota.starts_with("50000 "), "cpu quota {quota}");
-    assert_eq!(sd.cgroup_value(unit, "pids.max", ("pids", "pids.max")), "50");
+    assert!(
+        quota == "50000" || quota.starts_with("50000 "),
+        "cpu quota {quota}"
+    );
+    assert_eq!(
+        sd.cgroup_value(unit, "pids.max", ("pids", "pids.max")),
+        "50"
+    );
 
     // No secret anywhere systemd shows to any local user.
     let show = sd.show(unit);
     assert!(show.contains("EnvironmentFiles="), "{show}");
-    assert!(!show.contains("tok-very-secret"), "the token leaks through systemctl show:\n{show}");
+    assert!(
+        !show.contains("tok-very-secret"),
+        "the token leaks through systemctl show:\n{show}"
+    );
     let status = sd.run(&["systemctl", "status", "--no-pager", unit]);
     assert!(!status.contains("tok-very-secret"), "{status}");
     // ... while the server does get it, through the root-only file.
     let environ = sd.run(&["cat", &format!("/proc/{pid}/environ")]);
-    assert!(environ.split('\0').any(|kv| kv == "JUPYTERHUB_API_TOKEN=tok-very-secret-0123456789"), "{environ:?}");
-    assert!(environ.split('\0').any(|kv| kv == format!("MEM_LIMIT={}", 256u64 << 20)), "{environ:?}");
+    assert!(
+        environ
+            .split('\0')
+            .any(|kv| kv == "JUPYTERHUB_API_TOKEN=tok-very-secret-0123456789"),
+        "{environ:?}"
+    );
+    assert!(
+        environ
+            .split('\0')
+            .any(|kv| kv == format!("MEM_LIMIT={}", 256u64 << 20)),
+        "{environ:?}"
+    );
     let env_file = "/run/jupyterhub-units/jupyter_2dalice_2dsingleuser_2eservice.env";
-    assert_eq!(sd.run(&["stat", "-c", "%a %U", env_file]).trim(), "400 root");
-    assert_eq!(sd.run(&["stat", "-c", "%a %U", "/run/jupyterhub-units"]).trim(), "700 root");
+    assert_eq!(
+        sd.run(&["stat", "-c", "%a %U", env_file]).trim(),
+        "400 root"
+    );
+    assert_eq!(
+        sd.run(&["stat", "-c", "%a %U", "/run/jupyterhub-units"])
+            .trim(),
+        "700 root"
+    );
 
     let units = sd.probe(json!({"action": "list"}));
-    assert!(units["units"].as_array().expect("units").contains(&json!([unit, "active"])), "{units}");
+    assert!(
+        units["units"]
+            .as_array()
+            .expect("units")
+            .contains(&json!([unit, "active"])),
+        "{units}"
+    );
 
-    let polled = sd.probe(json!({"action": "poll", "user": "alice", "server": "", "state": started["state"]}));
+    let polled = sd
+        .probe(json!({"action": "poll", "user": "alice", "server": "", "state": started["state"]}));
     assert_eq!(polled["status"], json!("running"), "{polled}");
     expect_ok(&sd.probe(json!({"action": "stop", "user": "alice", "server": "", "state": started["state"], "now": false})));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after stop");
-    let polled = sd.probe(json!({"action": "poll", "user": "alice", "server": "", "state": started["state"]}));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still listening after stop"
+    );
+    let polled = sd
+        .probe(json!({"action": "poll", "user": "alice", "server": "", "state": started["state"]}));
     assert_eq!(polled["status"], json!("stopped"), "{polled}");
-    assert_eq!(sd.run(&["sh", "-c", &format!("test -e {env_file} && echo present || echo gone")]).trim(), "gone");
+    assert_eq!(
+        sd.run(&[
+            "sh",
+            "-c",
+            &format!("test -e {env_file} && echo present || echo gone")
+        ])
+        .trim(),
+        "gone"
+    );
 }
 
 fn named_servers_never_collide_with_the_default_one(sd: &Contained) {
     let (p1, p2) = (free_port(), free_port());
-    let default = request("bob", "", &http_server(p1).iter().map(String::as_str).collect::<Vec<_>>(), p1, json!({}));
-    let named = request("bob", "singleuser", &http_server(p2).iter().map(String::as_str).collect::<Vec<_>>(), p2, json!({}));
+    let default = request(
+        "bob",
+        "",
+        &http_server(p1)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        p1,
+        json!({}),
+    );
+    let named = request(
+        "bob",
+        "singleuser",
+        &http_server(p2)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        p2,
+        json!({}),
+    );
     let a = sd.probe(json!({"action": "start", "request": default}));
     expect_ok(&a);
     let b = sd.probe(json!({"action": "start", "request": named}));
     expect_ok(&b);
     assert_ne!(a["state"]["unit"], b["state"]["unit"]);
-    assert_eq!(b["state"]["unit"], json!("jupyter-bob-\\x73ingleuser.service"));
+    assert_eq!(
+        b["state"]["unit"],
+        json!("jupyter-bob-\\x73ingleuser.service")
+    );
     wait_listening(p1);
     wait_listening(p2);
     for (server, started) in [("", &a), ("singleuser", &b)] {
@@ -291,18 +443,50 @@ fn named_servers_never_collide_with_the_default_one(sd: &Contained) {
 }
 
 fn failed_start_is_reported_at_once(sd: &Contained) {
-    let req = request("carol", "", &["/nonexistent/jupyterhub-singleuser"], free_port(), json!({}));
+    let req = request(
+        "carol",
+        "",
+        &["/nonexistent/jupyterhub-singleuser"],
+        free_port(),
+        json!({}),
+    );
     let answer = sd.probe(json!({"action": "start", "request": req}));
     assert_eq!(answer["ok"], json!(false), "{answer}");
     assert_eq!(answer["kind"], json!("CommandNotFound"), "{answer}");
-    assert!(answer["error"].as_str().expect("error").contains("/nonexistent/jupyterhub-singleuser"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .expect("error")
+            .contains("/nonexistent/jupyterhub-singleuser"),
+        "{answer}"
+    );
     // Nothing is left behind: the unit is gone and so is the secret file.
-    assert_eq!(sd.prop("jupyter-carol-singleuser.service", "LoadState"), "not-found");
+    assert_eq!(
+        sd.prop("jupyter-carol-singleuser.service", "LoadState"),
+        "not-found"
+    );
     let file = "/run/jupyterhub-units/jupyter_2dcarol_2dsingleuser_2eservice.env";
-    assert_eq!(sd.run(&["sh", "-c", &format!("test -e {file} && echo present || echo gone")]).trim(), "gone");
+    assert_eq!(
+        sd.run(&[
+            "sh",
+            "-c",
+            &format!("test -e {file} && echo present || echo gone")
+        ])
+        .trim(),
+        "gone"
+    );
     // A respawn after the failure works (no "unit exists").
     let port = free_port();
-    let req = request("carol", "", &http_server(port).iter().map(String::as_str).collect::<Vec<_>>(), port, json!({}));
+    let req = request(
+        "carol",
+        "",
+        &http_server(port)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        port,
+        json!({}),
+    );
     let started = sd.probe(json!({"action": "start", "request": req}));
     expect_ok(&started);
     expect_ok(&sd.probe(json!({"action": "stop", "user": "carol", "server": "", "state": started["state"], "now": true})));
@@ -310,20 +494,41 @@ fn failed_start_is_reported_at_once(sd: &Contained) {
 
 fn oom_kill_is_reported_as_out_of_memory(sd: &Contained) {
     let hog = "import time; time.sleep(0.5); b = b'x' * (512 << 20); time.sleep(60)";
-    let req = request("dave", "hog", &["/usr/bin/python3", "-c", hog], free_port(), json!({"mem_limit": 64u64 << 20}));
+    let req = request(
+        "dave",
+        "hog",
+        &["/usr/bin/python3", "-c", hog],
+        free_port(),
+        json!({"mem_limit": 64u64 << 20}),
+    );
     let answer = sd.probe(json!({"action": "start_wait_exit", "request": req}));
     expect_ok(&answer);
-    assert_eq!(answer["exited"]["reason"], json!("out of memory"), "{answer}");
+    assert_eq!(
+        answer["exited"]["reason"],
+        json!("out of memory"),
+        "{answer}"
+    );
     assert_eq!(answer["poll"]["status"], json!("stopped"), "{answer}");
     assert_eq!(answer["poll"]["reason"], json!("out of memory"), "{answer}");
 }
 
 fn exit_code_is_reported(sd: &Contained) {
     let script = "import sys; print('bye from the server'); sys.exit(3)";
-    let req = request("erin", "", &["/usr/bin/python3", "-c", script], free_port(), json!({}));
+    let req = request(
+        "erin",
+        "",
+        &["/usr/bin/python3", "-c", script],
+        free_port(),
+        json!({}),
+    );
     let answer = sd.probe(json!({"action": "start_wait_exit", "request": req}));
     expect_ok(&answer);
     assert_eq!(answer["exited"]["reason"], json!("exit code 3"), "{answer}");
     let tail = answer["exited"]["log_tail"].as_array().expect("log tail");
-    assert!(tail.iter().any(|l| l.as_str().is_some_and(|l| l.contains("bye from the server"))), "{answer}");
+    assert!(
+        tail.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("bye from the server"))),
+        "{answer}"
+    );
 }

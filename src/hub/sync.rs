@@ -1,0 +1,163 @@
+//! Start-up: make the database agree with the config (default and configured roles, admin
+//! and allowed users, groups, services and their tokens), all in one transaction.
+
+use crate::auth::{self, PROVIDED_ROUNDS};
+use crate::db::{self, NewToken, RoleOwner, TokenOwner};
+use crate::rbac;
+
+use super::{Error, Hub, Result};
+
+/// Config tokens are stored with this note so they can be replaced when the config changes.
+const CONFIG_TOKEN_NOTE: &str = "from config";
+
+fn ensure_user(tx: &rusqlite::Connection, name: &str) -> db::Result<db::UserRow> {
+    match db::user_by_name(tx, name)? {
+        Some(user) => Ok(user),
+        None => db::insert_user(tx, name, false),
+    }
+}
+
+/// Store a config-given token unless an identical one is already stored.
+fn ensure_config_token(
+    tx: &rusqlite::Connection,
+    owner: TokenOwner,
+    token: &str,
+) -> db::Result<()> {
+    let prefix: String = token.chars().take(4).collect();
+    let known = db::tokens_by_prefix(tx, &prefix, db::now())?
+        .into_iter()
+        .any(|row| row.owner == owner && auth::compare_token(&row.hashed, token));
+    if known {
+        return Ok(());
+    }
+    let hashed = auth::hash_token(token, PROVIDED_ROUNDS);
+    db::insert_token(
+        tx,
+        &NewToken {
+            hashed: &hashed,
+            prefix: &prefix,
+            owner,
+            client_id: "jupyterhub",
+            session_id: None,
+            expires_at: None,
+            note: CONFIG_TOKEN_NOTE,
+            scopes: &["inherit".to_string()],
+        },
+    )?;
+    Ok(())
+}
+
+impl Hub {
+    pub(super) fn sync_config(&self) -> Result<()> {
+        let hub = &self.config.hub;
+        for role in &hub.load_roles {
+            rbac::validate(&role.scopes)?;
+        }
+        let mut normalized_admins = Vec::new();
+        for name in &self.config.authenticator.admin_users {
+            normalized_admins.push(self.policy.normalize(name)?);
+        }
+        let mut normalized_allowed = Vec::new();
+        for name in &self.config.authenticator.allowed_users {
+            normalized_allowed.push(self.policy.normalize(name)?);
+        }
+        self.db
+            .write(|tx| {
+                for role in rbac::default_roles() {
+                    db::upsert_role(tx, &role.name, &role.description, &role.scopes)?;
+                }
+                for name in &normalized_admins {
+                    let user = ensure_user(tx, name)?;
+                    db::set_user_admin(tx, user.id, true)?;
+                }
+                for name in &normalized_allowed {
+                    ensure_user(tx, name)?;
+                }
+                for (group_name, group) in &hub.load_groups {
+                    let row = match db::group_by_name(tx, group_name)? {
+                        Some(row) => row,
+                        None => db::insert_group(tx, group_name)?,
+                    };
+                    for member in &group.users {
+                        let user = ensure_user(tx, &member.to_lowercase())?;
+                        db::add_group_member(tx, row.id, user.id)?;
+                    }
+                    if !group.properties.is_empty() {
+                        db::set_group_properties(
+                            tx,
+                            row.id,
+                            &serde_json::Value::Object(group.properties.clone()),
+                        )?;
+                    }
+                }
+                for service in &hub.services {
+                    let row = db::upsert_service(tx, &service.name, service.admin)?;
+                    if let Some(token) = &service.api_token {
+                        ensure_config_token(tx, TokenOwner::Service(row.id), token.expose())?;
+                        // A service with a URL logs users in through OAuth, with its token as secret.
+                        if service.url.is_some() || service.oauth_redirect_uri.is_some() {
+                            let client_id = service
+                                .oauth_client_id
+                                .clone()
+                                .unwrap_or_else(|| format!("service-{}", service.name));
+                            let redirect_uri =
+                                service.oauth_redirect_uri.clone().unwrap_or_else(|| {
+                                    format!(
+                                        "{}services/{}/oauth_callback",
+                                        hub.base_url, service.name
+                                    )
+                                });
+                            db::upsert_oauth_client(
+                                tx,
+                                &db::OAuthClientRow {
+                                    identifier: client_id,
+                                    description: format!("Service {}", service.name),
+                                    secret: auth::hash_token(token.expose(), PROVIDED_ROUNDS),
+                                    redirect_uri,
+                                    allowed_scopes: service.oauth_client_allowed_scopes.clone(),
+                                    owner: db::ClientOwner::Service(service.name.clone()),
+                                },
+                            )?;
+                        }
+                    }
+                }
+                for role in &hub.load_roles {
+                    let row = db::upsert_role(
+                        tx,
+                        &role.name,
+                        role.description.as_deref().unwrap_or(""),
+                        &role.scopes,
+                    )?;
+                    for name in &role.users {
+                        let user = ensure_user(tx, &name.to_lowercase())?;
+                        db::grant_role(tx, RoleOwner::User(user.id), row.id)?;
+                    }
+                    for name in &role.groups {
+                        let group = match db::group_by_name(tx, name)? {
+                            Some(group) => group,
+                            None => db::insert_group(tx, name)?,
+                        };
+                        db::grant_role(tx, RoleOwner::Group(group.id), row.id)?;
+                    }
+                    for name in &role.services {
+                        let service = db::service_by_name(tx, name)?.ok_or_else(|| {
+                            db::Error::NotFound(format!(
+                                "service {name} named in role {}",
+                                role.name
+                            ))
+                        })?;
+                        db::grant_role(tx, RoleOwner::Service(service.id), row.id)?;
+                    }
+                }
+                for (token, user) in &hub.api_tokens {
+                    let user = ensure_user(tx, &user.expose().to_lowercase())?;
+                    ensure_config_token(tx, TokenOwner::User(user.id), token)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                db::Error::NotFound(what) => Error::BadRequest(format!("config: unknown {what}")),
+                other => Error::Db(other),
+            })
+    }
+}

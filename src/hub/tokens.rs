@@ -1,0 +1,220 @@
+//! API tokens: creation (with note, expiry, scopes bounded by the owner's), listing, the token
+//! model, deletion, and the tokens the `jupyterhub token` command prints.
+
+use serde_json::{Value, json};
+
+use crate::auth;
+use crate::db::{self, NewToken, TokenOwner, TokenRow, UserRow};
+use crate::rbac::{self, Owner};
+
+use super::{Error, Hub, Identity, Principal, Result};
+
+/// A token request: `POST /users/{name}/tokens`.
+#[derive(Debug, Default)]
+pub struct TokenRequest {
+    pub note: Option<String>,
+    pub expires_in: Option<u64>,
+    pub scopes: Option<Vec<String>>,
+    pub roles: Option<Vec<String>>,
+}
+
+impl Hub {
+    /// The token model (contract §2.3), with expanded scopes.
+    pub fn token_model(&self, user: &UserRow, row: &TokenRow) -> Result<Value> {
+        let principal = Principal::User(user.clone());
+        let (owner_scopes, groups) = self.owner_scopes(&principal)?;
+        let expanded = rbac::expand(&row.scopes, &Owner::User { name: &user.name })?;
+        let _ = groups;
+        let scopes = rbac::intersect(&expanded, &owner_scopes, &self.membership());
+        let client = if row.client_id == "jupyterhub" {
+            "JupyterHub".to_owned()
+        } else {
+            self.db
+                .read(|c| db::oauth_client(c, &row.client_id))?
+                .map(|c| c.description)
+                .unwrap_or_else(|| row.client_id.clone())
+        };
+        Ok(json!({
+            "id": format!("a{}", row.id),
+            "kind": "api_token",
+            "user": user.name,
+            "roles": [],
+            "scopes": scopes.sorted(),
+            "created": db::iso(row.created),
+            "last_activity": db::iso_opt(row.last_activity),
+            "expires_at": db::iso_opt(row.expires_at),
+            "note": row.note,
+            "session_id": row.session_id,
+            "oauth_client": client,
+        }))
+    }
+
+    /// Create a token for `user`; `by` names the requester in the note when it differs.
+    pub fn create_token(
+        &self,
+        user: &UserRow,
+        by: Option<&Identity>,
+        request: &TokenRequest,
+    ) -> Result<(String, Value)> {
+        let max = self.config.hub.token_expires_in_max_seconds;
+        let expires_in = match request.expires_in {
+            Some(0) => {
+                return Err(Error::BadRequest(
+                    "expires_in must be a positive integer or null, not 0".into(),
+                ));
+            }
+            Some(n) if max > 0 && n > max => {
+                return Err(Error::BadRequest(format!(
+                    "expires_in: {n} must not exceed {max} (token_expires_in_max_seconds)"
+                )));
+            }
+            Some(n) => Some(n),
+            None if max > 0 => Some(max),
+            None => None,
+        };
+        let mut raw = match (&request.scopes, &request.roles) {
+            (Some(scopes), _) => scopes.clone(),
+            (None, Some(roles)) => {
+                let mut scopes = Vec::new();
+                for name in roles {
+                    let role = self
+                        .db
+                        .read(|c| db::role_by_name(c, name))?
+                        .ok_or_else(|| Error::BadRequest(format!("Role {name} does not exist")))?;
+                    scopes.extend(role.scopes);
+                }
+                scopes
+            }
+            (None, None) => vec!["inherit".to_owned()],
+        };
+        if raw.is_empty() {
+            raw = vec!["inherit".to_owned()];
+        }
+        rbac::validate(&raw).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let principal = Principal::User(user.clone());
+        let (owner_scopes, groups) = self.owner_scopes(&principal)?;
+        let requested = rbac::expand(&raw, &Owner::User { name: &user.name })?;
+        let _ = groups;
+        let excess = rbac::excess(&requested, &owner_scopes, &self.membership());
+        if !excess.is_empty() {
+            return Err(Error::Forbidden(format!(
+                "Not assigning requested scopes {} not held by {} {}",
+                excess.join(", "),
+                "user",
+                user.name
+            )));
+        }
+        // The requester may not hand out more than it holds either.
+        if let Some(identity) = by {
+            let excess = rbac::excess(&requested, &identity.scopes, &self.membership());
+            if !excess.is_empty() && !raw.iter().all(|s| s == "inherit") {
+                return Err(Error::Forbidden(format!(
+                    "Not assigning requested scopes {} not held by the requester",
+                    excess.join(", ")
+                )));
+            }
+        }
+        let note = match (&request.note, by) {
+            (Some(note), _) if !note.is_empty() => note.clone(),
+            (_, Some(identity)) if identity.principal.name() != user.name => {
+                format!(
+                    "Requested via api by {} {}",
+                    identity.principal.kind(),
+                    identity.principal.name()
+                )
+            }
+            _ => "Requested via api".to_owned(),
+        };
+        let token = auth::new_token();
+        let hashed = auth::hash_token(&token, auth::GENERATED_ROUNDS);
+        let row = self.db.write(|tx| {
+            db::insert_token(
+                tx,
+                &NewToken {
+                    hashed: &hashed,
+                    prefix: &token[..4],
+                    owner: TokenOwner::User(user.id),
+                    client_id: "jupyterhub",
+                    session_id: None,
+                    expires_at: expires_in
+                        .map(|s| db::now() + (s as i64).saturating_mul(1_000_000)),
+                    note: &note,
+                    scopes: &raw,
+                },
+            )
+        })?;
+        let mut model = self.token_model(user, &row)?;
+        model["token"] = json!(token);
+        Ok((token, model))
+    }
+
+    pub fn list_tokens(&self, user: &UserRow) -> Result<Vec<Value>> {
+        self.db
+            .write(|tx| db::purge_expired_tokens(tx, db::now()))?;
+        let rows = self
+            .db
+            .read(|c| db::tokens_of(c, TokenOwner::User(user.id), db::now()))?;
+        rows.iter().map(|row| self.token_model(user, row)).collect()
+    }
+
+    fn token_of(&self, user: &UserRow, id: &str) -> Result<TokenRow> {
+        let not_found = || Error::NotFound(format!("No such token: {id}"));
+        let number: i64 = id
+            .strip_prefix('a')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(not_found)?;
+        let row = self
+            .db
+            .read(|c| db::token_by_id(c, number))?
+            .ok_or_else(not_found)?;
+        if row.owner != TokenOwner::User(user.id) || row.expires_at.is_some_and(|t| t < db::now()) {
+            return Err(not_found());
+        }
+        Ok(row)
+    }
+
+    pub fn get_token(&self, user: &UserRow, id: &str) -> Result<Value> {
+        let row = self.token_of(user, id)?;
+        self.token_model(user, &row)
+    }
+
+    /// Deleting an OAuth token deletes all the user's tokens of that client, as upstream.
+    pub fn delete_token(&self, user: &UserRow, id: &str) -> Result<()> {
+        let row = self.token_of(user, id)?;
+        self.db.write(|tx| {
+            if row.client_id == "jupyterhub" {
+                db::delete_token(tx, row.id)
+            } else {
+                db::delete_client_tokens_of_user(tx, user.id, &row.client_id).map(|_| ())
+            }
+        })?;
+        Ok(())
+    }
+
+    /// `jupyterhub token USER`: creates the user if needed (as upstream's `token` command).
+    pub fn issue_cli_token(
+        &self,
+        user: &str,
+        note: &str,
+        scopes: &[String],
+        expires_in: Option<u64>,
+    ) -> Result<String> {
+        let name = self.policy.normalize(user)?;
+        let row = match self.db.read(|c| db::user_by_name(c, &name))? {
+            Some(row) => row,
+            None => self.db.write(|tx| db::insert_user(tx, &name, false))?,
+        };
+        let request = TokenRequest {
+            note: Some(if note.is_empty() {
+                "command-line generated".to_owned()
+            } else {
+                note.to_owned()
+            }),
+            expires_in,
+            scopes: (!scopes.is_empty()).then(|| scopes.to_vec()),
+            roles: None,
+        };
+        let (token, _) = self.create_token(&row, None, &request)?;
+        Ok(token)
+    }
+}

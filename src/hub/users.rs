@@ -1,0 +1,655 @@
+//! Users and groups: models filtered by the caller's scopes (as upstream's `user_model`),
+//! creation, renaming, admin changes, deletion, activity and group membership.
+
+use serde_json::{Map, Value, json};
+
+use crate::db::{self, GroupRow, RoleOwner, UserRow};
+use crate::rbac::Resource;
+
+use super::{Error, Hub, Identity, Result};
+
+/// `GET /users` query.
+#[derive(Debug, Default, Clone)]
+pub struct UserListQuery {
+    pub state: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+    pub include_stopped_servers: bool,
+    pub sort: Option<String>,
+    pub name_filter: Option<String>,
+}
+
+/// Upstream allows an activity timestamp at most this far in the future.
+const MAX_FUTURE_MICROS: i64 = 59 * 60 * 1_000_000;
+
+impl Hub {
+    pub fn user(&self, name: &str) -> Result<UserRow> {
+        self.db
+            .read(|c| db::user_by_name(c, name))?
+            .ok_or_else(|| Error::NotFound(format!("No such user: {name}")))
+    }
+
+    pub fn user_groups(&self, user: &UserRow) -> Result<Vec<String>> {
+        Ok(self.db.read(|c| db::user_groups(c, user.id))?)
+    }
+
+    fn user_roles(&self, conn: &rusqlite::Connection, user: &UserRow) -> db::Result<Vec<String>> {
+        let mut roles: Vec<String> = db::roles_of(conn, RoleOwner::User(user.id))?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        roles.push("user".into());
+        if user.admin {
+            roles.push("admin".into());
+        }
+        roles.sort();
+        roles.dedup();
+        Ok(roles)
+    }
+
+    /// The user model with only the keys the identity's scopes allow (contract §2.3).
+    pub fn user_model(
+        &self,
+        identity: &Identity,
+        user: &UserRow,
+        include_stopped: bool,
+    ) -> Result<Value> {
+        let groups = self.user_groups(user)?;
+        let resource = Resource::User {
+            name: &user.name,
+            groups: &groups,
+        };
+        let can = |scope: &str| identity.allows(scope, &resource);
+        let mut model = Map::new();
+        model.insert("kind".into(), json!("user"));
+        model.insert("name".into(), json!(user.name));
+        let full = can("read:users");
+        if full || can("read:users:name") || can("read:roles:users") {
+            model.insert("admin".into(), json!(user.admin));
+        }
+        if full || can("read:users:groups") {
+            model.insert("groups".into(), json!(groups));
+        }
+        if full || can("read:roles:users") {
+            let roles = self.db.read(|c| self.user_roles(c, user))?;
+            model.insert("roles".into(), json!(roles));
+        }
+        if full || can("read:users:activity") {
+            model.insert("last_activity".into(), db::iso_opt(user.last_activity));
+        }
+        if full {
+            model.insert("created".into(), json!(db::iso(user.created)));
+            let key = (user.id, String::new());
+            let pending = self.server_pending(&key);
+            model.insert("pending".into(), json!(pending));
+            let ready = self.server_ready(&key) && pending.is_none();
+            model.insert(
+                "server".into(),
+                if ready {
+                    json!(self.server_url(&user.name, ""))
+                } else {
+                    Value::Null
+                },
+            );
+            model.insert("auth_state".into(), Value::Null);
+        }
+        let spawners = self.db.read(|c| db::spawners_of(c, user.id))?;
+        let with_state = identity.scopes.has("admin:server_state");
+        let mut servers = Map::new();
+        for row in &spawners {
+            let server_resource = Resource::Server {
+                user: &user.name,
+                server: &row.name,
+                groups: &groups,
+            };
+            if !identity.allows("read:servers", &server_resource) {
+                continue;
+            }
+            let active =
+                row.url.is_some() || self.server_pending(&(user.id, row.name.clone())).is_some();
+            if active || include_stopped {
+                let allowed_state =
+                    with_state && identity.allows("admin:server_state", &server_resource);
+                servers.insert(
+                    row.name.clone(),
+                    self.server_model(user, row, allowed_state),
+                );
+            }
+        }
+        if identity.allows("read:servers", &resource) || !servers.is_empty() {
+            model.insert("servers".into(), Value::Object(servers));
+        }
+        Ok(Value::Object(model))
+    }
+
+    /// `GET /users`: filtered by `list:users` filters, paginated; returns (models, total).
+    pub fn list_users(
+        &self,
+        identity: &Identity,
+        query: &UserListQuery,
+    ) -> Result<(Vec<Value>, usize)> {
+        let users = self.db.read(db::all_users)?;
+        let spawners = self.db.read(db::all_spawners)?;
+        let mut selected = Vec::new();
+        for user in users {
+            let groups = self.user_groups(&user)?;
+            if !identity.allows(
+                "list:users",
+                &Resource::User {
+                    name: &user.name,
+                    groups: &groups,
+                },
+            ) {
+                continue;
+            }
+            if let Some(filter) = &query.name_filter
+                && !user.name.to_lowercase().contains(&filter.to_lowercase())
+            {
+                continue;
+            }
+            let mine: Vec<_> = spawners.iter().filter(|s| s.user_id == user.id).collect();
+            let active = mine.iter().any(|s| {
+                s.url.is_some() || self.server_pending(&(user.id, s.name.clone())).is_some()
+            });
+            let keep = match query.state.as_deref() {
+                None | Some("") => true,
+                Some("active") => active,
+                Some("ready") => mine
+                    .iter()
+                    .any(|s| self.server_ready(&(user.id, s.name.clone()))),
+                Some("inactive") => !active,
+                Some(other) => {
+                    return Err(Error::BadRequest(format!(
+                        "Unrecognized state filter: {other:?}"
+                    )));
+                }
+            };
+            if keep {
+                selected.push(user);
+            }
+        }
+        match query.sort.as_deref() {
+            None | Some("") | Some("id") => {}
+            Some("-id") => selected.reverse(),
+            Some("name") => selected.sort_by(|a, b| a.name.cmp(&b.name)),
+            Some("-name") => selected.sort_by(|a, b| b.name.cmp(&a.name)),
+            // NULLs last ascending, first descending, as upstream.
+            Some("last_activity") => {
+                selected.sort_by_key(|u| (u.last_activity.is_none(), u.last_activity))
+            }
+            Some("-last_activity") => selected
+                .sort_by_key(|u| std::cmp::Reverse((u.last_activity.is_none(), u.last_activity))),
+            Some(other) => return Err(Error::BadRequest(format!("Unrecognized sort: {other:?}"))),
+        }
+        let total = selected.len();
+        let mut models = Vec::new();
+        for user in selected.into_iter().skip(query.offset).take(query.limit) {
+            models.push(self.user_model(identity, &user, query.include_stopped_servers)?);
+        }
+        Ok((models, total))
+    }
+
+    /// `POST /users`: create several users at once; existing names are skipped, all
+    /// existing is 409.
+    pub fn create_users(
+        &self,
+        identity: &Identity,
+        names: &[String],
+        admin: bool,
+    ) -> Result<Vec<Value>> {
+        if admin && !identity.scopes.has("admin:users") {
+            return Err(Error::Forbidden(
+                "Only admins can create admin users".into(),
+            ));
+        }
+        let mut normalized = Vec::new();
+        for name in names {
+            let name = self.policy.normalize(name)?;
+            if !normalized.contains(&name) {
+                normalized.push(name);
+            }
+        }
+        if normalized.is_empty() {
+            return Err(Error::BadRequest(
+                "Must specify at least one user to create".into(),
+            ));
+        }
+        let created = self.db.write(|tx| {
+            let mut created = Vec::new();
+            for name in &normalized {
+                if db::user_by_name(tx, name)?.is_some() {
+                    continue;
+                }
+                created.push(db::insert_user(tx, name, admin)?);
+            }
+            Ok(created)
+        })?;
+        if created.is_empty() {
+            return Err(Error::Conflict(format!(
+                "All {} users already exist",
+                normalized.len()
+            )));
+        }
+        created
+            .iter()
+            .map(|u| self.user_model(identity, u, false))
+            .collect()
+    }
+
+    /// `POST /users/{name}`.
+    pub fn create_user(&self, identity: &Identity, name: &str, admin: bool) -> Result<Value> {
+        if admin && !identity.scopes.has("admin:users") {
+            return Err(Error::Forbidden(
+                "Only admins can create admin users".into(),
+            ));
+        }
+        let name = self.policy.normalize(name)?;
+        let user = self
+            .db
+            .write(|tx| db::insert_user(tx, &name, admin))
+            .map_err(|e| match e {
+                db::Error::Conflict(_) => Error::Conflict(format!("User {name} already exists")),
+                other => Error::Db(other),
+            })?;
+        self.user_model(identity, &user, false)
+    }
+
+    /// `PATCH /users/{name}`: `name`, `admin`, `auth_state`.
+    pub fn update_user(
+        &self,
+        identity: &Identity,
+        name: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<Value> {
+        let user = self.user(name)?;
+        let caller_is_admin = identity.user().is_some_and(|u| u.admin)
+            || matches!(
+                identity.scopes.filters("admin:users"),
+                Some(crate::rbac::Filters::All)
+            );
+        for key in patch.keys() {
+            if !["name", "admin", "auth_state", "groups", "roles"].contains(&key.as_str()) {
+                return Err(Error::BadRequest(format!(
+                    "Unknown field in user patch: {key}"
+                )));
+            }
+        }
+        let new_admin = match patch.get("admin") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "admin must be a boolean, not {other}"
+                )));
+            }
+        };
+        if (new_admin == Some(true) || user.admin) && !caller_is_admin {
+            return Err(Error::Forbidden(
+                "Only admins can modify admin users or grant admin".into(),
+            ));
+        }
+        let new_name = match patch.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(self.policy.normalize(s)?),
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "name must be a string, not {other}"
+                )));
+            }
+        };
+        if let Some(new_name) = &new_name
+            && *new_name != user.name
+            && self.db.read(|c| db::user_by_name(c, new_name))?.is_some()
+        {
+            return Err(Error::BadRequest(format!(
+                "User {new_name} already exists, username must be unique"
+            )));
+        }
+        let auth_state = match patch.get("auth_state") {
+            None => None,
+            Some(value) => {
+                if !identity.scopes.has("admin:auth_state") {
+                    return Err(Error::MissingScope("admin:auth_state".into()));
+                }
+                Some(self.encrypt_auth_state(value)?)
+            }
+        };
+        self.db.write(|tx| {
+            if let Some(admin) = new_admin {
+                db::set_user_admin(tx, user.id, admin)?;
+            }
+            if let Some(new_name) = &new_name {
+                db::rename_user(tx, user.id, new_name)?;
+            }
+            if let Some(state) = &auth_state {
+                db::set_user_auth_state(tx, user.id, state.as_deref())?;
+            }
+            Ok(())
+        })?;
+        let updated = self
+            .db
+            .read(|c| db::user_by_id(c, user.id))?
+            .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+        let mut model = self.user_model(identity, &updated, false)?;
+        if identity.scopes.has("admin:auth_state") {
+            model["auth_state"] = self.auth_state(&updated)?;
+        }
+        Ok(model)
+    }
+
+    fn encrypt_auth_state(&self, value: &Value) -> Result<Option<Vec<u8>>> {
+        if value.is_null() {
+            return Ok(None);
+        }
+        let crypt = self
+            .crypt
+            .as_ref()
+            .ok_or_else(|| Error::Crypt("auth_state requires JUPYTERHUB_CRYPT_KEY".into()))?;
+        Ok(Some(
+            crypt.encrypt(value.to_string().as_bytes()).into_bytes(),
+        ))
+    }
+
+    /// The decrypted auth_state, or null (a key that cannot decrypt it is logged, not fatal).
+    pub fn auth_state(&self, user: &UserRow) -> Result<Value> {
+        let (Some(crypt), Some(stored)) = (&self.crypt, &user.encrypted_auth_state) else {
+            return Ok(Value::Null);
+        };
+        let Ok(token) = std::str::from_utf8(stored) else {
+            return Ok(Value::Null);
+        };
+        match crypt.decrypt(token) {
+            Ok(plain) => Ok(serde_json::from_slice(&plain).unwrap_or(Value::Null)),
+            Err(_) => {
+                tracing::warn!(user = %user.name, "could not decrypt auth_state (wrong JUPYTERHUB_CRYPT_KEY?)");
+                Ok(Value::Null)
+            }
+        }
+    }
+
+    pub fn store_auth_state(&self, user: &UserRow, state: &Value) -> Result<()> {
+        if self.crypt.is_none() || !self.config.authenticator.enable_auth_state {
+            return Ok(());
+        }
+        let encrypted = self.encrypt_auth_state(state)?;
+        self.db
+            .write(|tx| db::set_user_auth_state(tx, user.id, encrypted.as_deref()))?;
+        Ok(())
+    }
+
+    /// `DELETE /users/{name}`: stops the user's servers first.
+    pub async fn delete_user(&self, identity: &Identity, name: &str) -> Result<()> {
+        let user = self.user(name)?;
+        if identity.user().is_some_and(|me| me.id == user.id) {
+            return Err(Error::BadRequest("Cannot delete yourself!".into()));
+        }
+        let spawners = self.db.read(|c| db::spawners_of(c, user.id))?;
+        for row in &spawners {
+            if self.server_pending(&(user.id, row.name.clone())).is_some() {
+                return Err(Error::BadRequest(format!(
+                    "{name}'s server is pending, cannot delete until it is done"
+                )));
+            }
+        }
+        for row in spawners.iter().filter(|r| r.url.is_some()) {
+            if let Err(e) = self
+                .spawner
+                .stop(&user.name, &row.name, &row.state, true)
+                .await
+            {
+                tracing::warn!(user = %name, error = %e, "could not stop server of deleted user");
+            }
+            self.routes.remove(&self.server_url(&user.name, &row.name));
+            self.servers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(user.id, row.name.clone()));
+        }
+        self.db.write(|tx| {
+            for row in &spawners {
+                db::delete_oauth_client(tx, &Hub::oauth_client_id(&user.name, &row.name))?;
+            }
+            db::delete_user(tx, user.id)
+        })?;
+        Ok(())
+    }
+
+    /// `POST /users/{name}/activity` (contract §1.8).
+    pub fn record_activity(&self, name: &str, body: &Value) -> Result<()> {
+        let user = self.user(name)?;
+        let now = db::now();
+        let parse = |value: &Value, what: &str| -> Result<i64> {
+            let text = value
+                .as_str()
+                .ok_or_else(|| Error::BadRequest(format!("{what} must be a timestamp string")))?;
+            let when = db::parse_iso(text).ok_or_else(|| {
+                Error::BadRequest(format!("Invalid timestamp for {what}: {text:?}"))
+            })?;
+            if when > now + MAX_FUTURE_MICROS {
+                return Err(Error::BadRequest(format!("{what} {text} is in the future")));
+            }
+            Ok(when)
+        };
+        let user_activity = body
+            .get("last_activity")
+            .map(|v| parse(v, "last_activity"))
+            .transpose()?;
+        let mut server_activity = Vec::new();
+        if let Some(servers) = body.get("servers") {
+            let servers = servers
+                .as_object()
+                .ok_or_else(|| Error::BadRequest("servers must be a dict".into()))?;
+            for (server_name, info) in servers {
+                let when = info
+                    .get("last_activity")
+                    .map(|v| parse(v, "last_activity"))
+                    .transpose()?
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!(
+                            "servers.{server_name}.last_activity is required"
+                        ))
+                    })?;
+                let row = self.db.read(|c| db::spawner(c, user.id, server_name))?;
+                let row = row.ok_or_else(|| {
+                    Error::BadRequest(format!("No such server '{server_name}' for user {name}"))
+                })?;
+                server_activity.push((row.id, when));
+            }
+        }
+        if user_activity.is_none() && server_activity.is_empty() {
+            return Err(Error::BadRequest(
+                "body must contain at least one of `last_activity` or `servers`".into(),
+            ));
+        }
+        self.db.write(|tx| {
+            if let Some(when) = user_activity {
+                db::touch_user(tx, user.id, when)?;
+            }
+            for (id, when) in &server_activity {
+                db::touch_spawner(tx, *id, *when)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Write proxy activity (per route) to users and servers; called periodically.
+    pub fn flush_route_activity(&self) -> Result<()> {
+        let mut updates = Vec::new();
+        for route in self.routes.list() {
+            let Some(when) = route.last_activity() else {
+                continue;
+            };
+            let (Some(user), Some(server)) = (
+                route.data.get("user").and_then(Value::as_str),
+                route.data.get("server_name").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            updates.push((user.to_owned(), server.to_owned(), when));
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        self.db.write(|tx| {
+            for (user, server, when) in &updates {
+                if let Some(row) = db::user_by_name(tx, user)? {
+                    db::touch_user(tx, row.id, *when)?;
+                    if let Some(spawner) = db::spawner(tx, row.id, server)? {
+                        db::touch_spawner(tx, spawner.id, *when)?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    // ---- groups ----
+
+    pub fn group(&self, name: &str) -> Result<GroupRow> {
+        self.db
+            .read(|c| db::group_by_name(c, name))?
+            .ok_or_else(|| Error::NotFound(format!("No such group: {name}")))
+    }
+
+    pub fn group_model(&self, identity: &Identity, group: &GroupRow) -> Result<Value> {
+        let resource = Resource::Group { name: &group.name };
+        let mut model = Map::new();
+        model.insert("kind".into(), json!("group"));
+        model.insert("name".into(), json!(group.name));
+        if identity.allows("read:groups", &resource) {
+            model.insert("properties".into(), group.properties.clone());
+            model.insert(
+                "users".into(),
+                json!(self.db.read(|c| db::group_members(c, group.id))?),
+            );
+        }
+        if identity.allows("read:groups", &resource)
+            || identity.allows("read:roles:groups", &resource)
+        {
+            let roles: Vec<String> = self
+                .db
+                .read(|c| db::roles_of(c, RoleOwner::Group(group.id)))?
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            model.insert("roles".into(), json!(roles));
+        }
+        Ok(Value::Object(model))
+    }
+
+    pub fn list_groups(
+        &self,
+        identity: &Identity,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Value>, usize)> {
+        let groups: Vec<GroupRow> = self
+            .db
+            .read(db::all_groups)?
+            .into_iter()
+            .filter(|g| identity.allows("list:groups", &Resource::Group { name: &g.name }))
+            .collect();
+        let total = groups.len();
+        let models = groups
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|g| self.group_model(identity, g))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((models, total))
+    }
+
+    fn user_ids(&self, names: &[String]) -> Result<Vec<i64>> {
+        let mut ids = Vec::new();
+        for name in names {
+            let user = self
+                .db
+                .read(|c| db::user_by_name(c, name))?
+                .ok_or_else(|| Error::BadRequest(format!("No such user: {name}")))?;
+            ids.push(user.id);
+        }
+        Ok(ids)
+    }
+
+    /// `POST /groups/{name}` and `POST /groups`.
+    pub fn create_groups(
+        &self,
+        identity: &Identity,
+        names: &[String],
+        members: &[String],
+    ) -> Result<Vec<Value>> {
+        for name in names {
+            if name.is_empty() || name.contains('/') {
+                return Err(Error::BadRequest(format!("Invalid group name: {name:?}")));
+            }
+        }
+        let ids = self.user_ids(members)?;
+        let created = self.db.write(|tx| {
+            let mut created = Vec::new();
+            for name in names {
+                let group = db::insert_group(tx, name)?;
+                for id in &ids {
+                    db::add_group_member(tx, group.id, *id)?;
+                }
+                created.push(group);
+            }
+            Ok(created)
+        });
+        let created = created.map_err(|e| match e {
+            db::Error::Conflict(what) => Error::Conflict(format!("{what} already exists")),
+            other => Error::Db(other),
+        })?;
+        created
+            .iter()
+            .map(|g| self.group_model(identity, g))
+            .collect()
+    }
+
+    pub fn delete_group(&self, name: &str) -> Result<()> {
+        let group = self.group(name)?;
+        self.db.write(|tx| db::delete_group(tx, group.id))?;
+        Ok(())
+    }
+
+    pub fn change_group_members(
+        &self,
+        identity: &Identity,
+        name: &str,
+        members: &[String],
+        add: bool,
+    ) -> Result<Value> {
+        let group = self.group(name)?;
+        let ids = self.user_ids(members)?;
+        self.db.write(|tx| {
+            for id in &ids {
+                if add {
+                    db::add_group_member(tx, group.id, *id)?;
+                } else {
+                    db::remove_group_member(tx, group.id, *id)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.group_model(identity, &group)
+    }
+
+    pub fn set_group_properties(
+        &self,
+        identity: &Identity,
+        name: &str,
+        properties: &Value,
+    ) -> Result<Value> {
+        let mut group = self.group(name)?;
+        if !properties.is_object() {
+            return Err(Error::BadRequest(
+                "group properties must be a JSON object".into(),
+            ));
+        }
+        self.db
+            .write(|tx| db::set_group_properties(tx, group.id, properties))?;
+        group.properties = properties.clone();
+        self.group_model(identity, &group)
+    }
+}

@@ -1,0 +1,529 @@
+//! Forwarding one request: route lookup, in-process hub dispatch or HTTP/1.1 to the target,
+//! hop-by-hop and X-Forwarded-* headers, error pages. Bodies are streamed, never collected.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::ServiceExt;
+
+use super::table::{Route, RouteTable, Target};
+use super::websocket;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Called when a route's target refuses connections or times out.
+pub type TargetDownHook = Arc<dyn Fn(&Route) + Send + Sync>;
+
+/// A body the proxy sends or receives: an upstream/client stream, the hub's body, or a page.
+pub struct ProxyBody(Inner);
+
+enum Inner {
+    Stream(Incoming),
+    Hub(axum::body::Body),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    fn full(bytes: impl Into<Bytes>) -> Self {
+        Self(Inner::Full(Some(bytes.into())))
+    }
+    fn empty() -> Self {
+        Self(Inner::Full(None))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Inner::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Hub(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Inner::Stream(b) => b.is_end_stream(),
+            Inner::Hub(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Stream(b) => b.size_hint(),
+            Inner::Hub(b) => b.size_hint(),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// What the proxy knows about the client connection; computed once per connection.
+pub(crate) struct ConnInfo {
+    pub peer: SocketAddr,
+    pub peer_ip: HeaderValue,
+    pub port: HeaderValue,
+    pub proto: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
+        let ip = peer.ip().to_canonical().to_string();
+        Self {
+            peer,
+            peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
+            port: HeaderValue::from(local.port()),
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+        }
+    }
+}
+
+/// The proxy: routes, a pooled upstream client, the in-process hub and error handling.
+pub struct Proxy {
+    routes: Arc<RouteTable>,
+    client: Client<HttpConnector, ProxyBody>,
+    hub: Option<axum::Router>,
+    error_target: Option<Uri>,
+    target_down: Option<TargetDownHook>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("routes", &self.routes)
+            .field("error_target", &self.error_target)
+            .finish()
+    }
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+const DOWN_PAGE: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>503 Service Unavailable</title></head>\n<body><h1>503: Service Unavailable</h1>\n<p>The server for this address is not running, or appears to be down.</p>\n<p>If it is your server, go to the <a href=\"/hub/home\">hub home page</a> to start it again.</p>\n</body></html>\n";
+
+impl Proxy {
+    pub fn new(routes: Arc<RouteTable>, hub: Option<axum::Router>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        // A target that does not answer the SYN must become a 503, not a hang.
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            routes,
+            client,
+            hub,
+            error_target: None,
+            target_down: None,
+        }
+    }
+
+    /// The table this proxy routes by.
+    pub fn routes(&self) -> &Arc<RouteTable> {
+        &self.routes
+    }
+
+    /// Called with the route when its target refuses connections or times out.
+    pub fn set_target_down_hook(&mut self, f: TargetDownHook) {
+        self.target_down = Some(f);
+    }
+
+    /// Error pages come from `GET {target}/{CODE}?url={path}` (CHP's `--error-target`). A URL
+    /// with no authority (e.g. `/hub/error`) is asked of the in-process hub.
+    pub fn set_error_target(&mut self, target: Uri) {
+        self.error_target = Some(target);
+    }
+
+    /// Handle one request from a client connection.
+    pub(crate) async fn handle(
+        &self,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let host = request_host(&req);
+        let Some(route) = self.routes.lookup(host, req.uri().path()) else {
+            let pq = req.uri().path_and_query().cloned();
+            return self.error_page(StatusCode::NOT_FOUND, pq.as_ref()).await;
+        };
+        match &route.target {
+            Target::Hub => self.to_hub(conn, &route, req).await,
+            Target::Url(base) => self.to_url(conn, &route, base, req).await,
+        }
+    }
+
+    async fn to_hub(
+        &self,
+        conn: &ConnInfo,
+        route: &Route,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let Some(hub) = &self.hub else {
+            let pq = req.uri().path_and_query().cloned();
+            return self
+                .error_page(StatusCode::SERVICE_UNAVAILABLE, pq.as_ref())
+                .await;
+        };
+        add_forwarded(req.headers_mut(), conn);
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(conn.peer));
+        let res = hub
+            .clone()
+            .oneshot(req.map(axum::body::Body::new))
+            .await
+            .unwrap_or_else(|e| match e {});
+        if res.status().as_u16() < 300 {
+            route.touch();
+        }
+        res.map(|b| ProxyBody(Inner::Hub(b)))
+    }
+
+    async fn to_url(
+        &self,
+        conn: &ConnInfo,
+        route: &Arc<Route>,
+        base: &Uri,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let original = parts.uri.path_and_query().cloned();
+        let uri = match target_uri(base, original.clone()) {
+            Some(uri) => uri,
+            None => {
+                return self
+                    .error_page(StatusCode::BAD_REQUEST, original.as_ref())
+                    .await;
+            }
+        };
+        // HTTP/2 clients send no Host header: keep the one they addressed for the target.
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, a);
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        add_forwarded(&mut parts.headers, conn);
+        let req = Request::from_parts(parts, ProxyBody(Inner::Stream(body)));
+        match self.client.request(req).await {
+            Ok(mut res) => {
+                if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_upgrade) = client_upgrade {
+                        let upstream = hyper::upgrade::on(&mut res);
+                        tokio::spawn(websocket::splice(client_upgrade, upstream, route.clone()));
+                    }
+                } else {
+                    strip_hop_by_hop(res.headers_mut(), false);
+                }
+                if res.status().as_u16() < 300 {
+                    route.touch();
+                }
+                res.map(|b| ProxyBody(Inner::Stream(b)))
+            }
+            Err(e) if e.is_connect() => {
+                tracing::warn!(route = %route.spec, target = %base, error = %e, "proxy target is down");
+                if let Some(hook) = &self.target_down {
+                    hook(route);
+                }
+                self.error_page(StatusCode::SERVICE_UNAVAILABLE, original.as_ref())
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(route = %route.spec, target = %base, error = %e, "proxy request failed");
+                self.error_page(StatusCode::BAD_GATEWAY, original.as_ref())
+                    .await
+            }
+        }
+    }
+
+    /// An error response: from the error target when there is one, else built in.
+    async fn error_page(&self, code: StatusCode, pq: Option<&PathAndQuery>) -> Response<ProxyBody> {
+        if let Some(target) = &self.error_target {
+            match self.fetch_error_page(target, code, pq).await {
+                Ok(res) => return res,
+                Err(e) => {
+                    tracing::warn!(error = %e, "error target failed; using the built-in page")
+                }
+            }
+        }
+        let (ctype, body) = match code {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                ("text/html; charset=utf-8", ProxyBody::full(DOWN_PAGE))
+            }
+            _ => (
+                "text/plain; charset=utf-8",
+                ProxyBody::full(code.canonical_reason().unwrap_or("Error")),
+            ),
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = code;
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        res
+    }
+
+    async fn fetch_error_page(
+        &self,
+        target: &Uri,
+        code: StatusCode,
+        pq: Option<&PathAndQuery>,
+    ) -> Result<Response<ProxyBody>, BoxError> {
+        let mut path = target.path().trim_end_matches('/').to_owned();
+        path.push('/');
+        path.push_str(code.as_str());
+        path.push_str("?url=");
+        path.extend(form_urlencoded::byte_serialize(
+            pq.map_or("/", |p| p.as_str()).as_bytes(),
+        ));
+        let (status, headers, body) = match target.authority() {
+            Some(authority) => {
+                let uri = Uri::builder()
+                    .scheme(target.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP))
+                    .authority(authority.clone())
+                    .path_and_query(path)
+                    .build()?;
+                let req = Request::builder()
+                    .method(Method::GET)
+                    .uri(uri)
+                    .body(ProxyBody::empty())?;
+                let res = self.client.request(req).await?;
+                let (parts, body) = res.into_parts();
+                (parts.status, parts.headers, ProxyBody(Inner::Stream(body)))
+            }
+            None => {
+                let hub = self
+                    .hub
+                    .as_ref()
+                    .ok_or("no hub for a path-only error target")?;
+                let req = Request::builder()
+                    .method(Method::GET)
+                    .uri(path)
+                    .body(axum::body::Body::empty())?;
+                let res = hub
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|e| match e {});
+                let (parts, body) = res.into_parts();
+                (parts.status, parts.headers, ProxyBody(Inner::Hub(body)))
+            }
+        };
+        tracing::debug!(%status, "error page fetched");
+        let mut res = Response::new(body);
+        *res.status_mut() = code;
+        for key in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+            if let Some(v) = headers.get(&key) {
+                res.headers_mut().insert(key, v.clone());
+            }
+        }
+        Ok(res)
+    }
+}
+
+/// The hostname the client addressed: `Host`, or the authority of an HTTP/2 request.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
+    }
+}
+
+/// `base`'s scheme and authority with the request's full path (CHP does not strip the
+/// prefix); a path in `base` is prepended. No allocation unless `base` has a path.
+fn target_uri(base: &Uri, pq: Option<PathAndQuery>) -> Option<Uri> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = base.scheme().cloned();
+    parts.authority = base.authority().cloned();
+    let prefix = base.path().trim_end_matches('/');
+    parts.path_and_query = if prefix.is_empty() {
+        Some(pq.unwrap_or_else(|| PathAndQuery::from_static("/")))
+    } else {
+        let rest = pq.as_ref().map_or("/", |p| p.as_str());
+        let mut joined = String::with_capacity(prefix.len() + rest.len());
+        joined.push_str(prefix);
+        joined.push_str(rest);
+        Some(PathAndQuery::try_from(joined).ok()?)
+    };
+    Uri::from_parts(parts).ok()
+}
+
+/// True when a comma-separated header value contains `token` (case-insensitive).
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "upgrade"))
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those the Connection header names.
+/// For an upgrade, `Connection` and `Upgrade` must reach the target.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        let listed: Vec<HeaderName> = conn
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case(b"upgrade")
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+                    && !t.eq_ignore_ascii_case(b"close")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+        if !keep_upgrade {
+            headers.remove(header::CONNECTION);
+        }
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// X-Forwarded-For/-Proto/-Port are appended to (as CHP's http-proxy does); -Host is kept if set.
+fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo) {
+    append_list(headers, &X_FORWARDED_FOR, &conn.peer_ip);
+    append_list(headers, &X_FORWARDED_PROTO, &conn.proto);
+    append_list(headers, &X_FORWARDED_PORT, &conn.port);
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
+    match headers.get(name) {
+        None => {
+            headers.insert(name.clone(), value.clone());
+        }
+        Some(existing) => {
+            let mut joined = Vec::with_capacity(existing.len() + 1 + value.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.push(b',');
+            joined.extend_from_slice(value.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+}
+
+/// The service hyper calls for each request of a connection.
+pub(crate) async fn serve_request(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(proxy.handle(&conn, req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret, Upgrade"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert!(is_upgrade(&h));
+        let mut up = h.clone();
+        strip_hop_by_hop(&mut up, true);
+        assert!(up.contains_key(header::UPGRADE) && up.contains_key(header::CONNECTION));
+        assert!(
+            !up.contains_key("x-secret")
+                && !up.contains_key(header::TE)
+                && !up.contains_key("keep-alive")
+        );
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let conn = ConnInfo::new(
+            "[::ffff:10.0.0.1]:5000".parse().expect("addr"),
+            "127.0.0.1:8000".parse().expect("addr"),
+            true,
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("hub.tld"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        add_forwarded(&mut h, &conn);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4,10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-port"], "8000");
+        assert_eq!(h["x-forwarded-host"], "hub.tld");
+    }
+
+    #[test]
+    fn uris() {
+        let pq = |s: &'static str| Some(PathAndQuery::from_static(s));
+        let t = |b: &'static str, p| target_uri(&Uri::from_static(b), p).map(|u| u.to_string());
+        assert_eq!(
+            t("http://127.0.0.1:9000", pq("/user/a/x?y=1")).as_deref(),
+            Some("http://127.0.0.1:9000/user/a/x?y=1")
+        );
+        assert_eq!(
+            t("http://127.0.0.1:9000/", pq("/user/a/")).as_deref(),
+            Some("http://127.0.0.1:9000/user/a/")
+        );
+        assert_eq!(
+            t("http://h:1/pre/", pq("/user/a/?q")).as_deref(),
+            Some("http://h:1/pre/user/a/?q")
+        );
+    }
+}

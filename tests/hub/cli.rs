@@ -1,0 +1,191 @@
+//! The command line: config checks, generate-config, the cookie-secret check, upgrade-db.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::support::{BIN, TestHub, call, config_text, free_port};
+
+#[test]
+fn version_and_generate_config() {
+    let out = Command::new(BIN).arg("--version").output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5.3.0"));
+    let out = Command::new(BIN)
+        .arg("generate-config")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    for key in [
+        "[JupyterHub]",
+        "#port = 8000",
+        "[Spawner]",
+        "#mem_limit",
+        "[Authenticator]",
+        "#admin_users",
+    ] {
+        assert!(text.contains(key), "generate-config lacks {key}");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("generated.toml");
+    std::fs::write(&path, &text).expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", "-f"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[JupyterHub]\nport = 8000\n\n[Spawner]\nmem_limt = \"2G\"\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", "-f"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 5") && err.contains("mem_limt"),
+        "{err}"
+    );
+    std::fs::write(&path, "[Spawner]\ncpu_limit = -1\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", "-f"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cpu_limit")
+            || String::from_utf8_lossy(&out.stderr).contains("CPU")
+    );
+    // Serving with a bad config refuses to start, with the same message.
+    let out = Command::new(BIN)
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
+
+#[test]
+fn cookie_secret_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("jupyterhub.toml");
+    std::fs::write(
+        &config,
+        config_text(free_port(), free_port(), dir.path(), "", ""),
+    )
+    .expect("write");
+    let secret = dir.path().join("cookie_secret");
+    std::fs::write(
+        &secret,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = Command::new(BIN)
+        .arg("-f")
+        .arg(&config)
+        .env_remove("JPY_COOKIE_SECRET")
+        .output()
+        .expect("run");
+    assert!(
+        !out.status.success(),
+        "started with a world-readable secret"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cookie secret") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn cookie_secret_is_generated_0600() {
+    let hub = TestHub::start("", "").await;
+    let mode = std::fs::metadata(hub.dir.path().join("cookie_secret"))
+        .expect("secret")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[tokio::test]
+async fn upgrade_db_migrates_an_old_schema_after_a_backup() {
+    let mut hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(serde_json::json!({"usernames": ["alice"]})),
+    )
+    .await;
+    hub.stop();
+    // Turn the database back into schema version 1 (as written by an older release).
+    let db = hub.dir.path().join("jupyterhub.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE spawners_v1 AS SELECT id, user_id, name, state, user_options, url, started, last_activity FROM spawners;
+             DROP TABLE spawners;
+             CREATE TABLE spawners (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+               name TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT '{}', user_options TEXT NOT NULL DEFAULT '{}',
+               url TEXT, started INTEGER, last_activity INTEGER, UNIQUE (user_id, name));
+             INSERT INTO spawners SELECT * FROM spawners_v1; DROP TABLE spawners_v1;
+             ALTER TABLE oauth_clients DROP COLUMN owner_user;
+             ALTER TABLE oauth_clients DROP COLUMN owner_server;
+             ALTER TABLE oauth_clients DROP COLUMN owner_service;
+             PRAGMA user_version = 1;",
+        )
+        .expect("downgrade");
+    }
+    let out = Command::new(BIN)
+        .arg("-f")
+        .arg(&hub.config)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "hub must refuse an old schema");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("upgrade-db"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = hub.cli(&["upgrade-db"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backups: Vec<_> = std::fs::read_dir(hub.dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bak"))
+        .collect();
+    assert_eq!(backups.len(), 1, "one timestamped backup");
+    let version: i64 = rusqlite::Connection::open(backups[0].path())
+        .expect("backup")
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 1, "the backup holds the old schema");
+    hub.launch().await;
+    let (status, alice) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    assert_eq!(status, 200, "data survived the upgrade: {alice}");
+}

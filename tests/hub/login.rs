@@ -1,0 +1,292 @@
+//! Login, cookies, XSRF, logout, next= handling and rate limiting, per authenticator.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{TestHub, browser, login, page_xsrf};
+
+#[tokio::test]
+async fn dummy_login_sets_cookies_and_logout_clears_them() {
+    let hub = TestHub::start("", "").await;
+    let (client, response) = login(&hub, "Alice", "anything").await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    let login_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("jupyterhub-hub-login="))
+        .expect("login cookie");
+    assert!(
+        login_cookie.contains("HttpOnly")
+            && login_cookie.contains("Path=/hub/")
+            && login_cookie.contains("SameSite=Lax"),
+        "{login_cookie}"
+    );
+    assert!(
+        !login_cookie.contains("Secure"),
+        "plain HTTP: no Secure flag"
+    );
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("jupyterhub-session-id="))
+    );
+    let home = client
+        .get(format!("{}/hub/home", hub.url))
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.status(), 200);
+    let html = home.text().await.expect("html");
+    assert!(html.contains("id=\"start\""), "home page has #start");
+    assert!(html.contains("alice"), "name was normalised to lower case");
+    let logout = client
+        .get(format!("{}/hub/logout", hub.url))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(logout.status(), StatusCode::FOUND);
+    let home = client
+        .get(format!("{}/hub/home", hub.url))
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.status(), StatusCode::FOUND);
+    assert!(
+        home.headers()["location"]
+            .to_str()
+            .expect("loc")
+            .starts_with("/hub/login")
+    );
+}
+
+#[tokio::test]
+async fn dummy_password_is_checked() {
+    let hub = TestHub::start("", "[DummyAuthenticator]\npassword = \"sesame\"\n").await;
+    let (_, response) = login(&hub, "alice", "wrong").await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let html = response.text().await.expect("html");
+    assert!(
+        html.contains("Invalid username or password"),
+        "error shown on the form"
+    );
+    let (_, response) = login(&hub, "alice", "sesame").await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+}
+
+#[tokio::test]
+async fn shared_password_users_and_admins() {
+    let hub = TestHub::start(
+        "authenticator_class = \"shared-password\"",
+        "[SharedPasswordAuthenticator]\nuser_password = \"user-secret-1\"\nadmin_password = \"admin-secret-1\"\n",
+    )
+    .await;
+    let (_, response) = login(&hub, "alice", "nope-nope").await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let (_, response) = login(&hub, "alice", "user-secret-1").await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let (_, response) = login(&hub, "boss", "admin-secret-1").await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let token = hub.admin_token();
+    let (_, boss) = crate::support::call(&hub, "GET", "/users/boss", &token, None).await;
+    assert_eq!(boss["admin"], true, "the admin password makes an admin");
+    let (_, alice) = crate::support::call(&hub, "GET", "/users/alice", &token, None).await;
+    assert_eq!(alice["admin"], false);
+}
+
+#[tokio::test]
+async fn null_authenticator_has_no_login_page() {
+    let hub = TestHub::start("authenticator_class = \"null\"", "").await;
+    let response = reqwest::get(format!("{}/hub/login", hub.url))
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 404);
+    let token = hub.admin_token();
+    let (status, _) = crate::support::call(&hub, "GET", "/user", &token, None).await;
+    assert_eq!(status, 200, "tokens still work");
+}
+
+#[tokio::test]
+async fn allow_and_block_lists() {
+    let hub = TestHub::start(
+        "",
+        "allowed_users = [\"alice\"]\nblocked_users = [\"mallory\"]\n",
+    )
+    .await;
+    let (_, r) = login(&hub, "alice", "x").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let (_, r) = login(&hub, "eve", "x").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "not on the allow list");
+    let (_, r) = login(&hub, "mallory", "x").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "blocked");
+    let (_, r) = login(&hub, "a/b", "x").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "names with / are refused"
+    );
+}
+
+#[tokio::test]
+async fn login_without_xsrf_is_refused() {
+    let hub = TestHub::start("", "").await;
+    let client = browser();
+    let response = client
+        .post(format!("{}/hub/login", hub.url))
+        .form(&[("username", "alice"), ("password", "x")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("Login form invalid or expired")
+    );
+}
+
+#[tokio::test]
+async fn cookie_api_calls_need_xsrf() {
+    let hub = TestHub::start("", "").await;
+    let (client, _) = login(&hub, "alice", "x").await;
+    // Navigation-style GET with the cookie: allowed.
+    let r = client.get(hub.api("/user")).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    // A POST with the cookie but no XSRF token: refused.
+    let r = client
+        .post(hub.api("/users/alice/tokens"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    // The same with the page's token in X-XSRFToken: accepted.
+    let xsrf = page_xsrf(&client, &format!("{}/hub/home", hub.url)).await;
+    let r = client
+        .post(hub.api("/users/alice/tokens"))
+        .header("X-XSRFToken", &xsrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201);
+    // A CORS-mode GET needs it too.
+    let r = client
+        .get(hub.api("/user"))
+        .header("Sec-Fetch-Mode", "cors")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+    let r = client
+        .get(hub.api("/user"))
+        .header("Sec-Fetch-Mode", "cors")
+        .header("X-XSRFToken", &xsrf)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn next_parameter_stays_on_this_hub() {
+    let hub = TestHub::start("", "").await;
+    let (client, _) = login(&hub, "alice", "x").await;
+    for (next, expected) in [
+        ("/hub/token", "/hub/token"),
+        ("https://evil.com/x", "/hub/spawn"),
+        ("//evil.com/x", "/hub/spawn"),
+    ] {
+        let r = client
+            .get(format!("{}/hub/login?next={}", hub.url, urlencode(next)))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::FOUND, "{next}");
+        assert_eq!(r.headers()["location"], expected, "{next}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited() {
+    let hub = TestHub::start(
+        "login_rate_limit = 3\nlogin_rate_window = 60",
+        "[DummyAuthenticator]\npassword = \"sesame\"\n",
+    )
+    .await;
+    for _ in 0..3 {
+        let (_, r) = login(&hub, "alice", "wrong").await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let (_, r) = login(&hub, "alice", "sesame").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    assert!(
+        r.text()
+            .await
+            .expect("html")
+            .contains("Too many failed login attempts")
+    );
+}
+
+#[tokio::test]
+async fn unrouted_user_paths_go_to_the_hub() {
+    let hub = TestHub::start("", "").await;
+    let r = browser()
+        .get(format!("{}/user/alice/lab?x=1", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(r.headers()["location"], "/hub/user/alice/lab?x=1");
+    let r = browser()
+        .get(format!("{}/", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.headers()["location"], "/hub/");
+    let (client, _) = login(&hub, "alice", "x").await;
+    let r = client
+        .get(format!("{}/hub/user/alice/lab", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::FAILED_DEPENDENCY);
+    assert!(r.text().await.expect("html").contains("/hub/spawn/alice"));
+    let r = client
+        .get(format!("{}/hub/user/alice/api/contents", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::FAILED_DEPENDENCY);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Restart the server"))
+    );
+    let r = client
+        .get(format!("{}/hub/user/bob/lab", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "no access to another user's server"
+    );
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real `jupyterhub` binary, driven over HTTP like clients do.
+//! One module per upstream API area.
+
+mod support;
+
+mod cli;
+mod groups;
+mod login;
+mod oauth;
+mod robustness;
+mod servers;
+mod tokens;
+mod users;

@@ -1,0 +1,127 @@
+//! Bad input never crashes the hub: malformed and random bodies, headers and paths get 4xx.
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+
+use crate::support::TestHub;
+
+#[tokio::test]
+async fn malformed_json_gets_the_jupyterhub_error_shape() {
+    let hub = TestHub::start("", "").await;
+    let token = hub.admin_token();
+    let client = reqwest::Client::new();
+    for body in [
+        "{",
+        "[1,2",
+        "\u{0}",
+        "{\"usernames\": 5}",
+        "null",
+        "\"text\"",
+    ] {
+        let r = client
+            .post(hub.api("/users"))
+            .header("Authorization", format!("token {token}"))
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 400, "{body:?}");
+        let value: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(value["status"], 400);
+        assert!(value["message"].is_string());
+    }
+    let r = client
+        .post(hub.api("/users"))
+        .header("Authorization", format!("token {token}"))
+        .body(vec![0xff, 0xfe, 0x00])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400, "invalid UTF-8 is 400, not 500");
+}
+
+#[tokio::test]
+async fn random_bodies_headers_and_paths_never_cause_5xx() {
+    let hub = TestHub::start("", "").await;
+    let token = hub.admin_token();
+    let client = reqwest::Client::new();
+    let endpoints = [
+        ("POST", "/users"),
+        ("POST", "/users/alice"),
+        ("PATCH", "/users/admin"),
+        ("POST", "/users/admin/tokens"),
+        ("POST", "/users/admin/activity"),
+        ("POST", "/groups"),
+        ("POST", "/groups/g"),
+        ("POST", "/groups/g/users"),
+        ("PUT", "/groups/g/properties"),
+        ("DELETE", "/users/admin/server"),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 40,
+        ..Config::default()
+    });
+    let strategy = (
+        0..endpoints.len(),
+        prop_oneof![
+            any::<Vec<u8>>(),
+            "\\PC{0,40}".prop_map(String::into_bytes),
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("{".to_string()),
+                    Just("}".to_string()),
+                    Just("\"usernames\":".to_string()),
+                    Just("[\"x\"]".to_string()),
+                    Just("null".to_string()),
+                    Just(",".to_string()),
+                    Just("1e999".to_string())
+                ],
+                0..8
+            )
+            .prop_map(|v| v.concat().into_bytes()),
+        ],
+        "[ -~]{0,20}".prop_map(String::from),
+    );
+    let cases: Vec<_> = (0..60)
+        .map(|_| strategy.new_tree(&mut runner).expect("tree").current())
+        .collect();
+    for (index, body, path_noise) in cases {
+        let (method, path) = endpoints[index];
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let r = client
+            .request(method.clone(), hub.api(path))
+            .header("Authorization", format!("token {token}"))
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            r.status().as_u16() < 500,
+            "{method} {path} {body:?} -> {}",
+            r.status()
+        );
+        let noisy = format!(
+            "{}/users/{}",
+            hub.api(""),
+            percent_encoding::utf8_percent_encode(&path_noise, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let r = client
+            .get(&noisy)
+            .header("Authorization", format!("token {token}"))
+            .send()
+            .await
+            .expect("request");
+        assert!(r.status().as_u16() < 500, "GET {noisy} -> {}", r.status());
+        let r = client
+            .get(hub.api("/user"))
+            .header("Authorization", format!("token {path_noise}"))
+            .send()
+            .await
+            .expect("request");
+        assert!(r.status().as_u16() < 500);
+    }
+    let r = client.get(hub.api("/")).send().await.expect("still alive");
+    assert_eq!(r.status(), 200);
+}

@@ -1,0 +1,304 @@
+//! Starting and stopping servers through the REST API with the local spawner and a stub
+//! single-user server: readiness, the environment, routes through the proxy, progress
+//! events, named servers, limits, and jupyterhub-idle-culler against our API.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{TestHub, call, server_user, stub_spawner_config};
+
+async fn wait_ready(hub: &TestHub, token: &str, user: &str, server: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, model) = call(hub, "GET", &format!("/users/{user}"), token, None).await;
+        if model["servers"][server]["ready"] == true {
+            return model;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server {user}/{server} not ready: {model}\n{}",
+            hub.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn start_proxy_and_stop_a_server() {
+    let hub = TestHub::start("", &stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
+    assert!(
+        status == 201 || status == 202,
+        "{status} {body}\n{}",
+        hub.log()
+    );
+    let model = wait_ready(&hub, &admin, &user, "").await;
+    assert_eq!(model["server"], format!("/user/{user}/"));
+    let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
+    assert_eq!(status, 400, "already running: {body}");
+
+    // Through the public port: the proxy routes /user/NAME/ to the server, path unchanged.
+    let r = reqwest::get(format!("{}/user/{user}/env", hub.url))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200, "{}", hub.log());
+    let env: Value = r.json().await.expect("json");
+    assert_eq!(env["JUPYTERHUB_USER"], user.as_str());
+    assert_eq!(env["JUPYTERHUB_SERVICE_PREFIX"], format!("/user/{user}/"));
+    assert_eq!(
+        env["JUPYTERHUB_CLIENT_ID"],
+        format!("jupyterhub-user-{user}")
+    );
+    assert_eq!(
+        env["JUPYTERHUB_OAUTH_CALLBACK_URL"],
+        format!("/user/{user}/oauth_callback")
+    );
+    assert!(
+        env["JUPYTERHUB_API_URL"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/hub/api")),
+        "{env}"
+    );
+    assert!(
+        env["JUPYTERHUB_ACTIVITY_URL"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("/hub/api/users/{user}/activity")))
+    );
+    let scopes: Value = serde_json::from_str(
+        env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"]
+            .as_str()
+            .expect("scopes"),
+    )
+    .expect("json");
+    assert_eq!(
+        scopes,
+        json!([
+            format!("access:servers!server={user}/"),
+            format!("access:servers!user={user}")
+        ])
+    );
+
+    // The progress stream of a ready server sends the ready event and closes.
+    let progress = reqwest::Client::new()
+        .get(hub.api(&format!("/users/{user}/server/progress")))
+        .header("Authorization", format!("token {admin}"))
+        .send()
+        .await
+        .expect("progress");
+    assert_eq!(progress.headers()["content-type"], "text/event-stream");
+    let text = progress.text().await.expect("events");
+    assert!(
+        text.starts_with("data: {") && text.contains("\"ready\":true"),
+        "{text}"
+    );
+
+    let (status, _) = call(
+        &hub,
+        "DELETE",
+        &format!("/users/{user}/server"),
+        &admin,
+        None,
+    )
+    .await;
+    assert!(status == 204 || status == 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, model) = call(&hub, "GET", &format!("/users/{user}"), &admin, None).await;
+        if model["server"].is_null() && model["pending"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not stop: {model}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The route is gone: the hub answers for the user's URL again.
+    let r = crate::support::browser()
+        .get(format!("{}/user/{user}/env", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], format!("/hub/user/{user}/env"));
+}
+
+#[tokio::test]
+async fn failed_spawn_reports_the_reason() {
+    let hub = TestHub::start("", "[Spawner]\ncmd = [\"/nonexistent/jupyterhub-singleuser\"]\nstart_timeout = 10\nhttp_timeout = 5\n").await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nonexistent")),
+        "{body}"
+    );
+    let progress = reqwest::Client::new()
+        .get(hub.api(&format!("/users/{user}/server/progress")))
+        .header("Authorization", format!("token {admin}"))
+        .send()
+        .await
+        .expect("progress")
+        .text()
+        .await
+        .expect("text");
+    assert!(progress.contains("\"failed\":true"), "{progress}");
+}
+
+#[tokio::test]
+async fn named_servers_and_their_limit() {
+    let hub = TestHub::start(
+        "allow_named_servers = true\nnamed_server_limit_per_user = 1",
+        &stub_spawner_config(),
+    )
+    .await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{user}/servers/nb1"),
+        &admin,
+        None,
+    )
+    .await;
+    assert!(status == 201 || status == 202, "{status} {body}");
+    wait_ready(&hub, &admin, &user, "nb1").await;
+    let r = reqwest::get(format!("{}/user/{user}/nb1/env", hub.url))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let env: Value = r.json().await.expect("json");
+    assert_eq!(env["JUPYTERHUB_SERVER_NAME"], "nb1");
+    assert_eq!(
+        env["JUPYTERHUB_CLIENT_ID"],
+        format!("jupyterhub-user-{user}-nb1")
+    );
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{user}/servers/nb2"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maximum of 1 named servers"))
+    );
+    let (status, _) = call(
+        &hub,
+        "DELETE",
+        &format!("/users/{user}/servers/nb1"),
+        &admin,
+        Some(json!({"remove": true})),
+    )
+    .await;
+    assert!(status == 204 || status == 202 || status == 400);
+}
+
+#[tokio::test]
+async fn named_servers_disabled_by_default() {
+    let hub = TestHub::start("", &stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{user}/servers/nb1"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["message"], "Named servers are not enabled.");
+}
+
+#[tokio::test]
+async fn concurrent_spawn_limit_answers_429_with_retry_after() {
+    let hub = TestHub::start(
+        "allow_named_servers = true\nconcurrent_spawn_limit = 2\nslow_spawn_timeout = 0.0",
+        &stub_spawner_config(),
+    )
+    .await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r = client
+            .post(hub.api(&format!("/users/{user}/servers/s{i}")))
+            .header("Authorization", format!("token {admin}"))
+            .send()
+            .await
+            .expect("post");
+        if r.status() == 429 {
+            assert!(
+                r.headers().get("retry-after").is_some(),
+                "429 carries Retry-After"
+            );
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 202 || **s == 201).count() >= 2,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_culler_from_pypi_culls_idle_servers() {
+    let venv = crate::support::singleuser_venv();
+    let hub = TestHub::start("", &stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
+    wait_ready(&hub, &admin, &user, "").await;
+    // Make the server look idle for an hour.
+    let (status, body) = call(&hub, "GET", &format!("/users/{user}"), &admin, None).await;
+    assert_eq!(status, 200, "{body}");
+    let culler = tokio::process::Command::new(venv.join("bin/python"))
+        .args([
+            "-m",
+            "jupyterhub_idle_culler",
+            "--timeout=1",
+            "--cull-every=1",
+            "--concurrency=1",
+        ])
+        .env("JUPYTERHUB_API_TOKEN", &admin)
+        .env("JUPYTERHUB_API_URL", hub.api(""))
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run jupyterhub-idle-culler");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, model) = call(&hub, "GET", &format!("/users/{user}"), &admin, None).await;
+        if model["server"].is_null() && model["pending"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the culler did not stop the server: {model}\n{}",
+            hub.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(culler);
+}

@@ -1,0 +1,196 @@
+//! `/hub/api/users/{name}/tokens`.
+
+use serde_json::json;
+
+use crate::support::{TestHub, call};
+
+#[tokio::test]
+async fn token_lifecycle() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["alice"]})),
+    )
+    .await;
+    let alice = hub.token("alice", &[]);
+    let (status, created) = call(
+        &hub,
+        "POST",
+        "/users/alice/tokens",
+        &alice,
+        Some(json!({"note": "laptop", "expires_in": 3600})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let new_token = created["token"].as_str().expect("token").to_owned();
+    assert_eq!(new_token.len(), 32);
+    assert_eq!(created["note"], "laptop");
+    assert_eq!(created["kind"], "api_token");
+    assert!(created["expires_at"].is_string());
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, me) = call(&hub, "GET", "/user", &new_token, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["name"], "alice");
+
+    let (status, list) = call(&hub, "GET", "/users/alice/tokens", &alice, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        list["api_tokens"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|t| t["id"] == id.as_str()))
+    );
+    assert!(
+        list["api_tokens"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|t| t.get("token").is_none())),
+        "tokens are never listed"
+    );
+    let (status, one) = call(
+        &hub,
+        "GET",
+        &format!("/users/alice/tokens/{id}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["note"], "laptop");
+    let (status, _) = call(
+        &hub,
+        "DELETE",
+        &format!("/users/alice/tokens/{id}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = call(&hub, "GET", "/user", &new_token, None).await;
+    assert_eq!(status, 403, "deleted token no longer works");
+    let (status, _) = call(
+        &hub,
+        "GET",
+        &format!("/users/alice/tokens/{id}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&hub, "GET", "/users/alice/tokens/a999999", &alice, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&hub, "GET", "/users/alice/tokens/garbage", &alice, None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn token_requests_are_validated() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["alice", "bob"]})),
+    )
+    .await;
+    let alice = hub.token("alice", &[]);
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users/alice/tokens",
+        &alice,
+        Some(json!({"expires_in": 0})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users/alice/tokens",
+        &alice,
+        Some(json!({"expires_in": "soon"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users/alice/tokens",
+        &alice,
+        Some(json!({"scopes": ["admin:users"]})),
+    )
+    .await;
+    assert_eq!(status, 403, "scopes beyond the owner's: {body}");
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users/alice/tokens",
+        &alice,
+        Some(json!({"unknown": 1})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = call(&hub, "POST", "/users/bob/tokens", &alice, None).await;
+    assert_eq!(status, 404, "another user's tokens");
+    let (status, created) = call(
+        &hub,
+        "POST",
+        "/users/alice/tokens",
+        &admin,
+        Some(json!({"scopes": ["read:users:name!user=alice"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(
+        created["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("admin")),
+        "{created}"
+    );
+}
+
+#[tokio::test]
+async fn expired_tokens_stop_working() {
+    let hub = TestHub::start("", "").await;
+    let alice = hub.token("alice", &[]);
+    let (status, created) = call(
+        &hub,
+        "POST",
+        "/users/alice/tokens",
+        &alice,
+        Some(json!({"expires_in": 1})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let short = created["token"].as_str().expect("token").to_owned();
+    let (status, _) = call(&hub, "GET", "/user", &short, None).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, _) = call(&hub, "GET", "/user", &short, None).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn bearer_header_is_accepted_and_query_token_is_not() {
+    let hub = TestHub::start("", "").await;
+    let token = hub.admin_token();
+    let client = reqwest::Client::new();
+    let r = client
+        .get(hub.api("/user"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    // Upstream's hub API does not take ?token=.
+    let r = client
+        .get(hub.api(&format!("/user?token={token}")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+}

@@ -1,0 +1,464 @@
+//! `/hub/api/users`, `/user`, RBAC refusals, pagination, persistence.
+
+use serde_json::json;
+
+use crate::support::{TestHub, call};
+
+#[tokio::test]
+async fn root_and_version_header_need_no_auth() {
+    let hub = TestHub::start("", "").await;
+    let response = reqwest::get(hub.api("")).await.expect("get");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-jupyterhub-version"], "5.3.0");
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body, json!({"version": "5.3.0"}));
+}
+
+#[tokio::test]
+async fn whoami_answers_403_for_bad_tokens_and_model_for_good() {
+    // Upstream: the single-user server treats anything but 403 as a server error.
+    let hub = TestHub::start("", "").await;
+    for token in ["", "nonsense", "0123456789abcdef0123456789abcdef"] {
+        let (status, body) = call(&hub, "GET", "/user", token, None).await;
+        assert_eq!(status, 403, "{token:?}");
+        assert_eq!(
+            body,
+            json!({"status": 403, "message": "Missing or invalid credentials."})
+        );
+    }
+    let token = hub.admin_token();
+    let (status, me) = call(&hub, "GET", "/user", &token, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["name"], "admin");
+    assert_eq!(me["kind"], "user");
+    assert_eq!(me["admin"], true);
+    assert!(
+        me["token_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with('a'))
+    );
+    assert!(me["scopes"].as_array().is_some_and(|s| !s.is_empty()));
+}
+
+#[tokio::test]
+async fn create_get_patch_delete_users() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    let (status, created) = call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["alice", "Bob"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let names: Vec<&str> = created
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert_eq!(names, ["alice", "bob"], "names are lower-cased as upstream");
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["alice"]})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["message"], "All 1 users already exist");
+
+    let (status, alice) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    assert_eq!(status, 200);
+    for key in [
+        "kind",
+        "name",
+        "admin",
+        "roles",
+        "groups",
+        "server",
+        "pending",
+        "created",
+        "last_activity",
+        "servers",
+    ] {
+        assert!(alice.get(key).is_some(), "missing {key} in {alice}");
+    }
+    assert_eq!(alice["admin"], false);
+
+    let (status, patched) = call(
+        &hub,
+        "PATCH",
+        "/users/alice",
+        &admin,
+        Some(json!({"admin": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(patched["admin"], true);
+    let (status, renamed) = call(
+        &hub,
+        "PATCH",
+        "/users/alice",
+        &admin,
+        Some(json!({"name": "alicia"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(renamed["name"], "alicia");
+    let (status, _) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    assert_eq!(status, 404);
+    let (status, body) = call(
+        &hub,
+        "PATCH",
+        "/users/alicia",
+        &admin,
+        Some(json!({"name": "bob"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        &hub,
+        "PATCH",
+        "/users/alicia",
+        &admin,
+        Some(json!({"admin": "yes"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, _) = call(&hub, "POST", "/users/carol", &admin, None).await;
+    assert_eq!(status, 201);
+    let (status, _) = call(&hub, "POST", "/users/carol", &admin, None).await;
+    assert_eq!(status, 409);
+    let (status, body) = call(&hub, "POST", "/users/bad%2Fname", &admin, None).await;
+    assert!(status == 400 || status == 404, "{status} {body}");
+
+    let (status, _) = call(&hub, "DELETE", "/users/carol", &admin, None).await;
+    assert_eq!(status, 204);
+    let (status, body) = call(&hub, "DELETE", "/users/carol", &admin, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = call(&hub, "DELETE", "/users/admin", &admin, None).await;
+    assert_eq!(status, 400, "deleting yourself: {body}");
+    let (status, body) = call(&hub, "GET", "/users/nobody", &admin, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["status"], 404);
+}
+
+#[tokio::test]
+async fn rbac_user_tokens_see_only_themselves() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["alice", "bob"]})),
+    )
+    .await;
+    let alice = hub.token("alice", &[]);
+    let (status, body) = call(&hub, "GET", "/users", &alice, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("list:users")),
+        "{body}"
+    );
+    let (status, me) = call(&hub, "GET", "/users/alice", &alice, None).await;
+    assert_eq!(status, 200, "{me}");
+    // Held scope, filter does not match: 404 as upstream, not 403.
+    let (status, body) = call(&hub, "GET", "/users/bob", &alice, None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        body["message"],
+        "No access to resources or resources not found"
+    );
+    let (status, _) = call(
+        &hub,
+        "POST",
+        "/users",
+        &alice,
+        Some(json!({"usernames": ["eve"]})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(&hub, "DELETE", "/users/bob", &alice, None).await;
+    assert_eq!(status, 403);
+    let (status, _) = call(&hub, "GET", "/info", &alice, None).await;
+    assert_eq!(status, 403);
+    let (status, info) = call(&hub, "GET", "/info", &admin, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["version"], "5.3.0");
+}
+
+#[tokio::test]
+async fn scoped_token_is_limited_to_its_scopes() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["alice"]})),
+    )
+    .await;
+    let reader = hub.token("admin", &["read:users:name"]);
+    let (status, list) = call(&hub, "GET", "/users", &reader, None).await;
+    assert_eq!(status, 403, "no list:users: {list}");
+    let (status, alice) = call(&hub, "GET", "/users/alice", &reader, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        alice.get("last_activity").is_none(),
+        "read:users:name hides activity: {alice}"
+    );
+    assert!(alice.get("name").is_some());
+    let (status, _) = call(
+        &hub,
+        "PATCH",
+        "/users/alice",
+        &reader,
+        Some(json!({"admin": true})),
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn pagination_envelope_and_bare_list() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    let names: Vec<String> = (0..7).map(|i| format!("user{i}")).collect();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": names})),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let page: serde_json::Value = client
+        .get(hub.api("/users?limit=3&offset=2"))
+        .header("Authorization", format!("token {admin}"))
+        .header("Accept", "application/jupyterhub-pagination+json")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(page["_pagination"]["total"], 8);
+    assert_eq!(page["_pagination"]["offset"], 2);
+    assert_eq!(page["_pagination"]["next"]["offset"], 5);
+    assert!(
+        page["_pagination"]["next"]["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("offset=5"))
+    );
+    let last: serde_json::Value = client
+        .get(hub.api("/users?limit=3&offset=6"))
+        .header("Authorization", format!("token {admin}"))
+        .header("Accept", "application/jupyterhub-pagination+json")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(last["_pagination"]["next"], serde_json::Value::Null);
+    let (status, bare) = call(&hub, "GET", "/users?limit=2", &admin, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(bare.as_array().map(Vec::len), Some(2));
+    let (status, body) = call(&hub, "GET", "/users?limit=lots", &admin, None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, inactive) = call(&hub, "GET", "/users?state=inactive", &admin, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(inactive.as_array().map(Vec::len), Some(8));
+    let (status, active) = call(&hub, "GET", "/users?state=active", &admin, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(active, json!([]));
+    let (status, _) = call(&hub, "GET", "/users?state=sleepy", &admin, None).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn state_persists_across_restart() {
+    let mut hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["alice"]})),
+    )
+    .await;
+    call(
+        &hub,
+        "POST",
+        "/groups/physics",
+        &admin,
+        Some(json!({"users": ["alice"]})),
+    )
+    .await;
+    hub.restart().await;
+    let (status, alice) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    assert_eq!(status, 200, "token and user survive a restart");
+    assert_eq!(alice["groups"], json!(["physics"]));
+}
+
+#[tokio::test]
+async fn activity_is_recorded_and_validated() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["alice", "bob"]})),
+    )
+    .await;
+    let alice = hub.token("alice", &[]);
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users/alice/activity",
+        &alice,
+        Some(json!({"last_activity": "2026-01-01T10:00:00.000000Z"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, model) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    assert!(model["last_activity"].as_str().is_some(), "{model}");
+    let (status, _) = call(
+        &hub,
+        "POST",
+        "/users/alice/activity",
+        &alice,
+        Some(json!({"last_activity": "2999-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, 400, "future timestamps are refused");
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users/alice/activity",
+        &alice,
+        Some(json!({"servers": {"nope": {"last_activity": "2026-01-01T10:00:00Z"}}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["message"], "No such server 'nope' for user alice");
+    let (status, _) = call(
+        &hub,
+        "POST",
+        "/users/alice/activity",
+        &alice,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = call(
+        &hub,
+        "POST",
+        "/users/bob/activity",
+        &alice,
+        Some(json!({"last_activity": "2026-01-01T10:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn deprecated_and_admin_endpoints() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    let (status, _) = call(&hub, "POST", "/authorizations/token", &admin, None).await;
+    assert_eq!(status, 404);
+    let (status, owner) = call(
+        &hub,
+        "GET",
+        &format!("/authorizations/token/{admin}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(owner["name"], "admin");
+    let (status, routes) = call(&hub, "GET", "/proxy", &admin, None).await;
+    assert_eq!(status, 200);
+    assert!(routes.get("/").is_some(), "{routes}");
+    let (status, services) = call(&hub, "GET", "/services", &admin, None).await;
+    assert_eq!(status, 200);
+    assert!(services.is_object());
+    let (status, body) = call(&hub, "GET", "/no/such/endpoint", &admin, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["status"], 404);
+}
+
+#[tokio::test]
+async fn shutdown_endpoint_stops_the_hub() {
+    let mut hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    let user = hub.token("alice", &[]);
+    let (status, _) = call(&hub, "POST", "/shutdown", &user, None).await;
+    assert_eq!(status, 403);
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/shutdown",
+        &admin,
+        Some(json!({"servers": "yes"})),
+    )
+    .await;
+    assert_eq!(status, 400, "non-bool: {body}");
+    let (status, body) = call(&hub, "POST", "/shutdown", &admin, None).await;
+    assert_eq!(status, 202);
+    assert_eq!(body["message"], "Shutting down Hub");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reqwest::get(hub.api("")).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hub still answering after shutdown"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    hub.stop();
+}
+
+#[tokio::test]
+async fn metrics_need_read_metrics() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    let alice = hub.token("alice", &[]);
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/hub/metrics", hub.url))
+        .header("Authorization", format!("token {alice}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+    let r = client
+        .get(format!("{}/hub/metrics", hub.url))
+        .header("Authorization", format!("token {admin}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("text");
+    assert!(text.contains("jupyterhub_total_users 2"), "{text}");
+    assert!(
+        text.contains("jupyterhub_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}

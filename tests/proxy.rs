@@ -1,0 +1,1040 @@
+//! The built-in proxy through real sockets on 127.0.0.1: routing, websockets, streaming with
+//! the proxy process's memory measured, route changes under load, target down, TLS, activity,
+//! and the configurable-http-proxy drop-in (`jupyterhub proxy`) with its REST API.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use jupyterhub::proxy::{self, Proxy, RouteTable, Target};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+
+const GIB: u64 = 1 << 30;
+
+// ---------------------------------------------------------------- test backend
+
+/// A body of `left` zero bytes, produced in 64 KiB chunks without ever holding more.
+struct Zeros {
+    left: u64,
+    chunk: Bytes,
+}
+
+impl Zeros {
+    fn new(n: u64) -> Self {
+        Self {
+            left: n,
+            chunk: Bytes::from(vec![0u8; 64 << 10]),
+        }
+    }
+}
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64);
+        self.left -= n;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n as usize)))))
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+}
+
+type TestBody = BoxBody<Bytes, Infallible>;
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+async fn count_body(body: Incoming) -> u64 {
+    let mut body = body;
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            n += data.len() as u64;
+        }
+    }
+    n
+}
+
+/// The backend: echoes what it was asked (JSON), counts uploads, streams downloads, serves
+/// error pages, and echoes websocket messages.
+async fn backend_handle(
+    tag: &'static str,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    if req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v == "websocket")
+    {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .expect("ws key")
+            .as_bytes()
+            .to_vec();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let upgraded = on_upgrade.await.expect("backend upgrade");
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                match msg {
+                    Message::Text(_) | Message::Binary(_) => {
+                        if ws.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    // tungstenite answers pings and closes by itself.
+                    _ => {}
+                }
+            }
+        });
+        let mut r = full(StatusCode::SWITCHING_PROTOCOLS, "");
+        r.headers_mut()
+            .insert("upgrade", "websocket".parse().expect("hv"));
+        r.headers_mut()
+            .insert("connection", "Upgrade".parse().expect("hv"));
+        r.headers_mut()
+            .insert("sec-websocket-accept", accept.parse().expect("hv"));
+        return Ok(r);
+    }
+    if path.ends_with("/upload") {
+        let n = count_body(req.into_body()).await;
+        return Ok(full(StatusCode::OK, n.to_string()));
+    }
+    if path.ends_with("/download") {
+        let n: u64 = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("n="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        return Ok(Response::new(Zeros::new(n).boxed()));
+    }
+    if path.ends_with("/missing") {
+        return Ok(full(StatusCode::NOT_FOUND, "missing"));
+    }
+    if path.starts_with("/error/") {
+        let mut r = full(StatusCode::OK, format!("custom error page for {pq}"));
+        r.headers_mut()
+            .insert("content-type", "text/html".parse().expect("hv"));
+        return Ok(r);
+    }
+    let h = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let body = json!({
+        "tag": tag, "path": pq, "host": h("host"), "xff": h("x-forwarded-for"),
+        "xfproto": h("x-forwarded-proto"), "xfhost": h("x-forwarded-host"), "connection": h("connection"),
+    });
+    Ok(full(StatusCode::OK, body.to_string()))
+}
+
+/// Start a backend on an ephemeral port; it lives as long as the test's runtime.
+async fn backend(tag: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| backend_handle(tag, req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn url(addr: SocketAddr) -> Target {
+    Target::Url(format!("http://{addr}").parse().expect("uri"))
+}
+
+/// A port nothing listens on (bound, then released).
+async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr")
+}
+
+// ---------------------------------------------------------------- proxies under test
+
+struct InProcess {
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start_proxy(proxy: Proxy, tls: Option<Arc<rustls::ServerConfig>>) -> InProcess {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    tokio::spawn(proxy::serve(listener, Arc::new(proxy), tls, stop.clone()));
+    InProcess { addr, stop }
+}
+
+/// `jupyterhub proxy` as a child process, killed on drop.
+struct ChpProcess {
+    child: Child,
+    public: SocketAddr,
+    api: SocketAddr,
+}
+
+impl Drop for ChpProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn start_chp(token: &str, extra: &[&str]) -> ChpProcess {
+    let (port, api_port) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_jupyterhub"))
+        .args([
+            "proxy",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--api-ip",
+            "127.0.0.1",
+            "--api-port",
+            &api_port.to_string(),
+        ])
+        .args(extra)
+        .env("CONFIGPROXY_AUTH_TOKEN", token)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn jupyterhub proxy");
+    let chp = ChpProcess {
+        child,
+        public: ([127, 0, 0, 1], port).into(),
+        api: ([127, 0, 0, 1], api_port).into(),
+    };
+    for _ in 0..200 {
+        if TcpStream::connect(chp.api).await.is_ok() && TcpStream::connect(chp.public).await.is_ok()
+        {
+            return chp;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("jupyterhub proxy did not start listening");
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .expect("field in status");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("kB value")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let res = client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200, "GET {path}");
+    res.json().await.expect("json")
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_precedence_and_headers() {
+    let (root, a, ab, nb1) = (
+        backend("root").await,
+        backend("a").await,
+        backend("ab").await,
+        backend("nb1").await,
+    );
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/", url(root), Value::Null);
+    routes.add("/user/a/", url(a), Value::Null);
+    routes.add("/user/ab/", url(ab), Value::Null);
+    routes.add("/user/a/nb1/", url(nb1), Value::Null);
+    routes.add("/hub/", Target::Hub, Value::Null);
+    let hub = axum::Router::new().route(
+        "/hub/whoami",
+        axum::routing::get(
+            |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| async move {
+                format!("hub sees {}", peer.ip())
+            },
+        ),
+    );
+    let p = start_proxy(Proxy::new(routes, Some(hub)), None).await;
+    for (path, tag) in [
+        ("/user/a/tree?x=1", "a"),
+        ("/user/a", "a"),
+        ("/user/ab/tree", "ab"),
+        ("/user/abc/tree", "root"),
+        ("/user/a/nb1/lab", "nb1"),
+        ("/user/a/nb10/lab", "a"),
+        ("/user/a/nb1", "nb1"),
+        ("/", "root"),
+    ] {
+        let v = get_json(p.addr, path).await;
+        assert_eq!(v["tag"], tag, "{path}");
+        assert_eq!(v["path"], path, "full path is forwarded");
+    }
+    let v = get_json(p.addr, "/user/a/x").await;
+    assert_eq!(v["host"], p.addr.to_string(), "Host is preserved");
+    assert_eq!(v["xff"], "127.0.0.1");
+    assert_eq!(v["xfproto"], "http");
+    assert_eq!(v["xfhost"], p.addr.to_string());
+    assert_eq!(
+        v["connection"],
+        Value::Null,
+        "hop-by-hop headers are not forwarded"
+    );
+    let res = client()
+        .get(format!("http://{}/user/a/x", p.addr))
+        .header("x-forwarded-for", "10.1.2.3")
+        .send()
+        .await
+        .expect("req");
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(
+        v["xff"], "10.1.2.3,127.0.0.1",
+        "X-Forwarded-For is appended to"
+    );
+    let hub_text = client()
+        .get(format!("http://{}/hub/whoami", p.addr))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(hub_text, "hub sees 127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_is_404() {
+    let routes = Arc::new(RouteTable::new());
+    let p = start_proxy(Proxy::new(routes.clone(), None), None).await;
+    let res = client()
+        .get(format!("http://{}/user/x/", p.addr))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 404);
+    routes.add("/user/x/", url(backend("x").await), Value::Null);
+    assert_eq!(get_json(p.addr, "/user/x/").await["tag"], "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo() {
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/user/a/", url(backend("a").await), Value::Null);
+    let p = start_proxy(Proxy::new(routes.clone(), None), None).await;
+    let (mut ws, res) =
+        tokio_tungstenite::connect_async(format!("ws://{}/user/a/api/kernels/k1/channels", p.addr))
+            .await
+            .expect("ws connect");
+    assert_eq!(res.status(), 101);
+    ws.send(Message::text("hello")).await.expect("send");
+    assert_eq!(
+        ws.next().await.expect("msg").expect("ok"),
+        Message::text("hello")
+    );
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(blob.clone())).await.expect("send");
+    assert_eq!(
+        ws.next().await.expect("msg").expect("ok"),
+        Message::binary(blob)
+    );
+    ws.send(Message::Ping(Bytes::from_static(b"are you there")))
+        .await
+        .expect("ping");
+    assert_eq!(
+        ws.next().await.expect("msg").expect("ok"),
+        Message::Pong(Bytes::from_static(b"are you there"))
+    );
+    ws.close(None).await.expect("close");
+    match ws.next().await {
+        Some(Ok(Message::Close(_))) => {}
+        other => panic!("expected the close echoed back, got {other:?}"),
+    }
+    assert!(
+        ws.next().await.is_none(),
+        "stream ends after the close handshake"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_advances_on_success_and_websocket_traffic() {
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/user/a/", url(backend("a").await), Value::Null);
+    let route = routes.get("/user/a/").expect("route");
+    let p = start_proxy(Proxy::new(routes.clone(), None), None).await;
+    assert_eq!(route.last_activity(), None);
+    let res = client()
+        .get(format!("http://{}/user/a/missing", p.addr))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        route.last_activity(),
+        None,
+        "an error response is not activity"
+    );
+    get_json(p.addr, "/user/a/tree").await;
+    let t1 = route.last_activity().expect("touched by a 200");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/user/a/terminals/1", p.addr))
+            .await
+            .expect("ws");
+    let t2 = route.last_activity().expect("still set");
+    assert!(t2 >= t1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ws.send(Message::text("ls")).await.expect("send");
+    ws.next().await.expect("echo").expect("ok");
+    let t3 = route.last_activity().expect("still set");
+    assert!(
+        t3 > t2,
+        "websocket traffic advances last_activity ({t3} > {t2})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_down_is_503_and_calls_the_hook() {
+    let routes = Arc::new(RouteTable::new());
+    let dead = closed_port().await;
+    routes.add("/user/gone/", url(dead), Value::Null);
+    let mut proxy = Proxy::new(routes.clone(), None);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    proxy.set_target_down_hook(Arc::new(move |route: &jupyterhub::proxy::Route| {
+        assert_eq!(route.spec, "/user/gone/");
+        seen.fetch_add(1, Ordering::SeqCst);
+    }));
+    let p = start_proxy(proxy, None).await;
+    let res = client()
+        .get(format!("http://{}/user/gone/lab", p.addr))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 503);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/html")
+    );
+    let text = res.text().await.expect("text");
+    assert!(text.contains("not running"), "{text}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // A websocket to a dead target gets the same answer instead of hanging.
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/user/gone/ws", p.addr))
+        .await
+        .expect_err("no upgrade");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(res) => assert_eq!(res.status(), 503),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        routes.get("/user/gone/").and_then(|r| r.last_activity()),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_changes_during_load() {
+    let (a, c) = (backend("a").await, backend("c").await);
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/user/a/", url(a), Value::Null);
+    routes.add("/user/c/", url(c), Value::Null);
+    let p = start_proxy(Proxy::new(routes.clone(), None), None).await;
+    // A websocket on /user/c/ opened before its route goes away.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/user/c/ws", p.addr))
+        .await
+        .expect("ws");
+    let stop = CancellationToken::new();
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, addr) = (stop.clone(), p.addr);
+        load.push(tokio::spawn(async move {
+            let http = client();
+            let mut ok = 0u32;
+            while !stop.is_cancelled() {
+                let res = http
+                    .get(format!("http://{addr}/user/a/api/status"))
+                    .send()
+                    .await
+                    .expect("request during churn");
+                assert_eq!(res.status(), 200);
+                let v: Value = res.json().await.expect("json");
+                assert_eq!(v["tag"], "a");
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    let other = backend("other").await;
+    for i in 0..300 {
+        routes.add(&format!("/user/u{i}/"), url(other), json!({"i": i}));
+        if i % 3 == 0 {
+            routes.remove(&format!("/user/u{}/", i / 2));
+        }
+        if i == 150 {
+            routes.remove("/user/c/");
+            routes.add("/user/a/", url(a), json!({"replaced": true}));
+        }
+        tokio::task::yield_now().await;
+    }
+    ws.send(Message::text("still here"))
+        .await
+        .expect("ws survives its route's removal");
+    assert_eq!(
+        ws.next().await.expect("echo").expect("ok"),
+        Message::text("still here")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let mut total = 0;
+    for task in load {
+        total += task.await.expect("load task");
+    }
+    assert!(total > 0, "the load made requests");
+    let res = client()
+        .get(format!("http://{}/user/c/", p.addr))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(
+        res.status(),
+        404,
+        "the removed route is gone for new requests"
+    );
+}
+
+/// Write a CA and a leaf signed by it; the cert file holds the chain (leaf, then CA).
+fn make_certs(dir: &Path) -> bool {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let ok = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=proxy test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=localhost",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    if ok {
+        let chain = std::fs::read_to_string(dir.join("leaf.pem")).expect("leaf")
+            + &std::fs::read_to_string(dir.join("ca.pem")).expect("ca");
+        std::fs::write(dir.join("chain.pem"), chain).expect("chain");
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_chained_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(
+        make_certs(dir.path()),
+        "openssl could not make test certificates"
+    );
+    let tls = proxy::load_tls(&dir.path().join("chain.pem"), &dir.path().join("leaf.key"))
+        .expect("load_tls");
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/", url(backend("root").await), Value::Null);
+    let p = start_proxy(Proxy::new(routes, None), Some(tls)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(dir.path().join("ca.pem")).expect("ca");
+    for cert in rustls_pemfile::certs(&mut &ca[..]) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    // Only the CA is trusted: the handshake succeeds only if the server sends the whole chain.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(p.addr).await.expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the proxy");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    let req = Request::get("/user/z/")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("req");
+    let res = sender.send_request(req).await.expect("response");
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["tag"], "root");
+    assert_eq!(v["xfproto"], "https");
+    // Plain HTTP on the TLS port is refused, not served.
+    let plain = client().get(format!("http://{}/", p.addr)).send().await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| r.status() != 200));
+}
+
+async fn chp_api(
+    chp: &ChpProcess,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut req = client().request(method, format!("http://{}/api/routes{path}", chp.api));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("token {t}"));
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.expect("api request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chp_api_and_activity() {
+    use reqwest::Method;
+    let errors = backend("errors").await;
+    let chp = start_chp(
+        "s3cret",
+        &["--error-target", &format!("http://{errors}/error")],
+    )
+    .await;
+    let b = backend("b").await;
+    let t = Some("s3cret");
+
+    assert_eq!(
+        chp_api(&chp, Method::GET, "", None, None).await.status(),
+        403
+    );
+    assert_eq!(
+        chp_api(&chp, Method::GET, "", Some("wrong"), None)
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        chp_api(
+            &chp,
+            Method::POST,
+            "/user/b/",
+            Some("wrong"),
+            Some(json!({"target": "http://x"}))
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(
+        chp_api(
+            &chp,
+            Method::POST,
+            "/user/b/",
+            t,
+            Some(json!({"user": "b"}))
+        )
+        .await
+        .status(),
+        400
+    );
+    let add = json!({"target": format!("http://{b}"), "user": "b", "server_name": "", "jupyterhub": true});
+    assert_eq!(
+        chp_api(&chp, Method::POST, "/user/b/", t, Some(add))
+            .await
+            .status(),
+        201
+    );
+
+    let all: Value = chp_api(&chp, Method::GET, "", t, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let route = &all["/user/b"];
+    assert_eq!(route["target"], format!("http://{b}"));
+    assert_eq!(route["user"], "b");
+    assert_eq!(route["jupyterhub"], true);
+    let added_at = route["last_activity"]
+        .as_str()
+        .expect("last_activity set on add")
+        .to_owned();
+    assert!(
+        added_at.ends_with('Z') && added_at.contains('T'),
+        "{added_at}"
+    );
+
+    let one: Value = chp_api(&chp, Method::GET, "/user/b", t, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(one["user"], "b");
+
+    // Unmatched path with no default route: 404 from the error target.
+    let res = client()
+        .get(format!("http://{}/nowhere?x=1", chp.public))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.text().await.expect("text"),
+        "custom error page for /error/404?url=%2Fnowhere%3Fx%3D1"
+    );
+
+    // Activity: advanced by a 200, not by a 404.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let res = client()
+        .get(format!("http://{}/user/b/missing", chp.public))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 404);
+    let last = |v: &Value| {
+        v["/user/b"]["last_activity"]
+            .as_str()
+            .expect("set")
+            .to_owned()
+    };
+    let after_404: Value = chp_api(&chp, Method::GET, "", t, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(last(&after_404), added_at, "a 404 is not activity");
+    assert_eq!(get_json(chp.public, "/user/b/api").await["tag"], "b");
+    let after_200: Value = chp_api(&chp, Method::GET, "", t, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let active_at = last(&after_200);
+    assert!(active_at > added_at, "{active_at} > {added_at}");
+    // ... and by websocket frames.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/user/b/ws", chp.public))
+        .await
+        .expect("ws");
+    let after_upgrade = last(
+        &chp_api(&chp, Method::GET, "", t, None)
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ws.send(Message::text("x")).await.expect("send");
+    ws.next().await.expect("echo").expect("ok");
+    let after_ws = last(
+        &chp_api(&chp, Method::GET, "", t, None)
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    assert!(after_ws > after_upgrade, "{after_ws} > {after_upgrade}");
+
+    // inactive_since filters.
+    let future: Value = chp_api(
+        &chp,
+        Method::GET,
+        "?inactive_since=2999-01-01T00:00:00.000Z",
+        t,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert!(future.get("/user/b").is_some());
+    let past: Value = chp_api(
+        &chp,
+        Method::GET,
+        "?inactive_since=2000-01-01T00:00:00",
+        t,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert!(past.get("/user/b").is_none());
+    assert_eq!(
+        chp_api(&chp, Method::GET, "?inactive_since=notadate", t, None)
+            .await
+            .status(),
+        400
+    );
+
+    // Delete: 204, then 404; the path then goes to the error target.
+    assert_eq!(
+        chp_api(&chp, Method::DELETE, "/user/b", t, None)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        chp_api(&chp, Method::DELETE, "/user/b", t, None)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        chp_api(&chp, Method::GET, "/user/b", t, None)
+            .await
+            .status(),
+        404
+    );
+
+    // A dead target: 503 with the error target's page.
+    let dead = closed_port().await;
+    assert_eq!(
+        chp_api(
+            &chp,
+            Method::POST,
+            "/user/dead",
+            t,
+            Some(json!({"target": format!("http://{dead}")}))
+        )
+        .await
+        .status(),
+        201
+    );
+    let res = client()
+        .get(format!("http://{}/user/dead/lab", chp.public))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.text().await.expect("text"),
+        "custom error page for /error/503?url=%2Fuser%2Fdead%2Flab"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chp_default_target() {
+    let root = backend("root").await;
+    let chp = start_chp("t", &["--default-target", &format!("http://{root}")]).await;
+    assert_eq!(
+        get_json(chp.public, "/anything/at/all").await["tag"],
+        "root"
+    );
+    let all: Value = chp_api(&chp, reqwest::Method::GET, "/", Some("t"), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(all["/"]["target"], format!("http://{root}"));
+}
+
+/// 1 GiB up and 1 GiB down through the real `jupyterhub proxy` process; its peak RSS must stay
+/// far below the transfer size (bodies are streamed, not buffered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_1gib_both_ways_without_growing() {
+    let chp = start_chp("t", &[]).await;
+    let b = backend("big").await;
+    let add = chp_api(
+        &chp,
+        reqwest::Method::POST,
+        "/user/big/",
+        Some("t"),
+        Some(json!({"target": format!("http://{b}")})),
+    )
+    .await;
+    assert_eq!(add.status(), 201);
+    let pid = chp.child.id();
+    // Warm up: one small request of each kind, so pools and buffers exist before measuring.
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(
+        TcpStream::connect(chp.public).await.expect("tcp"),
+    ))
+    .await
+    .expect("http1");
+    tokio::spawn(conn);
+    let host = chp.public.to_string();
+    let upload = |n: u64| {
+        Request::post("/user/big/upload")
+            .header("host", &host)
+            .body(Zeros::new(n))
+            .expect("req")
+    };
+    let res = sender
+        .send_request(upload(1 << 20))
+        .await
+        .expect("small upload");
+    assert_eq!(count_text(res).await, (1u64 << 20).to_string());
+    let before = rss_kib(pid, "VmRSS:");
+
+    let res = sender
+        .send_request(upload(GIB))
+        .await
+        .expect("1 GiB upload");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        count_text(res).await,
+        GIB.to_string(),
+        "the backend received every byte"
+    );
+
+    let req = Request::get(format!("/user/big/download?n={GIB}"))
+        .header("host", &host)
+        .body(Zeros::new(0))
+        .expect("req");
+    let res = sender.send_request(req).await.expect("1 GiB download");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        count_body(res.into_body()).await,
+        GIB,
+        "the client received every byte"
+    );
+
+    let peak = rss_kib(pid, "VmHWM:");
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("proxy RSS before {before} KiB, peak {peak} KiB, growth {growth_mib} MiB");
+    assert!(
+        growth_mib < 100,
+        "proxy memory grew by {growth_mib} MiB while streaming 2 GiB"
+    );
+}
+
+async fn count_text(res: Response<Incoming>) -> String {
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
