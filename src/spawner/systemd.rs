@@ -156,8 +156,13 @@ fn valid_env_name(name: &str) -> bool {
 
 /// The contents of the environment file: the request's environment plus upstream's
 /// `MEM_LIMIT`-style variables when the hub did not set them.
-fn env_file_contents(request: &SpawnRequest) -> Result<String, Error> {
+fn env_file_contents(request: &SpawnRequest, dynamic_users: bool) -> Result<String, Error> {
     let mut env = request.env.clone();
+    if dynamic_users {
+        // A dynamic user has no home in the user database: its state directory is the home.
+        let home = format!("/var/lib/{}", dynamic_state_dir(&request.user));
+        env.entry("HOME".to_owned()).or_insert(home);
+    }
     let limits = &request.limits;
     let mut add = |key: &str, value: Option<String>| {
         if let Some(value) = value {
@@ -431,6 +436,20 @@ fn dynamic_user_name(user: &str) -> String {
     format!("jupyter-{}", &hex::encode(digest)[..16])
 }
 
+/// The `StateDirectory=` (under `/var/lib`) that is a dynamic user's home: the user name
+/// with every byte outside `[A-Za-z0-9]` written as `_xx`, so distinct names never share it.
+pub fn dynamic_state_dir(user: &str) -> String {
+    let mut out = String::from("jupyterhub-users/");
+    for b in user.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "_{b:02x}");
+        }
+    }
+    out
+}
+
 /// Everything `StartTransientUnit` is given, in order (later settings override earlier).
 pub fn unit_properties(
     request: &SpawnRequest,
@@ -484,14 +503,11 @@ pub fn unit_properties(
         prop("TimeoutStopUSec", STOP_TIMEOUT_USEC),
     ];
     if config.dynamic_users {
-        let state_dir = format!(
-            "jupyterhub-users/{}",
-            escape_component(&request.user).replace('\\', "_")
-        );
+        let state_dir = dynamic_state_dir(&request.user);
+        let home = format!("/var/lib/{state_dir}");
         props.push(prop("DynamicUser", true));
         props.push(prop("User", dynamic_user_name(&request.user)));
-        props.push(prop("StateDirectory", vec![state_dir.clone()]));
-        let home = format!("/var/lib/{state_dir}");
+        props.push(prop("StateDirectory", vec![state_dir]));
         let dir = request
             .working_dir
             .as_ref()
@@ -618,7 +634,11 @@ pub async fn start_unit(
         }
     }
 
-    write_env_file(&sd.env_dir, &env_file, &env_file_contents(request)?)?;
+    write_env_file(
+        &sd.env_dir,
+        &env_file,
+        &env_file_contents(request, sd.dynamic_users)?,
+    )?;
     let (names, values): (Vec<String>, Vec<Variant<'static>>) = props.into_iter().unzip();
     let props_ref: Vec<(&str, Variant<'_>)> =
         names.iter().map(String::as_str).zip(values).collect();
@@ -1353,14 +1373,14 @@ mod tests {
                 ..Default::default()
             },
         };
-        let contents = env_file_contents(&request).expect("valid env");
+        let contents = env_file_contents(&request, false).expect("valid env");
         assert_eq!(
             contents,
             "A=\"x \\\"y\\\" \\$HOME \\`z\\` \\\\\"\nMEM_LIMIT=\"1024\"\n"
         );
         let mut bad = request.clone();
         bad.env.insert("BAD NAME".into(), "1".into());
-        assert!(env_file_contents(&bad).is_err());
+        assert!(env_file_contents(&bad, false).is_err());
     }
 
     #[test]

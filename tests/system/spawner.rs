@@ -276,6 +276,7 @@ fn systemd_spawner() {
     failed_start_is_reported_at_once(&sd);
     oom_kill_is_reported_as_out_of_memory(&sd);
     exit_code_is_reported(&sd);
+    dynamic_users_get_a_state_directory_as_home(&sd);
 }
 
 fn limits_user_and_no_secret_in_unit(sd: &Contained) {
@@ -531,4 +532,52 @@ fn exit_code_is_reported(sd: &Contained) {
             .is_some_and(|l| l.contains("bye from the server"))),
         "{answer}"
     );
+}
+
+fn dynamic_users_get_a_state_directory_as_home(sd: &Contained) {
+    let config = format!("{CONFIG}dynamic_users = true\n");
+    let port = free_port();
+    let argv = http_server(port);
+    let req = request(
+        "frank",
+        "",
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        port,
+        json!({}),
+    );
+    let started = sd.probe(json!({"action": "start", "request": req, "config": config}));
+    expect_ok(&started);
+    wait_listening(port);
+    let unit = "jupyter-frank-singleuser.service";
+    assert_eq!(sd.prop(unit, "DynamicUser"), "yes");
+    assert!(
+        sd.prop(unit, "User").starts_with("jupyter-"),
+        "{}",
+        sd.prop(unit, "User")
+    );
+    let pid = started["state"]["pid"].as_u64().expect("pid").to_string();
+    let uid: u32 = sd
+        .run(&["ps", "-o", "uid=", "-p", &pid])
+        .trim()
+        .parse()
+        .expect("uid");
+    // systemd's range for dynamic users.
+    assert!((61184..=65519).contains(&uid), "uid {uid}");
+    let environ = sd.run(&["cat", &format!("/proc/{pid}/environ")]);
+    assert!(
+        environ
+            .split('\0')
+            .any(|kv| kv == "HOME=/var/lib/jupyterhub-users/frank"),
+        "{environ:?}"
+    );
+    let owner = sd.run(&["stat", "-L", "-c", "%u", "/var/lib/jupyterhub-users/frank"]);
+    assert_eq!(owner.trim(), uid.to_string());
+    expect_ok(&sd.probe(json!({"action": "stop", "user": "frank", "server": "", "state": started["state"], "now": true, "config": config})));
+    // The filesystem is the host's: leave nothing behind.
+    sd.run(&[
+        "rm",
+        "-rf",
+        "/var/lib/jupyterhub-users/frank",
+        "/var/lib/private/jupyterhub-users/frank",
+    ]);
 }
