@@ -522,9 +522,16 @@ fn exit_code_is_reported(sd: &Contained) {
         free_port(),
         json!({}),
     );
-    let answer = sd.probe(json!({"action": "start_wait_exit", "request": req}));
+    let answer = sd.probe(json!({"action": "start_wait_exit", "request": req, "poll": false}));
     expect_ok(&answer);
     assert_eq!(answer["exited"]["reason"], json!("exit code 3"), "{answer}");
+    // Nobody with root rights cleaned up (no poll, no stop): the unit's own privileged
+    // ExecStopPost removed the secret file, as it must for an unprivileged hub.
+    let unit = "jupyter-erin-singleuser.service";
+    assert_eq!(sd.prop(unit, "ActiveState"), "failed");
+    let file = "/run/jupyterhub-units/jupyter_2derin_2dsingleuser_2eservice.env";
+    let exists = format!("test -e {file} && echo present || echo gone");
+    assert_eq!(sd.run(&["sh", "-c", &exists]).trim(), "gone");
     let tail = answer["exited"]["log_tail"].as_array().expect("log tail");
     assert!(
         tail.iter().any(|l| l
