@@ -104,6 +104,16 @@ fn systemd_error(context: &str, error: impl std::fmt::Display) -> Error {
     Error::Systemd(format!("{context}: {error}"))
 }
 
+/// A Manager proxy without a property cache (we read no Manager properties; a cache would
+/// only add a match rule per proxy).
+pub async fn manager_proxy(conn: &Connection) -> Result<ManagerProxy<'static>, Error> {
+    ManagerProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(|e| systemd_error("manager proxy", e))
+}
+
 async fn timed<T>(
     what: &str,
     call: impl Future<Output = zbus::Result<T>>,
@@ -608,9 +618,7 @@ pub async fn start_unit(
     }
     let env_file = env_file_path(sd, &unit);
     let props = unit_properties(request, sd, &env_file)?;
-    let manager = ManagerProxy::new(conn)
-        .await
-        .map_err(|e| systemd_error("manager proxy", e))?;
+    let manager = manager_proxy(conn).await?;
     // Without a subscriber systemd may not send the JobRemoved we wait for. A connection
     // that is already subscribed gets `AlreadySubscribed`, which is fine.
     let _ = timed("Subscribe", manager.subscribe()).await;
@@ -919,6 +927,7 @@ async fn read_exit_info(conn: &Connection, unit: &str) -> Option<ExitInfo> {
 /// Runs each server as a transient unit of the system's systemd.
 pub struct SystemdSpawner {
     conn: Connection,
+    manager: ManagerProxy<'static>,
     config: Arc<Config>,
     exits: broadcast::Sender<Exited>,
     /// Units we stopped ourselves (until their next start): their deactivation is not
@@ -950,9 +959,7 @@ impl SystemdSpawner {
         let (exits, _) = broadcast::channel(256);
         let stopping = Arc::new(Mutex::new(HashSet::new()));
         let stream = watch_stream(&conn).await?;
-        let manager = ManagerProxy::new(&conn)
-            .await
-            .map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = manager_proxy(&conn).await?;
         if let Err(e) = timed("Subscribe", manager.subscribe()).await?
             && !dbus::is_already_subscribed(&e)
         {
@@ -966,6 +973,7 @@ impl SystemdSpawner {
         ));
         Ok(SystemdSpawner {
             conn,
+            manager,
             config,
             exits,
             stopping,
@@ -980,9 +988,7 @@ impl SystemdSpawner {
 
     /// Every loaded `jupyter-*.service` with its active state, for reconciling at start-up.
     pub async fn list_units(&self) -> Result<Vec<(String, String)>, Error> {
-        let manager = ManagerProxy::new(&self.conn)
-            .await
-            .map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = &self.manager;
         let pattern = format!("{UNIT_PREFIX}*{UNIT_SUFFIX}");
         let rows = timed(
             "ListUnitsByPatterns",
@@ -1023,9 +1029,7 @@ impl SystemdSpawner {
 
     /// After a unit stopped: forget it in systemd and remove its secret file if we can.
     async fn clean_up(&self, unit: &str) {
-        if let Ok(manager) = ManagerProxy::new(&self.conn).await {
-            let _ = timed("ResetFailedUnit", manager.reset_failed_unit(unit)).await;
-        }
+        let _ = timed("ResetFailedUnit", self.manager.reset_failed_unit(unit)).await;
         if Self::is_root() {
             let _ = std::fs::remove_file(env_file_path(&self.config.systemd_spawner, unit));
         }
@@ -1062,9 +1066,7 @@ impl Spawner for SystemdSpawner {
         state: &serde_json::Value,
     ) -> Result<Status, Error> {
         let unit = Self::unit_of(user, server_name, state);
-        let manager = ManagerProxy::new(&self.conn)
-            .await
-            .map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = &self.manager;
         let path = match timed("GetUnit", manager.get_unit(&unit)).await? {
             Ok(path) => path,
             Err(e) if dbus::is_no_such_unit(&e) => {
@@ -1097,9 +1099,7 @@ impl Spawner for SystemdSpawner {
         now: bool,
     ) -> Result<(), Error> {
         let unit = Self::unit_of(user, server_name, state);
-        let manager = ManagerProxy::new(&self.conn)
-            .await
-            .map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = &self.manager;
         self.stopping
             .lock()
             .expect("stopping set poisoned")
