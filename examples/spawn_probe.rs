@@ -87,11 +87,16 @@ async fn run(input: Value) -> Result<Value, Error> {
             .await
             .ok()
             .flatten();
-            let polled = status_json(
-                spawner
-                    .poll(&request.user, &request.server_name, &started.state)
-                    .await?,
-            );
+            // `"poll": false` leaves the unit as the exit left it (poll cleans up).
+            let polled = if input.get("poll") == Some(&json!(false)) {
+                Value::Null
+            } else {
+                status_json(
+                    spawner
+                        .poll(&request.user, &request.server_name, &started.state)
+                        .await?,
+                )
+            };
             json!({
                 "ok": true,
                 "state": started.state,

@@ -83,7 +83,7 @@ impl LimitsSpec {
 
 /// What `start` returns: where the server will listen and the state to persist, which is
 /// handed back to `poll` and `stop`, also after a hub restart.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Started {
     pub url: String,
     pub state: serde_json::Value,

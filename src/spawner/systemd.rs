@@ -104,6 +104,16 @@ fn systemd_error(context: &str, error: impl std::fmt::Display) -> Error {
     Error::Systemd(format!("{context}: {error}"))
 }
 
+/// A Manager proxy without a property cache (we read no Manager properties; a cache would
+/// only add a match rule per proxy).
+pub async fn manager_proxy(conn: &Connection) -> Result<ManagerProxy<'static>, Error> {
+    ManagerProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(|e| systemd_error("manager proxy", e))
+}
+
 async fn timed<T>(
     what: &str,
     call: impl Future<Output = zbus::Result<T>>,
@@ -123,9 +133,15 @@ fn prop(name: &str, value: impl Into<Variant<'static>>) -> Property {
     (name.to_owned(), value.into())
 }
 
-/// Where the environment file of `unit` lives.
+/// Where the environment file of `unit` lives. The name is the unit's object-path escape
+/// (only `[A-Za-z0-9_]`): systemd refuses an `EnvironmentFiles=` path containing the `\` of
+/// an escaped unit name (the unit then fails with `resources`).
 pub fn env_file_path(config: &SystemdSpawnerConfig, unit: &str) -> PathBuf {
-    config.env_dir.join(format!("{unit}.env"))
+    let escaped = dbus::unit_object_path(unit);
+    let name = escaped
+        .strip_prefix(dbus::UNIT_PATH_PREFIX)
+        .unwrap_or(&escaped);
+    config.env_dir.join(format!("{name}.env"))
 }
 
 /// Quote a value for systemd's `EnvironmentFile=` parser (shell-like double quotes).
@@ -150,8 +166,13 @@ fn valid_env_name(name: &str) -> bool {
 
 /// The contents of the environment file: the request's environment plus upstream's
 /// `MEM_LIMIT`-style variables when the hub did not set them.
-fn env_file_contents(request: &SpawnRequest) -> Result<String, Error> {
+fn env_file_contents(request: &SpawnRequest, dynamic_users: bool) -> Result<String, Error> {
     let mut env = request.env.clone();
+    if dynamic_users {
+        // A dynamic user has no home in the user database: its state directory is the home.
+        let home = format!("/var/lib/{}", dynamic_state_dir(&request.user));
+        env.entry("HOME".to_owned()).or_insert(home);
+    }
     let limits = &request.limits;
     let mut add = |key: &str, value: Option<String>| {
         if let Some(value) = value {
@@ -405,7 +426,7 @@ pub fn parse_extra_property(entry: &str) -> Result<Property, Error> {
                 .strip_suffix('%')
                 .and_then(|p| p.parse().ok())
                 .ok_or_else(|| bad("expected a percentage"))?;
-            if !(percent > 0.0) {
+            if percent.is_nan() || percent <= 0.0 {
                 return Err(bad("expected a positive percentage"));
             }
             prop("CPUQuotaPerSecUSec", (percent * 10_000.0) as u64)
@@ -423,6 +444,20 @@ fn dynamic_user_name(user: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(user.as_bytes());
     format!("jupyter-{}", &hex::encode(digest)[..16])
+}
+
+/// The `StateDirectory=` (under `/var/lib`) that is a dynamic user's home: the user name
+/// with every byte outside `[A-Za-z0-9]` written as `_xx`, so distinct names never share it.
+pub fn dynamic_state_dir(user: &str) -> String {
+    let mut out = String::from("jupyterhub-users/");
+    for b in user.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "_{b:02x}");
+        }
+    }
+    out
 }
 
 /// Everything `StartTransientUnit` is given, in order (later settings override earlier).
@@ -478,14 +513,11 @@ pub fn unit_properties(
         prop("TimeoutStopUSec", STOP_TIMEOUT_USEC),
     ];
     if config.dynamic_users {
-        let state_dir = format!(
-            "jupyterhub-users/{}",
-            escape_component(&request.user).replace('\\', "_")
-        );
+        let state_dir = dynamic_state_dir(&request.user);
+        let home = format!("/var/lib/{state_dir}");
         props.push(prop("DynamicUser", true));
         props.push(prop("User", dynamic_user_name(&request.user)));
-        props.push(prop("StateDirectory", vec![state_dir.clone()]));
-        let home = format!("/var/lib/{state_dir}");
+        props.push(prop("StateDirectory", vec![state_dir]));
         let dir = request
             .working_dir
             .as_ref()
@@ -586,9 +618,7 @@ pub async fn start_unit(
     }
     let env_file = env_file_path(sd, &unit);
     let props = unit_properties(request, sd, &env_file)?;
-    let manager = ManagerProxy::new(conn)
-        .await
-        .map_err(|e| systemd_error("manager proxy", e))?;
+    let manager = manager_proxy(conn).await?;
     // Without a subscriber systemd may not send the JobRemoved we wait for. A connection
     // that is already subscribed gets `AlreadySubscribed`, which is fine.
     let _ = timed("Subscribe", manager.subscribe()).await;
@@ -605,14 +635,18 @@ pub async fn start_unit(
                 log_tail: Vec::new(),
             });
         }
-        if let Err(e) = timed("ResetFailedUnit", manager.reset_failed_unit(&unit)).await? {
-            if !dbus::is_no_such_unit(&e) {
-                tracing::warn!(%unit, "reset-failed: {e}");
-            }
+        if let Err(e) = timed("ResetFailedUnit", manager.reset_failed_unit(&unit)).await?
+            && !dbus::is_no_such_unit(&e)
+        {
+            tracing::warn!(%unit, "reset-failed: {e}");
         }
     }
 
-    write_env_file(&sd.env_dir, &env_file, &env_file_contents(request)?)?;
+    write_env_file(
+        &sd.env_dir,
+        &env_file,
+        &env_file_contents(request, sd.dynamic_users)?,
+    )?;
     let (names, values): (Vec<String>, Vec<Variant<'static>>) = props.into_iter().unzip();
     let props_ref: Vec<(&str, Variant<'_>)> =
         names.iter().map(String::as_str).zip(values).collect();
@@ -748,6 +782,8 @@ pub struct ExitInfo {
     /// Exit status or signal number.
     pub status: i32,
     pub pid: u32,
+    /// When the main process started (realtime µs); 0 if unknown.
+    pub started_usec: u64,
 }
 
 impl ExitInfo {
@@ -767,7 +803,8 @@ impl ExitInfo {
                 status => format!("exit code {status}"),
             },
             "signal" | "core-dump" => {
-                if self.status == libc::SIGKILL && kernel_oom_killed(unit, self.pid).await {
+                if self.status == libc::SIGKILL && kernel_oom_killed(unit, self.started_usec).await
+                {
                     "out of memory".into()
                 } else {
                     format!("killed by signal {}", signal_name(self.status))
@@ -786,20 +823,32 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-/// Whether the kernel log reports an OOM kill of `pid` in `unit`'s cgroup. journald reads
-/// the kernel log on its own schedule, so a missing report is looked for a few more times.
-async fn kernel_oom_killed(unit: &str, pid: u32) -> bool {
-    let memcg = format!("/{unit},");
-    let pid = format!(",pid={pid},");
+/// Whether the kernel log reports an OOM kill in `unit`'s cgroup since the unit's main
+/// process started (pids are not compared: the kernel logs them as seen from the root pid
+/// namespace). journald reads the kernel log on its own schedule, so a missing report is
+/// looked for a few more times.
+async fn kernel_oom_killed(unit: &str, since_usec: u64) -> bool {
+    let memcg = "task_memcg=";
+    let unit_memcg = format!("/{unit},");
+    let since = format!("@{}", since_usec / 1_000_000);
+    let args: Vec<&str> = if since_usec > 0 {
+        vec!["-k", "--since", &since]
+    } else {
+        vec!["-k", "-n", "400"]
+    };
     for attempt in 0..5 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let Ok(lines) = run_journalctl(&["-k", "-n", "400"]).await else {
+        let Ok(lines) = run_journalctl(&args).await else {
             return false;
         };
         if lines.iter().any(|line| {
-            line.starts_with("oom-kill:") && line.contains(&memcg) && line.contains(&pid)
+            line.starts_with("oom-kill:")
+                && line
+                    .split(memcg)
+                    .nth(1)
+                    .is_some_and(|rest| rest.contains(&unit_memcg))
         }) {
             return true;
         }
@@ -825,10 +874,19 @@ async fn run_journalctl(args: &[&str]) -> Result<Vec<String>, Error> {
 
 /// The last lines the unit logged (its output and systemd's messages about it).
 pub async fn journal_tail(unit: &str) -> Vec<String> {
+    journal_tail_since(unit, 0).await
+}
+
+/// As `journal_tail`, from `since_usec` (realtime µs, second granularity) on, so earlier runs
+/// of the same unit are left out; 0 means no bound.
+async fn journal_tail_since(unit: &str, since_usec: u64) -> Vec<String> {
     let n = LOG_TAIL_LINES.to_string();
-    run_journalctl(&["-u", unit, "-n", &n])
-        .await
-        .unwrap_or_default()
+    let since = format!("@{}", since_usec / 1_000_000);
+    let mut args = vec!["-u", unit, "-n", &n];
+    if since_usec > 0 {
+        args.extend(["--since", &since]);
+    }
+    run_journalctl(&args).await.unwrap_or_default()
 }
 
 /// `None` when the unit is not loaded (never started, or garbage-collected).
@@ -847,11 +905,19 @@ async fn read_exit_info(conn: &Connection, unit: &str) -> Option<ExitInfo> {
         .await
         .ok()?
         .ok()?;
+    let started_usec = timed(
+        "ExecMainStartTimestamp",
+        service.exec_main_start_timestamp(),
+    )
+    .await
+    .ok()?
+    .unwrap_or(0);
     Some(ExitInfo {
         result,
         code,
         status,
         pid,
+        started_usec,
     })
 }
 
@@ -861,6 +927,7 @@ async fn read_exit_info(conn: &Connection, unit: &str) -> Option<ExitInfo> {
 /// Runs each server as a transient unit of the system's systemd.
 pub struct SystemdSpawner {
     conn: Connection,
+    manager: ManagerProxy<'static>,
     config: Arc<Config>,
     exits: broadcast::Sender<Exited>,
     /// Units we stopped ourselves (until their next start): their deactivation is not
@@ -892,14 +959,11 @@ impl SystemdSpawner {
         let (exits, _) = broadcast::channel(256);
         let stopping = Arc::new(Mutex::new(HashSet::new()));
         let stream = watch_stream(&conn).await?;
-        let manager = ManagerProxy::new(&conn)
-            .await
-            .map_err(|e| systemd_error("manager proxy", e))?;
-        if let Err(e) = timed("Subscribe", manager.subscribe()).await? {
-            if !matches!(&e, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed")
-            {
-                return Err(systemd_error("Subscribe", e));
-            }
+        let manager = manager_proxy(&conn).await?;
+        if let Err(e) = timed("Subscribe", manager.subscribe()).await?
+            && !dbus::is_already_subscribed(&e)
+        {
+            return Err(systemd_error("Subscribe", e));
         }
         let watcher = tokio::spawn(watch_units(
             conn.clone(),
@@ -909,6 +973,7 @@ impl SystemdSpawner {
         ));
         Ok(SystemdSpawner {
             conn,
+            manager,
             config,
             exits,
             stopping,
@@ -923,9 +988,7 @@ impl SystemdSpawner {
 
     /// Every loaded `jupyter-*.service` with its active state, for reconciling at start-up.
     pub async fn list_units(&self) -> Result<Vec<(String, String)>, Error> {
-        let manager = ManagerProxy::new(&self.conn)
-            .await
-            .map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = &self.manager;
         let pattern = format!("{UNIT_PREFIX}*{UNIT_SUFFIX}");
         let rows = timed(
             "ListUnitsByPatterns",
@@ -966,9 +1029,7 @@ impl SystemdSpawner {
 
     /// After a unit stopped: forget it in systemd and remove its secret file if we can.
     async fn clean_up(&self, unit: &str) {
-        if let Ok(manager) = ManagerProxy::new(&self.conn).await {
-            let _ = timed("ResetFailedUnit", manager.reset_failed_unit(unit)).await;
-        }
+        let _ = timed("ResetFailedUnit", self.manager.reset_failed_unit(unit)).await;
         if Self::is_root() {
             let _ = std::fs::remove_file(env_file_path(&self.config.systemd_spawner, unit));
         }
@@ -1005,9 +1066,7 @@ impl Spawner for SystemdSpawner {
         state: &serde_json::Value,
     ) -> Result<Status, Error> {
         let unit = Self::unit_of(user, server_name, state);
-        let manager = ManagerProxy::new(&self.conn)
-            .await
-            .map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = &self.manager;
         let path = match timed("GetUnit", manager.get_unit(&unit)).await? {
             Ok(path) => path,
             Err(e) if dbus::is_no_such_unit(&e) => {
@@ -1022,11 +1081,12 @@ impl Spawner for SystemdSpawner {
         if !matches!(state.as_str(), "inactive" | "failed") {
             return Ok(Status::Running);
         }
-        let reason = match read_exit_info(&self.conn, &unit).await {
+        let info = read_exit_info(&self.conn, &unit).await;
+        let reason = match &info {
             Some(info) => info.reason(&unit).await,
             None => "stopped".into(),
         };
-        let log_tail = journal_tail(&unit).await;
+        let log_tail = journal_tail_since(&unit, info.map_or(0, |i| i.started_usec)).await;
         self.clean_up(&unit).await;
         Ok(Status::Stopped { reason, log_tail })
     }
@@ -1039,9 +1099,7 @@ impl Spawner for SystemdSpawner {
         now: bool,
     ) -> Result<(), Error> {
         let unit = Self::unit_of(user, server_name, state);
-        let manager = ManagerProxy::new(&self.conn)
-            .await
-            .map_err(|e| systemd_error("manager proxy", e))?;
+        let manager = &self.manager;
         self.stopping
             .lock()
             .expect("stopping set poisoned")
@@ -1053,10 +1111,9 @@ impl Spawner for SystemdSpawner {
         if now
             && let Err(e) =
                 timed("KillUnit", manager.kill_unit(&unit, "all", libc::SIGKILL)).await?
+            && !dbus::is_no_such_unit(&e)
         {
-            if !dbus::is_no_such_unit(&e) {
-                tracing::warn!(%unit, "kill: {e}");
-            }
+            tracing::warn!(%unit, "kill: {e}");
         }
         let job = match timed("StopUnit", manager.stop_unit(&unit, "replace")).await? {
             Ok(job) => job,
@@ -1130,6 +1187,7 @@ async fn watch_units(
     stopping: Arc<Mutex<HashSet<String>>>,
 ) {
     let mut last: HashMap<String, ExitInfo> = HashMap::new();
+    let mut ran: HashSet<String> = HashSet::new();
     while let Some(message) = stream.next().await {
         let Ok(message) = message else { continue };
         let header = message.header();
@@ -1162,12 +1220,28 @@ async fn watch_units(
                 {
                     info.pid = v;
                 }
+                if let Some(v) = take::<u64>(&mut changed, "ExecMainStartTimestamp")
+                    && v != 0
+                {
+                    info.started_usec = v;
+                }
             }
             "org.freedesktop.systemd1.Unit" => {
                 let Some(state) = take::<String>(&mut changed, "ActiveState") else {
                     continue;
                 };
                 if !matches!(state.as_str(), "inactive" | "failed") {
+                    ran.insert(unit);
+                    continue;
+                }
+                // A new transient unit is announced as `inactive` before it starts: only a
+                // unit that has left `inactive` at least once has exited.
+                let seen_running = ran.remove(&unit);
+                let has_run = match take::<u64>(&mut changed, "InactiveExitTimestampMonotonic") {
+                    Some(t) => t != 0,
+                    None => seen_running,
+                };
+                if !has_run {
                     continue;
                 }
                 let ours = stopping
@@ -1183,7 +1257,7 @@ async fn watch_units(
                     _ => signalled.unwrap_or_default(),
                 };
                 let reason = info.reason(&unit).await;
-                let log_tail = journal_tail(&unit).await;
+                let log_tail = journal_tail_since(&unit, info.started_usec).await;
                 tracing::info!(%unit, %reason, "user server exited");
                 let _ = exits.send(Exited {
                     user,
@@ -1299,14 +1373,14 @@ mod tests {
                 ..Default::default()
             },
         };
-        let contents = env_file_contents(&request).expect("valid env");
+        let contents = env_file_contents(&request, false).expect("valid env");
         assert_eq!(
             contents,
             "A=\"x \\\"y\\\" \\$HOME \\`z\\` \\\\\"\nMEM_LIMIT=\"1024\"\n"
         );
         let mut bad = request.clone();
         bad.env.insert("BAD NAME".into(), "1".into());
-        assert!(env_file_contents(&bad).is_err());
+        assert!(env_file_contents(&bad, false).is_err());
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub trait Service {
     fn exec_main_status(&self) -> zbus::Result<i32>;
     #[zbus(property, name = "ExecMainPID")]
     fn exec_main_pid(&self) -> zbus::Result<u32>;
+    /// Realtime µs since the epoch; 0 if the main process never started.
+    #[zbus(property, name = "ExecMainStartTimestamp")]
+    fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
     // Not change-signalled: the cache must be bypassed or the first value is read forever.
     #[zbus(property(emits_changed_signal = "false"), name = "MemoryCurrent")]
     fn memory_current(&self) -> zbus::Result<u64>;
@@ -141,6 +144,11 @@ pub fn is_no_such_unit(error: &zbus::Error) -> bool {
 /// Whether a zbus error is systemd's "unit exists" (a transient unit of that name is loaded).
 pub fn is_unit_exists(error: &zbus::Error) -> bool {
     matches!(error, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.UnitExists")
+}
+
+/// Whether a zbus error is systemd's answer to a second `Subscribe` on one connection.
+pub fn is_already_subscribed(error: &zbus::Error) -> bool {
+    matches!(error, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed")
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ done
 exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagation private --mount-proc \
   env container=unshare sh -c '
     for d in /run /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done
+    mount -t tmpfs -o mode=755 tmpfs /var/log/journal
     mkdir -p /run/lock
     exec /lib/systemd/systemd --system --log-target=console --log-level=warning --unit=basic.target' >/dev/null 2>&1"#
         );
@@ -179,9 +180,21 @@ fn probe_path() -> PathBuf {
         .and_then(|p| p.parent())
         .expect("target dir")
         .join("examples/spawn_probe");
+    // `cargo test` builds examples, `cargo test --test system` does not: build it then.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--example",
+            "spawn_probe",
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        ])
+        .status()
+        .expect("cargo build --example spawn_probe");
     assert!(
-        path.exists(),
-        "{} is missing: cargo test builds examples; run `cargo build --examples`",
+        status.success() && path.exists(),
+        "cannot build {}",
         path.display()
     );
     path
@@ -243,6 +256,7 @@ fn wait_listening(port: u16) {
     panic!("nothing listens on port {port}");
 }
 
+#[track_caller]
 fn expect_ok(answer: &Value) {
     assert_eq!(answer["ok"], json!(true), "{answer}");
 }
@@ -262,6 +276,7 @@ fn systemd_spawner() {
     failed_start_is_reported_at_once(&sd);
     oom_kill_is_reported_as_out_of_memory(&sd);
     exit_code_is_reported(&sd);
+    dynamic_users_get_a_state_directory_as_home(&sd);
 }
 
 fn limits_user_and_no_secret_in_unit(sd: &Contained) {
@@ -348,9 +363,9 @@ fn limits_user_and_no_secret_in_unit(sd: &Contained) {
             .any(|kv| kv == format!("MEM_LIMIT={}", 256u64 << 20)),
         "{environ:?}"
     );
-    let env_file = format!("/run/jupyterhub-units/{unit}.env");
+    let env_file = "/run/jupyterhub-units/jupyter_2dalice_2dsingleuser_2eservice.env";
     assert_eq!(
-        sd.run(&["stat", "-c", "%a %U", &env_file]).trim(),
+        sd.run(&["stat", "-c", "%a %U", env_file]).trim(),
         "400 root"
     );
     assert_eq!(
@@ -451,7 +466,7 @@ fn failed_start_is_reported_at_once(sd: &Contained) {
         sd.prop("jupyter-carol-singleuser.service", "LoadState"),
         "not-found"
     );
-    let file = "/run/jupyterhub-units/jupyter-carol-singleuser.service.env";
+    let file = "/run/jupyterhub-units/jupyter_2dcarol_2dsingleuser_2eservice.env";
     assert_eq!(
         sd.run(&[
             "sh",
@@ -507,9 +522,16 @@ fn exit_code_is_reported(sd: &Contained) {
         free_port(),
         json!({}),
     );
-    let answer = sd.probe(json!({"action": "start_wait_exit", "request": req}));
+    let answer = sd.probe(json!({"action": "start_wait_exit", "request": req, "poll": false}));
     expect_ok(&answer);
     assert_eq!(answer["exited"]["reason"], json!("exit code 3"), "{answer}");
+    // Nobody with root rights cleaned up (no poll, no stop): the unit's own privileged
+    // ExecStopPost removed the secret file, as it must for an unprivileged hub.
+    let unit = "jupyter-erin-singleuser.service";
+    assert_eq!(sd.prop(unit, "ActiveState"), "failed");
+    let file = "/run/jupyterhub-units/jupyter_2derin_2dsingleuser_2eservice.env";
+    let exists = format!("test -e {file} && echo present || echo gone");
+    assert_eq!(sd.run(&["sh", "-c", &exists]).trim(), "gone");
     let tail = answer["exited"]["log_tail"].as_array().expect("log tail");
     assert!(
         tail.iter().any(|l| l
@@ -517,4 +539,52 @@ fn exit_code_is_reported(sd: &Contained) {
             .is_some_and(|l| l.contains("bye from the server"))),
         "{answer}"
     );
+}
+
+fn dynamic_users_get_a_state_directory_as_home(sd: &Contained) {
+    let config = format!("{CONFIG}dynamic_users = true\n");
+    let port = free_port();
+    let argv = http_server(port);
+    let req = request(
+        "frank",
+        "",
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        port,
+        json!({}),
+    );
+    let started = sd.probe(json!({"action": "start", "request": req, "config": config}));
+    expect_ok(&started);
+    wait_listening(port);
+    let unit = "jupyter-frank-singleuser.service";
+    assert_eq!(sd.prop(unit, "DynamicUser"), "yes");
+    assert!(
+        sd.prop(unit, "User").starts_with("jupyter-"),
+        "{}",
+        sd.prop(unit, "User")
+    );
+    let pid = started["state"]["pid"].as_u64().expect("pid").to_string();
+    let uid: u32 = sd
+        .run(&["ps", "-o", "uid=", "-p", &pid])
+        .trim()
+        .parse()
+        .expect("uid");
+    // systemd's range for dynamic users.
+    assert!((61184..=65519).contains(&uid), "uid {uid}");
+    let environ = sd.run(&["cat", &format!("/proc/{pid}/environ")]);
+    assert!(
+        environ
+            .split('\0')
+            .any(|kv| kv == "HOME=/var/lib/jupyterhub-users/frank"),
+        "{environ:?}"
+    );
+    let owner = sd.run(&["stat", "-L", "-c", "%u", "/var/lib/jupyterhub-users/frank"]);
+    assert_eq!(owner.trim(), uid.to_string());
+    expect_ok(&sd.probe(json!({"action": "stop", "user": "frank", "server": "", "state": started["state"], "now": true, "config": config})));
+    // The filesystem is the host's: leave nothing behind.
+    sd.run(&[
+        "rm",
+        "-rf",
+        "/var/lib/jupyterhub-users/frank",
+        "/var/lib/private/jupyterhub-users/frank",
+    ]);
 }
