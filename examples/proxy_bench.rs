@@ -21,7 +21,9 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
-            let Ok(upgraded) = on_upgrade.await else { return };
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
             let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
@@ -39,11 +41,17 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         let h = r.headers_mut();
         h.insert("upgrade", "websocket".parse().expect("static header"));
         h.insert("connection", "Upgrade".parse().expect("static header"));
-        h.insert("sec-websocket-accept", accept.parse().expect("base64 is a valid header"));
+        h.insert(
+            "sec-websocket-accept",
+            accept.parse().expect("base64 is a valid header"),
+        );
         return Ok(r);
     }
     let mut r = Response::new(Full::new(Bytes::from_static(b"{\"status\": \"ok\"}\n")));
-    r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+    r.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static header"),
+    );
     Ok(r)
 }
 
