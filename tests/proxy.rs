@@ -995,6 +995,7 @@ async fn streams_1gib_both_ways_without_growing() {
             .body(Zeros::new(n))
             .expect("req")
     };
+    sender.ready().await.expect("connection ready");
     let res = sender
         .send_request(upload(1 << 20))
         .await
@@ -1002,6 +1003,7 @@ async fn streams_1gib_both_ways_without_growing() {
     assert_eq!(count_text(res).await, (1u64 << 20).to_string());
     let before = rss_kib(pid, "VmRSS:");
 
+    sender.ready().await.expect("connection ready");
     let res = sender
         .send_request(upload(GIB))
         .await
@@ -1017,6 +1019,7 @@ async fn streams_1gib_both_ways_without_growing() {
         .header("host", &host)
         .body(Zeros::new(0))
         .expect("req");
+    sender.ready().await.expect("connection ready");
     let res = sender.send_request(req).await.expect("1 GiB download");
     assert_eq!(res.status(), 200);
     assert_eq!(
