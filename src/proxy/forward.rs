@@ -28,7 +28,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TargetDownHook = Arc<dyn Fn(&Route) + Send + Sync>;
 
 /// A body the proxy sends or receives: an upstream/client stream, the hub's body, or a page.
-pub struct ProxyBody(Inner);
+pub(crate) struct ProxyBody(Inner);
 
 enum Inner {
     Stream(Incoming),
