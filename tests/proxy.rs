@@ -121,14 +121,11 @@ async fn backend_handle(
             )
             .await;
             while let Some(Ok(msg)) = ws.next().await {
-                match msg {
-                    Message::Text(_) | Message::Binary(_) => {
-                        if ws.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                    // tungstenite answers pings and closes by itself.
-                    _ => {}
+                // tungstenite answers pings and closes by itself; data frames are echoed.
+                if matches!(msg, Message::Text(_) | Message::Binary(_))
+                    && ws.send(msg).await.is_err()
+                {
+                    break;
                 }
             }
         });
