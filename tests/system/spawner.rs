@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 const CGROUP_NAME: &str = "sdtest-spawner";
-const TEST_USER: &str = "jh-spawn-alice";
+/// The account tests/run.sh creates for servers; created here too when missing.
+const TEST_USER: &str = "jh-e2e";
 /// Units' environment files go here inside the container (its /run is private).
 const CONFIG: &str = r#"
 [SystemdSpawner]
