@@ -11,7 +11,7 @@ mod websocket;
 use std::path::PathBuf;
 
 pub use chp::{ChpArgs, run_chp};
-pub use forward::{Proxy, ProxyBody, TargetDownHook};
+pub use forward::{Proxy, TargetDownHook};
 pub use listen::{load_tls, serve};
 pub use table::{Route, RouteTable, Target};
 

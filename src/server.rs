@@ -39,9 +39,27 @@ pub fn init_logging(level: Option<&str>) {
         None => EnvFilter::try_from_env("JUPYTERHUB_LOG")
             .unwrap_or_else(|_| EnvFilter::new("info,zbus=warn,hyper=warn,hyper_util=warn")),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // Under systemd, structured entries (USER=, SERVER=, …) go to the journal directly;
+    // otherwise plain lines go to stderr.
+    let journald = crate::systemd::stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|layer| {
+            layer
+                .with_field_prefix(None)
+                .with_syslog_identifier("jupyterhub".into())
+        });
+    let stderr = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(stderr)
         .try_init();
 }
 
@@ -201,8 +219,11 @@ pub async fn serve(
     }
     let stop = hub.shutdown.clone();
     tokio::spawn(async move {
-        shutdown.await;
-        stop.cancel();
+        tokio::select! {
+            _ = shutdown => stop.cancel(),
+            _ = stop.cancelled() => {}
+        }
+        crate::systemd::notify::stopping();
     });
     spawn_activity_flush(&hub);
     let router = app(hub.clone());
@@ -240,6 +261,10 @@ pub async fn serve(
             .await
         })
     };
+    // Listeners are bound and routes are in place: connections queued meanwhile are served.
+    crate::systemd::notify::ready(&hub.status_line());
+    let status_hub = hub.clone();
+    crate::systemd::notify::spawn_watchdog(move || status_hub.status_line(), hub.shutdown.clone());
     let (a, b) = tokio::join!(public_task, internal_task);
     if let Err(e) = hub.flush_route_activity() {
         tracing::warn!(error = %e, "could not save activity at shutdown");
@@ -303,8 +328,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
     } else {
         format!("{}:{}", hub.config.hub.ip, hub.config.hub.port)
     };
-    let public = bind(&public_addr).await?;
-    let internal = bind(&host_port(&hub.config.hub.hub_bind_url, "hub_bind_url")?).await?;
+    // Socket activation first (jupyterhub.socket); bind ourselves when started by hand.
+    let activated =
+        crate::systemd::activation::listeners().map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    let public = match activated.public {
+        Some(listener) => listener,
+        None => bind(&public_addr).await?,
+    };
+    let internal = match activated.hub {
+        Some(listener) => listener,
+        None => bind(&host_port(&hub.config.hub.hub_bind_url, "hub_bind_url")?).await?,
+    };
     if !hub.spawner.supports_limits() && hub.config.spawner.mem_limit.is_some() {
         tracing::warn!(
             spawner = hub.spawner.name(),

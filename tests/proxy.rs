@@ -121,14 +121,11 @@ async fn backend_handle(
             )
             .await;
             while let Some(Ok(msg)) = ws.next().await {
-                match msg {
-                    Message::Text(_) | Message::Binary(_) => {
-                        if ws.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                    // tungstenite answers pings and closes by itself.
-                    _ => {}
+                // tungstenite answers pings and closes by itself; data frames are echoed.
+                if matches!(msg, Message::Text(_) | Message::Binary(_))
+                    && ws.send(msg).await.is_err()
+                {
+                    break;
                 }
             }
         });
@@ -995,6 +992,7 @@ async fn streams_1gib_both_ways_without_growing() {
             .body(Zeros::new(n))
             .expect("req")
     };
+    sender.ready().await.expect("connection ready");
     let res = sender
         .send_request(upload(1 << 20))
         .await
@@ -1002,6 +1000,7 @@ async fn streams_1gib_both_ways_without_growing() {
     assert_eq!(count_text(res).await, (1u64 << 20).to_string());
     let before = rss_kib(pid, "VmRSS:");
 
+    sender.ready().await.expect("connection ready");
     let res = sender
         .send_request(upload(GIB))
         .await
@@ -1017,6 +1016,7 @@ async fn streams_1gib_both_ways_without_growing() {
         .header("host", &host)
         .body(Zeros::new(0))
         .expect("req");
+    sender.ready().await.expect("connection ready");
     let res = sender.send_request(req).await.expect("1 GiB download");
     assert_eq!(res.status(), 200);
     assert_eq!(
@@ -1037,4 +1037,117 @@ async fn streams_1gib_both_ways_without_growing() {
 async fn count_text(res: Response<Incoming>) -> String {
     let body = res.into_body().collect().await.expect("body").to_bytes();
     String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_routes() {
+    let (root, a) = (backend("root").await, backend("a").await);
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/", url(root), Value::Null);
+    routes.add("a.hub.test/user/a/", url(a), Value::Null);
+    let p = start_proxy(Proxy::new(routes, None), None).await;
+    let get = |host: &'static str, path: &'static str| {
+        let addr = p.addr;
+        async move {
+            let res = client()
+                .get(format!("http://{addr}{path}"))
+                .header("host", host)
+                .send()
+                .await
+                .expect("req");
+            let v: Value = res.json().await.expect("json");
+            v["tag"].as_str().expect("tag").to_owned()
+        }
+    };
+    assert_eq!(get("a.hub.test:8000", "/user/a/lab").await, "a");
+    assert_eq!(get("A.HUB.TEST", "/user/a/").await, "a");
+    assert_eq!(get("b.hub.test", "/user/a/lab").await, "root");
+    assert_eq!(get("a.hub.test", "/user/b/").await, "root");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chp_host_routing() {
+    let (root, a) = (backend("root").await, backend("a").await);
+    let chp = start_chp(
+        "t",
+        &[
+            "--host-routing",
+            "--default-target",
+            &format!("http://{root}"),
+        ],
+    )
+    .await;
+    let add = json!({"target": format!("http://{a}"), "jupyterhub": true});
+    let res = chp_api(
+        &chp,
+        reqwest::Method::POST,
+        "/a.hub.test/user/a",
+        Some("t"),
+        Some(add),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let res = client()
+        .get(format!("http://{}/user/a/tree", chp.public))
+        .header("host", "a.hub.test")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.json::<Value>().await.expect("json")["tag"], "a");
+    let res = client()
+        .get(format!("http://{}/user/a/tree", chp.public))
+        .header("host", "other.test")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.json::<Value>().await.expect("json")["tag"], "root");
+    let all: Value = chp_api(&chp, reqwest::Method::GET, "", Some("t"), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(all.get("/a.hub.test/user/a").is_some(), "{all}");
+    assert!(all.get("/").is_some(), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_from_the_in_process_hub() {
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/user/gone/", url(closed_port().await), Value::Null);
+    let hub = axum::Router::new().route(
+        "/hub/error/{code}",
+        axum::routing::get(
+            |axum::extract::Path(code): axum::extract::Path<String>,
+             axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                (
+                    [("content-type", "text/html")],
+                    format!("hub error page {code} {}", q.unwrap_or_default()),
+                )
+            },
+        ),
+    );
+    let mut proxy = Proxy::new(routes, Some(hub));
+    proxy.set_error_target("/hub/error".parse().expect("uri"));
+    let p = start_proxy(proxy, None).await;
+    let res = client()
+        .get(format!("http://{}/user/gone/tree", p.addr))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["content-type"], "text/html");
+    assert_eq!(
+        res.text().await.expect("text"),
+        "hub error page 503 url=%2Fuser%2Fgone%2Ftree"
+    );
+    let res = client()
+        .get(format!("http://{}/nothing", p.addr))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.text().await.expect("text"),
+        "hub error page 404 url=%2Fnothing"
+    );
 }

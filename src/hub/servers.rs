@@ -628,7 +628,7 @@ impl Hub {
     }
 
     /// Upstream's `wait_for_http_server`: any status below 500 means up; backoff from 0.2 s
-    /// to 5 s; also gives up early when the spawner says the server died.
+    /// to 1 s; also gives up early when the spawner says the server died.
     async fn wait_for_http(
         &self,
         url: &str,
@@ -674,7 +674,9 @@ impl Hub {
                 }));
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            // Upstream caps the backoff at 5 s; a local check is cheap, and 1 s keeps the
+            // wait after a server comes up short.
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 

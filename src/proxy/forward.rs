@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::ServiceExt;
 
 use super::table::{Route, RouteTable, Target};
@@ -28,7 +28,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TargetDownHook = Arc<dyn Fn(&Route) + Send + Sync>;
 
 /// A body the proxy sends or receives: an upstream/client stream, the hub's body, or a page.
-pub struct ProxyBody(Inner);
+pub(crate) struct ProxyBody(Inner);
 
 enum Inner {
     Stream(Incoming),
@@ -131,6 +131,8 @@ impl Proxy {
         connector.set_keepalive(Some(Duration::from_secs(60)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            // Without a timer, idle connections are only noticed at the next checkout.
+            .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(256)
             .build(connector);
         Self {

@@ -12,11 +12,11 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import net from "node:net";
 import { chromium } from "playwright-core";
 
-const BIN = process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub";
+const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const VENVS = (process.env.SINGLEUSER_VENVS || "").split(",").filter(Boolean);
 const USER = process.env.E2E_USER || "jh-e2e";
 const SPAWNER = process.env.E2E_SPAWNER || "local";
@@ -95,6 +95,9 @@ for (const venv of VENVS) {
       await page.click("#login_submit");
       // Login → /hub/spawn → spawn-pending (progress bar) → /user/USER/lab.
       await page.waitForURL(new RegExp(`/user/${USER}/lab`), { timeout: 180000 });
+      await page.waitForSelector("#jp-main-dock-panel", { timeout: 180000 });
+      // A workspace left by an earlier run would hide the launcher: start from a clean one.
+      await page.goto(`${hub.url}/user/${USER}/lab?reset`);
       await page.waitForSelector(".jp-LauncherCard", { timeout: 180000 });
       const spawnSeconds = (Date.now() - clicked) / 1000;
       console.log(`spawn timing: login click -> JupyterLab usable: ${spawnSeconds.toFixed(1)} s (${venv})`);
@@ -104,7 +107,7 @@ for (const venv of VENVS) {
       const editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first();
       await editor.waitFor({ timeout: 120000 });
       // The kernel must be idle before the cell runs, or the keystroke can be lost.
-      await page.waitForSelector(".jp-Notebook-ExecutionIndicator[data-status='idle']", { timeout: 120000 }).catch(() => {});
+      await page.waitForFunction(() => /Idle/.test(document.querySelector(".jp-StatusBar-Widget, #jp-main-statusbar")?.textContent || ""), null, { timeout: 120000 });
       await editor.click();
       await page.keyboard.type("1+1");
       await page.keyboard.press("Shift+Enter");
@@ -124,6 +127,9 @@ for (const venv of VENVS) {
       await page.goto(`${hub.url}/user/${USER}/lab`);
       await page.waitForURL(/\/hub\/login/, { timeout: 30000 });
     } catch (e) {
+      const shot = join(hub.dir, "failure.png");
+      await browser.contexts()[0]?.pages()[0]?.screenshot({ path: shot }).catch(() => {});
+      console.log(`screenshot: ${shot}`);
       console.log(hub.log());
       throw e;
     }

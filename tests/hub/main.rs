@@ -9,5 +9,6 @@ mod login;
 mod oauth;
 mod robustness;
 mod servers;
+mod systemd_integration;
 mod tokens;
 mod users;
