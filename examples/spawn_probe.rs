@@ -104,6 +104,30 @@ async fn run(input: Value) -> Result<Value, Error> {
                 "poll": polled,
             })
         }
+        // Start `request` and stop it, then start `then` (which exits by itself): the first
+        // exit announced must be `then`'s, since systemd's signals arrive in order and a stop
+        // we asked for is not an exit.
+        "stop_is_quiet" => {
+            let first = request()?;
+            let then: SpawnRequest = serde_json::from_value(input["then"].clone())
+                .map_err(|e| Error::Refused(format!("then: {e}")))?;
+            let mut exits = spawner
+                .subscribe_exits()
+                .ok_or_else(|| Error::Refused("no exit announcements".into()))?;
+            let started = spawner.start(&first).await?;
+            spawner
+                .stop(&first.user, &first.server_name, &started.state, false)
+                .await?;
+            spawner.start(&then).await?;
+            let exited = tokio::time::timeout(Duration::from_secs(60), exits.recv())
+                .await
+                .ok()
+                .and_then(Result::ok);
+            json!({
+                "ok": true,
+                "first_exit": exited.map(|e| json!({"user": e.user, "server": e.server_name, "reason": e.reason})),
+            })
+        }
         other => return Err(Error::Refused(format!("unknown action {other:?}"))),
     })
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 const CGROUP_NAME: &str = "sdtest-spawner";
-const TEST_USER: &str = "jh-spawn-alice";
+/// The account tests/run.sh creates for servers; created here too when missing.
+const TEST_USER: &str = "jh-e2e";
 /// Units' environment files go here inside the container (its /run is private).
 const CONFIG: &str = r#"
 [SystemdSpawner]
@@ -277,6 +278,33 @@ fn systemd_spawner() {
     oom_kill_is_reported_as_out_of_memory(&sd);
     exit_code_is_reported(&sd);
     dynamic_users_get_a_state_directory_as_home(&sd);
+    a_requested_stop_is_not_announced_as_an_exit(&sd);
+}
+
+fn a_requested_stop_is_not_announced_as_an_exit(sd: &Contained) {
+    let port = free_port();
+    let argv = http_server(port);
+    let first = request(
+        "gina",
+        "",
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        port,
+        json!({}),
+    );
+    let then = request(
+        "hank",
+        "",
+        &["/bin/sh", "-c", "exit 5"],
+        free_port(),
+        json!({}),
+    );
+    let answer = sd.probe(json!({"action": "stop_is_quiet", "request": first, "then": then}));
+    expect_ok(&answer);
+    assert_eq!(
+        answer["first_exit"],
+        json!({"user": "hank", "server": "", "reason": "exit code 5"}),
+        "{answer}"
+    );
 }
 
 fn limits_user_and_no_secret_in_unit(sd: &Contained) {
