@@ -9,7 +9,7 @@ export SINGLEUSER_VENV="$cache/venv-5.3"
 export SINGLEUSER_VENV_6="$cache/venv-6"
 export E2E_USER=jh-e2e
 
-apt_packages=(libpam0g-dev pkg-config dbus polkitd systemd python3-venv chromium nodejs npm)
+apt_packages=(dbus polkitd systemd python3-venv chromium nodejs npm)
 missing=()
 for package in "${apt_packages[@]}"; do
   # Node and npm may come from elsewhere (the image ships them); only install if absent.

@@ -7,6 +7,7 @@ mod cli;
 mod groups;
 mod login;
 mod oauth;
+mod pam;
 mod robustness;
 mod servers;
 mod systemd_integration;
