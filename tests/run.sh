@@ -54,3 +54,5 @@ cargo test --all-targets --locked
 echo "== end to end: Chromium, JupyterLab (jupyterhub 5.3 and 6.x single-user servers)"
 JUPYTERHUB_BIN=target/debug/jupyterhub SINGLEUSER_VENVS="$SINGLEUSER_VENV,$SINGLEUSER_VENV_6" \
   node --test --test-reporter=spec tests/e2e/
+echo "== end to end with the systemd spawner in a contained systemd (jupyterhub 6.x single-user server)"
+JUPYTERHUB_BIN=target/debug/jupyterhub bash tests/e2e/with-systemd.sh "$SINGLEUSER_VENV_6"

@@ -45,7 +45,8 @@ async function waitFor(url, ms) {
 }
 
 async function startHub(venv) {
-  const dir = mkdtempSync(join(tmpdir(), "jh-e2e-"));
+  // With the systemd spawner the hub runs in a contained systemd whose /tmp is private.
+  const dir = mkdtempSync(join(process.env.E2E_DIR || tmpdir(), "jh-e2e-"));
   const port = await freePort();
   const hubPort = await freePort();
   const config = join(dir, "jupyterhub.toml");
@@ -79,7 +80,7 @@ async function launchBrowser() {
 }
 
 for (const venv of VENVS) {
-  test(`JupyterLab end to end with ${venv}`, { timeout: 600000 }, async (t) => {
+  test(`JupyterLab end to end with ${venv} (${SPAWNER} spawner)`, { timeout: 600000 }, async (t) => {
     const hub = await startHub(venv);
     const browser = await launchBrowser();
     t.after(async () => {
