@@ -9,7 +9,7 @@
 //   E2E_SPAWNER       local (default) or systemd
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -86,6 +86,9 @@ for (const venv of VENVS) {
     t.after(async () => {
       await browser.close().catch(() => {});
       hub.child.kill("SIGTERM");
+      // Local servers outlive the hub by design; a failed run must not leave them behind.
+      // The account is the test's own, so everything it runs belongs to this test.
+      if (SPAWNER === "local") spawnSync("pkill", ["-u", USER]);
     });
     try {
       const page = await browser.newPage();
