@@ -258,6 +258,21 @@ async fn concurrent_spawn_limit_answers_429_with_retry_after() {
         statuses.iter().filter(|s| **s == 202 || **s == 201).count() >= 2,
         "{statuses:?}"
     );
+    // Local servers outlive the hub: stop the ones that started.
+    for (i, status) in statuses.iter().enumerate() {
+        if *status == 201 || *status == 202 {
+            let name = format!("s{i}");
+            wait_ready(&hub, &admin, &user, &name).await;
+            call(
+                &hub,
+                "DELETE",
+                &format!("/users/{user}/servers/{name}"),
+                &admin,
+                None,
+            )
+            .await;
+        }
+    }
 }
 
 #[tokio::test]
