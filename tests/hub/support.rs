@@ -22,6 +22,8 @@ pub struct TestHub {
     pub url: String,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
+    /// Extra environment for the hub process (e.g. JUPYTERHUB_CRYPT_KEY).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -44,6 +46,11 @@ pub fn config_text(port: u16, hub_port: u16, dir: &Path, hub_extra: &str, extra:
 
 impl TestHub {
     pub async fn start(hub_extra: &str, extra: &str) -> TestHub {
+        TestHub::start_with_env(hub_extra, extra, &[]).await
+    }
+
+    /// Like `start`, with extra environment variables for the hub.
+    pub async fn start_with_env(hub_extra: &str, extra: &str, env: &[(&str, &str)]) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, hub_port) = (free_port(), free_port());
         let config = dir.path().join("jupyterhub.toml");
@@ -56,6 +63,10 @@ impl TestHub {
             url: format!("http://127.0.0.1:{port}"),
             config,
             dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         hub.launch().await;
@@ -74,6 +85,7 @@ impl TestHub {
             .current_dir(self.dir.path())
             .env("JUPYTERHUB_LOG", "info")
             .env_remove("JPY_COOKIE_SECRET")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -135,6 +147,7 @@ impl TestHub {
             .arg("-f")
             .arg(&self.config)
             .current_dir(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("run cli")
     }

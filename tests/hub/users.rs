@@ -462,3 +462,68 @@ async fn metrics_need_read_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn auth_state_is_encrypted_and_needs_its_scope() {
+    // 32 bytes, hex; a second key after `;` is accepted for rotation.
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let other = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    let hub = TestHub::start_with_env(
+        "",
+        "enable_auth_state = true\n",
+        &[("JUPYTERHUB_CRYPT_KEY", &format!("{key};{other}"))],
+    )
+    .await;
+    let admin = hub.admin_token();
+    call(&hub, "POST", "/users/alice", &admin, None).await;
+    let state = json!({"access_token": "secret-upstream-token", "groups": ["a"]});
+    let (status, patched) = call(
+        &hub,
+        "PATCH",
+        "/users/alice",
+        &admin,
+        Some(json!({"auth_state": state})),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["auth_state"], state);
+    let (_, alice) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    assert_eq!(alice["auth_state"], state);
+    // Stored encrypted: the plaintext is not in the database file.
+    let db = std::fs::read(hub.dir.path().join("jupyterhub.sqlite")).expect("db");
+    let wal = std::fs::read(hub.dir.path().join("jupyterhub.sqlite-wal")).unwrap_or_default();
+    let needle = b"secret-upstream-token";
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle)
+            && !wal.windows(needle.len()).any(|w| w == needle)
+    );
+    // Without admin:auth_state the field is not given.
+    let reader = hub.token("admin", &["read:users"]);
+    let (_, limited) = call(&hub, "GET", "/users/alice", &reader, None).await;
+    assert_eq!(limited["auth_state"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn auth_state_without_a_key_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("jupyterhub.toml");
+    std::fs::write(
+        &config,
+        crate::support::config_text(
+            crate::support::free_port(),
+            crate::support::free_port(),
+            dir.path(),
+            "",
+            "enable_auth_state = true\n",
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(crate::support::BIN)
+        .arg("-f")
+        .arg(&config)
+        .env_remove("JUPYTERHUB_CRYPT_KEY")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JUPYTERHUB_CRYPT_KEY"));
+}
