@@ -41,7 +41,13 @@ fn found(location: &str) -> Response {
 }
 
 fn encode(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+    // Python's `quote(value, safe='')`: everything but unreserved characters.
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, SET).to_string()
 }
 
 fn login_redirect(hub: &Hub, next: &str) -> Response {

@@ -317,3 +317,71 @@ async fn idle_culler_from_pypi_culls_idle_servers() {
     }
     drop(culler);
 }
+
+#[tokio::test]
+async fn options_form_spawn_page_and_user_redirect() {
+    let mut extra = stub_spawner_config();
+    extra.push_str("options_form = \"<select name='flavor'><option value='small'>small</option><option value='big'>big</option></select>\"\n");
+    let hub = TestHub::start("", &extra).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    let (browser, _) = crate::support::login(&hub, &user, "x").await;
+    // user-redirect sends the user to the spawn page with the server URL as next.
+    let r = browser
+        .get(format!(
+            "{}/hub/user-redirect/lab/tree/x.ipynb?y=1",
+            hub.url
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/hub/spawn/{user}?next=%2Fuser%2F{user}%2Flab%2Ftree%2Fx.ipynb%3Fy%3D1").as_str()
+    );
+    let page = browser
+        .get(format!("{}/hub/spawn", hub.url))
+        .send()
+        .await
+        .expect("spawn page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("name='flavor'"), "the options form is shown");
+    let xsrf = crate::support::extract_xsrf(&html);
+    let r = browser
+        .post(format!("{}/hub/spawn", hub.url))
+        .form(&[("flavor", "big"), ("_xsrf", xsrf.as_str())])
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), 302, "{}", hub.log());
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(
+        location == format!("/user/{user}/")
+            || location.starts_with(&format!("/hub/spawn-pending/{user}")),
+        "{location}"
+    );
+    let model = wait_ready(&hub, &admin, &user, "").await;
+    assert_eq!(
+        model["servers"][""]["user_options"],
+        json!({"flavor": "big"})
+    );
+    let pending = browser
+        .get(format!("{}/hub/spawn-pending/{user}", hub.url))
+        .send()
+        .await
+        .expect("pending");
+    assert_eq!(pending.status(), 302, "a ready server redirects to itself");
+    call(
+        &hub,
+        "DELETE",
+        &format!("/users/{user}/server"),
+        &admin,
+        None,
+    )
+    .await;
+}
