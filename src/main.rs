@@ -145,7 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::PrivilegedHelper(args)) => {
             jupyterhub::server::init_logging(cli.log_level.as_deref());
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(jupyterhub::privileged::run_helper(args))?;
+            runtime.block_on(jupyterhub::privileged::run_helper(args, cli.config.clone()))?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::SetupUserEnv {

@@ -167,6 +167,9 @@ pub struct Pam {
     check_account: bool,
     admin_groups: Vec<String>,
     allowed_groups: Vec<String>,
+    /// Where an unprivileged hub asks the root helper (pam_unix cannot check other users'
+    /// passwords without root or the shadow group).
+    helper_socket: std::path::PathBuf,
 }
 
 impl Pam {
@@ -176,6 +179,7 @@ impl Pam {
             check_account: config.pam.check_account,
             admin_groups: config.pam.admin_groups.clone(),
             allowed_groups: config.pam.allowed_groups.clone(),
+            helper_socket: config.systemd_spawner.helper_socket.clone(),
         }
     }
 }
@@ -217,15 +221,27 @@ impl super::Authenticator for Pam {
         username: &str,
         password: &str,
     ) -> Result<Option<Authenticated>, Error> {
-        let (service, user, secret, check) = (
-            self.service.clone(),
-            username.to_owned(),
-            password.to_owned(),
-            self.check_account,
-        );
-        let ok = tokio::task::spawn_blocking(move || authenticate(&service, &user, &secret, check))
-            .await
-            .map_err(|e| Error::Pam(format!("PAM thread failed: {e}")))??;
+        let ok = if nix::unistd::geteuid().is_root() {
+            let (service, user, secret, check) = (
+                self.service.clone(),
+                username.to_owned(),
+                password.to_owned(),
+                self.check_account,
+            );
+            tokio::task::spawn_blocking(move || authenticate(&service, &user, &secret, check))
+                .await
+                .map_err(|e| Error::Pam(format!("PAM thread failed: {e}")))??
+        } else {
+            let request = crate::privileged::Request::CheckPam {
+                user: username.to_owned(),
+                password: password.to_owned(),
+            };
+            match crate::privileged::call(&self.helper_socket, &request).await {
+                Ok(crate::privileged::Response::Pam { valid }) => valid,
+                Ok(other) => return Err(Error::Helper(format!("unexpected answer: {other:?}"))),
+                Err(e) => return Err(Error::Helper(e.to_string())),
+            }
+        };
         if !ok {
             return Ok(None);
         }

@@ -731,11 +731,22 @@ pub async fn start_unit(
 
 /// Start through the privileged helper, for a hub that is not root.
 /// The helper's client (`crate::privileged`) is not merged yet: until then this refuses.
-pub async fn start_via_helper(_request: &SpawnRequest, config: &Config) -> Result<Started, Error> {
-    Err(Error::Refused(format!(
-        "the hub is not root and the privileged helper client is not available yet (socket {})",
-        config.systemd_spawner.helper_socket.display()
-    )))
+pub async fn start_via_helper(request: &SpawnRequest, config: &Config) -> Result<Started, Error> {
+    let socket = &config.systemd_spawner.helper_socket;
+    let call = crate::privileged::Request::StartUnit {
+        request: request.clone(),
+    };
+    match crate::privileged::call(socket, &call).await {
+        Ok(crate::privileged::Response::Started { started }) => Ok(Started {
+            url: started.url,
+            state: started.state,
+        }),
+        Ok(crate::privileged::Response::Error { message }) => Err(Error::Refused(message)),
+        Ok(other) => Err(Error::Refused(format!(
+            "unexpected answer from the privileged helper: {other:?}"
+        ))),
+        Err(e) => Err(Error::Refused(format!("{e} (socket {})", socket.display()))),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ mod groups;
 mod login;
 mod oauth;
 mod pam;
+mod privileged;
 mod robustness;
 mod servers;
 mod systemd_integration;

@@ -7,10 +7,10 @@ use reqwest::StatusCode;
 
 use crate::support::{TestHub, login};
 
-const USER: &str = "jh-pam-test";
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const USER: &str = "jh-pam-test";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
-fn prepare() {
+pub(crate) fn prepare() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the PAM test creates a system user: run it as root (tests/run.sh does)"

@@ -1,0 +1,103 @@
+//! The privileged helper over its unix socket: PAM checks for an unprivileged hub, refusal
+//! of unit starts for system accounts and foreign commands, and of callers other than the
+//! hub's account (root only: it starts the real helper).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jupyterhub::privileged::{Request, Response, call};
+use jupyterhub::spawner::{LimitsSpec, SpawnRequest};
+
+struct Helper(std::process::Child);
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_request(system_user: &str, argv: &[&str]) -> SpawnRequest {
+    SpawnRequest {
+        user: system_user.into(),
+        server_name: String::new(),
+        system_user: system_user.into(),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: Default::default(),
+        working_dir: None,
+        ip: "127.0.0.1".into(),
+        port: 40000,
+        limits: LimitsSpec::default(),
+    }
+}
+
+#[tokio::test]
+async fn helper_checks_pam_and_refuses_what_it_must() {
+    crate::pam::prepare();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("helper.toml");
+    std::fs::write(&config, "[PAMAuthenticator]\nservice = \"jupyterhub-test\"\n[Spawner]\ncmd = [\"/opt/jupyterhub/user-env/bin/jupyterhub-singleuser\"]\n").expect("config");
+    let socket = dir.path().join("helper.sock");
+    let child = Command::new(crate::support::BIN)
+        .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
+        .arg(&socket)
+        .arg("-f")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("helper");
+    let _helper = Helper(child);
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let check = |password: &str| Request::CheckPam {
+        user: crate::pam::USER.into(),
+        password: password.into(),
+    };
+    match call(&socket, &check(crate::pam::PASSWORD))
+        .await
+        .expect("call")
+    {
+        Response::Pam { valid } => assert!(valid, "the right password"),
+        other => panic!("{other:?}"),
+    }
+    match call(&socket, &check("wrong")).await.expect("call") {
+        Response::Pam { valid } => assert!(!valid, "a wrong password"),
+        other => panic!("{other:?}"),
+    }
+    let configured = ["/opt/jupyterhub/user-env/bin/jupyterhub-singleuser"];
+    for (request, why) in [
+        (spawn_request("root", &configured), "system account"),
+        (
+            spawn_request("jh-e2e", &["/bin/sh", "-c", "id"]),
+            "not the configured",
+        ),
+    ] {
+        match call(&socket, &Request::StartUnit { request })
+            .await
+            .expect("call")
+        {
+            Response::Error { message } => assert!(message.contains(why), "{message}"),
+            other => panic!("expected a refusal ({why}), got {other:?}"),
+        }
+    }
+    // Another account may not use the helper at all.
+    let script = format!(
+        "import socket,json\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect({path:?})\n s.sendall(json.dumps({{'op':'check_pam','user':'x','password':'y'}}).encode()+b'\\n')\n print(s.recv(4096).decode())\nexcept OSError as e:\n print('refused', e)\n",
+        path = socket.display().to_string()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", &script])
+        .output()
+        .expect("runuser");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("refused") || text.contains("may not use"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("\"pam\""), "nobody got an answer: {text}");
+}
