@@ -39,7 +39,7 @@ pub struct HelperArgs {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    StartUnit { request: SpawnRequest },
+    StartUnit { request: Box<SpawnRequest> },
     CheckPam { user: String, password: String },
 }
 
@@ -113,10 +113,10 @@ pub fn validate(request: &SpawnRequest, config: &Config) -> Result<(), Error> {
     if !allowed.contains(&request.limits) {
         return refuse("the limits are not ones the config gives this user".into());
     }
-    if let Some(dir) = &request.working_dir {
-        if !dir.is_absolute() {
-            return refuse("the working directory must be absolute".into());
-        }
+    if let Some(dir) = &request.working_dir
+        && !dir.is_absolute()
+    {
+        return refuse("the working directory must be absolute".into());
     }
     Ok(())
 }

@@ -734,7 +734,7 @@ pub async fn start_unit(
 pub async fn start_via_helper(request: &SpawnRequest, config: &Config) -> Result<Started, Error> {
     let socket = &config.systemd_spawner.helper_socket;
     let call = crate::privileged::Request::StartUnit {
-        request: request.clone(),
+        request: Box::new(request.clone()),
     };
     match crate::privileged::call(socket, &call).await {
         Ok(crate::privileged::Response::Started { started }) => Ok(Started {

@@ -76,9 +76,14 @@ async fn helper_checks_pam_and_refuses_what_it_must() {
             "not the configured",
         ),
     ] {
-        match call(&socket, &Request::StartUnit { request })
-            .await
-            .expect("call")
+        match call(
+            &socket,
+            &Request::StartUnit {
+                request: Box::new(request),
+            },
+        )
+        .await
+        .expect("call")
         {
             Response::Error { message } => assert!(message.contains(why), "{message}"),
             other => panic!("expected a refusal ({why}), got {other:?}"),
