@@ -43,21 +43,14 @@ pub fn state(conn: &Connection) -> Result<SchemaState> {
 
 /// Apply every pending migration, each atomically with its version bump.
 pub fn apply(conn: &Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let start = usize::try_from(version).unwrap_or(0);
-    for (index, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(start) {
-        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Exclusive)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
+    apply_up_to(conn, MIGRATIONS.len())
 }
 
-/// Apply only the first `n` migrations: for tests of upgrading an old database.
-#[cfg(test)]
-pub fn apply_first(conn: &Connection, n: usize) -> Result<()> {
-    for (index, (_name, sql)) in MIGRATIONS.iter().enumerate().take(n) {
+/// Apply pending migrations up to schema version `target` (tests build old databases).
+pub(crate) fn apply_up_to(conn: &Connection, target: usize) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let start = usize::try_from(version).unwrap_or(0);
+    for (index, (_name, sql)) in MIGRATIONS.iter().enumerate().take(target).skip(start) {
         let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (index + 1) as i64)?;
@@ -74,7 +67,7 @@ mod tests {
     fn migrations_apply_in_order_and_report_state() {
         let conn = Connection::open_in_memory().expect("memory db");
         assert_eq!(state(&conn).expect("state"), SchemaState::Empty);
-        apply_first(&conn, 1).expect("first");
+        apply_up_to(&conn, 1).expect("first");
         assert_eq!(state(&conn).expect("state"), SchemaState::Old(1));
         apply(&conn).expect("rest");
         assert_eq!(state(&conn).expect("state"), SchemaState::Current);
