@@ -7,10 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=$1
-bin=$(realpath "${JUPYTERHUB_BIN:-target/debug/jupyterhub}")
 cgroup=jupyterhub-rs-e2e-$$
 work=/var/lib/jupyterhub-rs-e2e   # /tmp is private inside the container; this is shared
 mkdir -p "$work"
+# The checkout may live under /tmp, which the container does not see: copy the binary.
+bin="$work/jupyterhub"
+cp "$(realpath "${JUPYTERHUB_BIN:-target/debug/jupyterhub}")" "$bin"
 
 script='
 for d in /run /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done

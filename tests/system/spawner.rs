@@ -174,6 +174,11 @@ fn comm(pid: i32) -> Option<String> {
 }
 
 fn probe_path() -> PathBuf {
+    static PROBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PROBE.get_or_init(build_probe).clone()
+}
+
+fn build_probe() -> PathBuf {
     // target/debug/deps/system-HASH → target/debug/examples/spawn_probe
     let exe = std::env::current_exe().expect("current exe");
     let path = exe
@@ -198,7 +203,13 @@ fn probe_path() -> PathBuf {
         "cannot build {}",
         path.display()
     );
-    path
+    // The container's /tmp is private, and checkouts often live there: hand the probe over
+    // through a directory both sides see.
+    let shared = PathBuf::from("/var/lib/jupyterhub-rs-tests");
+    std::fs::create_dir_all(&shared).expect("create /var/lib/jupyterhub-rs-tests");
+    let copy = shared.join(format!("spawn_probe-{}", std::process::id()));
+    std::fs::copy(&path, &copy).expect("copy the probe");
+    copy
 }
 
 fn ensure_user(name: &str) {
