@@ -314,10 +314,24 @@ impl SpawnerConfig {
     }
 }
 
+/// Where `jupyterhub setup-user-env` creates the Python environment user servers run from.
+pub const USER_ENV_PREFIX: &str = "/opt/jupyterhub/user-env";
+
+/// Upstream's default command is `jupyterhub-singleuser` on PATH. A packaged hub has none on
+/// PATH, so once `jupyterhub setup-user-env` has created its environment, that is the default.
+fn default_cmd() -> Vec<String> {
+    let packaged = Path::new(USER_ENV_PREFIX).join("bin/jupyterhub-singleuser");
+    if packaged.is_file() {
+        vec![packaged.to_string_lossy().into_owned()]
+    } else {
+        vec!["jupyterhub-singleuser".into()]
+    }
+}
+
 impl Default for SpawnerConfig {
     fn default() -> Self {
         SpawnerConfig {
-            cmd: vec!["jupyterhub-singleuser".into()],
+            cmd: default_cmd(),
             args: Vec::new(),
             notebook_dir: None,
             default_url: None,

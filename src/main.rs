@@ -63,7 +63,7 @@ enum Command {
     /// Create the Python environment user servers run from (jupyterhub-singleuser + JupyterLab).
     SetupUserEnv {
         /// Where to create it.
-        #[arg(long, default_value = "/opt/jupyterhub/user-env")]
+        #[arg(long, default_value = config::USER_ENV_PREFIX)]
         prefix: PathBuf,
         /// Python to build it from (must be readable by every user).
         #[arg(long, default_value = "/usr/bin/python3")]
@@ -155,11 +155,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             jupyterhub::server::init_logging(cli.log_level.as_deref());
             jupyterhub::spawner::setup_user_env(&prefix, &python, &requirement)?;
-            println!(
-                "created {}; set [Spawner] cmd = [\"{}/bin/jupyterhub-singleuser\"]",
-                prefix.display(),
-                prefix.display()
-            );
+            if prefix == std::path::Path::new(config::USER_ENV_PREFIX) {
+                println!(
+                    "created {}; the default [Spawner] cmd runs its jupyterhub-singleuser",
+                    prefix.display()
+                );
+            } else {
+                println!(
+                    "created {}; set [Spawner] cmd = [\"{}/bin/jupyterhub-singleuser\"]",
+                    prefix.display(),
+                    prefix.display()
+                );
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Token {

@@ -111,10 +111,22 @@ async fn hub_headers(
             .observe(started.elapsed().as_secs_f64());
     }
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Upstream's access log: one line per request, quiet for health checks and static files;
+    // the fields become journal fields (METHOD=, PATH=, STATUS=, DURATION_MS=).
+    macro_rules! access_log {
+        ($level:ident) => {
+            tracing::$level!(method = %method, path = %path, status, duration_ms,
+                "{status} {method} {path} {duration_ms:.2}ms")
+        };
+    }
     if status >= 500 {
-        tracing::warn!(method = %method, path = %path, status, duration_ms, "request");
+        access_log!(error);
+    } else if status >= 400 {
+        access_log!(warn);
+    } else if path.ends_with("/hub/health") || path.contains("/hub/static/") {
+        access_log!(debug);
     } else {
-        tracing::debug!(method = %method, path = %path, status, duration_ms, "request");
+        access_log!(info);
     }
     response
 }

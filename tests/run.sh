@@ -9,7 +9,7 @@ export SINGLEUSER_VENV="$cache/venv-5.3"
 export SINGLEUSER_VENV_6="$cache/venv-6"
 export E2E_USER=jh-e2e
 
-apt_packages=(dbus polkitd systemd python3-venv chromium nodejs npm)
+apt_packages=(dbus polkitd systemd python3-venv chromium nodejs npm curl lintian rpm)
 missing=()
 for package in "${apt_packages[@]}"; do
   # Node and npm may come from elsewhere (the image ships them); only install if absent.
@@ -56,3 +56,7 @@ JUPYTERHUB_BIN=target/debug/jupyterhub SINGLEUSER_VENVS="$SINGLEUSER_VENV,$SINGL
   node --test --test-reporter=spec tests/e2e/
 echo "== end to end with the systemd spawner in a contained systemd (jupyterhub 6.x single-user server)"
 JUPYTERHUB_BIN=target/debug/jupyterhub bash tests/e2e/with-systemd.sh "$SINGLEUSER_VENV_6"
+echo "== packages: the .deb end to end in a contained systemd (apt install, unprivileged hub, PAM, restart, purge)"
+bash tests/package/deb.sh
+echo "== packages: the .rpm (rpm -qlp, rpmlint)"
+bash tests/package/rpm.sh

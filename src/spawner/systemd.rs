@@ -730,7 +730,6 @@ pub async fn start_unit(
 }
 
 /// Start through the privileged helper, for a hub that is not root.
-/// The helper's client (`crate::privileged`) is not merged yet: until then this refuses.
 pub async fn start_via_helper(request: &SpawnRequest, config: &Config) -> Result<Started, Error> {
     let socket = &config.systemd_spawner.helper_socket;
     let call = crate::privileged::Request::StartUnit {
