@@ -220,6 +220,25 @@ stopped=$(api "$public/hub/api/users/$user" | python3 -c 'import json,sys; print
 [ "$stopped" = True ] || fail "the hub still lists the server"
 echo "$unit: $state"
 
+step "a server that dies on its own: the unprivileged hub hears it from systemd"
+code=$(api -o "$work/spawn.json" -w '%{http_code}' -X POST "$public/hub/api/users/$user/server")
+case "$code" in 201|202) ;; *) cat "$work/spawn.json"; fail "POST server answered $code" ;; esac
+wait_server() { # True|False: wait until the server's readiness is that
+  local want=$1 got=""
+  for _ in $(seq 120); do
+    got=$(api "$public/hub/api/users/$user" | python3 -c 'import json,sys; s=json.load(sys.stdin)["servers"].get(""); print(bool(s and s["ready"]))')
+    [ "$got" = "$want" ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
+wait_server True || fail "the second spawn never became ready"
+inside systemctl kill --signal=KILL "$unit"
+wait_server False || fail "the hub still thinks the killed server runs"
+code=$(api -L --max-redirs 5 -o /dev/null -w '%{http_code}' "$public/user/$user/api")
+echo "killed $unit: the hub shows it stopped; /user/$user/api now answers $code"
+[ "$code" = 424 ] || fail "/user/$user/api after the kill answered $code"
+
 step "systemd-analyze security jupyterhub.service"
 inside systemd-analyze security jupyterhub.service --no-pager | tail -1
 
