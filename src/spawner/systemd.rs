@@ -1295,7 +1295,10 @@ async fn watch_units(
                     continue;
                 }
                 let info = match read_exit_info(&conn, &unit).await {
-                    Some(info) if !info.result.is_empty() => info,
+                    // Asked about a unit it already garbage-collected (a clean exit), systemd
+                    // loads an empty stub (Result=success, no PID): then only the signals
+                    // tell how the server ended.
+                    Some(info) if !info.result.is_empty() && info.pid != 0 => info,
                     _ => signalled.unwrap_or_default(),
                 };
                 let reason = info.reason(&unit).await;
