@@ -573,6 +573,11 @@ async fn concurrent_spawn_limit_holds(hub: &Hub<'_>) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(most_pending <= SPAWN_LIMIT);
+    eprintln!(
+        "spawn limit: first burst {} accepted, {} refused with 429; at most {most_pending} pending while retrying",
+        accepted.len(),
+        CROWD - accepted.len()
+    );
     let mut pids = BTreeMap::new();
     for user in &names {
         let unit = server_unit(user);
