@@ -71,9 +71,22 @@ impl Contained {
     }
 }
 
+static PROBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 fn probe_path() -> PathBuf {
-    static PROBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PROBE.get_or_init(build_probe).clone()
+}
+
+/// Removes the probe's copy in /var/lib when the test ends (a host directory: nothing
+/// cleans it otherwise).
+struct RemoveProbe;
+
+impl Drop for RemoveProbe {
+    fn drop(&mut self) {
+        if let Some(path) = PROBE.get() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn build_probe() -> PathBuf {
@@ -160,6 +173,7 @@ fn systemd_spawner() {
         return;
     }
     let _serial = crate::harness::serial();
+    let _remove_probe = RemoveProbe;
     ensure_user(TEST_USER);
     let sd = Contained::boot(CGROUP_NAME);
     limits_user_and_no_secret_in_unit(&sd);
