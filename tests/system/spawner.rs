@@ -195,10 +195,12 @@ fn a_requested_stop_is_not_announced_as_an_exit(sd: &Contained) {
         port,
         json!({}),
     );
+    // The pause keeps the exit after the start job: an instant exit can fail the job itself
+    // under load, and then `start` reports it instead of the watcher.
     let then = request(
         "hank",
         "",
-        &["/bin/sh", "-c", "exit 5"],
+        &["/bin/sh", "-c", "sleep 1; exit 5"],
         free_port(),
         json!({}),
     );
