@@ -809,7 +809,7 @@ impl ExitInfo {
             "oom-kill" => "out of memory".into(),
             "timeout" => "timed out".into(),
             // systemd counts SIGTERM, SIGHUP, SIGINT and SIGPIPE as a clean exit: the
-            // server was still killed by someone (`systemctl kill`, the OOM handler, a user).
+            // server was still killed by someone (`systemctl kill`, an admin, the user).
             "success" if self.code == CLD_KILLED || self.code == CLD_DUMPED => {
                 format!("killed by signal {}", signal_name(self.status))
             }
@@ -1101,10 +1101,14 @@ impl Spawner for SystemdSpawner {
         if !matches!(state.as_str(), "inactive" | "failed") {
             return Ok(Status::Running);
         }
-        let info = read_exit_info(&self.conn, &unit).await;
+        // A stub systemd loaded for a property read after the unit was collected has no PID:
+        // it knows nothing about how the server ended.
+        let info = read_exit_info(&self.conn, &unit)
+            .await
+            .filter(|info| info.pid != 0);
         let reason = match &info {
             Some(info) => info.reason(&unit).await,
-            None => "stopped".into(),
+            None => "the server is gone (exit status unknown)".into(),
         };
         let log_tail = journal_tail_since(&unit, info.map_or(0, |i| i.started_usec)).await;
         self.clean_up(&unit).await;
