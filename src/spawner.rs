@@ -137,7 +137,17 @@ pub trait Spawner: Send + Sync + 'static {
     fn subscribe_exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exited>> {
         None
     }
+    /// What runs under this spawner's naming scheme but is none of `known` (the servers the
+    /// database says run, as `(user, server name, state)`): names for the log. The hub reports
+    /// them at start-up and leaves them alone; a spawner that cannot list returns none.
+    async fn unknown_servers(&self, known: &[KnownServer]) -> Result<Vec<String>, Error> {
+        let _ = known;
+        Ok(Vec::new())
+    }
 }
+
+/// A server the database says runs: user, server name, the state `start` returned.
+pub type KnownServer = (String, String, serde_json::Value);
 
 /// Create the Python environment user servers run from: a venv with `jupyterhub`
 /// (for `jupyterhub-singleuser`) and JupyterLab, readable by every user.

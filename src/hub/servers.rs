@@ -853,6 +853,31 @@ impl Hub {
                 }
             }
         }
+        self.report_unknown_servers().await
+    }
+
+    /// Warn about servers the spawner runs that the database does not know (a unit started
+    /// by hand, or one a hub killed mid-spawn started but never recorded). They are left
+    /// alone: they may be someone's work, and an admin decides.
+    async fn report_unknown_servers(&self) -> Result<()> {
+        let mut known = Vec::new();
+        for row in self.db.read(db::all_spawners)?.into_iter() {
+            if row.url.is_none() {
+                continue;
+            }
+            if let Some(user) = self.db.read(|c| db::user_by_id(c, row.user_id))? {
+                known.push((user.name, row.name, row.state));
+            }
+        }
+        match self.spawner.unknown_servers(&known).await {
+            Ok(units) => {
+                for unit in units {
+                    tracing::warn!(%unit, "a server runs that the database does not know; leaving it alone");
+                }
+            }
+            // Only a report: a hub that cannot list still serves.
+            Err(e) => tracing::warn!(error = %e, "cannot list servers to look for unknown ones"),
+        }
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use zbus::{Connection, OwnedVariant, Variant};
 
-use super::{Error, Exited, SpawnRequest, Spawner, Started, Status};
+use super::{Error, Exited, KnownServer, SpawnRequest, Spawner, Started, Status};
 use crate::config::{Config, SystemdSpawnerConfig};
 use crate::systemd::dbus::{self, ManagerProxy, ServiceProxy, UnitProxy};
 
@@ -782,6 +782,10 @@ async fn main_pid(conn: &Connection, unit: &str) -> Result<u32, Error> {
         .map_err(|e| systemd_error("ExecMainPID", e))
 }
 
+/// `ExecMainCode` values (`si_code` of the child's SIGCHLD).
+const CLD_KILLED: i32 = 2;
+const CLD_DUMPED: i32 = 3;
+
 /// How a service's main process ended, as systemd recorded it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExitInfo {
@@ -803,6 +807,11 @@ impl ExitInfo {
         match self.result.as_str() {
             "oom-kill" => "out of memory".into(),
             "timeout" => "timed out".into(),
+            // systemd counts SIGTERM, SIGHUP, SIGINT and SIGPIPE as a clean exit: the
+            // server was still killed by someone (`systemctl kill`, an admin, the user).
+            "success" if self.code == CLD_KILLED || self.code == CLD_DUMPED => {
+                format!("killed by signal {}", signal_name(self.status))
+            }
             "success" => "exit code 0".into(),
             "exit-code" => match self.status {
                 200 => "could not enter the working directory (status 200/CHDIR)".into(),
@@ -1091,10 +1100,14 @@ impl Spawner for SystemdSpawner {
         if !matches!(state.as_str(), "inactive" | "failed") {
             return Ok(Status::Running);
         }
-        let info = read_exit_info(&self.conn, &unit).await;
+        // A stub systemd loaded for a property read after the unit was collected has no PID:
+        // it knows nothing about how the server ended.
+        let info = read_exit_info(&self.conn, &unit)
+            .await
+            .filter(|info| info.pid != 0);
         let reason = match &info {
             Some(info) => info.reason(&unit).await,
-            None => "stopped".into(),
+            None => "the server is gone (exit status unknown)".into(),
         };
         let log_tail = journal_tail_since(&unit, info.map_or(0, |i| i.started_usec)).await;
         self.clean_up(&unit).await;
@@ -1158,6 +1171,28 @@ impl Spawner for SystemdSpawner {
 
     fn subscribe_exits(&self) -> Option<broadcast::Receiver<Exited>> {
         Some(self.exits.subscribe())
+    }
+
+    /// Running `jupyter-*.service` units that none of `known` maps to: started by hand, left
+    /// by a hub that died between starting a unit and recording it, or by another hub.
+    async fn unknown_servers(&self, known: &[KnownServer]) -> Result<Vec<String>, Error> {
+        let known: HashSet<String> = known
+            .iter()
+            .map(|(user, server, state)| Self::unit_of(user, server, state))
+            .collect();
+        let mut strays: Vec<String> = self
+            .list_units()
+            .await?
+            .into_iter()
+            .filter(|(unit, state)| {
+                // A failed or inactive unit left loaded runs nothing: not worth a warning.
+                matches!(state.as_str(), "active" | "activating" | "reloading")
+                    && !known.contains(unit)
+            })
+            .map(|(unit, _)| unit)
+            .collect();
+        strays.sort();
+        Ok(strays)
     }
 }
 
@@ -1263,7 +1298,10 @@ async fn watch_units(
                     continue;
                 }
                 let info = match read_exit_info(&conn, &unit).await {
-                    Some(info) if !info.result.is_empty() => info,
+                    // Asked about a unit it already garbage-collected (a clean exit), systemd
+                    // loads an empty stub (Result=success, no PID): then only the signals
+                    // tell how the server ended.
+                    Some(info) if !info.result.is_empty() && info.pid != 0 => info,
                     _ => signalled.unwrap_or_default(),
                 };
                 let reason = info.reason(&unit).await;
@@ -1391,6 +1429,26 @@ mod tests {
         let mut bad = request.clone();
         bad.env.insert("BAD NAME".into(), "1".into());
         assert!(env_file_contents(&bad, false).is_err());
+    }
+
+    #[tokio::test]
+    async fn clean_signals_are_still_reported_as_kills() {
+        let killed = ExitInfo {
+            result: "success".into(),
+            code: CLD_KILLED,
+            status: libc::SIGTERM,
+            ..Default::default()
+        };
+        assert_eq!(
+            killed.reason("x.service").await,
+            "killed by signal SIGTERM (15)"
+        );
+        let exited = ExitInfo {
+            result: "success".into(),
+            code: 1,
+            ..Default::default()
+        };
+        assert_eq!(exited.reason("x.service").await, "exit code 0");
     }
 
     #[test]

@@ -1,3 +1,5 @@
 //! System tests: real systemd (a contained PID 1), real users. Run as root.
 
+mod harness;
+mod hub;
 mod spawner;

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::harness::{Contained, ensure_user, free_port};
+
 const CGROUP_NAME: &str = "sdtest-spawner";
 /// The account tests/run.sh creates for servers; created here too when missing.
 const TEST_USER: &str = "jh-e2e";
@@ -23,72 +25,8 @@ disable_user_sudo = true
 unit_extra_properties = ["IOWeight=50", "RuntimeMaxSec=1h"]
 "#;
 
-/// A contained systemd as PID 1 of fresh namespaces; killed (with everything in it) on drop.
-struct Contained {
-    pid1: i32,
-    unshare: std::process::Child,
-}
-
+/// The probe and `systemctl show`, for these scenarios.
 impl Contained {
-    fn boot() -> Contained {
-        let script = format!(
-            r#"for h in systemd unified memory cpu cpuacct pids; do
-  mkdir -p /sys/fs/cgroup/$h/{CGROUP_NAME} 2>/dev/null || true
-  echo $$ > /sys/fs/cgroup/$h/{CGROUP_NAME}/cgroup.procs 2>/dev/null || true
-done
-exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagation private --mount-proc \
-  env container=unshare sh -c '
-    for d in /run /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done
-    mount -t tmpfs -o mode=755 tmpfs /var/log/journal
-    mkdir -p /run/lock
-    exec /lib/systemd/systemd --system --log-target=console --log-level=warning --unit=basic.target' >/dev/null 2>&1"#
-        );
-        let unshare = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn unshare");
-        let mut contained = Contained { pid1: 0, unshare };
-        let parent = contained.unshare.id();
-        for _ in 0..200 {
-            if let Some(pid) = children(parent)
-                .into_iter()
-                .find(|c| comm(*c).as_deref() == Some("systemd"))
-            {
-                contained.pid1 = pid;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(contained.pid1 > 0, "the contained systemd did not start");
-        for _ in 0..200 {
-            let state = contained.run(&["systemctl", "is-system-running"]);
-            if matches!(state.trim(), "running" | "degraded") {
-                return contained;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the contained systemd did not finish booting");
-    }
-
-    fn nsenter(&self) -> Command {
-        let mut command = Command::new("nsenter");
-        command.args(["-t", &self.pid1.to_string(), "-a"]);
-        command
-    }
-
-    /// Run a command inside; its stdout.
-    fn run(&self, argv: &[&str]) -> String {
-        let output = self
-            .nsenter()
-            .args(argv)
-            .stdin(Stdio::null())
-            .output()
-            .expect("nsenter");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
     /// One command to the probe, run inside.
     fn probe(&self, input: Value) -> Value {
         let mut input = input;
@@ -122,12 +60,6 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
         self.run(&["systemctl", "show", unit])
     }
 
-    fn prop(&self, unit: &str, name: &str) -> String {
-        self.run(&["systemctl", "show", unit, "-p", name, "--value"])
-            .trim()
-            .to_owned()
-    }
-
     /// A cgroup file of the unit, cgroup v2 name first, then v1 (controller, file).
     fn cgroup_value(&self, unit: &str, v2: &str, v1: (&str, &str)) -> String {
         let cg = self.prop(unit, "ControlGroup");
@@ -139,43 +71,22 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
     }
 }
 
-impl Drop for Contained {
-    fn drop(&mut self) {
-        if self.pid1 > 0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid1),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.unshare.kill();
-        let _ = self.unshare.wait();
-    }
-}
-
-fn children(pid: u32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    out
-}
-
-fn comm(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
+static PROBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 fn probe_path() -> PathBuf {
-    static PROBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PROBE.get_or_init(build_probe).clone()
+}
+
+/// Removes the probe's copy in /var/lib when the test ends (a host directory: nothing
+/// cleans it otherwise).
+struct RemoveProbe;
+
+impl Drop for RemoveProbe {
+    fn drop(&mut self) {
+        if let Some(path) = PROBE.get() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn build_probe() -> PathBuf {
@@ -205,29 +116,9 @@ fn build_probe() -> PathBuf {
     );
     // The container's /tmp is private, and checkouts often live there: hand the probe over
     // through a directory both sides see.
-    let shared = PathBuf::from("/var/lib/jupyterhub-rs-tests");
-    std::fs::create_dir_all(&shared).expect("create /var/lib/jupyterhub-rs-tests");
-    let copy = shared.join(format!("spawn_probe-{}", std::process::id()));
+    let copy = crate::harness::shared_dir().join(format!("spawn_probe-{}", std::process::id()));
     std::fs::copy(&path, &copy).expect("copy the probe");
     copy
-}
-
-fn ensure_user(name: &str) {
-    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-        let status = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/bash", name])
-            .status()
-            .expect("useradd");
-        assert!(status.success(), "useradd {name}");
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn request(user: &str, server: &str, argv: &[&str], port: u16, limits: Value) -> Value {
@@ -281,8 +172,10 @@ fn systemd_spawner() {
         eprintln!("skipped: the systemd spawner tests need root");
         return;
     }
+    let _serial = crate::harness::serial();
+    let _remove_probe = RemoveProbe;
     ensure_user(TEST_USER);
-    let sd = Contained::boot();
+    let sd = Contained::boot(CGROUP_NAME);
     limits_user_and_no_secret_in_unit(&sd);
     named_servers_never_collide_with_the_default_one(&sd);
     failed_start_is_reported_at_once(&sd);
@@ -302,10 +195,12 @@ fn a_requested_stop_is_not_announced_as_an_exit(sd: &Contained) {
         port,
         json!({}),
     );
+    // The pause keeps the exit after the start job: an instant exit can fail the job itself
+    // under load, and then `start` reports it instead of the watcher.
     let then = request(
         "hank",
         "",
-        &["/bin/sh", "-c", "exit 5"],
+        &["/bin/sh", "-c", "sleep 1; exit 5"],
         free_port(),
         json!({}),
     );

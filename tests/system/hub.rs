@@ -1,0 +1,634 @@
+//! The whole hub (root, `systemd` spawner) as a `Type=notify` unit of a contained systemd,
+//! driven over its REST API and public port from outside (the network namespace is shared):
+//! user servers survive `kill -9` of the hub and are picked up again before it reports ready;
+//! stray `jupyter-*` units are reported and left alone; a unit that dies on its own loses its
+//! route and keeps its reason; `concurrent_spawn_limit` holds with 20 real users at once.
+//! Needs root; skipped otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Contained, ensure_user, free_port, shared_dir};
+
+const CGROUP_NAME: &str = "sdtest-hub";
+const HUB_UNIT: &str = "jupyterhub-systest.service";
+/// Started by hand before the hub, unknown to its database.
+const STRAY_UNIT: &str = "jupyter-stray-x.service";
+/// `concurrent_spawn_limit` of the test hub.
+const SPAWN_LIMIT: usize = 5;
+/// How many real users fire a spawn at once.
+const CROWD: usize = 20;
+
+fn crowd_user(i: usize) -> String {
+    format!("jh-sys-{i:02}")
+}
+
+/// The unit the spawner gives a user's default server (`-` is escaped inside a component).
+fn server_unit(user: &str) -> String {
+    format!("jupyter-{}-singleuser.service", user.replace('-', "\\x2d"))
+}
+
+/// Files handed to the container, removed on drop (also on panic).
+struct Workspace {
+    dir: PathBuf,
+    bin: PathBuf,
+    stub: PathBuf,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.bin);
+        let _ = std::fs::remove_file(&self.stub);
+    }
+}
+
+/// The test's system users, removed (with their homes) on drop; declared before the
+/// contained systemd so they outlive every process that runs as them.
+struct Users(Vec<String>);
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        for user in &self.0 {
+            let _ = Command::new("userdel")
+                .args(["--remove", user])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+struct Hub<'a> {
+    sd: &'a Contained,
+    work: Workspace,
+    config: PathBuf,
+    /// Pre-spawn hooks wait while this file is missing, which holds spawns pending.
+    gate: PathBuf,
+    public: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl<'a> Hub<'a> {
+    fn new(sd: &'a Contained) -> Hub<'a> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let shared = shared_dir();
+        let id = std::process::id();
+        let dir = shared.join(format!("hub-{id}"));
+        let work = Workspace {
+            bin: shared.join(format!("jupyterhub-{id}")),
+            stub: shared.join(format!("stub_singleuser-{id}.py")),
+            dir: dir.clone(),
+        };
+        std::fs::create_dir_all(&dir).expect("hub dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::copy(env!("CARGO_BIN_EXE_jupyterhub"), &work.bin).expect("copy the hub");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stub_singleuser.py"),
+            &work.stub,
+        )
+        .expect("copy the stub server");
+        // Servers run as the users: the stub must be readable by them.
+        std::fs::set_permissions(&work.stub, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod stub");
+        let (port, hub_port) = (free_port(), free_port());
+        let token = format!("systest-admin-{id}-{}", free_port());
+        let gate = dir.join("gate");
+        std::fs::write(&gate, "").expect("open the gate");
+        let config = dir.join("jupyterhub.toml");
+        let text = format!(
+            r#"[JupyterHub]
+ip = "127.0.0.1"
+port = {port}
+hub_bind_url = "http://127.0.0.1:{hub_port}"
+db_url = "sqlite:///{db}"
+cookie_secret_file = "{secret}"
+spawner_class = "systemd"
+authenticator_class = "dummy"
+concurrent_spawn_limit = {SPAWN_LIMIT}
+slow_spawn_timeout = 0.5
+api_tokens = {{ "{token}" = "admin" }}
+
+[Authenticator]
+admin_users = ["admin"]
+
+[Spawner]
+cmd = ["/usr/bin/python3", "{stub}"]
+pre_spawn_hook = ["/bin/sh", "-c", "while [ ! -e {gate} ]; do sleep 0.1; done", "hook"]
+start_timeout = 60
+http_timeout = 60
+# Exits must be noticed through systemd's signals, not a periodic poll.
+poll_interval = 3600
+"#,
+            db = dir.join("jupyterhub.sqlite").display(),
+            secret = dir.join("cookie_secret").display(),
+            stub = work.stub.display(),
+            gate = gate.display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        Hub {
+            sd,
+            work,
+            config,
+            gate,
+            public: format!("http://127.0.0.1:{port}"),
+            token,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// Start the hub as a `Type=notify` unit. `systemd-run` returns once the start job is
+    /// done, which for `Type=notify` is when the hub sent READY=1.
+    fn start(&self) {
+        // A previous, killed run leaves the unit failed and its name taken.
+        self.sd.run(&["systemctl", "reset-failed", HUB_UNIT]);
+        let output = self
+            .sd
+            .nsenter()
+            .args([
+                "systemd-run",
+                "--unit",
+                HUB_UNIT,
+                "--property=Type=notify",
+                "--property=NotifyAccess=main",
+                "--setenv=JUPYTERHUB_LOG=info",
+            ])
+            .arg(&self.work.bin)
+            .arg("-f")
+            .arg(&self.config)
+            .output()
+            .expect("systemd-run");
+        assert!(
+            output.status.success(),
+            "the hub did not start: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.journal()
+        );
+    }
+
+    fn main_pid(&self) -> String {
+        self.sd.prop(HUB_UNIT, "MainPID")
+    }
+
+    /// The hub's log, for failure messages.
+    fn journal(&self) -> String {
+        self.sd.run(&["journalctl", "--no-pager", "-u", HUB_UNIT])
+    }
+
+    /// The hub's structured log entries from process `pid`, as the journal keeps them.
+    fn entries(&self, pid: &str) -> Vec<Value> {
+        self.sd
+            .run(&[
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "json",
+                &format!("_PID={pid}"),
+            ])
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait until the hub process `pid` logged an entry matching `matches`; all its entries.
+    async fn wait_for_entry(
+        &self,
+        pid: &str,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let entries = self.entries(pid);
+            if entries.iter().any(&matches) {
+                return entries;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the hub never logged {what}:\n{}",
+                self.journal()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}/hub/api{path}", self.public)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self
+            .http
+            .request(method, self.api(path))
+            .header("Authorization", format!("token {}", self.token));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request to the hub");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, _, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// The default server's model of `user`, `None` when it is not active.
+    async fn server(&self, user: &str) -> Option<Value> {
+        let model = self.get(&format!("/users/{user}")).await;
+        model["servers"].get("").cloned()
+    }
+
+    async fn wait_ready(&self, user: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(server) = self.server(user).await
+                && server["ready"] == json!(true)
+            {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{user}'s server never became ready:\n{}",
+                self.journal()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_stopped(&self, user: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.server(user).await.is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "{user}'s server never stopped:\n{}",
+                self.journal()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn routes(&self) -> Value {
+        self.get("/proxy").await
+    }
+
+    /// A request through the public port (the proxy) to the user's server.
+    async fn through_proxy(&self, user: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}/user/{user}/api", self.public))
+            .header("Authorization", format!("token {}", self.token))
+            .send()
+            .await
+            .expect("request through the proxy");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// How many servers the hub reports pending a spawn right now.
+    async fn pending_spawns(&self) -> usize {
+        let users = self.get("/users?limit=200").await;
+        let users = users
+            .as_array()
+            .cloned()
+            .or_else(|| users["items"].as_array().cloned())
+            .expect("a user list");
+        users
+            .iter()
+            .filter_map(|u| u["servers"].as_object())
+            .flat_map(|servers| servers.values())
+            .filter(|s| s["pending"] == json!("spawn"))
+            .count()
+    }
+}
+
+/// One contained systemd and one hub for every scenario, in order: each builds on the state
+/// the previous one left (a running server, a killed hub).
+#[test]
+fn hub_with_systemd_spawner() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the hub system tests need root");
+        return;
+    }
+    let _serial = crate::harness::serial();
+    let users = Users((1..=CROWD).map(crowd_user).collect());
+    for user in &users.0 {
+        ensure_user(user);
+    }
+    let sd = Contained::boot(CGROUP_NAME);
+    let hub = Hub::new(&sd);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            stray_units_are_reported_and_left_alone(&hub).await;
+            servers_survive_kill_9_of_the_hub(&hub).await;
+            a_unit_that_dies_loses_its_route_and_keeps_the_reason(&hub).await;
+            concurrent_spawn_limit_holds(&hub).await;
+        });
+    sd.run(&["systemctl", "stop", HUB_UNIT]);
+}
+
+async fn stray_units_are_reported_and_left_alone(hub: &Hub<'_>) {
+    hub.sd.run_ok(&[
+        "systemd-run",
+        "--unit",
+        STRAY_UNIT,
+        "/bin/sleep",
+        "infinity",
+    ]);
+    hub.start();
+    let pid = hub.main_pid();
+    let warned = |e: &Value| e["UNIT"] == json!(STRAY_UNIT) && e["PRIORITY"] == json!("4");
+    hub.wait_for_entry(&pid, "a warning about the stray unit", warned)
+        .await;
+    assert_eq!(
+        hub.sd.prop(STRAY_UNIT, "ActiveState"),
+        "active",
+        "the stray unit was touched"
+    );
+    let (status, _, users) = hub.call(reqwest::Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !users.to_string().contains("stray"),
+        "a stray unit became a user: {users}"
+    );
+}
+
+async fn servers_survive_kill_9_of_the_hub(hub: &Hub<'_>) {
+    let user = crowd_user(1);
+    let unit = server_unit(&user);
+    let (status, _, body) = hub
+        .call(
+            reqwest::Method::POST,
+            "/users",
+            Some(json!({"usernames": (1..=CROWD).map(crowd_user).collect::<Vec<_>>()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, body) = hub
+        .call(
+            reqwest::Method::POST,
+            &format!("/users/{user}/server"),
+            None,
+        )
+        .await;
+    assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
+    let server = hub.wait_ready(&user).await;
+    assert_eq!(server["state"]["unit"], json!(unit), "{server}");
+    let invocation = hub.sd.prop(&unit, "InvocationID");
+    let main_pid = hub.sd.prop(&unit, "ExecMainPID");
+    assert!(
+        !invocation.is_empty() && main_pid != "0",
+        "{invocation} {main_pid}"
+    );
+    let (status, answer) = hub.through_proxy(&user).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["user"], json!(user), "{answer}");
+
+    // kill -9: no shutdown path runs; the unit keeps running on its own.
+    let old_hub = hub.main_pid();
+    hub.sd.run_ok(&[
+        "systemctl",
+        "kill",
+        "--kill-who=main",
+        "--signal=KILL",
+        HUB_UNIT,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hub.sd.prop(HUB_UNIT, "ActiveState") == "active" {
+        assert!(Instant::now() < deadline, "the hub survived SIGKILL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hub.sd.prop(HUB_UNIT, "Result"), "signal");
+    assert!(
+        reqwest::get(hub.api("/")).await.is_err(),
+        "something still answers on the hub's port"
+    );
+
+    hub.start();
+    assert_ne!(hub.main_pid(), old_hub);
+    // READY=1 came only after reconciling: the server is ready and routed already.
+    let server = hub
+        .server(&user)
+        .await
+        .expect("the server is known after the restart");
+    assert_eq!(server["ready"], json!(true), "{server}");
+    assert_eq!(server["pending"], Value::Null, "{server}");
+    let (status, answer) = hub.through_proxy(&user).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["user"], json!(user), "{answer}");
+    // The same process of the same unit run: nothing was spawned again.
+    assert_eq!(hub.sd.prop(&unit, "InvocationID"), invocation);
+    assert_eq!(hub.sd.prop(&unit, "ExecMainPID"), main_pid);
+    assert_eq!(hub.sd.prop(&unit, "ActiveState"), "active");
+
+    // Known units are not reported as strays; the stray one is, again. Units are reported
+    // in name order and ours sorts first, so once the stray's warning is in, ours would be.
+    let pid = hub.main_pid();
+    let entries = hub
+        .wait_for_entry(&pid, "a warning about the stray unit", |e| {
+            e["UNIT"] == json!(STRAY_UNIT)
+        })
+        .await;
+    let reported: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e.get("UNIT").is_some() && e["PRIORITY"] == json!("4"))
+        .collect();
+    assert!(
+        reported.iter().all(|e| e["UNIT"] == json!(STRAY_UNIT)),
+        "a known unit was reported as a stray: {reported:?}"
+    );
+    assert_eq!(hub.sd.prop(STRAY_UNIT, "ActiveState"), "active");
+}
+
+async fn a_unit_that_dies_loses_its_route_and_keeps_the_reason(hub: &Hub<'_>) {
+    let user = crowd_user(1);
+    let unit = server_unit(&user);
+    let prefix = format!("/user/{user}/");
+    assert!(hub.routes().await.get(&prefix).is_some(), "no route before");
+    hub.sd
+        .run_ok(&["systemctl", "kill", "--signal=TERM", &unit]);
+    hub.wait_stopped(&user).await;
+    assert!(
+        hub.routes().await.get(&prefix).is_none(),
+        "the route outlived the server: {}",
+        hub.routes().await
+    );
+    let (status, answer) = hub.through_proxy(&user).await;
+    assert_ne!(answer["user"], json!(user), "{status} {answer}");
+    // The reason is kept: the progress stream of a stopped server ends with it.
+    let response = hub
+        .http
+        .get(hub.api(&format!("/users/{user}/server/progress")))
+        .header("Authorization", format!("token {}", hub.token))
+        .send()
+        .await
+        .expect("progress");
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = response.text().await.expect("progress body");
+    assert!(
+        events.contains("\"failed\":true") && events.contains("SIGTERM"),
+        "{events}"
+    );
+}
+
+async fn concurrent_spawn_limit_holds(hub: &Hub<'_>) {
+    let names: Vec<String> = (1..=CROWD).map(crowd_user).collect();
+    // Spawns wait in their pre-spawn hook until the gate opens, so they stay pending.
+    std::fs::remove_file(&hub.gate).expect("close the gate");
+    let answers = futures_util::future::join_all(names.iter().map(|user| async move {
+        let (status, headers, body) = hub
+            .call(
+                reqwest::Method::POST,
+                &format!("/users/{user}/server"),
+                None,
+            )
+            .await;
+        (user.clone(), status, headers, body)
+    }))
+    .await;
+    let mut accepted = BTreeSet::new();
+    for (user, status, headers, body) in &answers {
+        match status.as_u16() {
+            202 => {
+                accepted.insert(user.clone());
+            }
+            429 => {
+                let retry = headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                assert!(
+                    retry.is_some_and(|s| s > 0),
+                    "429 without Retry-After: {headers:?}"
+                );
+            }
+            other => panic!("{user}: unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(accepted.len(), SPAWN_LIMIT, "{answers:?}");
+    assert_eq!(hub.pending_spawns().await, SPAWN_LIMIT);
+
+    // Open the gate; retry the refused until every server runs. The test retries sooner
+    // than Retry-After asks: the limit, not the client's patience, is under test.
+    std::fs::write(&hub.gate, "").expect("open the gate");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut most_pending = 0;
+    loop {
+        let pending = hub.pending_spawns().await;
+        most_pending = most_pending.max(pending);
+        assert!(pending <= SPAWN_LIMIT, "{pending} spawns pending at once");
+        let mut ready = 0;
+        for user in &names {
+            match hub.server(user).await {
+                Some(server) if server["ready"] == json!(true) => ready += 1,
+                Some(_) => {}
+                None => {
+                    let (status, headers, body) = hub
+                        .call(
+                            reqwest::Method::POST,
+                            &format!("/users/{user}/server"),
+                            None,
+                        )
+                        .await;
+                    match status.as_u16() {
+                        201 | 202 => {}
+                        429 => assert!(headers.get("retry-after").is_some(), "{headers:?}"),
+                        other => panic!("{user}: unexpected {other}: {body}"),
+                    }
+                }
+            }
+        }
+        if ready == CROWD {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {ready} of {CROWD} servers ran:\n{}",
+            hub.journal()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(most_pending <= SPAWN_LIMIT);
+    eprintln!(
+        "spawn limit: first burst {} accepted, {} refused with 429; at most {most_pending} pending while retrying",
+        accepted.len(),
+        CROWD - accepted.len()
+    );
+    let mut pids = BTreeMap::new();
+    for user in &names {
+        let unit = server_unit(user);
+        assert_eq!(hub.sd.prop(&unit, "ActiveState"), "active", "{unit}");
+        assert_eq!(hub.sd.prop(&unit, "User"), *user, "{unit}");
+        pids.insert(hub.sd.prop(&unit, "ExecMainPID"), unit);
+        let (status, answer) = hub.through_proxy(user).await;
+        assert_eq!(status, StatusCode::OK, "{user}: {answer}");
+        assert_eq!(answer["user"], json!(user), "{answer}");
+    }
+    assert_eq!(pids.len(), CROWD, "servers share a process: {pids:?}");
+
+    // Stop them all at once; their units go away.
+    let stops = futures_util::future::join_all(names.iter().map(|user| async move {
+        hub.call(
+            reqwest::Method::DELETE,
+            &format!("/users/{user}/server"),
+            None,
+        )
+        .await
+    }))
+    .await;
+    for (status, _, body) in &stops {
+        assert!(matches!(status.as_u16(), 202 | 204), "{status} {body}");
+    }
+    for user in &names {
+        hub.wait_stopped(user).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for user in &names {
+        let unit = server_unit(user);
+        while hub.sd.prop(&unit, "LoadState") != "not-found" {
+            assert!(
+                Instant::now() < deadline,
+                "{unit} is still loaded: {}",
+                hub.sd.prop(&unit, "ActiveState")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let left = hub.sd.run(&[
+        "systemctl",
+        "list-units",
+        "--all",
+        "--plain",
+        "--no-legend",
+        "jupyter-jh*",
+    ]);
+    assert!(left.trim().is_empty(), "units left: {left}");
+    assert_eq!(hub.sd.prop(STRAY_UNIT, "ActiveState"), "active");
+}
