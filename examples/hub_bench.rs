@@ -16,6 +16,7 @@
 //! - `spawn API TOKEN CONCURRENCY NAME...`: starts each user's default server and waits until
 //!   it is ready; prints `total_s p50_ms errors`.
 //! - `stop API TOKEN NAME...`: stops those servers and waits until they are gone.
+//! - `token API TOKEN NAME`: a new token for NAME from `POST {API}/users/NAME/tokens`.
 //! - `target API TOKEN NAME`: prints the proxy target (`http://ip:port`) of NAME's server.
 //! - `ws-rtt URL N`: websocket round trips of 100-byte messages; prints `p50_ms p99_ms`.
 //! - `count`: the length of the JSON list (or paginated `items`) on stdin.
@@ -423,6 +424,22 @@ async fn stop(api: &str, token: &str, names: &[String]) -> Result<(), BoxError> 
     Ok(())
 }
 
+async fn new_token(api: &str, token: &str, name: &str) -> Result<(), BoxError> {
+    let model: Value = client()
+        .post(format!("{api}/users/{name}/tokens"))
+        .header("Authorization", format!("token {token}"))
+        .json(&json!({"note": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = model["token"]
+        .as_str()
+        .ok_or_else(|| format!("no token in {model}"))?;
+    println!("{token}");
+    Ok(())
+}
+
 async fn target(api: &str, token: &str, name: &str) -> Result<(), BoxError> {
     let routes: Value = client()
         .get(format!("{api}/proxy"))
@@ -482,12 +499,14 @@ const METRICS: &[Metric] = &[
     m("api_user_rps", "GET /hub/api/user, 32 clients (req/s)", Some(Target::RatioAtLeast(50.0, ">= 50x"))),
     m("api_user_p50_ms", "  same, p50 (ms)", None),
     m("api_user_p99_ms", "  same, p99 (ms)", Some(Target::RatioAtMost(0.1, "<= 1/10"))),
+    m("api_user_errors", "  errors (wrk)", None),
+    m("api_user_gen_rps", "  same with a hub-issued token (req/s)", None),
+    m("api_user_gen_p99_ms", "  hub-issued token, p99 (ms)", None),
     m("list_users_count", "users in GET /hub/api/users", None),
     m("list_users_p50_ms", "GET /hub/api/users, 1000 users, p50 (ms)", None),
     m("list_users_p99_ms", "  same, p99 (ms)", Some(Target::RatioAtMost(0.1, "<= 1/10"))),
     m("logins_per_s", "form logins, 32 clients (logins/s)", Some(Target::RatioAtLeast(20.0, ">= 20x"))),
     m("login_errors", "  failed logins", None),
-    m("api_user_errors", "  GET /hub/api/user errors (wrk)", None),
     m("direct_rps", "user server direct (req/s)", None),
     m("direct_p50_ms", "  direct p50 (ms)", None),
     m("direct_p99_ms", "  direct p99 (ms)", None),
@@ -657,6 +676,10 @@ async fn main() -> Result<(), BoxError> {
             let u = "stop API TOKEN NAME...";
             stop(arg(&args, 2, u)?, arg(&args, 3, u)?, &args[4..]).await
         }
+        "token" => {
+            let u = "token API TOKEN NAME";
+            new_token(arg(&args, 2, u)?, arg(&args, 3, u)?, arg(&args, 4, u)?).await
+        }
         "target" => {
             let u = "target API TOKEN NAME";
             target(arg(&args, 2, u)?, arg(&args, 3, u)?, arg(&args, 4, u)?).await
@@ -674,6 +697,6 @@ async fn main() -> Result<(), BoxError> {
             println!("{}", items.as_array().map_or(0, Vec::len));
             Ok(())
         }
-        _ => Err("usage: hub_bench stub|wait-up|create|populate|latency|logins|spawn|stop|target|ws-rtt|count|report".into()),
+        _ => Err("usage: hub_bench stub|wait-up|create|populate|latency|logins|spawn|stop|token|target|ws-rtt|count|report".into()),
     }
 }
