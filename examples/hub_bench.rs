@@ -255,13 +255,11 @@ async fn login_once(http: &reqwest::Client, hub: &str, user: &str) -> Result<(),
     }
     let html = form.text().await?;
     let xsrf = extract_xsrf(&html).ok_or("no _xsrf field in the login form")?;
-    let mut post = http
-        .post(format!("{hub}/hub/login"))
-        .form(&[
-            ("username", user),
-            ("password", "bench"),
-            ("_xsrf", xsrf.as_str()),
-        ]);
+    let mut post = http.post(format!("{hub}/hub/login")).form(&[
+        ("username", user),
+        ("password", "bench"),
+        ("_xsrf", xsrf.as_str()),
+    ]);
     if !jar.is_empty() {
         post = post.header("Cookie", cookie_header(&jar));
     }
@@ -334,7 +332,12 @@ async fn user_model(http: &reqwest::Client, api: &str, token: &str, name: &str) 
 }
 
 /// Start NAME's default server and wait until the hub says it is ready; milliseconds taken.
-async fn spawn_one(http: &reqwest::Client, api: &str, token: &str, name: &str) -> Result<f64, BoxError> {
+async fn spawn_one(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    name: &str,
+) -> Result<f64, BoxError> {
     let start = Instant::now();
     let r = http
         .post(format!("{api}/users/{name}/server"))
@@ -365,13 +368,19 @@ async fn spawn_one(http: &reqwest::Client, api: &str, token: &str, name: &str) -
     Err(format!("{name}'s server was not ready within 300 s").into())
 }
 
-async fn spawn(api: &str, token: &str, concurrency: usize, names: &[String]) -> Result<(), BoxError> {
+async fn spawn(
+    api: &str,
+    token: &str,
+    concurrency: usize,
+    names: &[String],
+) -> Result<(), BoxError> {
     let http = client();
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for name in names {
-        let (http, api, token, name) = (http.clone(), api.to_owned(), token.to_owned(), name.clone());
+        let (http, api, token, name) =
+            (http.clone(), api.to_owned(), token.to_owned(), name.clone());
         let semaphore = semaphore.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
@@ -398,7 +407,8 @@ async fn stop(api: &str, token: &str, names: &[String]) -> Result<(), BoxError> 
     let http = client();
     let mut tasks = Vec::new();
     for name in names {
-        let (http, api, token, name) = (http.clone(), api.to_owned(), token.to_owned(), name.clone());
+        let (http, api, token, name) =
+            (http.clone(), api.to_owned(), token.to_owned(), name.clone());
         tasks.push(tokio::spawn(async move {
             let _ = http
                 .delete(format!("{api}/users/{name}/server"))
@@ -496,41 +506,109 @@ const fn m(key: &'static str, label: &'static str, target: Option<Target>) -> Me
 }
 
 const METRICS: &[Metric] = &[
-    m("api_user_rps", "GET /hub/api/user, 32 clients (req/s)", Some(Target::RatioAtLeast(50.0, ">= 50x"))),
+    m(
+        "api_user_rps",
+        "GET /hub/api/user, 32 clients (req/s)",
+        Some(Target::RatioAtLeast(50.0, ">= 50x")),
+    ),
     m("api_user_p50_ms", "  same, p50 (ms)", None),
-    m("api_user_p99_ms", "  same, p99 (ms)", Some(Target::RatioAtMost(0.1, "<= 1/10"))),
+    m(
+        "api_user_p99_ms",
+        "  same, p99 (ms)",
+        Some(Target::RatioAtMost(0.1, "<= 1/10")),
+    ),
     m("api_user_errors", "  errors (wrk)", None),
-    m("api_user_gen_rps", "  same with a hub-issued token (req/s)", None),
+    m(
+        "api_user_gen_rps",
+        "  same with a hub-issued token (req/s)",
+        None,
+    ),
     m("api_user_gen_p99_ms", "  hub-issued token, p99 (ms)", None),
     m("list_users_count", "users in GET /hub/api/users", None),
-    m("list_users_p50_ms", "GET /hub/api/users, 1000 users, p50 (ms)", None),
-    m("list_users_p99_ms", "  same, p99 (ms)", Some(Target::RatioAtMost(0.1, "<= 1/10"))),
-    m("logins_per_s", "form logins, 32 clients (logins/s)", Some(Target::RatioAtLeast(20.0, ">= 20x"))),
+    m(
+        "list_users_p50_ms",
+        "GET /hub/api/users, 1000 users, p50 (ms)",
+        None,
+    ),
+    m(
+        "list_users_p99_ms",
+        "  same, p99 (ms)",
+        Some(Target::RatioAtMost(0.1, "<= 1/10")),
+    ),
+    m(
+        "logins_per_s",
+        "form logins, 32 clients (logins/s)",
+        Some(Target::RatioAtLeast(20.0, ">= 20x")),
+    ),
     m("login_errors", "  failed logins", None),
     m("direct_rps", "user server direct (req/s)", None),
     m("direct_p50_ms", "  direct p50 (ms)", None),
     m("direct_p99_ms", "  direct p99 (ms)", None),
-    m("proxied_rps", "user server through the proxy (req/s)", Some(Target::RatioAtLeast(10.0, ">= 10x"))),
+    m(
+        "proxied_rps",
+        "user server through the proxy (req/s)",
+        Some(Target::RatioAtLeast(10.0, ">= 10x")),
+    ),
     m("proxied_p50_ms", "  proxied p50 (ms)", None),
     m("proxied_p99_ms", "  proxied p99 (ms)", None),
     m("proxied_errors", "  proxied errors (wrk)", None),
-    m("proxied_pct_direct", "  proxied / direct req/s (%)", Some(Target::OursAtLeast(50.0, ">= 50 %"))),
-    m("ws_direct_p50_ms", "websocket round trip direct p50 (ms)", None),
+    m(
+        "proxied_pct_direct",
+        "  proxied / direct req/s (%)",
+        Some(Target::OursAtLeast(50.0, ">= 50 %")),
+    ),
+    m(
+        "ws_direct_p50_ms",
+        "websocket round trip direct p50 (ms)",
+        None,
+    ),
     m("ws_direct_p99_ms", "  direct p99 (ms)", None),
-    m("ws_proxied_p50_ms", "websocket round trip proxied p50 (ms)", None),
+    m(
+        "ws_proxied_p50_ms",
+        "websocket round trip proxied p50 (ms)",
+        None,
+    ),
     m("ws_proxied_p99_ms", "  proxied p99 (ms)", None),
-    m("spawn_p50_ms", "spawn a stub server, one at a time, p50 (ms)", None),
+    m(
+        "spawn_p50_ms",
+        "spawn a stub server, one at a time, p50 (ms)",
+        None,
+    ),
     m("spawn_seq_errors", "  failed spawns", None),
-    m("spawn50_total_s", "50 concurrent spawns, wall time (s)", Some(Target::RatioAtMost(1.0 / 3.0, "<= 1/3"))),
+    m(
+        "spawn50_total_s",
+        "50 concurrent spawns, wall time (s)",
+        Some(Target::RatioAtMost(1.0 / 3.0, "<= 1/3")),
+    ),
     m("spawn50_p50_ms", "  per spawn p50 (ms)", None),
     m("spawn50_errors", "  failed spawns", None),
-    m("rss_idle_mib", "RSS idle (MiB; Python: hub + proxy)", Some(Target::RatioAtMost(1.0 / 6.0, "<= 1/6"))),
-    m("rss_1k_mib", "RSS with 1000 users (MiB)", Some(Target::RatioAtMost(1.0 / 6.0, "<= 1/6"))),
-    m("rss_50_mib", "RSS with 50 running servers (MiB)", Some(Target::RatioAtMost(1.0 / 6.0, "<= 1/6"))),
-    m("rss_10k_mib", "RSS after start-up with 10000 users (MiB)", None),
+    m(
+        "rss_idle_mib",
+        "RSS idle (MiB; Python: hub + proxy)",
+        Some(Target::RatioAtMost(1.0 / 6.0, "<= 1/6")),
+    ),
+    m(
+        "rss_1k_mib",
+        "RSS with 1000 users (MiB)",
+        Some(Target::RatioAtMost(1.0 / 6.0, "<= 1/6")),
+    ),
+    m(
+        "rss_50_mib",
+        "RSS with 50 running servers (MiB)",
+        Some(Target::RatioAtMost(1.0 / 6.0, "<= 1/6")),
+    ),
+    m(
+        "rss_10k_mib",
+        "RSS after start-up with 10000 users (MiB)",
+        None,
+    ),
     m("startup_empty_s", "start-up, empty database (s)", None),
     m("startup_1k_s", "start-up with 1000 users (s)", None),
-    m("startup_10k_s", "start-up with 10000 users (s)", Some(Target::OursAtMost(1.0, "<= 1 s"))),
+    m(
+        "startup_10k_s",
+        "start-up with 10000 users (s)",
+        Some(Target::OursAtMost(1.0, "<= 1 s")),
+    ),
 ];
 
 fn median(values: &mut [f64]) -> f64 {
@@ -571,7 +649,10 @@ fn report(path: &str) -> Result<(), BoxError> {
         if metric == "load" {
             loads.insert((hub.into(), run.into()), value.into());
         } else if let Ok(v) = value.parse::<f64>() {
-            values.entry((hub.into(), metric.into())).or_default().push(v);
+            values
+                .entry((hub.into(), metric.into()))
+                .or_default()
+                .push(v);
         }
     }
     let mut med = |hub: &str, key: &str| {
