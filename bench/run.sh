@@ -195,7 +195,6 @@ c.JupyterHub.authenticator_class = "dummy"
 # LocalProcessSpawner: as root it starts each server as that user, like our local spawner.
 c.JupyterHub.spawner_class = "localprocess"
 c.JupyterHub.concurrent_spawn_limit = 100
-c.JupyterHub.slow_spawn_timeout = 10
 c.JupyterHub.api_page_default_limit = 20000
 c.JupyterHub.api_page_max_limit = 20000
 c.JupyterHub.api_tokens = {"$TOKEN": "admin"}

@@ -100,6 +100,11 @@ async fn stub_handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>
         "content-type",
         "application/json".parse().expect("static header"),
     );
+    // As jupyterhub-singleuser: without it the Python hub logs a warning on every spawn.
+    r.headers_mut().insert(
+        "x-jupyterhub-version",
+        "5.3.0".parse().expect("static header"),
+    );
     Ok(r)
 }
 
@@ -352,9 +357,14 @@ async fn spawn_one(
         202 => {}
         _ => return Err(format!("POST /users/{name}/server: {status} {text}").into()),
     }
-    // 202: the spawn goes on; poll the model like the spawn-pending page would.
+    // 202: the spawn goes on. Follow its progress stream as the spawn-pending page does;
+    // polling the user model instead would load a busy hub with the client's own requests.
     let deadline = start + Duration::from_secs(300);
     while Instant::now() < deadline {
+        if follow_progress(http, api, token, name).await? {
+            return Ok(start.elapsed().as_secs_f64() * 1e3);
+        }
+        // The stream ended without a verdict (or the spawn finished before it opened).
         let model = user_model(http, api, token, name).await;
         let server = &model["servers"][""];
         if server["ready"] == json!(true) {
@@ -363,9 +373,46 @@ async fn spawn_one(
         if server.is_null() && model["pending"].is_null() && model.is_object() {
             return Err(format!("{name}'s spawn failed (no server, nothing pending)").into());
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(format!("{name}'s server was not ready within 300 s").into())
+}
+
+/// Read `GET …/server/progress` until an event says ready (true) or the stream ends (false).
+async fn follow_progress(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    name: &str,
+) -> Result<bool, BoxError> {
+    let mut r = http
+        .get(format!("{api}/users/{name}/server/progress"))
+        .header("Authorization", format!("token {token}"))
+        .header("Accept", "text/event-stream")
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        return Ok(false);
+    }
+    let mut buffer = String::new();
+    while let Some(chunk) = r.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                continue;
+            };
+            let event: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+            if event["ready"] == json!(true) {
+                return Ok(true);
+            }
+            if event["failed"] == json!(true) {
+                return Err(format!("{name}'s spawn failed: {}", event["message"]).into());
+            }
+        }
+    }
+    Ok(false)
 }
 
 async fn spawn(
