@@ -1,6 +1,8 @@
 //! Rows and the queries on them. Functions take a `&Connection` (reads) or a `&Transaction`
 //! (writes) so callers compose several into one transaction.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
@@ -351,6 +353,33 @@ pub fn user_groups(conn: &Connection, user_id: i64) -> Result<Vec<String>> {
         .query_map([user_id], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// `(user_id, name)` rows gathered by user id.
+fn names_by_user(conn: &Connection, sql: &str) -> Result<HashMap<i64, Vec<String>>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut map: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+        let (user_id, name) = row?;
+        map.entry(user_id).or_default().push(name);
+    }
+    Ok(map)
+}
+
+/// Every user's group names by user id, in one query (for listings).
+pub fn all_user_groups(conn: &Connection) -> Result<HashMap<i64, Vec<String>>> {
+    names_by_user(
+        conn,
+        "SELECT m.user_id, g.name FROM groups g JOIN user_group_map m ON m.group_id = g.id ORDER BY m.user_id, g.name",
+    )
+}
+
+/// Every user's directly held role names by user id, in one query (for listings).
+pub fn all_user_role_names(conn: &Connection) -> Result<HashMap<i64, Vec<String>>> {
+    names_by_user(
+        conn,
+        "SELECT m.user_id, r.name FROM roles r JOIN user_role_map m ON m.role_id = r.id ORDER BY m.user_id, r.name",
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -19,6 +19,25 @@ pub struct UserListQuery {
     pub name_filter: Option<String>,
 }
 
+/// What a user model shows beyond the user row.
+struct UserFacts {
+    groups: Vec<String>,
+    /// Role names, with the implicit `user` (and `admin`) roles.
+    roles: Vec<String>,
+    spawners: Vec<db::SpawnerRow>,
+}
+
+/// Directly held roles plus the implicit ones, sorted.
+fn role_names(mut roles: Vec<String>, user: &UserRow) -> Vec<String> {
+    roles.push("user".into());
+    if user.admin {
+        roles.push("admin".into());
+    }
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
 /// Upstream allows an activity timestamp at most this far in the future.
 const MAX_FUTURE_MICROS: i64 = 59 * 60 * 1_000_000;
 
@@ -34,17 +53,22 @@ impl Hub {
     }
 
     fn user_roles(&self, conn: &rusqlite::Connection, user: &UserRow) -> db::Result<Vec<String>> {
-        let mut roles: Vec<String> = db::roles_of(conn, RoleOwner::User(user.id))?
+        let direct = db::roles_of(conn, RoleOwner::User(user.id))?
             .into_iter()
             .map(|r| r.name)
             .collect();
-        roles.push("user".into());
-        if user.admin {
-            roles.push("admin".into());
-        }
-        roles.sort();
-        roles.dedup();
-        Ok(roles)
+        Ok(role_names(direct, user))
+    }
+
+    /// What a user model shows beyond the row, read per user.
+    fn user_facts(&self, user: &UserRow) -> Result<UserFacts> {
+        Ok(self.db.read(|c| {
+            Ok(UserFacts {
+                groups: db::user_groups(c, user.id)?,
+                roles: self.user_roles(c, user)?,
+                spawners: db::spawners_of(c, user.id)?,
+            })
+        })?)
     }
 
     /// The user model with only the keys the identity's scopes allow (contract §2.3).
@@ -54,10 +78,22 @@ impl Hub {
         user: &UserRow,
         include_stopped: bool,
     ) -> Result<Value> {
-        let groups = self.user_groups(user)?;
+        let facts = self.user_facts(user)?;
+        Ok(self.user_model_from(identity, user, include_stopped, &facts))
+    }
+
+    /// `user_model` from facts already read (a listing reads them for all users at once).
+    fn user_model_from(
+        &self,
+        identity: &Identity,
+        user: &UserRow,
+        include_stopped: bool,
+        facts: &UserFacts,
+    ) -> Value {
+        let groups = &facts.groups;
         let resource = Resource::User {
             name: &user.name,
-            groups: &groups,
+            groups,
         };
         let can = |scope: &str| identity.allows(scope, &resource);
         let mut model = Map::new();
@@ -71,8 +107,7 @@ impl Hub {
             model.insert("groups".into(), json!(groups));
         }
         if full || can("read:roles:users") {
-            let roles = self.db.read(|c| self.user_roles(c, user))?;
-            model.insert("roles".into(), json!(roles));
+            model.insert("roles".into(), json!(facts.roles));
         }
         if full || can("read:users:activity") {
             model.insert("last_activity".into(), db::iso_opt(user.last_activity));
@@ -93,14 +128,13 @@ impl Hub {
             );
             model.insert("auth_state".into(), Value::Null);
         }
-        let spawners = self.db.read(|c| db::spawners_of(c, user.id))?;
         let with_state = identity.scopes.has("admin:server_state");
         let mut servers = Map::new();
-        for row in &spawners {
+        for row in &facts.spawners {
             let server_resource = Resource::Server {
                 user: &user.name,
                 server: &row.name,
-                groups: &groups,
+                groups,
             };
             if !identity.allows("read:servers", &server_resource) {
                 continue;
@@ -119,7 +153,7 @@ impl Hub {
         if identity.allows("read:servers", &resource) || !servers.is_empty() {
             model.insert("servers".into(), Value::Object(servers));
         }
-        Ok(Value::Object(model))
+        Value::Object(model)
     }
 
     /// `GET /users`: filtered by `list:users` filters, paginated; returns (models, total).
@@ -128,16 +162,30 @@ impl Hub {
         identity: &Identity,
         query: &UserListQuery,
     ) -> Result<(Vec<Value>, usize)> {
-        let users = self.db.read(db::all_users)?;
-        let spawners = self.db.read(db::all_spawners)?;
+        // Four queries for the whole listing, not four per user.
+        let (users, spawners, mut groups, mut roles) = self.db.read(|c| {
+            Ok((
+                db::all_users(c)?,
+                db::all_spawners(c)?,
+                db::all_user_groups(c)?,
+                db::all_user_role_names(c)?,
+            ))
+        })?;
+        let mut spawners_by_user: std::collections::HashMap<i64, Vec<db::SpawnerRow>> =
+            std::collections::HashMap::new();
+        for row in spawners {
+            spawners_by_user.entry(row.user_id).or_default().push(row);
+        }
+        let no_servers = Vec::new();
+        let no_groups = Vec::new();
         let mut selected = Vec::new();
         for user in users {
-            let groups = self.user_groups(&user)?;
+            let user_groups = groups.get(&user.id).unwrap_or(&no_groups);
             if !identity.allows(
                 "list:users",
                 &Resource::User {
                     name: &user.name,
-                    groups: &groups,
+                    groups: user_groups,
                 },
             ) {
                 continue;
@@ -147,7 +195,7 @@ impl Hub {
             {
                 continue;
             }
-            let mine: Vec<_> = spawners.iter().filter(|s| s.user_id == user.id).collect();
+            let mine = spawners_by_user.get(&user.id).unwrap_or(&no_servers);
             let active = mine.iter().any(|s| {
                 s.url.is_some() || self.server_pending(&(user.id, s.name.clone())).is_some()
             });
@@ -184,7 +232,17 @@ impl Hub {
         let total = selected.len();
         let mut models = Vec::new();
         for user in selected.into_iter().skip(query.offset).take(query.limit) {
-            models.push(self.user_model(identity, &user, query.include_stopped_servers)?);
+            let facts = UserFacts {
+                groups: groups.remove(&user.id).unwrap_or_default(),
+                roles: role_names(roles.remove(&user.id).unwrap_or_default(), &user),
+                spawners: spawners_by_user.remove(&user.id).unwrap_or_default(),
+            };
+            models.push(self.user_model_from(
+                identity,
+                &user,
+                query.include_stopped_servers,
+                &facts,
+            ));
         }
         Ok((models, total))
     }

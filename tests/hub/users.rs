@@ -527,3 +527,41 @@ async fn auth_state_without_a_key_refuses_to_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("JUPYTERHUB_CRYPT_KEY"));
 }
+
+#[tokio::test]
+async fn listing_shows_each_user_as_get_user_does() {
+    // The listing reads groups, roles and servers for all users at once; a single GET reads
+    // them per user. Both must give the same models.
+    let hub = TestHub::start(
+        "[[JupyterHub.load_roles]]\nname = \"auditor\"\nscopes = [\"read:users\"]\nusers = [\"bob\"]\n\
+         [JupyterHub.load_groups.staff]\nusers = [\"bob\", \"carol\"]\n\
+         [JupyterHub.load_groups.alumni]\nusers = [\"carol\"]\n",
+        "",
+    )
+    .await;
+    let admin = hub.admin_token();
+    let (status, _) = call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["dave"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, listed) = call(&hub, "GET", "/users", &admin, None).await;
+    assert_eq!(status, 200);
+    let listed = listed.as_array().expect("a list").clone();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    for model in &listed {
+        let name = model["name"].as_str().expect("name");
+        let (status, single) = call(&hub, "GET", &format!("/users/{name}"), &admin, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(model, &single, "{name}");
+    }
+    let carol = listed.iter().find(|m| m["name"] == "carol").expect("carol");
+    assert_eq!(carol["groups"], json!(["alumni", "staff"]));
+    let bob = listed.iter().find(|m| m["name"] == "bob").expect("bob");
+    assert_eq!(bob["roles"], json!(["auditor", "user"]));
+    assert_eq!(bob["groups"], json!(["staff"]));
+}
