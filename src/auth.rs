@@ -5,9 +5,10 @@
 pub mod cookie;
 pub mod pam;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
@@ -89,6 +90,41 @@ pub fn compare_token(hashed: &str, token: &str) -> bool {
     }
     let expected = hash_token_with_salt(token, rounds, salt);
     expected.as_bytes().ct_eq(hashed.as_bytes()).into()
+}
+
+/// Tokens this process has already checked against their stored hash: SHA-256 of the token
+/// → the stored hash it matched. A config token's hash has 16 384 rounds (as upstream), which
+/// upstream pays on every request; here it is paid once. A remembered match counts only while
+/// the database still offers that stored hash, so a revoked or expired token never passes.
+#[derive(Default)]
+pub struct VerifiedTokens(Mutex<HashMap<[u8; 32], String>>);
+
+impl VerifiedTokens {
+    /// Bound on remembered tokens; past it the memory starts afresh.
+    const MAX: usize = 10_000;
+
+    /// Whether `token` matches the stored `hashed` (as `compare_token`).
+    pub fn matches(&self, hashed: &str, token: &str) -> bool {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let remembered = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .is_some_and(|h| h == hashed);
+        if remembered {
+            return true;
+        }
+        if !compare_token(hashed, token) {
+            return false;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(key, hashed.to_owned());
+        true
+    }
 }
 
 /// What a successful login yields.
@@ -341,6 +377,20 @@ mod tests {
         let hashed = hash_token("a-token-from-config", PROVIDED_ROUNDS);
         assert!(hashed.starts_with("sha512:16384:"));
         assert!(compare_token(&hashed, "a-token-from-config"));
+    }
+
+    #[test]
+    fn verified_tokens_remember_only_the_hash_they_matched() {
+        let verified = VerifiedTokens::default();
+        let hashed = hash_token("a-token-from-config", PROVIDED_ROUNDS);
+        assert!(!verified.matches(&hashed, "another-token"));
+        assert!(verified.matches(&hashed, "a-token-from-config"));
+        assert!(verified.matches(&hashed, "a-token-from-config"));
+        // The same token against another stored hash (the row was replaced: a new salt)
+        // is checked afresh, and a wrong stored hash never passes from memory.
+        let rehashed = hash_token("a-token-from-config", PROVIDED_ROUNDS);
+        assert!(verified.matches(&rehashed, "a-token-from-config"));
+        assert!(!verified.matches(&hash_token("other", 1), "a-token-from-config"));
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct Inner {
     pub crypt: Option<fernet::MultiFernet>,
     /// Serialises PAM conversations: failed attempts sleep inside libpam.
     pub pam_permits: tokio::sync::Semaphore,
+    /// API tokens already checked against their (slow) stored hash.
+    pub verified_tokens: crate::auth::VerifiedTokens,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -211,6 +213,7 @@ impl Hub {
             shutdown: CancellationToken::new(),
             crypt,
             pam_permits: tokio::sync::Semaphore::new(4),
+            verified_tokens: Default::default(),
             metrics: crate::metrics::Metrics::new(),
         }));
         hub.sync_config()?;

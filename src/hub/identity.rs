@@ -183,7 +183,7 @@ impl Hub {
             .read(|conn| db::tokens_by_prefix(conn, &prefix, db::now()))?;
         Ok(candidates
             .into_iter()
-            .find(|row| crate::auth::compare_token(&row.hashed, token)))
+            .find(|row| self.verified_tokens.matches(&row.hashed, token)))
     }
 
     /// Resolve an API token to an identity.
