@@ -5,10 +5,11 @@
 # of load from elsewhere skews both sides alike. Everything shares this machine's cores (wrk,
 # backend, proxy), so absolute numbers are indicative; compare the ratio and the added p50.
 # The CPU time the proxy and the backend use per request (from /proc) depends much less on
-# the machine's other load than req/s and latency do.
+# the machine's other load than req/s and latency do. Under saturation p50 is set by req/s
+# (Little's law), so the proxy's own latency is also measured with one connection at a time.
 #
 # Usage: bench/proxy.sh
-#   env: RUNS=3 DURATION=10s CONNECTIONS=32 THREADS=2 WS_MESSAGES=5000
+#   env: RUNS=3 DURATION=10s CONNECTIONS=32 THREADS=2 WS_MESSAGES=5000 SERIAL_DURATION=5s
 #        PROXY_THREADS=   (sets TOKIO_WORKER_THREADS for the proxy; default: one per core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 WS_MESSAGES=${WS_MESSAGES:-5000}
+SERIAL_DURATION=${SERIAL_DURATION:-5s}
 BACKEND_PORT=${BACKEND_PORT:-18901}
 PROXY_PORT=${PROXY_PORT:-18902}
 API_PORT=${API_PORT:-18903}
@@ -57,9 +59,10 @@ DIRECT=http://127.0.0.1:$BACKEND_PORT$PATH_
 PROXIED=http://127.0.0.1:$PROXY_PORT$PATH_
 curl -fs -o /dev/null "$PROXIED" || { echo "the proxy does not route $PATH_" >&2; exit 1; }
 
-# Print "req/s p50_ms p99_ms requests" from wrk --latency output.
+# Print "req/s p50_ms p99_ms requests" from wrk --latency output; $2 = "-t1 -c1 -dN" overrides.
 run_wrk() {
-    wrk --latency -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$1" | awk '
+    # shellcheck disable=SC2086
+    wrk --latency ${2:--t"$THREADS" -c"$CONNECTIONS" -d"$DURATION"} "$1" | awk '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
         /Requests\/sec/ { rps = $2 }
         / requests in / { n = $1 }
@@ -89,6 +92,7 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$PROXIED" >/dev/null
 
 D_RPS=() D_P50=() D_P99=() P_RPS=() P_P50=() P_P99=()
 WD_P50=() WD_P99=() WP_P50=() WP_P99=()
+SD_P50=() SD_P99=() SP_P50=() SP_P99=()
 D_BCPU=() P_BCPU=() P_PCPU=()
 printf '%-4s %-8s %9s %8s %8s %10s %10s   %s\n' run side "req/s" "p50 ms" "p99 ms" \
     "backend" "proxy" "load average (1 5 15 min)"
@@ -109,6 +113,11 @@ for run in $(seq "$RUNS"); do
         printf '%-4s %-8s %9s %8s %8s %10s %10s   %s\n' "$run" "$side" "$rps" "$p50" "$p99" \
             "$bcpu" "$pcpu" "$(load)"
     done
+    read -r _ a b _ < <(run_wrk "$DIRECT" "-t1 -c1 -d$SERIAL_DURATION")
+    SD_P50+=("$a") SD_P99+=("$b")
+    read -r _ a b _ < <(run_wrk "$PROXIED" "-t1 -c1 -d$SERIAL_DURATION")
+    SP_P50+=("$a") SP_P99+=("$b")
+    printf '%-4s %-8s %9s %8s %8s   %s\n' "$run" "serial" "" "$a" "$b" "(proxied, 1 connection; direct p50 ${SD_P50[-1]})"
     read -r a b < <(run_ws "ws://127.0.0.1:$BACKEND_PORT/ws")
     WD_P50+=("$a") WD_P99+=("$b")
     read -r a b < <(run_ws "ws://127.0.0.1:$PROXY_PORT/user/bench/ws")
@@ -119,6 +128,8 @@ done
 d_rps=$(median "${D_RPS[@]}") p_rps=$(median "${P_RPS[@]}")
 d_p50=$(median "${D_P50[@]}") p_p50=$(median "${P_P50[@]}")
 d_p99=$(median "${D_P99[@]}") p_p99=$(median "${P_P99[@]}")
+sd50=$(median "${SD_P50[@]}") sd99=$(median "${SD_P99[@]}")
+sp50=$(median "${SP_P50[@]}") sp99=$(median "${SP_P99[@]}")
 wd50=$(median "${WD_P50[@]}") wd99=$(median "${WD_P99[@]}")
 wp50=$(median "${WP_P50[@]}") wp99=$(median "${WP_P99[@]}")
 
@@ -128,12 +139,16 @@ printf '%-16s %10s %10s\n' "" direct proxied
 printf '%-16s %10s %10s\n' "req/s" "$d_rps" "$p_rps"
 printf '%-16s %10s %10s\n' "p50 ms" "$d_p50" "$p_p50"
 printf '%-16s %10s %10s\n' "p99 ms" "$d_p99" "$p_p99"
+printf '%-16s %10s %10s\n' "1 conn p50 ms" "$sd50" "$sp50"
+printf '%-16s %10s %10s\n' "1 conn p99 ms" "$sd99" "$sp99"
 printf '%-16s %10s %10s\n' "ws rtt p50 ms" "$wd50" "$wp50"
 printf '%-16s %10s %10s\n' "ws rtt p99 ms" "$wd99" "$wp99"
 printf '%-16s %10s %10s\n' "backend CPU us" "$(median "${D_BCPU[@]}")" "$(median "${P_BCPU[@]}")"
 printf '%-16s %10s %10s\n' "proxy CPU us" "-" "$(median "${P_PCPU[@]}")"
-awk -v d="$d_rps" -v p="$p_rps" -v a="$d_p50" -v b="$p_p50" -v wa="$wd50" -v wb="$wp50" 'BEGIN {
+awk -v d="$d_rps" -v p="$p_rps" -v a="$d_p50" -v b="$p_p50" -v wa="$wd50" -v wb="$wp50" \
+    -v sa="$sd50" -v sb="$sp50" -v c="$CONNECTIONS" 'BEGIN {
     printf "ratio            %.1f %% of direct req/s (goal >= 50 %%)\n", 100 * p / d
-    printf "added p50        %+.3f ms (goal <= 0.3 ms)\n", b - a
+    printf "added p50        %+.3f ms at %s connections (goal <= 0.3 ms)\n", b - a, c
+    printf "added p50        %+.3f ms at 1 connection\n", sb - sa
     printf "added ws p50     %+.3f ms\n", wb - wa
 }'
