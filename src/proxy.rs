@@ -6,6 +6,7 @@ mod chp;
 mod forward;
 mod listen;
 mod table;
+mod upstream;
 mod websocket;
 
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::ServiceExt;
 
 use super::table::{Route, RouteTable, Target};
+use super::upstream::Upstreams;
 use super::websocket;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -160,10 +161,11 @@ impl Proxy {
         self.error_target = Some(target);
     }
 
-    /// Handle one request from a client connection.
+    /// Handle one request from a client connection; `upstreams` are that connection's own.
     pub(crate) async fn handle(
         &self,
         conn: &ConnInfo,
+        upstreams: &Upstreams<ProxyBody>,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let host = request_host(&req);
@@ -173,7 +175,7 @@ impl Proxy {
         };
         match &route.target {
             Target::Hub => self.to_hub(conn, &route, req).await,
-            Target::Url(base) => self.to_url(conn, &route, base, req).await,
+            Target::Url(base) => self.to_url(conn, upstreams, &route, base, req).await,
         }
     }
 
@@ -206,6 +208,7 @@ impl Proxy {
     async fn to_url(
         &self,
         conn: &ConnInfo,
+        upstreams: &Upstreams<ProxyBody>,
         route: &Arc<Route>,
         base: &Uri,
         mut req: Request<Incoming>,
@@ -214,29 +217,51 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let original = parts.uri.path_and_query().cloned();
-        let uri = match target_uri(base, original.clone()) {
-            Some(uri) => uri,
-            None => {
-                return self
-                    .error_page(StatusCode::BAD_REQUEST, original.as_ref())
-                    .await;
-            }
+        let (Some(authority), Some(path)) = (base.authority(), target_path(base, original.clone()))
+        else {
+            return self
+                .error_page(StatusCode::BAD_REQUEST, original.as_ref())
+                .await;
         };
         // HTTP/2 clients send no Host header: keep the one they addressed for the target.
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, a);
+        // An HTTP/1.0 client may send none at all: then name the target.
+        if !parts.headers.contains_key(header::HOST) {
+            let host = parts.uri.authority().unwrap_or(authority);
+            if let Ok(host) = HeaderValue::from_str(host.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
         }
-        parts.uri = uri;
+        // Plain HTTP/1 requests, the hot path, go over this client connection's own upstream
+        // connections (no pool lock, no other task). Upgrades go through the shared client,
+        // whose connection tasks outlive the client connection, as the spliced socket must;
+        // HTTP/2 streams run in tasks of their own, which `upstream::drive` does not poll.
+        let own = !upgrade && parts.version <= Version::HTTP_11 && parts.method != Method::CONNECT;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers, upgrade);
         add_forwarded(&mut parts.headers, conn);
-        let req = Request::from_parts(parts, ProxyBody(Inner::Stream(body)));
-        match self.client.request(req).await {
+        let sent = if own {
+            parts.uri = Uri::from(path);
+            let req = Request::from_parts(parts, ProxyBody(Inner::Stream(body)));
+            send_own(upstreams, authority, req).await
+        } else {
+            parts.uri = match Uri::from_parts(absolute(base, path)) {
+                Ok(uri) => uri,
+                Err(_) => {
+                    return self
+                        .error_page(StatusCode::BAD_REQUEST, original.as_ref())
+                        .await;
+                }
+            };
+            let req = Request::from_parts(parts, ProxyBody(Inner::Stream(body)));
+            self.client.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    Failure::Down(e.into())
+                } else {
+                    Failure::Failed(e.into())
+                }
+            })
+        };
+        match sent {
             Ok(mut res) => {
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {
@@ -251,7 +276,7 @@ impl Proxy {
                 }
                 res.map(|b| ProxyBody(Inner::Stream(b)))
             }
-            Err(e) if e.is_connect() => {
+            Err(Failure::Down(e)) => {
                 tracing::warn!(route = %route.spec, target = %base, error = %e, "proxy target is down");
                 if let Some(hook) = &self.target_down {
                     hook(route);
@@ -259,7 +284,7 @@ impl Proxy {
                 self.error_page(StatusCode::SERVICE_UNAVAILABLE, original.as_ref())
                     .await
             }
-            Err(e) => {
+            Err(Failure::Failed(e)) => {
                 tracing::warn!(route = %route.spec, target = %base, error = %e, "proxy request failed");
                 self.error_page(StatusCode::BAD_GATEWAY, original.as_ref())
                     .await
@@ -359,23 +384,71 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
     }
 }
 
-/// `base`'s scheme and authority with the request's full path (CHP does not strip the
-/// prefix); a path in `base` is prepended. No allocation unless `base` has a path.
-fn target_uri(base: &Uri, pq: Option<PathAndQuery>) -> Option<Uri> {
+/// Why a request got no response from its target.
+enum Failure {
+    /// Refused, timed out or unreachable: the 503 page and the target-down hook.
+    Down(BoxError),
+    /// Anything else (e.g. the target closed mid-response): 502.
+    Failed(BoxError),
+}
+
+/// Send `req` (origin-form URI) over one of this client connection's connections to
+/// `authority`, opening one if none is idle.
+async fn send_own(
+    upstreams: &Upstreams<ProxyBody>,
+    authority: &Authority,
+    req: Request<ProxyBody>,
+) -> Result<Response<Incoming>, Failure> {
+    let connect = async || {
+        upstreams
+            .connect(authority)
+            .await
+            .map_err(|e| Failure::Down(e.into()))
+    };
+    let (reused, mut sender) = match upstreams.checkout(authority) {
+        Some(sender) => (true, sender),
+        None => (false, connect().await?),
+    };
+    let res = match sender.try_send_request(req).await {
+        Ok(res) => res,
+        Err(mut e) => match e.take_message() {
+            // The target closed the idle connection before this request went out (keep-alive
+            // timeout): nothing was sent, so one fresh connection is safe for any method.
+            Some(req) if reused => {
+                sender = connect().await?;
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| Failure::Failed(e.into()))?
+            }
+            _ => return Err(Failure::Failed(e.into_error().into())),
+        },
+    };
+    upstreams.checkin(authority.clone(), sender);
+    Ok(res)
+}
+
+/// The request's full path for the target (CHP does not strip the prefix), with a path in
+/// `base` prepended. No allocation unless `base` has a path.
+fn target_path(base: &Uri, pq: Option<PathAndQuery>) -> Option<PathAndQuery> {
+    let prefix = base.path().trim_end_matches('/');
+    if prefix.is_empty() {
+        return Some(pq.unwrap_or_else(|| PathAndQuery::from_static("/")));
+    }
+    let rest = pq.as_ref().map_or("/", |p| p.as_str());
+    let mut joined = String::with_capacity(prefix.len() + rest.len());
+    joined.push_str(prefix);
+    joined.push_str(rest);
+    PathAndQuery::try_from(joined).ok()
+}
+
+/// The absolute URI (for the shared client) of `path` on `base`'s scheme and authority.
+fn absolute(base: &Uri, path: PathAndQuery) -> http::uri::Parts {
     let mut parts = http::uri::Parts::default();
     parts.scheme = base.scheme().cloned();
     parts.authority = base.authority().cloned();
-    let prefix = base.path().trim_end_matches('/');
-    parts.path_and_query = if prefix.is_empty() {
-        Some(pq.unwrap_or_else(|| PathAndQuery::from_static("/")))
-    } else {
-        let rest = pq.as_ref().map_or("/", |p| p.as_str());
-        let mut joined = String::with_capacity(prefix.len() + rest.len());
-        joined.push_str(prefix);
-        joined.push_str(rest);
-        Some(PathAndQuery::try_from(joined).ok()?)
-    };
-    Uri::from_parts(parts).ok()
+    parts.path_and_query = Some(path);
+    parts
 }
 
 /// True when a comma-separated header value contains `token` (case-insensitive).
@@ -459,9 +532,10 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) 
 pub(crate) async fn serve_request(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
+    upstreams: Arc<Upstreams<ProxyBody>>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(proxy.handle(&conn, req).await)
+    Ok(proxy.handle(&conn, &upstreams, req).await)
 }
 
 #[cfg(test)]
@@ -514,7 +588,13 @@ mod tests {
     #[test]
     fn uris() {
         let pq = |s: &'static str| Some(PathAndQuery::from_static(s));
-        let t = |b: &'static str, p| target_uri(&Uri::from_static(b), p).map(|u| u.to_string());
+        let t = |b: &'static str, p| {
+            let base = Uri::from_static(b);
+            let path = target_path(&base, p)?;
+            Uri::from_parts(absolute(&base, path))
+                .ok()
+                .map(|u| u.to_string())
+        };
         assert_eq!(
             t("http://127.0.0.1:9000", pq("/user/a/x?y=1")).as_deref(),
             Some("http://127.0.0.1:9000/user/a/x?y=1")

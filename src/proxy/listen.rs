@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Error;
 use super::forward::{ConnInfo, Proxy, serve_request};
+use super::upstream::{Upstreams, drive};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,28 +84,29 @@ pub async fn serve(
         }
         let conn = Arc::new(ConnInfo::new(peer, local, acceptor.is_some()));
         let proxy = proxy.clone();
-        let service = service_fn(move |req| serve_request(proxy.clone(), conn.clone(), req));
+        let upstreams = Upstreams::new();
+        let own = upstreams.clone();
+        let service = service_fn(move |req| {
+            serve_request(proxy.clone(), conn.clone(), upstreams.clone(), req)
+        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let result = match acceptor {
                 None => {
-                    watcher
-                        .watch(
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
-                        )
-                        .await
+                    let served = watcher.watch(
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
+                    );
+                    drive(served, own).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection_with_upgrades(TokioIo::new(tls), service),
-                                )
-                                .await
+                            let served = watcher.watch(
+                                builder.serve_connection_with_upgrades(TokioIo::new(tls), service),
+                            );
+                            drive(served, own).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");

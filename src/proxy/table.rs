@@ -31,6 +31,9 @@ pub struct Route {
     last_activity: AtomicI64,
 }
 
+/// Activity closer together than this is recorded once (see `Route::touch_coarse`).
+const TOUCH_GRANULARITY_MICROS: i64 = 1_000;
+
 /// Unix time in microseconds.
 pub(crate) fn now_micros() -> i64 {
     SystemTime::now()
@@ -57,9 +60,18 @@ impl Route {
         }
     }
 
-    /// Record activity now. One atomic op; never goes backwards.
+    /// Record activity now. Never goes backwards; at most one write per millisecond.
     pub fn touch(&self) {
-        self.touch_at(now_micros());
+        self.touch_coarse(now_micros());
+    }
+
+    /// Like `touch_at`, but skips the write when the recorded time is less than 1 ms older:
+    /// every request of a busy route would otherwise write one cache line that all worker
+    /// threads share, and nothing needs activity to the microsecond.
+    fn touch_coarse(&self, micros: i64) {
+        if micros - self.last_activity.load(Ordering::Relaxed) >= TOUCH_GRANULARITY_MICROS {
+            self.touch_at(micros);
+        }
     }
 
     pub(crate) fn touch_at(&self, micros: i64) {
@@ -336,6 +348,24 @@ mod tests {
         let new = t.get("/user/a").expect("replaced");
         assert_eq!(new.last_activity(), Some(42));
         assert!(matches!(new.target, Target::Url(_)));
+    }
+
+    #[test]
+    fn touch_writes_at_most_once_a_millisecond() {
+        let route = Route::new("/user/a/", Target::Hub, serde_json::Value::Null);
+        for (now, expected) in [
+            (5_000, 5_000),
+            (5_999, 5_000),
+            (6_000, 6_000),
+            (4_000, 6_000),
+        ] {
+            route.touch_coarse(now);
+            assert_eq!(
+                route.last_activity(),
+                Some(expected),
+                "after touching at {now}"
+            );
+        }
     }
 
     /// The naive reference: CHP's trie, as "longest route whose segments prefix the path's".
