@@ -22,20 +22,20 @@
 //! - `count`: the length of the JSON list (or paginated `items`) on stdin.
 //! - `report FILE`: the table of medians and ratios from the `hub run metric value` lines.
 
+#[path = "common/websocket.rs"]
+mod websocket;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -65,35 +65,8 @@ fn client() -> reqwest::Client {
 // The stub single-user server
 
 async fn stub_handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Some(key) = req.headers().get("sec-websocket-key") {
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(upgraded) = on_upgrade.await else {
-                return;
-            };
-            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                None,
-            )
-            .await;
-            while let Some(Ok(msg)) = ws.next().await {
-                if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = r.headers_mut();
-        h.insert("upgrade", "websocket".parse().expect("static header"));
-        h.insert("connection", "Upgrade".parse().expect("static header"));
-        h.insert(
-            "sec-websocket-accept",
-            accept.parse().expect("base64 is a valid header"),
-        );
-        return Ok(r);
+    if let Some(upgrade) = websocket::echo_upgrade(&mut req) {
+        return Ok(upgrade);
     }
     let mut r = Response::new(Full::new(Bytes::from_static(b"{\"status\": \"ok\"}\n")));
     r.headers_mut().insert(
@@ -514,18 +487,7 @@ async fn target(api: &str, token: &str, name: &str) -> Result<(), BoxError> {
 }
 
 async fn ws_rtt(url: &str, n: usize) -> Result<(), BoxError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-    let payload = "x".repeat(100);
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n + 100 {
-        let start = Instant::now();
-        ws.send(Message::text(payload.clone())).await?;
-        ws.next().await.ok_or("websocket closed")??;
-        if i >= 100 {
-            samples.push(start.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    let s = sorted(samples);
+    let s = websocket::round_trips(url, n).await?;
     println!("{:.3} {:.3}", percentile(&s, 0.5), percentile(&s, 0.99));
     Ok(())
 }
