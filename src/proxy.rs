@@ -4,6 +4,7 @@
 
 mod chp;
 mod forward;
+mod h1;
 mod listen;
 mod table;
 mod upstream;

@@ -277,10 +277,7 @@ impl Proxy {
                 res.map(|b| ProxyBody(Inner::Stream(b)))
             }
             Err(Failure::Down(e)) => {
-                tracing::warn!(route = %route.spec, target = %base, error = %e, "proxy target is down");
-                if let Some(hook) = &self.target_down {
-                    hook(route);
-                }
+                self.target_is_down(route, &e);
                 self.error_page(StatusCode::SERVICE_UNAVAILABLE, original.as_ref())
                     .await
             }
@@ -292,8 +289,16 @@ impl Proxy {
         }
     }
 
+    /// Log that `route`'s target refused or timed out, and tell the hook.
+    pub(crate) fn target_is_down(&self, route: &Route, error: &dyn std::fmt::Display) {
+        tracing::warn!(route = %route.spec, target = ?route.target, %error, "proxy target is down");
+        if let Some(hook) = &self.target_down {
+            hook(route);
+        }
+    }
+
     /// An error response: from the error target when there is one, else built in.
-    async fn error_page(&self, code: StatusCode, pq: Option<&PathAndQuery>) -> Response<ProxyBody> {
+    pub(crate) async fn error_page(&self, code: StatusCode, pq: Option<&PathAndQuery>) -> Response<ProxyBody> {
         if let Some(target) = &self.error_target {
             match self.fetch_error_page(target, code, pq).await {
                 Ok(res) => return res,

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Error;
 use super::forward::{ConnInfo, Proxy, serve_request};
+use super::h1;
 use super::upstream::{Upstreams, drive};
 
 /// How long a client may take to finish the TLS handshake.
@@ -83,6 +84,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "set_nodelay failed");
         }
         let conn = Arc::new(ConnInfo::new(peer, local, acceptor.is_some()));
+        let (fast, conn_info, stop) = (proxy.clone(), conn.clone(), shutdown.clone());
         let proxy = proxy.clone();
         let upstreams = Upstreams::new();
         let own = upstreams.clone();
@@ -95,9 +97,16 @@ pub async fn serve(
         tokio::spawn(async move {
             let result = match acceptor {
                 None => {
-                    let served = watcher.watch(
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
-                    );
+                    // Plain HTTP/1.1 to user servers and services takes the fast path; what
+                    // it hands back (with the bytes it read) is served by hyper from here on.
+                    // `watcher` lives as long as this task, so shutdown waits for both.
+                    let mut stream = stream;
+                    let pre = match h1::serve(&mut stream, &fast, &conn_info, &stop).await {
+                        h1::Outcome::Done => return,
+                        h1::Outcome::Handoff(pre) => pre,
+                    };
+                    let io = TokioIo::new(h1::Rewind::new(pre, stream));
+                    let served = watcher.watch(builder.serve_connection_with_upgrades(io, service));
                     drive(served, own).await
                 }
                 Some(acceptor) => {

@@ -90,17 +90,7 @@ where
 
     /// Open a new connection to `authority` (`host[:port]`, port 80 by default).
     pub async fn connect(&self, authority: &Authority) -> Result<SendRequest<B>, ConnectError> {
-        let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = authority.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
-        // Requests and responses are written whole; waiting for ACKs only adds latency.
-        stream.set_nodelay(true)?;
+        let stream = connect_tcp(authority).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
@@ -118,6 +108,22 @@ where
         let mut conns = lock(&self.conns);
         while let Poll::Ready(Some(())) = conns.poll_next_unpin(cx) {}
     }
+}
+
+/// A TCP connection to `authority` (`host[:port]`, port 80 by default), with Nagle off.
+pub(crate) async fn connect_tcp(authority: &Authority) -> Result<TcpStream, ConnectError> {
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+    // Requests and responses are written whole; waiting for ACKs only adds latency.
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Run `server` (a client connection) together with the upstream connections its requests
