@@ -175,15 +175,23 @@ async fn backend_handle(
 
 /// Start a backend on an ephemeral port; it lives as long as the test's runtime.
 async fn backend(tag: &'static str) -> SocketAddr {
+    counted_backend(tag).await.0
+}
+
+/// A backend, and the number of connections it has accepted.
+async fn counted_backend(tag: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
     let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let svc = service_fn(move |req| backend_handle(tag, req));
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -193,7 +201,7 @@ async fn backend(tag: &'static str) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 fn url(addr: SocketAddr) -> Target {
@@ -1150,4 +1158,380 @@ async fn error_pages_from_the_in_process_hub() {
         res.text().await.expect("text"),
         "hub error page 404 url=%2Fnothing"
     );
+}
+
+// ---------------------------------------------------------------- raw HTTP/1.1
+
+/// A response as read off a raw connection.
+#[derive(Debug)]
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("utf-8 body")
+    }
+}
+
+/// Read more of `stream` into `buf`; false at EOF.
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 16384];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+        .await
+        .expect("no answer within 10 s")
+        .expect("read");
+    buf.extend_from_slice(&chunk[..n]);
+    n > 0
+}
+
+/// Take one `\r\n`-terminated line off the front of `buf`, reading as needed.
+async fn line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> String {
+    loop {
+        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let l = String::from_utf8(buf[..i].to_vec()).expect("utf-8 line");
+            buf.drain(..i + 2);
+            return l;
+        }
+        assert!(fill(stream, buf).await, "EOF inside a line");
+    }
+}
+
+/// Read one response (head, and body by its framing) from `stream`; `buf` keeps what follows.
+async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> RawResponse {
+    let (status, headers, head_len) = loop {
+        let mut storage = [httparse::EMPTY_HEADER; 64];
+        let mut res = httparse::Response::new(&mut storage);
+        if let httparse::Status::Complete(n) = res.parse(buf).expect("valid response head") {
+            let headers = res
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            break (res.code.expect("code"), headers, n);
+        }
+        assert!(fill(stream, buf).await, "EOF inside a response head");
+    };
+    buf.drain(..head_len);
+    let mut res = RawResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_request || status < 200 || status == 204 || status == 304 {
+        return res;
+    }
+    if res.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let size = line(stream, buf).await;
+            let size =
+                usize::from_str_radix(size.split(';').next().expect("size"), 16).expect("hex");
+            if size == 0 {
+                // Trailers, up to the empty line, are kept as headers.
+                loop {
+                    let l = line(stream, buf).await;
+                    let Some((n, v)) = l.split_once(": ") else {
+                        break;
+                    };
+                    res.headers.push((n.to_owned(), v.to_owned()));
+                }
+                return res;
+            }
+            while buf.len() < size + 2 {
+                assert!(fill(stream, buf).await, "EOF inside a chunk");
+            }
+            res.body.extend_from_slice(&buf[..size]);
+            assert_eq!(&buf[size..size + 2], b"\r\n");
+            buf.drain(..size + 2);
+        }
+    }
+    if let Some(n) = res.header("content-length") {
+        let n: usize = n.parse().expect("length");
+        while buf.len() < n {
+            assert!(fill(stream, buf).await, "EOF inside a body");
+        }
+        res.body = buf.drain(..n).collect();
+    } else {
+        while fill(stream, buf).await {}
+        res.body = std::mem::take(buf);
+    }
+    res
+}
+
+async fn send(stream: &mut TcpStream, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(bytes).await.expect("write");
+}
+
+/// Requests on one raw connection: the connection, and what has been read but not used.
+struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: Vec::new(),
+        }
+    }
+    async fn get(&mut self, path: &str) -> RawResponse {
+        send(
+            &mut self.stream,
+            format!("GET {path} HTTP/1.1\r\nHost: hub.test\r\n\r\n").as_bytes(),
+        )
+        .await;
+        self.response(false).await
+    }
+    async fn response(&mut self, head_request: bool) -> RawResponse {
+        read_response(&mut self.stream, &mut self.buf, head_request).await
+    }
+    /// True when the proxy has closed this connection (and sent nothing more).
+    async fn closed(&mut self) -> bool {
+        !fill(&mut self.stream, &mut self.buf).await && self.buf.is_empty()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_requests_framing_and_upstream_reuse() {
+    let (a, accepted) = counted_backend("a").await;
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/user/a/", url(a), Value::Null);
+    let p = start_proxy(Proxy::new(routes, None), None).await;
+    let mut c = Raw::connect(p.addr).await;
+
+    // Pipelined requests, answered in order.
+    send(
+        &mut c.stream,
+        b"GET /user/a/one HTTP/1.1\r\nHost: hub.test\r\n\r\nGET /user/a/two HTTP/1.1\r\nHost: hub.test\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n",
+    )
+    .await;
+    let one: Value = serde_json::from_slice(&c.response(false).await.body).expect("json");
+    let two: Value = serde_json::from_slice(&c.response(false).await.body).expect("json");
+    assert_eq!(
+        (one["path"].as_str(), two["path"].as_str()),
+        (Some("/user/a/one"), Some("/user/a/two"))
+    );
+    assert_eq!(one["xff"], "127.0.0.1");
+    assert_eq!(two["xff"], "10.9.9.9,127.0.0.1");
+    assert_eq!(two["xfhost"], "hub.test");
+
+    // HEAD: a length, no body, and the connection goes on.
+    send(
+        &mut c.stream,
+        b"HEAD /user/a/x HTTP/1.1\r\nHost: hub.test\r\n\r\n",
+    )
+    .await;
+    let head = c.response(true).await;
+    assert_eq!(head.status, 200);
+    assert!(head.header("content-length").is_some());
+    assert_eq!(c.get("/user/a/after-head").await.status, 200);
+
+    // A chunked upload, and a body that arrives after its head.
+    send(
+        &mut c.stream,
+        b"POST /user/a/upload HTTP/1.1\r\nHost: hub.test\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(c.response(false).await.text(), "5");
+    send(
+        &mut c.stream,
+        b"POST /user/a/upload HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut c.stream, &[b'x'; 600]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut c.stream, &[b'y'; 400]).await;
+    assert_eq!(c.response(false).await.text(), "1000");
+    // A 200 kB download, longer than any one read.
+    let big = c.get("/user/a/download?n=200000").await;
+    assert_eq!((big.status, big.body.len()), (200, 200_000));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "every request so far went over one upstream connection"
+    );
+
+    // A body too large to hold is streamed (by the hyper path), and the connection goes on.
+    let n = 300_000;
+    send(
+        &mut c.stream,
+        format!("PUT /user/a/upload HTTP/1.1\r\nHost: hub.test\r\nContent-Length: {n}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    send(&mut c.stream, &vec![b'z'; n]).await;
+    assert_eq!(c.response(false).await.text(), n.to_string());
+    assert_eq!(c.get("/user/a/last").await.status, 200);
+
+    // Connection: close is honoured.
+    send(
+        &mut c.stream,
+        b"GET /user/a/bye HTTP/1.1\r\nHost: hub.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let bye = c.response(false).await;
+    assert_eq!((bye.status, bye.header("connection")), (200, Some("close")));
+    assert!(c.closed().await, "the proxy closes after Connection: close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_requests_the_fast_path_hands_on() {
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/user/a/", url(backend("a").await), Value::Null);
+    let p = start_proxy(Proxy::new(routes, None), None).await;
+
+    // A request with no route (404 from the hyper path) between two routed ones.
+    let mut c = Raw::connect(p.addr).await;
+    assert_eq!(c.get("/user/a/x").await.status, 200);
+    assert_eq!(c.get("/nowhere").await.status, 404);
+    let after: Value = serde_json::from_slice(&c.get("/user/a/y").await.body).expect("json");
+    assert_eq!(after["path"], "/user/a/y");
+
+    // HTTP/1.0.
+    let mut c = Raw::connect(p.addr).await;
+    send(
+        &mut c.stream,
+        b"GET /user/a/old HTTP/1.0\r\nHost: hub.test\r\n\r\n",
+    )
+    .await;
+    let old = c.response(false).await;
+    assert_eq!(old.status, 200);
+    assert!(old.text().contains("/user/a/old"), "{}", old.text());
+
+    // Expect: 100-continue.
+    let mut c = Raw::connect(p.addr).await;
+    send(
+        &mut c.stream,
+        b"PUT /user/a/upload HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert_eq!(c.response(false).await.status, 100);
+    send(&mut c.stream, b"123456789").await;
+    assert_eq!(c.response(false).await.text(), "9");
+
+    // A malformed request gets hyper's 400, not a hang.
+    let mut c = Raw::connect(p.addr).await;
+    send(&mut c.stream, b"GET /user/a/ HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").await;
+    assert_eq!(c.response(false).await.status, 400);
+}
+
+/// A target speaking raw HTTP/1.1, answering by path what hyper would not produce; counts
+/// the connections it accepts.
+async fn raw_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let path = loop {
+                        let mut storage = [httparse::EMPTY_HEADER; 64];
+                        let mut req = httparse::Request::new(&mut storage);
+                        if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
+                            let path = req.path.expect("path").to_owned();
+                            buf.drain(..n);
+                            break path;
+                        }
+                        if !fill(&mut stream, &mut buf).await {
+                            return;
+                        }
+                    };
+                    let (answer, keep): (&[u8], bool) = match path.rsplit('/').next() {
+                        Some("close-after") => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+                        Some("no-length") => (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close", false),
+                        Some("chunked") => (
+                            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+                              HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n\
+                              5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n",
+                            true,
+                        ),
+                        Some("garbage") => (b"NOT HTTP AT ALL\r\n\r\n", false),
+                        Some("hangup") => (b"", false),
+                        _ => (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain", true),
+                    };
+                    send(&mut stream, answer).await;
+                    if !keep {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_targets_that_close_stream_or_misbehave() {
+    let (r, accepted) = raw_backend().await;
+    let routes = Arc::new(RouteTable::new());
+    routes.add("/user/r/", url(r), Value::Null);
+    let p = start_proxy(Proxy::new(routes, None), None).await;
+
+    let mut c = Raw::connect(p.addr).await;
+    // The target closes after answering, without saying so: the next request gets a new
+    // upstream connection instead of a dead one.
+    let first = c.get("/user/r/close-after").await;
+    assert_eq!((first.status, first.text()), (200, "ok"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = c.get("/user/r/plain").await;
+    assert_eq!((second.status, second.text()), (200, "plain"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // 103 Early Hints passes through, then the chunked response with its trailer.
+    let hints = c.get("/user/r/chunked").await;
+    assert_eq!(
+        (hints.status, hints.header("link")),
+        (103, Some("</s.css>; rel=preload"))
+    );
+    let chunked = c.response(false).await;
+    assert_eq!((chunked.status, chunked.text()), (200, "hello world"));
+    assert_eq!(chunked.header("x-sum"), Some("11"));
+    // Kept alive: the same upstream connection answers again.
+    assert_eq!(c.get("/user/r/plain").await.text(), "plain");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A body delimited by the target closing: the client is told, and the connection ends.
+    let until = c.get("/user/r/no-length").await;
+    assert_eq!(
+        (until.status, until.header("connection")),
+        (200, Some("close"))
+    );
+    assert_eq!(until.text(), "until close");
+    assert!(c.closed().await);
+
+    for path in ["/user/r/garbage", "/user/r/hangup"] {
+        let mut c = Raw::connect(p.addr).await;
+        assert_eq!(c.get(path).await.status, 502, "{path}");
+        assert!(c.closed().await, "{path}");
+    }
+    let mut c = Raw::connect(p.addr).await;
+    send(
+        &mut c.stream,
+        b"POST /user/r/hangup HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await;
+    assert_eq!(c.response(false).await.status, 502);
 }

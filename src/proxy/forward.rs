@@ -298,7 +298,11 @@ impl Proxy {
     }
 
     /// An error response: from the error target when there is one, else built in.
-    pub(crate) async fn error_page(&self, code: StatusCode, pq: Option<&PathAndQuery>) -> Response<ProxyBody> {
+    pub(crate) async fn error_page(
+        &self,
+        code: StatusCode,
+        pq: Option<&PathAndQuery>,
+    ) -> Response<ProxyBody> {
         if let Some(target) = &self.error_target {
             match self.fetch_error_page(target, code, pq).await {
                 Ok(res) => return res,

@@ -40,8 +40,12 @@ const MAX_REQUEST_HEAD: usize = 16 << 10;
 const MAX_RESPONSE_HEAD: usize = 256 << 10;
 const MAX_REQUEST_HEADERS: usize = 64;
 const MAX_RESPONSE_HEADERS: usize = 100;
-/// Room made in a buffer before each read; body chunks are read up to this size.
-const READ_SIZE: usize = 16 << 10;
+/// Room made in a client connection's buffer before a read: enough for a typical request
+/// head and small body, little for an idle keep-alive connection to hold.
+const CLIENT_READ: usize = 4 << 10;
+/// Room made in an upstream connection's buffer before a read: response bodies stream in
+/// pieces up to this size.
+const UPSTREAM_READ: usize = 16 << 10;
 /// A body already in the buffer is copied behind the head (one write) up to this size.
 const COALESCE: usize = 64 << 10;
 /// Idle upstream connections kept per client connection (as in `upstream.rs`).
@@ -63,7 +67,7 @@ pub(crate) async fn serve(
     conn: &ConnInfo,
     shutdown: &CancellationToken,
 ) -> Outcome {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut buf = BytesMut::with_capacity(CLIENT_READ);
     let mut out = Vec::with_capacity(1024);
     let mut pool: Vec<Upstream> = Vec::new();
     loop {
@@ -78,10 +82,10 @@ pub(crate) async fn serve(
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return Outcome::Done,
-                    read = read_into(client, &mut buf) => read,
+                    read = read_into(client, &mut buf, CLIENT_READ) => read,
                 }
             } else {
-                read_into(client, &mut buf).await
+                read_into(client, &mut buf, CLIENT_READ).await
             };
             match read {
                 Ok(0) | Err(_) => return Outcome::Done,
@@ -106,7 +110,7 @@ pub(crate) async fn serve(
             if body_len > COALESCE {
                 return Outcome::Handoff(buf.freeze());
             }
-            match read_into(client, &mut buf).await {
+            match read_into(client, &mut buf, CLIENT_READ).await {
                 Ok(0) | Err(_) => return Outcome::Done,
                 Ok(_) => {}
             }
@@ -132,9 +136,9 @@ struct Upstream {
 
 /// Read what is available into `buf`, making room first (BytesMut would otherwise offer tiny
 /// reads when full).
-async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
+async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut, room: usize) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < room / 4 {
+        buf.reserve(room);
     }
     stream.read_buf(buf).await
 }
@@ -154,7 +158,11 @@ fn checkout(pool: &mut Vec<Upstream>, authority: &Authority) -> Option<Upstream>
     None
 }
 
-fn checkin(pool: &mut Vec<Upstream>, up: Upstream) {
+fn checkin(pool: &mut Vec<Upstream>, mut up: Upstream) {
+    if up.buf.capacity() > UPSTREAM_READ * 2 {
+        // Grown by a large head: an idle connection should not keep that.
+        up.buf = BytesMut::new();
+    }
     if pool.len() >= MAX_IDLE {
         pool.remove(0);
     }
@@ -209,9 +217,15 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction. Framing
 /// (Content-Length, Transfer-Encoding) is forwarded as is, since bodies pass through unchanged.
 fn is_hop_by_hop(name: &str) -> bool {
-    ["connection", "keep-alive", "proxy-connection", "te", "upgrade"]
-        .iter()
-        .any(|h| is(name, h))
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| is(name, h))
 }
 
 /// The values of Connection headers seen in a head, to drop the headers they name.
@@ -235,7 +249,8 @@ impl<'a> ConnectionHeader<'a> {
         self.values[..self.count].iter().copied().flat_map(tokens)
     }
     fn has(&self, token: &str) -> bool {
-        self.tokens().any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+        self.tokens()
+            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
     }
     /// The header `name` is listed as connection-specific.
     fn lists(&self, name: &str) -> bool {
@@ -247,7 +262,12 @@ fn uninit_headers<const N: usize>() -> [MaybeUninit<httparse::Header<'static>>; 
     [const { MaybeUninit::uninit() }; N]
 }
 
-fn plan_request(buf: &[u8], routes: &super::RouteTable, conn: &ConnInfo, out: &mut Vec<u8>) -> Parsed {
+fn plan_request(
+    buf: &[u8],
+    routes: &super::RouteTable,
+    conn: &ConnInfo,
+    out: &mut Vec<u8>,
+) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -332,27 +352,26 @@ fn plan_request(buf: &[u8], routes: &super::RouteTable, conn: &ConnInfo, out: &m
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut forwarded_host = false;
     // X-Forwarded-For/-Proto/-Port are appended to, as CHP's http-proxy does; -Host is kept.
-    let mut lists: [(&str, Vec<&[u8]>, &[u8]); 3] = [
-        ("X-Forwarded-For", Vec::new(), conn.peer_ip.as_bytes()),
-        ("X-Forwarded-Proto", Vec::new(), conn.proto.as_bytes()),
-        ("X-Forwarded-Port", Vec::new(), conn.port.as_bytes()),
+    let lists: [(&str, &[u8]); 3] = [
+        ("X-Forwarded-For", conn.peer_ip.as_bytes()),
+        ("X-Forwarded-Proto", conn.proto.as_bytes()),
+        ("X-Forwarded-Port", conn.port.as_bytes()),
     ];
     for h in req.headers.iter() {
-        if is_hop_by_hop(h.name) || connection.lists(h.name) {
-            continue;
-        }
-        if let Some((_, seen, _)) = lists.iter_mut().find(|(n, _, _)| is(h.name, n)) {
-            seen.push(h.value);
+        if is_hop_by_hop(h.name)
+            || connection.lists(h.name)
+            || lists.iter().any(|(n, _)| is(h.name, n))
+        {
             continue;
         }
         forwarded_host |= is(h.name, "x-forwarded-host");
         push_header(out, h.name.as_bytes(), h.value);
     }
-    for (name, seen, ours) in &lists {
+    for (name, ours) in lists {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        for v in seen {
-            out.extend_from_slice(v);
+        for h in req.headers.iter().filter(|h| is(h.name, name)) {
+            out.extend_from_slice(h.value);
             out.push(b',');
         }
         out.extend_from_slice(ours);
@@ -405,7 +424,9 @@ impl Framing {
     fn take(&mut self, avail: &[u8]) -> Result<(usize, bool), BadChunk> {
         match self {
             Framing::Length(left) => {
-                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(avail.len());
+                let n = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(avail.len());
                 *left -= n as u64;
                 Ok((n, *left == 0))
             }
@@ -547,7 +568,7 @@ async fn copy_body(
         if done {
             return Ok(());
         }
-        match read_into(src, src_buf).await {
+        match read_into(src, src_buf, UPSTREAM_READ).await {
             Ok(0) if matches!(framing, Framing::UntilClose) => return Ok(()),
             Ok(0) | Err(_) => return Err(CopyError::Source),
             Ok(_) => {}
@@ -689,7 +710,7 @@ async fn read_response_head(
                 Ok(None) | Err(_) => return Err(Failed::Bad),
             }
         }
-        match read_into(&mut up.stream, &mut up.buf).await {
+        match read_into(&mut up.stream, &mut up.buf, UPSTREAM_READ).await {
             Ok(n) if n > 0 => {}
             _ if up.buf.is_empty() => return Err(Failed::Silent),
             _ => return Err(Failed::Bad),
@@ -808,7 +829,11 @@ async fn error_page(client: &mut TcpStream, proxy: &Proxy, code: StatusCode, pla
             push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    push_header(&mut out, b"content-length", body.len().to_string().as_bytes());
+    push_header(
+        &mut out,
+        b"content-length",
+        body.len().to_string().as_bytes(),
+    );
     out.extend_from_slice(b"connection: close\r\n\r\n");
     if !plan.head {
         out.extend_from_slice(&body);
@@ -870,5 +895,215 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::RouteTable;
+
+    fn scan_all(input: &[u8]) -> Result<(usize, bool), BadChunk> {
+        Chunked::default().scan(input)
+    }
+
+    /// Feeding a message one byte at a time finds the same end as feeding it whole.
+    fn scan_bytewise(input: &[u8]) -> Result<(usize, bool), BadChunk> {
+        let mut c = Chunked::default();
+        let mut used = 0;
+        for b in input {
+            let (n, done) = c.scan(std::slice::from_ref(b))?;
+            used += n;
+            if done {
+                return Ok((used, true));
+            }
+        }
+        Ok((used, false))
+    }
+
+    #[test]
+    fn chunked_framing() {
+        let msg = b"4\r\nWiki\r\n5;name=v\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\n";
+        let next = b"GET / HTTP/1.1\r\n";
+        let mut input = msg.to_vec();
+        input.extend_from_slice(next);
+        assert_eq!(scan_all(&input), Ok((msg.len(), true)));
+        assert_eq!(scan_bytewise(&input), Ok((msg.len(), true)));
+        assert_eq!(scan_all(b"0\r\n\r\n"), Ok((5, true)));
+        assert_eq!(scan_all(b"a\r\n0123"), Ok((7, false)), "incomplete");
+        for bad in [
+            &b"x\r\n"[..],
+            b"4\r\nWikiX\r\n",
+            b"4\nWiki\r\n",
+            b"0\r\n\n",
+            b"1234567890abcdef0\r\n",
+            b"0\r\nTrailer: x\n\r\n",
+        ] {
+            assert_eq!(
+                scan_all(bad),
+                Err(BadChunk),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+            assert_eq!(scan_bytewise(bad), Err(BadChunk));
+        }
+    }
+
+    fn table() -> RouteTable {
+        let t = RouteTable::new();
+        t.add("/hub/", Target::Hub, serde_json::Value::Null);
+        t.add(
+            "/user/a/",
+            Target::Url("http://127.0.0.1:9000/pre/".parse().expect("uri")),
+            serde_json::Value::Null,
+        );
+        t
+    }
+
+    fn conn() -> ConnInfo {
+        ConnInfo::new(
+            "10.0.0.1:5000".parse().expect("addr"),
+            "127.0.0.1:8000".parse().expect("addr"),
+            false,
+        )
+    }
+
+    fn plan(head: &str) -> (Parsed, String) {
+        let mut out = Vec::new();
+        let parsed = plan_request(head.as_bytes(), &table(), &conn(), &mut out);
+        (parsed, String::from_utf8(out).expect("utf-8"))
+    }
+
+    #[test]
+    fn request_heads_are_rewritten() {
+        let head = "POST /user/a/api?x=1 HTTP/1.1\r\nHost: hub.tld\r\nConnection: keep-alive, X-Secret\r\n\
+            X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: x\r\n\
+            X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nContent-Length: 3\r\nCookie: c=1\r\n\r\nabc";
+        let (parsed, out) = plan(head);
+        let Parsed::Forward(p) = parsed else {
+            panic!("not forwarded")
+        };
+        assert_eq!(p.head_len, head.len() - 3);
+        assert!(matches!(p.body, Framing::Length(3)));
+        assert!(!p.close && !p.head && !p.idempotent);
+        assert_eq!(p.original, "/user/a/api?x=1");
+        assert_eq!(p.authority.as_str(), "127.0.0.1:9000");
+        assert_eq!(
+            out,
+            "POST /pre/user/a/api?x=1 HTTP/1.1\r\nHost: hub.tld\r\nContent-Length: 3\r\nCookie: c=1\r\n\
+             X-Forwarded-For: 1.2.3.4,5.6.7.8,10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 8000\r\n\
+             X-Forwarded-Host: hub.tld\r\n\r\n"
+        );
+        let (parsed, out) = plan(
+            "GET /user/a/ HTTP/1.1\r\nhost: h\r\nx-forwarded-host: orig\r\nConnection: close\r\n\r\n",
+        );
+        let Parsed::Forward(p) = parsed else {
+            panic!("not forwarded")
+        };
+        assert!(p.close && p.idempotent);
+        assert!(out.contains("x-forwarded-host: orig\r\n") && !out.contains("X-Forwarded-Host"));
+        assert!(matches!(
+            plan("GET /user/a/ HTTP/1.1\r\nHost: h\r\n").0,
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn what_goes_to_hyper() {
+        for head in [
+            "GET /hub/home HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /user/a/ HTTP/1.0\r\nHost: h\r\n\r\n",
+            "GET /user/a/ HTTP/1.1\r\n\r\n",
+            "GET /user/a/ HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n",
+            "GET http://h/user/a/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "CONNECT h:80 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /user/a/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "PUT /user/a/f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n",
+            "POST /user/a/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /user/a/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST /user/a/ HTTP/1.1\r\nHost: h\r\nContent-Length: -3\r\n\r\n",
+            "POST /user/a/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "GET /user/a/ HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET /user/a/\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET  /user/a/ HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert!(matches!(plan(head).0, Parsed::Handoff), "{head:?}");
+        }
+    }
+
+    fn response(head: &str, head_request: bool, client_close: bool) -> (ResponseHead, String) {
+        let mut out = Vec::new();
+        let r = plan_response(head.as_bytes(), head_request, client_close, &mut out)
+            .expect("valid")
+            .expect("complete");
+        (r, String::from_utf8(out).expect("utf-8"))
+    }
+
+    #[test]
+    fn response_heads_and_framing() {
+        let head = "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nX-Kept: 1\r\n\r\nok";
+        let (r, out) = response(head, false, false);
+        assert_eq!(
+            (r.status, r.head_len, r.close, r.reusable),
+            (200, head.len() - 2, false, true)
+        );
+        assert!(matches!(r.body, Framing::Length(2)));
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nX-Kept: 1\r\n\r\n"
+        );
+
+        let (r, out) = response(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+            true,
+        );
+        assert!(matches!(r.body, Framing::Chunked(_)) && r.close && r.reusable);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+
+        let (r, _) = response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true, false);
+        assert!(matches!(r.body, Framing::Length(0)), "HEAD has no body");
+        for status in ["204 No Content", "304 Not Modified", "103 Early Hints"] {
+            let (r, out) = response(
+                &format!("HTTP/1.1 {status}\r\nContent-Length: 9\r\n\r\n"),
+                false,
+                true,
+            );
+            assert!(matches!(r.body, Framing::Length(0)), "{status}");
+            assert_eq!(out.contains("Connection: close"), !status.starts_with('1'));
+        }
+        let (r, out) = response("HTTP/1.1 200 OK\r\n\r\n", false, false);
+        assert!(matches!(r.body, Framing::UntilClose) && r.close && !r.reusable);
+        assert!(out.contains("Connection: close"));
+        let (r, _) = response("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false, false);
+        assert!(!r.reusable && !r.close);
+        let (r, _) = response(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+            false,
+            false,
+        );
+        assert!(!r.reusable && !r.close);
+
+        let mut out = Vec::new();
+        for bad in [
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert!(
+                plan_response(bad.as_bytes(), false, false, &mut out).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            plan_response(b"HTTP/1.1 200 OK\r\n", false, false, &mut out),
+            Ok(None)
+        ));
     }
 }
