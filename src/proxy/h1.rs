@@ -1,4 +1,4 @@
-//! The fast path for plain-HTTP/1.1 client connections: requests to user servers and services
+//! The fast path for HTTP/1.1 client connections (plain, or TLS without h2 by ALPN): requests to user servers and services
 //! are forwarded by hand (httparse, one buffer per socket, a rewritten head and whatever body
 //! has arrived in one write), which costs about two thirds of the CPU per request of hyper's
 //! server and client together (BENCHMARKS.md, bench/proxy.sh).
@@ -51,6 +51,10 @@ const COALESCE: usize = 64 << 10;
 /// Idle upstream connections kept per client connection (as in `upstream.rs`).
 const MAX_IDLE: usize = 4;
 
+/// A client connection: a TCP socket, or TLS over one (HTTP/1.1 by ALPN or by default).
+pub(crate) trait Client: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Client for T {}
+
 /// How a client connection left the fast path.
 pub(crate) enum Outcome {
     /// Closed, or to be closed: nothing more to do.
@@ -61,8 +65,8 @@ pub(crate) enum Outcome {
 
 /// Serve requests of `client` until it closes, shutdown is requested between requests, or a
 /// request needs the hyper path.
-pub(crate) async fn serve(
-    client: &mut TcpStream,
+pub(crate) async fn serve<C: Client>(
+    client: &mut C,
     proxy: &Proxy,
     conn: &ConnInfo,
     shutdown: &CancellationToken,
@@ -136,7 +140,11 @@ struct Upstream {
 
 /// Read what is available into `buf`, making room first (BytesMut would otherwise offer tiny
 /// reads when full).
-async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut, room: usize) -> io::Result<usize> {
+async fn read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    room: usize,
+) -> io::Result<usize> {
     if buf.capacity() - buf.len() < room / 4 {
         buf.reserve(room);
     }
@@ -540,10 +548,10 @@ enum CopyError {
 /// Forward the rest of a response's body from `src` to `dst`: first what is in `src_buf`,
 /// preceded by `out` (the head, not yet written), then as it arrives. On success `src_buf` holds
 /// only bytes after the message.
-async fn copy_body(
+async fn copy_body<C: Client>(
     src: &mut TcpStream,
     src_buf: &mut BytesMut,
-    dst: &mut TcpStream,
+    dst: &mut C,
     out: &mut Vec<u8>,
     framing: &mut Framing,
 ) -> Result<(), CopyError> {
@@ -719,8 +727,8 @@ async fn read_response_head(
 }
 
 /// Forward one planned request (the whole of it in `out`) and the response.
-async fn exchange(
-    client: &mut TcpStream,
+async fn exchange<C: Client>(
+    client: &mut C,
     out: &mut Vec<u8>,
     pool: &mut Vec<Upstream>,
     proxy: &Proxy,
@@ -796,8 +804,8 @@ async fn connect(authority: &Authority) -> Result<Upstream, super::upstream::Con
     })
 }
 
-async fn target_down(
-    client: &mut TcpStream,
+async fn target_down<C: Client>(
+    client: &mut C,
     proxy: &Proxy,
     plan: &Plan,
     error: &super::upstream::ConnectError,
@@ -808,7 +816,12 @@ async fn target_down(
 
 /// Answer with the proxy's error page for `code`, then close: the rest of the request may
 /// still be on its way.
-async fn error_page(client: &mut TcpStream, proxy: &Proxy, code: StatusCode, plan: &Plan) -> Next {
+async fn error_page<C: Client>(
+    client: &mut C,
+    proxy: &Proxy,
+    code: StatusCode,
+    plan: &Plan,
+) -> Next {
     let pq = PathAndQuery::try_from(plan.original.as_str()).ok();
     let (parts, body) = proxy.error_page(code, pq.as_ref()).await.into_parts();
     let body = match body.collect().await {

@@ -97,8 +97,8 @@ pub async fn serve(
         tokio::spawn(async move {
             let result = match acceptor {
                 None => {
-                    // Plain HTTP/1.1 to user servers and services takes the fast path; what
-                    // it hands back (with the bytes it read) is served by hyper from here on.
+                    // HTTP/1.1 to user servers and services takes the fast path; what it
+                    // hands back (with the bytes it read) is served by hyper from here on.
                     // `watcher` lives as long as this task, so shutdown waits for both.
                     let mut stream = stream;
                     let pre = match h1::serve(&mut stream, &fast, &conn_info, &stop).await {
@@ -111,10 +111,20 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
+                        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                             let served = watcher.watch(
                                 builder.serve_connection_with_upgrades(TokioIo::new(tls), service),
                             );
+                            drive(served, own).await
+                        }
+                        Ok(Ok(mut tls)) => {
+                            let pre = match h1::serve(&mut tls, &fast, &conn_info, &stop).await {
+                                h1::Outcome::Done => return,
+                                h1::Outcome::Handoff(pre) => pre,
+                            };
+                            let io = TokioIo::new(h1::Rewind::new(pre, tls));
+                            let served =
+                                watcher.watch(builder.serve_connection_with_upgrades(io, service));
                             drive(served, own).await
                         }
                         Ok(Err(e)) => {
