@@ -7,6 +7,7 @@ pub mod model;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
@@ -47,12 +48,17 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 const READERS: usize = 4;
+/// Prepared statements kept per connection. rusqlite keeps 16 by default, fewer than one
+/// authenticated API request uses, so each request re-parsed most of its SQL.
+const STATEMENT_CACHE: usize = 256;
 
 /// Cheap to share behind an `Arc`; queries are short, so they run on the calling thread.
 pub struct Db {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Bumped after every committed write: what was read at an older generation may be stale.
+    generation: AtomicU64,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -101,6 +107,7 @@ impl Db {
         }
         let writer = Connection::open(path)?;
         configure(&writer)?;
+        writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(
@@ -108,12 +115,14 @@ impl Db {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             readers.push(reader);
         }
         Ok(Db {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(readers),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -187,7 +196,16 @@ impl Db {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
+        // Before returning, so a request that starts after this write finishes never takes
+        // something cached before it for current.
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(value)
+    }
+
+    /// The write generation. Read it *before* reading what is to be cached, and keep what was
+    /// read only while the generation is unchanged: any write since may have changed it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 

@@ -96,6 +96,8 @@ pub struct Inner {
     pub pam_permits: tokio::sync::Semaphore,
     /// API tokens already checked against their (slow) stored hash.
     pub verified_tokens: crate::auth::VerifiedTokens,
+    /// Identities of recent API tokens, valid while the database is unwritten since.
+    pub token_identities: identity::TokenIdentities,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -214,6 +216,7 @@ impl Hub {
             crypt,
             pam_permits: tokio::sync::Semaphore::new(4),
             verified_tokens: Default::default(),
+            token_identities: Default::default(),
             metrics: crate::metrics::Metrics::new(),
         }));
         hub.sync_config()?;

@@ -1,6 +1,10 @@
 //! Who a request acts as and with which scopes: token lookup, login-cookie lookup, and the
 //! owner's scopes from roles (direct, through groups, and the implicit `user`/`admin` roles).
 
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
 use crate::db::{self, RoleOwner, ServiceRow, TokenOwner, TokenRow, UserRow};
 use crate::rbac::{self, Owner, Resource, Scopes};
 
@@ -77,6 +81,43 @@ impl ClientRef {
             ClientRef::Server(user, server) => rbac::Client::Spawner { user, server },
             ClientRef::Service(name) => rbac::Client::Service { name },
         }
+    }
+}
+
+/// What an API token resolved to, by SHA-256 of the token, with the database generation it
+/// was computed at. Any write (a role, group, user, token or service changed, a token used
+/// after `ACTIVITY_RESOLUTION_MICROS`) bumps the generation and so drops every entry, which
+/// keeps revocation immediate; in between, a token's requests skip the role expansion and the
+/// half-dozen reads it costs.
+#[derive(Default)]
+pub struct TokenIdentities(std::sync::Mutex<HashMap<[u8; 32], (u64, Identity)>>);
+
+impl TokenIdentities {
+    /// Bound on remembered tokens; past it the memory starts afresh.
+    const MAX: usize = 4096;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (u64, Identity)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &[u8; 32], generation: u64) -> Option<Identity> {
+        let mut map = self.lock();
+        match map.get(key) {
+            Some((g, identity)) if *g == generation => Some(identity.clone()),
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: [u8; 32], generation: u64, identity: Identity) {
+        let mut map = self.lock();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(key, (generation, identity));
     }
 }
 
@@ -188,6 +229,24 @@ impl Hub {
 
     /// Resolve an API token to an identity.
     pub fn identify_token(&self, token: &str) -> Result<Option<Identity>> {
+        // The generation first: what is read after it is at least that fresh.
+        let generation = self.db.generation();
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(identity) = self.token_identities.get(&key, generation)
+            && let Some(row) = &identity.token
+            && row.expires_at.is_none_or(|t| t >= db::now())
+        {
+            self.note_token_activity(row, &identity.principal);
+            return Ok(Some(identity));
+        }
+        let identity = self.identify_token_uncached(token)?;
+        if let Some(identity) = &identity {
+            self.token_identities.put(key, generation, identity.clone());
+        }
+        Ok(identity)
+    }
+
+    fn identify_token_uncached(&self, token: &str) -> Result<Option<Identity>> {
         let Some(row) = self.find_token(token)? else {
             return Ok(None);
         };

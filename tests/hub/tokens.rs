@@ -194,3 +194,53 @@ async fn bearer_header_is_accepted_and_query_token_is_not() {
         .expect("get");
     assert_eq!(r.status(), 403);
 }
+
+/// A token's scopes follow its owner's at the next request: identities of tokens are
+/// remembered between requests, and any change to the database must drop them.
+#[tokio::test]
+async fn owner_changes_reach_a_token_at_once() {
+    let hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": ["carol"]})),
+    )
+    .await;
+    let carol = hub.token("carol", &[]);
+    for _ in 0..3 {
+        let (status, _) = call(&hub, "GET", "/users", &carol, None).await;
+        assert_eq!(status, 403, "a plain user may not list users");
+    }
+    let (status, _) = call(
+        &hub,
+        "PATCH",
+        "/users/carol",
+        &admin,
+        Some(json!({"admin": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, me) = call(&hub, "GET", "/user", &carol, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["admin"], true);
+    let (status, _) = call(&hub, "GET", "/users", &carol, None).await;
+    assert_eq!(status, 200, "made admin: may list users at once");
+    let (status, _) = call(
+        &hub,
+        "PATCH",
+        "/users/carol",
+        &admin,
+        Some(json!({"admin": false})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&hub, "GET", "/users", &carol, None).await;
+    assert_eq!(status, 403, "no longer admin: refused at once");
+    let (status, _) = call(&hub, "DELETE", "/users/carol", &admin, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call(&hub, "GET", "/user", &carol, None).await;
+    assert_eq!(status, 403, "a deleted user's token stops working");
+}
