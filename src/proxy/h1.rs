@@ -156,7 +156,8 @@ fn checkout(pool: &mut Vec<Upstream>, authority: &Authority) -> Option<Upstream>
     while let Some(i) = pool.iter().position(|u| &u.authority == authority) {
         let mut up = pool.swap_remove(i);
         // An idle connection has nothing to say: EOF means the target closed it, data is a
-        // protocol error. Either way it is dropped. No readiness, no system call.
+        // protocol error; either way it is dropped. Unless the reactor saw it become readable,
+        // this costs no system call.
         if let Err(e) = up.stream.try_read_buf(&mut up.buf)
             && e.kind() == io::ErrorKind::WouldBlock
         {
