@@ -45,12 +45,15 @@ pub async fn whoami(State(hub): State<Hub>, Auth(identity): Auth) -> Result<Json
     let mut model = match &identity.principal {
         Principal::User(user) => {
             // The owner may always read its identity, whatever the token's scopes.
+            // Expansion distributes over union, and the token's scopes are expanded already:
+            // only the identify scopes are expanded here.
             let mut reader = identity.clone();
-            let mut raw: Vec<String> = reader.scopes.sorted();
-            raw.extend(crate::rbac::identify_scopes(&user.name));
-            reader.scopes =
-                crate::rbac::expand(&raw, &crate::rbac::Owner::User { name: &user.name })
-                    .map_err(crate::hub::Error::from)?;
+            let identify = crate::rbac::expand(
+                &crate::rbac::identify_scopes(&user.name),
+                &crate::rbac::Owner::User { name: &user.name },
+            )
+            .map_err(crate::hub::Error::from)?;
+            reader.scopes = reader.scopes.union(&identify);
             let mut model = hub.user_model(&reader, user, false)?;
             if let Some(object) = model.as_object_mut() {
                 object.entry("admin").or_insert(json!(user.admin));

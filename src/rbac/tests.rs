@@ -1186,3 +1186,28 @@ fn role_names() {
     assert!(validate_role_name(&"a".repeat(256)).is_err());
     assert!(validate_role_name(&"a".repeat(255)).is_ok());
 }
+
+/// `whoami` adds the identify scopes to a token's expanded scopes by a union of expansions
+/// instead of expanding everything again; that must be the same set.
+#[test]
+fn expansion_distributes_over_union() {
+    let owner = Owner::User { name: "alice" };
+    let identify = identify_scopes("alice");
+    let mut roles: Vec<Vec<String>> = crate::rbac::definitions::default_roles()
+        .into_iter()
+        .map(|r| r.scopes)
+        .collect();
+    roles.push(vec![
+        "read:users!group=g".into(),
+        "servers!server=bob/x".into(),
+    ]);
+    roles.push(vec![]);
+    for raw in roles {
+        let expanded = expand(&raw, &owner).expect("expand");
+        let mut all = raw.clone();
+        all.extend(identify.iter().cloned());
+        let whole = expand(&all, &owner).expect("expand");
+        let by_union = expanded.union(&expand(&identify, &owner).expect("expand"));
+        assert_eq!(whole.sorted(), by_union.sorted(), "{raw:?}");
+    }
+}
