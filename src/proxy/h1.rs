@@ -99,10 +99,9 @@ pub(crate) async fn serve<C: Client>(
         // The whole body must be here before anything goes upstream: then the request is one
         // write, can be sent again on a fresh connection, and never waits on the target while
         // the target waits on us. Larger or slower bodies are streamed by the hyper path.
-        let mut body = std::mem::replace(&mut plan.body, Framing::Length(0));
         let mut body_len = 0;
         loop {
-            match body.take(&buf[plan.head_len + body_len..]) {
+            match plan.body.take(&buf[plan.head_len + body_len..]) {
                 Ok((n, done)) => {
                     body_len += n;
                     if done {
@@ -538,13 +537,9 @@ fn hex(b: u8) -> Option<u64> {
     (b as char).to_digit(16).map(u64::from)
 }
 
-/// Why copying a body stopped early.
-enum CopyError {
-    /// The target closed or failed, or its framing was invalid.
-    Source,
-    /// The client failed.
-    Sink,
-}
+/// A response body could not be passed on whole: the target closed early or broke its
+/// framing, or the client went away. Either way only closing the client connection is left.
+struct Cut;
 
 /// Forward the rest of a response's body from `src` to `dst`: first what is in `src_buf`,
 /// preceded by `out` (the head, not yet written), then as it arrives. On success `src_buf` holds
@@ -555,23 +550,21 @@ async fn copy_body<C: Client>(
     dst: &mut C,
     out: &mut Vec<u8>,
     framing: &mut Framing,
-) -> Result<(), CopyError> {
+) -> Result<(), Cut> {
     loop {
-        let (mut n, done) = framing.take(src_buf).map_err(|_| CopyError::Source)?;
+        let (mut n, done) = framing.take(src_buf).map_err(|_| Cut)?;
         if !out.is_empty() && out.len() + n <= COALESCE {
             out.extend_from_slice(&src_buf[..n]);
             src_buf.advance(n);
             n = 0;
         }
         if !out.is_empty() {
-            dst.write_all(out).await.map_err(|_| CopyError::Sink)?;
+            dst.write_all(out).await.map_err(|_| Cut)?;
             out.clear();
         }
         if n > 0 {
             // Not coalesced: written straight from the read buffer.
-            dst.write_all(&src_buf[..n])
-                .await
-                .map_err(|_| CopyError::Sink)?;
+            dst.write_all(&src_buf[..n]).await.map_err(|_| Cut)?;
             src_buf.advance(n);
         }
         if done {
@@ -579,7 +572,7 @@ async fn copy_body<C: Client>(
         }
         match read_into(src, src_buf, UPSTREAM_READ).await {
             Ok(0) if matches!(framing, Framing::UntilClose) => return Ok(()),
-            Ok(0) | Err(_) => return Err(CopyError::Source),
+            Ok(0) | Err(_) => return Err(Cut),
             Ok(_) => {}
         }
     }

@@ -82,26 +82,23 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
         command
     }
 
-    /// Run a command inside; its stdout.
-    pub fn run(&self, argv: &[&str]) -> String {
-        let output = self
-            .nsenter()
+    fn output(&self, argv: &[&str]) -> std::process::Output {
+        self.nsenter()
             .args(argv)
             .stdin(Stdio::null())
             .output()
-            .expect("nsenter");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+            .expect("nsenter")
+    }
+
+    /// Run a command inside; its stdout.
+    pub fn run(&self, argv: &[&str]) -> String {
+        String::from_utf8_lossy(&self.output(argv).stdout).into_owned()
     }
 
     /// Run a command inside and insist that it succeeds; its stdout.
     #[track_caller]
     pub fn run_ok(&self, argv: &[&str]) -> String {
-        let output = self
-            .nsenter()
-            .args(argv)
-            .stdin(Stdio::null())
-            .output()
-            .expect("nsenter");
+        let output = self.output(argv);
         assert!(
             output.status.success(),
             "{argv:?} failed ({}): {}{}",
