@@ -50,10 +50,12 @@ fn live_group_members(pgid: i32) -> Vec<i32> {
     live
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
+#[path = "common/port.rs"]
+mod port;
+#[path = "common/root.rs"]
+mod root;
+
+use port::reserve_port;
 
 fn current_user() -> String {
     nix::unistd::User::from_uid(nix::unistd::geteuid())
@@ -108,7 +110,8 @@ async fn wait_stopped(spawner: &LocalSpawner, state: &serde_json::Value) -> Stri
 async fn serves_with_exactly_the_given_environment_and_stops() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env_out = dir.path().join("env");
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     let spawner = LocalSpawner::new();
     let script =
         r#"env > "$ENV_OUT"; exec /usr/bin/python3 -m http.server "$PORT" --bind 127.0.0.1"#;
@@ -174,7 +177,11 @@ async fn exit_reason_is_polled_and_announced() {
         .subscribe_exits()
         .expect("local spawner announces exits");
     let started = spawner
-        .start(&request(&["/bin/sh", "-c", "exit 3"], &[], free_port()))
+        .start(&request(
+            &["/bin/sh", "-c", "exit 3"],
+            &[],
+            reserve_port().port,
+        ))
         .await
         .expect("start");
     let _reap = reap(&started);
@@ -206,7 +213,7 @@ async fn stop_kills_a_server_that_ignores_sigterm_and_its_children() {
                 "trap '' TERM; sleep 1000 & wait; sleep 1000",
             ],
             &[],
-            free_port(),
+            reserve_port().port,
         ))
         .await
         .expect("start");
@@ -242,7 +249,8 @@ async fn stop_kills_a_server_that_ignores_sigterm_and_its_children() {
 
 #[tokio::test]
 async fn a_restarted_hub_finds_and_stops_a_running_server() {
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     let first = LocalSpawner::new();
     let started = first
         .start(&request(
@@ -283,13 +291,13 @@ async fn a_restarted_hub_finds_and_stops_a_running_server() {
 }
 
 #[tokio::test]
-async fn missing_command_and_missing_user_are_reported() {
+async fn a_missing_command_is_reported() {
     let spawner = LocalSpawner::new();
     let err = spawner
         .start(&request(
             &["/nonexistent/jupyterhub-singleuser"],
             &[],
-            free_port(),
+            reserve_port().port,
         ))
         .await
         .expect_err("must fail");
@@ -297,28 +305,29 @@ async fn missing_command_and_missing_user_are_reported() {
         matches!(err, Error::CommandNotFound(ref c) if c == "/nonexistent/jupyterhub-singleuser"),
         "{err:?}"
     );
-    if nix::unistd::geteuid().is_root() {
-        let mut req = request(&["/bin/true"], &[], free_port());
-        req.system_user = "no-such-user-xyz".into();
-        let err = spawner.start(&req).await.expect_err("must fail");
-        assert!(
-            matches!(err, Error::NoSuchSystemUser(ref u) if u == "no-such-user-xyz"),
-            "{err:?}"
-        );
-    }
+}
+
+#[tokio::test]
+async fn a_missing_system_user_is_reported() {
+    root::require_root("only root runs servers as other users");
+    let spawner = LocalSpawner::new();
+    let mut req = request(&["/bin/true"], &[], reserve_port().port);
+    req.system_user = "no-such-user-xyz".into();
+    let err = spawner.start(&req).await.expect_err("must fail");
+    assert!(
+        matches!(err, Error::NoSuchSystemUser(ref u) if u == "no-such-user-xyz"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_root_hub_runs_servers_as_the_system_user() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to switch users");
-        return;
-    }
+    root::require_root("the server runs as `nobody`");
     let nobody = nix::unistd::User::from_name("nobody")
         .expect("getpwnam")
         .expect("user nobody exists");
     let spawner = LocalSpawner::new();
-    let mut req = request(&["/bin/sleep", "1000"], &[], free_port());
+    let mut req = request(&["/bin/sleep", "1000"], &[], reserve_port().port);
     req.system_user = "nobody".into();
     req.working_dir = Some("/".into());
     let started = spawner.start(&req).await.expect("start");

@@ -249,46 +249,89 @@ impl Drop for ChpProcess {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
+/// Start `jupyterhub proxy` on ports the kernel picks (0), and learn them from the line it
+/// logs once both are listening, so no port is chosen here and lost to another test.
 async fn start_chp(token: &str, extra: &[&str]) -> ChpProcess {
-    let (port, api_port) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_jupyterhub"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jupyterhub"))
         .args([
             "proxy",
             "--ip",
             "127.0.0.1",
             "--port",
-            &port.to_string(),
+            "0",
             "--api-ip",
             "127.0.0.1",
             "--api-port",
-            &api_port.to_string(),
+            "0",
         ])
         .args(extra)
         .env("CONFIGPROXY_AUTH_TOKEN", token)
+        .env("JUPYTERHUB_LOG", "info")
+        .env_remove("JUPYTERHUB_LOG_LEVEL")
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn jupyterhub proxy");
-    let chp = ChpProcess {
-        child,
-        public: ([127, 0, 0, 1], port).into(),
-        api: ([127, 0, 0, 1], api_port).into(),
-    };
-    for _ in 0..200 {
-        if TcpStream::connect(chp.api).await.is_ok() && TcpStream::connect(chp.public).await.is_ok()
-        {
-            return chp;
+    let stderr = child.stderr.take().expect("stderr");
+    let (listening_tx, listening) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut listening_tx = Some(listening_tx);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("proxy listening")
+                && let Some(tx) = listening_tx.take()
+            {
+                let _ = tx.send(line.clone());
+            }
+            // The proxy's log stays visible in the test's output, as when it was inherited.
+            eprintln!("{line}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    let line = match tokio::time::timeout(Duration::from_secs(30), listening).await {
+        Ok(Ok(line)) => line,
+        Ok(Err(_)) => panic!("jupyterhub proxy exited before listening"),
+        Err(_) => panic!("jupyterhub proxy did not start listening within 30 s"),
+    };
+    let address = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix(key))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}ADDRESS in {line:?}"))
+    };
+    ChpProcess {
+        public: address("public="),
+        api: address("api="),
+        child,
     }
-    panic!("jupyterhub proxy did not start listening");
+}
+
+/// Microseconds since the epoch on the wall clock, the one activity stamps come from.
+fn now_micros() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_micros()).expect("micros fit")
+}
+
+/// Return once the wall clock is at least a millisecond past `stamp` (µs): a route records
+/// activity at most once a millisecond, so any later activity gets a newer stamp than
+/// `stamp`. Waits on the clock itself, not a guessed pause.
+async fn a_millisecond_after(stamp: i64) {
+    loop {
+        let left = stamp + 1_000 - now_micros();
+        if left <= 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_micros(left.unsigned_abs())).await;
+    }
+}
+
+/// The µs a CHP-style `last_activity` (ISO 8601) stands for.
+fn iso_micros(iso: &str) -> i64 {
+    iso.parse::<jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{iso:?}: {e}"))
+        .as_microsecond()
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -470,7 +513,7 @@ async fn activity_advances_on_success_and_websocket_traffic() {
             .expect("ws");
     let t2 = route.last_activity().expect("still set");
     assert!(t2 >= t1);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    a_millisecond_after(t2).await;
     ws.send(Message::text("ls")).await.expect("send");
     ws.next().await.expect("echo").expect("ok");
     let t3 = route.last_activity().expect("still set");
@@ -534,9 +577,12 @@ async fn route_changes_during_load() {
         .await
         .expect("ws");
     let stop = CancellationToken::new();
+    // Requests answered so far, by all load tasks.
+    let (answered_tx, mut answered) = tokio::sync::watch::channel(0u32);
+    let answered_tx = Arc::new(answered_tx);
     let mut load = Vec::new();
     for _ in 0..4 {
-        let (stop, addr) = (stop.clone(), p.addr);
+        let (stop, addr, answered_tx) = (stop.clone(), p.addr, answered_tx.clone());
         load.push(tokio::spawn(async move {
             let http = client();
             let mut ok = 0u32;
@@ -550,6 +596,7 @@ async fn route_changes_during_load() {
                 let v: Value = res.json().await.expect("json");
                 assert_eq!(v["tag"], "a");
                 ok += 1;
+                answered_tx.send_modify(|n| *n += 1);
             }
             ok
         }));
@@ -573,7 +620,15 @@ async fn route_changes_during_load() {
         ws.next().await.expect("echo").expect("ok"),
         Message::text("still here")
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load goes on against the settled table: some more requests are answered.
+    let settled = *answered.borrow_and_update();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        answered.wait_for(|n| *n >= settled + 40),
+    )
+    .await
+    .expect("load after the churn answered within 30 s")
+    .expect("load tasks alive");
     stop.cancel();
     let mut total = 0;
     for task in load {
@@ -825,8 +880,8 @@ async fn chp_api_and_activity() {
         "custom error page for /error/404?url=%2Fnowhere%3Fx%3D1"
     );
 
-    // Activity: advanced by a 200, not by a 404.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Activity: advanced by a 200, not by a 404 (either would give a newer stamp now).
+    a_millisecond_after(iso_micros(&added_at)).await;
     let res = client()
         .get(format!("http://{}/user/b/missing", chp.public))
         .send()
@@ -864,7 +919,7 @@ async fn chp_api_and_activity() {
             .await
             .expect("json"),
     );
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    a_millisecond_after(iso_micros(&after_upgrade)).await;
     ws.send(Message::text("x")).await.expect("send");
     ws.next().await.expect("echo").expect("ok");
     let after_ws = last(
@@ -1358,6 +1413,8 @@ async fn raw_requests_framing_and_upstream_reuse() {
         b"POST /user/a/upload HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 1000\r\n\r\n",
     )
     .await;
+    // The pauses are the point: the body must reach the proxy in reads of its own, after
+    // the head has been forwarded.
     tokio::time::sleep(Duration::from_millis(50)).await;
     send(&mut c.stream, &[b'x'; 600]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1437,15 +1494,22 @@ async fn raw_requests_the_fast_path_hands_on() {
 }
 
 /// A target speaking raw HTTP/1.1, answering by path what hyper would not produce; counts
-/// the connections it accepts.
-async fn raw_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+/// the connections it accepts and those it closes after answering.
+async fn raw_backend() -> (
+    SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::sync::watch::Receiver<usize>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
+    let (closed_tx, closed) = tokio::sync::watch::channel(0);
+    let closed_tx = Arc::new(closed_tx);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let closed_tx = closed_tx.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -1476,18 +1540,20 @@ async fn raw_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                     };
                     send(&mut stream, answer).await;
                     if !keep {
+                        drop(stream);
+                        closed_tx.send_modify(|n| *n += 1);
                         return;
                     }
                 }
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, closed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_targets_that_close_stream_or_misbehave() {
-    let (r, accepted) = raw_backend().await;
+    let (r, accepted, mut closed) = raw_backend().await;
     let routes = Arc::new(RouteTable::new());
     routes.add("/user/r/", url(r), Value::Null);
     let p = start_proxy(Proxy::new(routes, None), None).await;
@@ -1497,7 +1563,12 @@ async fn raw_targets_that_close_stream_or_misbehave() {
     // upstream connection instead of a dead one.
     let first = c.get("/user/r/close-after").await;
     assert_eq!((first.status, first.text()), (200, "ok"));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Once the target has closed, the proxy must not send the next request down that dead
+    // connection (racing the close is not the case under test).
+    tokio::time::timeout(Duration::from_secs(10), closed.wait_for(|n| *n >= 1))
+        .await
+        .expect("the target closed its connection")
+        .expect("raw backend alive");
     let second = c.get("/user/r/plain").await;
     assert_eq!((second.status, second.text()), (200, "plain"));
     assert_eq!(accepted.load(Ordering::SeqCst), 2);

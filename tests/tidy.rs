@@ -87,3 +87,117 @@ fn migrations_are_numbered_consecutively_and_embedded() {
         );
     }
 }
+
+/// The files in src that may run programs. Everything else asks one of them, so what the
+/// hub executes (and with which environment) is found in a few places. The coordinator
+/// adjusts this after the refactor: `hub/spawn.rs` and `systemd/journal.rs` are the new
+/// homes of the pre-spawn hook and of `journalctl`.
+const MAY_RUN_PROGRAMS: &[&str] = &[
+    "src/hub/servers.rs",     // pre_spawn_hook (until it moves to hub/spawn.rs)
+    "src/hub/spawn.rs",       // pre_spawn_hook
+    "src/spawner.rs",         // setup_user_env: the admin creates the servers' venv
+    "src/spawner/local.rs",   // user servers as child processes
+    "src/spawner/systemd.rs", // journalctl (until it moves to systemd/journal.rs)
+    "src/systemd/journal.rs", // journalctl
+];
+
+#[test]
+fn only_allowed_files_run_programs() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut offenders = Vec::new();
+    for path in &files {
+        let relative = path
+            .strip_prefix(root())
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        if MAY_RUN_PROGRAMS.contains(&relative.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).expect("read");
+        for (number, line) in text.lines().enumerate() {
+            if line.contains("Command::new") && !line.trim_start().starts_with("//") {
+                offenders.push(format!("{relative}:{}", number + 1));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "`Command::new` outside the allow-list (MAY_RUN_PROGRAMS in tests/tidy.rs): {offenders:?}"
+    );
+}
+
+/// Words of ARCHITECTURE.md that look like Rust file paths, as written (`src/proxy/h1.rs`,
+/// or `proxy/h1.rs` inside the module's section).
+fn rust_paths_in(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || "_./*-".contains(c)))
+        .map(|word| word.trim_end_matches('.'))
+        .filter(|word| word.ends_with(".rs"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn architecture_names_only_files_that_exist() {
+    let architecture =
+        std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let src = root().join("src");
+    let mut missing = Vec::new();
+    for path in rust_paths_in(&architecture) {
+        if path.contains('*') {
+            continue;
+        }
+        let under_src = match path.strip_prefix("src/") {
+            Some(rest) => rest.to_owned(),
+            // `proxy/h1.rs` is a source path when `proxy` is a module directory; other
+            // paths (`tests/proxy.rs`, `examples/…`, a bare `hub.rs`) are not about src.
+            None => match path.split_once('/') {
+                Some((first, _)) if src.join(first).is_dir() => path.clone(),
+                _ => continue,
+            },
+        };
+        if !src.join(&under_src).is_file() {
+            missing.push(path);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names files that do not exist: {missing:?}"
+    );
+}
+
+#[test]
+#[ignore = "enabled by the coordinator after the refactor merges"]
+fn architecture_names_every_source_file() {
+    let architecture =
+        std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let named: Vec<String> = rust_paths_in(&architecture)
+        .into_iter()
+        .map(|p| p.strip_prefix("src/").map(str::to_owned).unwrap_or(p))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut unnamed: Vec<String> = files
+        .iter()
+        .filter_map(|path| {
+            let relative = path
+                .strip_prefix(root().join("src"))
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            // A module's root file (`src/hub.rs`) is named by its `### src/hub` heading.
+            let heading = relative
+                .strip_suffix(".rs")
+                .filter(|m| !m.contains('/'))
+                .is_some_and(|m| architecture.contains(&format!("### src/{m}\n")));
+            (!heading && !named.contains(&relative)).then(|| format!("src/{relative}"))
+        })
+        .collect();
+    unnamed.sort();
+    assert!(
+        unnamed.is_empty(),
+        "ARCHITECTURE.md does not name these files (as `src/a/b.rs`, or `a/b.rs` in the \
+         module's section): {unnamed:?}"
+    );
+}

@@ -11,10 +11,7 @@ pub(crate) const USER: &str = "jh-pam-test";
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
 pub(crate) fn prepare() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the PAM test creates a system user: run it as root (tests/run.sh does)"
-    );
+    crate::support::require_root("the PAM test creates a system user and a PAM service");
     if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
         let out = Command::new("useradd")
             .args(["-M", "-s", "/usr/sbin/nologin", USER])

@@ -37,22 +37,24 @@ async fn helper_checks_pam_and_refuses_what_it_must() {
     let config = dir.path().join("helper.toml");
     std::fs::write(&config, "[PAMAuthenticator]\nservice = \"jupyterhub-test\"\n[Spawner]\ncmd = [\"/opt/jupyterhub/user-env/bin/jupyterhub-singleuser\"]\n").expect("config");
     let socket = dir.path().join("helper.sock");
-    let child = Command::new(crate::support::BIN)
+    let mut child = Command::new(crate::support::BIN)
         .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
         .arg(&socket)
         .arg("-f")
         .arg(&config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("helper");
+    let stderr = child.stderr.take().expect("stderr");
     let _helper = Helper(child);
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Logged once its socket listens.
+    crate::support::wait_for_lines(
+        stderr,
+        "privileged helper ready",
+        1,
+        Duration::from_secs(30),
+    );
     let check = |password: &str| Request::CheckPam {
         user: crate::pam::USER.into(),
         password: password.into(),

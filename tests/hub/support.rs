@@ -1,22 +1,30 @@
-//! Test harness: runs the real `jupyterhub` binary on free ports in a temporary directory
-//! and drives it over HTTP. The process is killed when the `TestHub` is dropped.
+//! Test harness: runs the real `jupyterhub` binary in a temporary directory and drives it
+//! over HTTP. The harness binds the hub's two listeners itself and hands them over by socket
+//! activation (so no port is ever picked and then lost to another test, and a restarted hub
+//! keeps its ports), and waits for the hub's `READY=1` on a notify socket it owns. The
+//! process is killed when the `TestHub` is dropped.
 
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
+use tokio::net::UnixDatagram;
+
+#[path = "../common/port.rs"]
+mod port;
+#[path = "../common/root.rs"]
+mod root;
+pub use port::reserve_port;
+pub use root::require_root;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub");
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+/// How long a hub may take from exec to `READY=1` (migrations, reconcile) or to exit.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct TestHub {
     pub url: String,
@@ -24,11 +32,19 @@ pub struct TestHub {
     pub dir: tempfile::TempDir,
     /// Extra environment for the hub process (e.g. JUPYTERHUB_CRYPT_KEY).
     pub env: Vec<(String, String)>,
-    child: Option<Child>,
+    /// The public (`http`) and internal (`hub`) listeners, open for the `TestHub`'s whole
+    /// life: every launch gets the same two, as systemd keeps a socket unit's across restarts.
+    listeners: [TcpListener; 2],
+    /// Where the running hub sends `READY=1`, `STATUS=` and `STOPPING=1`; kept open so its
+    /// later notifications do not fail.
+    notify: Option<UnixDatagram>,
+    child: Option<tokio::process::Child>,
 }
 
 /// A config with the dummy authenticator, the local spawner, `admin` as admin, and `extra`
 /// appended (extra sections must not repeat `[JupyterHub]`; use `hub_extra` for that).
+/// Port 0 is right for a hub that is expected to refuse to start; `TestHub` writes the
+/// ports of the listeners it hands over.
 pub fn config_text(port: u16, hub_port: u16, dir: &Path, hub_extra: &str, extra: &str) -> String {
     let authenticator = if hub_extra.contains("authenticator_class") {
         ""
@@ -44,6 +60,14 @@ pub fn config_text(port: u16, hub_port: u16, dir: &Path, hub_extra: &str, extra:
     )
 }
 
+fn bind_local() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind a listener for the hub")
+}
+
+fn port_of(listener: &TcpListener) -> u16 {
+    listener.local_addr().expect("listener address").port()
+}
+
 impl TestHub {
     pub async fn start(hub_extra: &str, extra: &str) -> TestHub {
         TestHub::start_with_env(hub_extra, extra, &[]).await
@@ -52,7 +76,10 @@ impl TestHub {
     /// Like `start`, with extra environment variables for the hub.
     pub async fn start_with_env(hub_extra: &str, extra: &str, env: &[(&str, &str)]) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, hub_port) = (free_port(), free_port());
+        let listeners = [bind_local(), bind_local()];
+        let (port, hub_port) = (port_of(&listeners[0]), port_of(&listeners[1]));
+        // The hub serves on the sockets it is handed; the config names the same ports so
+        // that what it derives from them (hub_bind_url in the proxy's route list) is true.
         let config = dir.path().join("jupyterhub.toml");
         std::fs::write(
             &config,
@@ -67,67 +94,117 @@ impl TestHub {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            listeners,
+            notify: None,
             child: None,
         };
         hub.launch().await;
         hub
     }
 
+    /// Start the hub process on the harness's listeners and return once it has said
+    /// `READY=1` (listeners served, database open, servers reconciled).
     pub async fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("hub.log"))
             .expect("log file");
-        let child = Command::new(BIN)
+        // A fresh socket per launch: nothing a previous process sent can be taken for this
+        // one's readiness.
+        let notify_path = self.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        // LISTEN_PID must be the hub's own pid, which only the child knows: a shell sets it
+        // to its own (`$$`) and execs the hub, which keeps that pid.
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+            .arg(BIN)
             .arg("-f")
             .arg(&self.config)
             .current_dir(self.dir.path())
             .env("JUPYTERHUB_LOG", "info")
             .env_remove("JPY_COOKIE_SECRET")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("LISTEN_FDS", "2")
+            .env("LISTEN_FDNAMES", "http:hub")
+            .env_remove("LISTEN_PID")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log);
+        pass_listeners(
+            &mut command,
+            [self.listeners[0].as_raw_fd(), self.listeners[1].as_raw_fd()],
+        );
+        let mut child = tokio::process::Command::from(command)
             .spawn()
             .expect("start jupyterhub");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = Client::new();
+        let deadline = tokio::time::sleep(START_TIMEOUT);
+        tokio::pin!(deadline);
+        let mut buffer = [0u8; 4096];
         loop {
-            if let Ok(r) = client.get(format!("{}/hub/api/", self.url)).send().await
-                && r.status() == StatusCode::OK
-            {
-                return;
+            tokio::select! {
+                received = notify.recv(&mut buffer) => {
+                    let n = received.expect("read the notify socket");
+                    let message = String::from_utf8_lossy(&buffer[..n]);
+                    if message.lines().any(|line| line == "READY=1") {
+                        break;
+                    }
+                }
+                status = child.wait() => {
+                    panic!("jupyterhub exited early ({status:?}):\n{}", self.log());
+                }
+                () = &mut deadline => {
+                    let _ = child.start_kill();
+                    panic!(
+                        "hub did not report READY=1 within {START_TIMEOUT:?}:\n{}",
+                        self.log()
+                    );
+                }
             }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("jupyterhub exited early ({status}):\n{}", self.log());
+        }
+        self.notify = Some(notify);
+        self.child = Some(child);
+    }
+
+    /// Wait up to `within` for the hub to exit on its own (e.g. after `POST /shutdown`).
+    pub async fn exited(&mut self, within: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("the hub was launched");
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => {
+                self.child = None;
+                status.expect("wait for jupyterhub")
             }
-            assert!(
-                Instant::now() < deadline,
-                "hub did not come up:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(_) => panic!("hub still running {within:?} later:\n{}", self.log()),
         }
     }
 
+    /// SIGTERM, as systemd stops the hub; SIGKILL if it has not exited 10 s later.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        }
+        // Synchronous (Drop calls it), so the exit is polled rather than awaited.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.start_kill();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -319,4 +396,70 @@ pub fn singleuser_venv() -> PathBuf {
         venv.display()
     );
     venv
+}
+
+/// Read a child's output on a thread until `count` lines have contained `needle` (a program
+/// saying it is listening), failing the test with what was read if they do not come within
+/// `within` or the output ends first. The rest is read and dropped, so the child never blocks
+/// on a full pipe.
+pub fn wait_for_lines(
+    output: impl std::io::Read + Send + 'static,
+    needle: &'static str,
+    count: usize,
+    within: Duration,
+) {
+    use std::io::BufRead as _;
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut matched, mut read) = (0, String::new());
+        for line in std::io::BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if matched < count {
+                read.push_str(&line);
+                read.push('\n');
+                if line.contains(needle) {
+                    matched += 1;
+                    if matched == count {
+                        let _ = seen_tx.send(Ok(()));
+                    }
+                }
+            }
+        }
+        if matched < count {
+            let _ = seen_tx.send(Err(read));
+        }
+    });
+    match seen.recv_timeout(within) {
+        Ok(Ok(())) => {}
+        Ok(Err(read)) => panic!("output ended before {count} × {needle:?}:\n{read}"),
+        Err(_) => panic!("no {count} × {needle:?} within {within:?}"),
+    }
+}
+
+/// Put `fds` at 3 and 4 in the child, where socket activation expects them (`LISTEN_FDS=2`).
+#[allow(unsafe_code)]
+fn pass_listeners(command: &mut Command, fds: [RawFd; 2]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec. It only calls fcntl and
+    // dup2, which are async-signal-safe, and allocates nothing (an OS error is a plain code).
+    unsafe {
+        command.pre_exec(move || {
+            // First above every target (close-on-exec, so they vanish at exec), then into
+            // place: one listener may sit where the other must go, and dup2 onto the same
+            // number would leave close-on-exec set.
+            let mut high = [0; 2];
+            for (slot, fd) in high.iter_mut().zip(fds) {
+                *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (target, fd) in (3..).zip(high) {
+                if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{BIN, config_text, free_port};
+use crate::support::{BIN, config_text, reserve_port, wait_for_lines};
 
 struct Killed(std::process::Child);
 impl Drop for Killed {
@@ -24,20 +24,19 @@ async fn socket_activation_and_readiness_notification() {
         "{activate} is missing: apt-get install systemd"
     );
     let dir = tempfile::tempdir().expect("dir");
-    let (public, internal) = (free_port(), free_port());
-    // The config names other ports: the hub must use the sockets it was handed.
+    // systemd-socket-activate binds by number (with SO_REUSEADDR): held ports, so no other
+    // test can take them first.
+    let (public_reserved, internal_reserved) = (reserve_port(), reserve_port());
+    let (public, internal) = (public_reserved.port, internal_reserved.port);
+    // The config names port 0: the hub must use the sockets it was handed.
     let config = dir.path().join("jupyterhub.toml");
-    std::fs::write(
-        &config,
-        config_text(free_port(), free_port(), dir.path(), "", ""),
-    )
-    .expect("config");
+    std::fs::write(&config, config_text(0, 0, dir.path(), "", "")).expect("config");
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let child = Command::new(activate)
+    let mut child = Command::new(activate)
         .args([
             "-l",
             &format!("127.0.0.1:{public}"),
@@ -51,28 +50,30 @@ async fn socket_activation_and_readiness_notification() {
         .arg(&config)
         .current_dir(dir.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("systemd-socket-activate");
+    let stderr = child.stderr.take().expect("stderr");
     let _guard = Killed(child);
-    // systemd-socket-activate needs a moment to bind before it waits for a connection.
-    let mut attempts = 0;
-    let response = loop {
-        match reqwest::get(format!("http://127.0.0.1:{public}/hub/api/")).await {
-            Ok(r) => break r,
-            Err(_) if attempts < 100 => {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("no answer on the activated socket: {e}"),
-        }
-    };
+    // It says "Listening on ADDRESS as FD." for each socket, then waits for a connection.
+    wait_for_lines(stderr, "Listening on ", 2, Duration::from_secs(30));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let response = client
+        .get(format!("http://127.0.0.1:{public}/hub/api/"))
+        .send()
+        .await
+        .expect("an answer on the activated socket");
     assert_eq!(
         response.status(),
         200,
         "the first request started the hub and was answered"
     );
-    let r = reqwest::get(format!("http://127.0.0.1:{internal}/hub/api/"))
+    let r = client
+        .get(format!("http://127.0.0.1:{internal}/hub/api/"))
+        .send()
         .await
         .expect("internal socket");
     assert_eq!(

@@ -424,15 +424,9 @@ async fn shutdown_endpoint_stops_the_hub() {
     let (status, body) = call(&hub, "POST", "/shutdown", &admin, None).await;
     assert_eq!(status, 202);
     assert_eq!(body["message"], "Shutting down Hub");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while reqwest::get(hub.api("")).await.is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "hub still answering after shutdown"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    hub.stop();
+    // The process ends. (Its listeners stay open in the harness, as a socket unit's do, so
+    // a request now would wait for the next hub instead of failing.)
+    hub.exited(std::time::Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -509,13 +503,7 @@ async fn auth_state_without_a_key_refuses_to_start() {
     let config = dir.path().join("jupyterhub.toml");
     std::fs::write(
         &config,
-        crate::support::config_text(
-            crate::support::free_port(),
-            crate::support::free_port(),
-            dir.path(),
-            "",
-            "enable_auth_state = true\n",
-        ),
+        crate::support::config_text(0, 0, dir.path(), "", "enable_auth_state = true\n"),
     )
     .expect("config");
     let out = std::process::Command::new(crate::support::BIN)

@@ -7,6 +7,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+#[path = "../common/root.rs"]
+mod root;
+pub use root::require_root;
+
 /// Held by each test for its whole life, so two contained systemds never run at once.
 pub fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());

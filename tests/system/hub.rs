@@ -3,7 +3,7 @@
 //! user servers survive `kill -9` of the hub and are picked up again before it reports ready;
 //! stray `jupyter-*` units are reported and left alone; a unit that dies on its own loses its
 //! route and keeps its reason; `concurrent_spawn_limit` holds with 20 real users at once.
-//! Needs root; skipped otherwise.
+//! Needs root (fails, saying so, otherwise).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -329,10 +329,7 @@ poll_interval = 3600
 /// the previous one left (a running server, a killed hub).
 #[test]
 fn hub_with_systemd_spawner() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the hub system tests need root");
-        return;
-    }
+    crate::harness::require_root("the hub system tests boot a contained systemd and add users");
     let _serial = crate::harness::serial();
     let users = Users((1..=CROWD).map(crowd_user).collect());
     for user in &users.0 {

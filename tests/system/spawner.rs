@@ -1,6 +1,6 @@
 //! The `systemd` spawner against a real systemd (a contained PID 1): limits land in the unit
 //! and the cgroup, OOM kills are reported as such, no token in `systemctl show`, unit names
-//! never collide, failed starts are reported at once. Needs root; skipped otherwise.
+//! never collide, failed starts are reported at once. Needs root (fails, saying so, otherwise).
 //!
 //! The spawner runs inside the container through `examples/spawn_probe.rs` (JSON in and out).
 
@@ -168,10 +168,9 @@ fn expect_ok(answer: &Value) {
 /// PID 1s in one cgroup tree); each scenario uses its own hub user, so units never clash.
 #[test]
 fn systemd_spawner() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the systemd spawner tests need root");
-        return;
-    }
+    crate::harness::require_root(
+        "the systemd spawner tests boot a contained systemd and add users",
+    );
     let _serial = crate::harness::serial();
     let _remove_probe = RemoveProbe;
     ensure_user(TEST_USER);
