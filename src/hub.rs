@@ -240,6 +240,12 @@ impl Hub {
         Ok(hub)
     }
 
+    /// `jupyterhub upgrade-db`: apply pending migrations after a backup, without opening the
+    /// hub. Returns the backup's path, or `None` when the schema was current.
+    pub fn upgrade_db(config: &Config) -> Result<Option<std::path::PathBuf>> {
+        Ok(Db::upgrade(&config.db_path())?)
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
