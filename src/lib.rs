@@ -14,6 +14,7 @@ pub mod rbac;
 pub mod server;
 pub mod spawner;
 pub mod systemd;
+pub mod time;
 pub mod web;
 
 pub use hub::Hub;

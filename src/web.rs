@@ -136,7 +136,7 @@ fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
 
 /// Render a template with the hub's environment.
 pub fn render(hub: &Hub, name: &str, context: Value) -> String {
-    let env = environment(&hub.config.hub.template_paths);
+    let env = environment(&hub.config().hub.template_paths);
     render_with(&env, name, context)
 }
 

@@ -42,8 +42,11 @@ pub fn cookie_identity(hub: &Hub, headers: &HeaderMap) -> Result<Option<Identity
     let Some(signed) = cookie(headers, LOGIN_COOKIE) else {
         return Ok(None);
     };
-    let max_age = (hub.config.hub.cookie_max_age_days * 86400.0) as i64;
-    let Some(cookie_id) = hub.secret.verify(LOGIN_COOKIE, signed, max_age, now_secs()) else {
+    let max_age = (hub.config().hub.cookie_max_age_days * 86400.0) as i64;
+    let Some(cookie_id) = hub
+        .secret()
+        .verify(LOGIN_COOKIE, signed, max_age, now_secs())
+    else {
         return Ok(None);
     };
     let session_id = cookie(headers, SESSION_COOKIE).map(str::to_owned);
@@ -93,12 +96,12 @@ pub fn xsrf_ok(
     let cookie_token = cookie(headers, XSRF_COOKIE);
     candidates.into_iter().flatten().any(|token| {
         let id_ok = hub
-            .secret
+            .secret()
             .xsrf_id(&token, now_secs())
             .is_some_and(|id| id == expected_id);
         // The token must also match the cookie when there is one (double submit).
         let cookie_ok = cookie_token.is_none_or(|c| {
-            hub.secret
+            hub.secret()
                 .xsrf_id(c, now_secs())
                 .is_some_and(|id| id == expected_id)
         });
@@ -238,9 +241,9 @@ impl Page {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains(PAGINATION_MEDIA_TYPE));
-        let max = hub.config.hub.api_page_max_limit.max(1) as i64;
+        let max = hub.config().hub.api_page_max_limit.max(1) as i64;
         let default = if envelope {
-            hub.config.hub.api_page_default_limit as i64
+            hub.config().hub.api_page_default_limit as i64
         } else {
             max
         };

@@ -33,20 +33,20 @@ impl FromRequestParts<Hub> for Session {
         let id = xsrf_id(identity.as_ref(), &parts.headers, &peer);
         // Reuse the browser's token while it is valid for this id, so open tabs keep working.
         let token = cookie(&parts.headers, XSRF_COOKIE)
-            .filter(|t| hub.secret.xsrf_id(t, now_secs()).is_some_and(|i| i == id))
+            .filter(|t| hub.secret().xsrf_id(t, now_secs()).is_some_and(|i| i == id))
             .map(str::to_owned)
-            .unwrap_or_else(|| hub.secret.xsrf_token(&id, now_secs()));
+            .unwrap_or_else(|| hub.secret().xsrf_token(&id, now_secs()));
         let secure = parts
             .headers
             .get("x-forwarded-proto")
             .is_some_and(|v| v == "https")
             || hub
-                .config
+                .config()
                 .hub
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https:"))
-            || hub.config.hub.ssl_cert.is_some();
+            || hub.config().hub.ssl_cert.is_some();
         Ok(Session {
             identity,
             xsrf_id: id,
@@ -122,14 +122,14 @@ pub fn login_cookies(
 ) -> Vec<HeaderValue> {
     let secure_attr = if secure { "; Secure" } else { "" };
     let base = hub.base_url();
-    let signed = hub.secret.sign(LOGIN_COOKIE, cookie_id, now_secs());
+    let signed = hub.secret().sign(LOGIN_COOKIE, cookie_id, now_secs());
     let session_id = existing_session
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let xsrf = hub
-        .secret
+        .secret()
         .xsrf_token(&format!("{session_id}:{cookie_id}"), now_secs());
-    let max_age = (hub.config.hub.cookie_max_age_days * 86400.0) as i64;
+    let max_age = (hub.config().hub.cookie_max_age_days * 86400.0) as i64;
     [
         format!("{LOGIN_COOKIE}=\"{signed}\"; Path={base}hub/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure_attr}"),
         format!("{SESSION_COOKIE}={session_id}; Path={base}; HttpOnly; SameSite=Lax{secure_attr}"),
