@@ -26,9 +26,22 @@ pub enum Error {
     #[error("refused: {0}")]
     Refused(String),
     #[error("systemd: {0}")]
-    Systemd(String),
+    Systemd(crate::systemd::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<crate::systemd::Error> for Error {
+    fn from(error: crate::systemd::Error) -> Self {
+        use crate::systemd::Error as E;
+        match error {
+            // Writing the environment file: the same I/O error a local spawner reports.
+            E::Io(e) => Error::Io(e),
+            // The hub asked for an environment no unit can carry.
+            e @ E::InvalidEnvironment(_) => Error::Refused(e.to_string()),
+            e => Error::Systemd(e),
+        }
+    }
 }
 
 /// Everything needed to start one server. Built by the hub; secrets live only in `env`.

@@ -1,8 +1,55 @@
-//! Everything that speaks to systemd: D-Bus, sd_notify, socket activation, the journal.
+//! Everything that speaks to systemd: D-Bus (`dbus`: the proxies; `unit`: transient units
+//! through them; `properties`: typed unit properties; `watch`: units' exits as they happen),
+//! the journal (`journal`), sd_notify (`notify`) and socket activation (`activation`).
+//! Nothing here knows about JupyterHub users or servers: spawners and services name the
+//! units and decide what goes into them.
 
 pub mod activation;
 pub mod dbus;
+pub mod journal;
 pub mod notify;
+pub mod properties;
+pub mod unit;
+pub mod watch;
+
+pub use properties::Property;
+pub use unit::{ExitInfo, Systemd, TransientUnit};
+
+/// What can go wrong talking to systemd.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A D-Bus call (or building its proxy) failed; `context` names the call.
+    #[error("{context}: {source}")]
+    Bus {
+        context: &'static str,
+        #[source]
+        source: zbus::Error,
+    },
+    /// systemd did not answer `what` within the call timeout.
+    #[error("{0}: no answer from systemd")]
+    NoAnswer(&'static str),
+    /// The bus connection ended while waiting for a job (`what`: `starting`, `stopping`).
+    #[error("the D-Bus connection closed while {0}")]
+    Closed(&'static str),
+    #[error("{0} did not stop in time")]
+    StopTimedOut(String),
+    /// A name that cannot go into an environment file.
+    #[error("invalid environment variable {0:?}")]
+    InvalidEnvironment(String),
+    /// A `Key=Value` unit property that is unknown or malformed.
+    #[error("{entry:?}: {why}")]
+    BadProperty { entry: String, why: &'static str },
+    #[error("journalctl did not answer")]
+    JournalTimedOut,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub(crate) fn bus(context: &'static str) -> impl FnOnce(zbus::Error) -> Error {
+        move |source| Error::Bus { context, source }
+    }
+}
 
 /// Whether systemd runs this machine (as `sd_booted()` checks).
 pub fn is_pid1() -> bool {

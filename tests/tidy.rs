@@ -89,15 +89,11 @@ fn migrations_are_numbered_consecutively_and_embedded() {
 }
 
 /// The files in src that may run programs. Everything else asks one of them, so what the
-/// hub executes (and with which environment) is found in a few places. The coordinator
-/// adjusts this after the refactor: `hub/spawn.rs` and `systemd/journal.rs` are the new
-/// homes of the pre-spawn hook and of `journalctl`.
+/// hub executes (and with which environment) is found in a few places.
 const MAY_RUN_PROGRAMS: &[&str] = &[
-    "src/hub/servers.rs",     // pre_spawn_hook (until it moves to hub/spawn.rs)
     "src/hub/spawn.rs",       // pre_spawn_hook
     "src/spawner.rs",         // setup_user_env: the admin creates the servers' venv
     "src/spawner/local.rs",   // user servers as child processes
-    "src/spawner/systemd.rs", // journalctl (until it moves to systemd/journal.rs)
     "src/systemd/journal.rs", // journalctl
 ];
 
@@ -251,5 +247,50 @@ fn handlers_never_reach_the_database() {
         offences.is_empty(),
         "handlers must call Hub verbs, not the database:\n{}",
         offences.join("\n")
+    );
+}
+
+/// Only `src/systemd` speaks D-Bus: no other Rust file names the `zbus` crate in code (a log
+/// filter string such as `"zbus=warn"` is not a use).
+#[test]
+fn zbus_is_used_only_under_src_systemd() {
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "examples", "benches"] {
+        let dir = root().join(dir);
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        }
+    }
+    let systemd_dir = root().join("src/systemd");
+    // Assembled, so that this file does not match itself.
+    let krate = ["z", "bus"].concat();
+    let needles = [
+        format!("{krate}::"),
+        format!("use {krate}"),
+        format!("{krate}!"),
+    ];
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|path| !path.starts_with(&systemd_dir) && **path != root().join("src/systemd.rs"))
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).expect("read");
+            let name = path
+                .strip_prefix(root())
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            text.lines()
+                .enumerate()
+                .filter(|(_, line)| {
+                    let code = line.split("//").next().unwrap_or_default();
+                    needles.iter().any(|n| code.contains(n.as_str()))
+                })
+                .map(|(n, _)| format!("{name}:{}", n + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "zbus used outside src/systemd (go through `systemd::Systemd`): {offenders:?}"
     );
 }

@@ -7,6 +7,7 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::ptr;
 
 use crate::config::Config;
+use crate::privileged::protocol;
 
 use super::{Authenticated, Error};
 
@@ -232,12 +233,12 @@ impl super::Authenticator for Pam {
                 .await
                 .map_err(|e| Error::Pam(format!("PAM thread failed: {e}")))??
         } else {
-            let request = crate::privileged::Request::CheckPam {
+            let request = protocol::Request::CheckPam {
                 user: username.to_owned(),
                 password: password.to_owned(),
             };
-            match crate::privileged::call(&self.helper_socket, &request).await {
-                Ok(crate::privileged::Response::Pam { valid }) => valid,
+            match protocol::call(&self.helper_socket, &request).await {
+                Ok(protocol::Response::Pam { valid }) => valid,
                 Ok(other) => return Err(Error::Helper(format!("unexpected answer: {other:?}"))),
                 Err(e) => return Err(Error::Helper(e.to_string())),
             }

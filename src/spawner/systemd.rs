@@ -1,70 +1,38 @@
-//! The `systemd` spawner: each server is a transient unit started over D-Bus.
+//! The `systemd` spawner: a user's server is a transient unit, started, watched and stopped
+//! through the `systemd` layer. This file only maps "a user's server" to "a unit": its name,
+//! its properties (limits, account, sandboxing) and its environment file.
 //! Invariants: no secret ever goes into a unit property (the environment reaches the server
 //! through a root-only `EnvironmentFiles=` file, removed when the unit stops), and a unit name
 //! maps to exactly one (user, server) pair and back (see `unit_name`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::sync::broadcast;
-use zbus::{Connection, OwnedVariant, Variant};
 
 use super::{Error, Exited, KnownServer, SpawnRequest, Spawner, Started, Status};
 use crate::config::{Config, SystemdSpawnerConfig};
-use crate::systemd::dbus::{self, ManagerProxy, ServiceProxy, UnitProxy};
+use crate::privileged::protocol;
+use crate::systemd::properties::{self, Property, prop};
+use crate::systemd::unit::{
+    EnvironmentFile, StartOutcome, StopOutcome, TransientUnit, escape_component, plain_name,
+    unescape_component,
+};
+use crate::systemd::watch::Watch;
+use crate::systemd::{self, Systemd, journal};
 
 /// Every unit we create starts with this; reconcile lists `jupyter-*.service`.
 pub const UNIT_PREFIX: &str = "jupyter-";
 const UNIT_SUFFIX: &str = ".service";
 /// The server part of the default server's unit name.
 const DEFAULT_SERVER: &str = "singleuser";
-/// How long one D-Bus call may take before we give up on systemd.
-const CALL_TIMEOUT: Duration = Duration::from_secs(25);
 /// How long systemd waits after SIGTERM before SIGKILL (`TimeoutStopSec=`).
 const STOP_TIMEOUT_USEC: u64 = 15_000_000;
 /// Journal lines kept with a stop reason.
 const LOG_TAIL_LINES: usize = 20;
-
-/// Escape one name component as `systemd-escape` does (`\xNN` for every byte outside
-/// `[A-Za-z0-9:_.]`, and for a leading `.`), except that `/` is escaped too instead of
-/// becoming `-`: so an escaped component never contains `-`, which separates components.
-pub fn escape_component(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for (i, b) in name.bytes().enumerate() {
-        let keep = b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && i > 0);
-        if keep {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
-}
-
-/// The inverse of `escape_component`; `None` if `escaped` is not a valid escaped name.
-pub fn unescape_component(escaped: &str) -> Option<String> {
-    let bytes = escaped.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            if bytes.get(i + 1) != Some(&b'x') {
-                return None;
-            }
-            out.push(u8::from_str_radix(escaped.get(i + 2..i + 4)?, 16).ok()?);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
 
 /// The unit of a server: `jupyter-{user}-singleuser.service` for the default server and
 /// `jupyter-{user}-{server}.service` for a named one, each part escaped by
@@ -100,73 +68,15 @@ pub fn parse_unit_name(unit: &str) -> Option<(String, String)> {
     Some((user, server))
 }
 
-fn systemd_error(context: &str, error: impl std::fmt::Display) -> Error {
-    Error::Systemd(format!("{context}: {error}"))
-}
-
-/// A Manager proxy without a property cache (we read no Manager properties; a cache would
-/// only add a match rule per proxy).
-pub async fn manager_proxy(conn: &Connection) -> Result<ManagerProxy<'static>, Error> {
-    ManagerProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| systemd_error("manager proxy", e))
-}
-
-async fn timed<T>(
-    what: &str,
-    call: impl Future<Output = zbus::Result<T>>,
-) -> Result<zbus::Result<T>, Error> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .map_err(|_| Error::Systemd(format!("{what}: no answer from systemd")))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Unit properties
-
-/// A property as sent to `StartTransientUnit`.
-pub type Property = (String, Variant<'static>);
-
-fn prop(name: &str, value: impl Into<Variant<'static>>) -> Property {
-    (name.to_owned(), value.into())
-}
-
-/// Where the environment file of `unit` lives. The name is the unit's object-path escape
-/// (only `[A-Za-z0-9_]`): systemd refuses an `EnvironmentFiles=` path containing the `\` of
-/// an escaped unit name (the unit then fails with `resources`).
+/// Where the environment file of `unit` lives (named by `plain_name`: systemd refuses an
+/// `EnvironmentFiles=` path with the `\` of an escaped unit name).
 pub fn env_file_path(config: &SystemdSpawnerConfig, unit: &str) -> PathBuf {
-    let escaped = dbus::unit_object_path(unit);
-    let name = escaped
-        .strip_prefix(dbus::UNIT_PATH_PREFIX)
-        .unwrap_or(&escaped);
-    config.env_dir.join(format!("{name}.env"))
+    config.env_dir.join(format!("{}.env", plain_name(unit)))
 }
 
-/// Quote a value for systemd's `EnvironmentFile=` parser (shell-like double quotes).
-fn quote_env_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        if matches!(c, '"' | '\\' | '$' | '`') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-fn valid_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The contents of the environment file: the request's environment plus upstream's
-/// `MEM_LIMIT`-style variables when the hub did not set them.
-fn env_file_contents(request: &SpawnRequest, dynamic_users: bool) -> Result<String, Error> {
+/// The environment of the server: the request's plus upstream's `MEM_LIMIT`-style variables
+/// when the hub did not set them.
+fn env_vars(request: &SpawnRequest, dynamic_users: bool) -> BTreeMap<String, String> {
     let mut env = request.env.clone();
     if dynamic_users {
         // A dynamic user has no home in the user database: its state directory is the home.
@@ -183,255 +93,12 @@ fn env_file_contents(request: &SpawnRequest, dynamic_users: bool) -> Result<Stri
     add("MEM_GUARANTEE", limits.mem_guarantee.map(|v| v.to_string()));
     add("CPU_LIMIT", limits.cpu_limit.map(|v| v.to_string()));
     add("CPU_GUARANTEE", limits.cpu_guarantee.map(|v| v.to_string()));
-    let mut out = String::new();
-    for (key, value) in &env {
-        if !valid_env_name(key) || value.contains('\0') {
-            return Err(Error::Refused(format!(
-                "invalid environment variable {key:?}"
-            )));
-        }
-        let _ = writeln!(out, "{key}={}", quote_env_value(value));
-    }
-    Ok(out)
+    env
 }
 
-/// Write `contents` to `path`, readable by root only (0400), in a root-only (0700) directory.
-fn write_env_file(dir: &Path, path: &Path, contents: &str) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let tmp = path.with_extension("env.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&tmp)?;
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// The kind of D-Bus value a known `unit_extra_properties` key takes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Bool,
-    Str,
-    /// `t`; accepts `K`/`M`/`G`/`T` suffixes (base 1024) and `infinity`.
-    Bytes,
-    U64,
-    I32,
-    /// `u` written in octal (`UMask`).
-    Octal,
-    /// `as`, whitespace-separated.
-    StrList,
-    /// A time span; the D-Bus name ends in `USec` instead of `Sec` (`t`, microseconds).
-    Sec,
-    /// `CPUQuota=150%` → `CPUQuotaPerSecUSec`.
-    Percent,
-}
-
-const EXTRA_PROPERTIES: &[(&str, Kind)] = &[
-    ("CPUAccounting", Kind::Bool),
-    ("Delegate", Kind::Bool),
-    ("IOAccounting", Kind::Bool),
-    ("IPAccounting", Kind::Bool),
-    ("LockPersonality", Kind::Bool),
-    ("MemoryAccounting", Kind::Bool),
-    ("MemoryDenyWriteExecute", Kind::Bool),
-    ("NoNewPrivileges", Kind::Bool),
-    ("PrivateDevices", Kind::Bool),
-    ("PrivateIPC", Kind::Bool),
-    ("PrivateMounts", Kind::Bool),
-    ("PrivateNetwork", Kind::Bool),
-    ("PrivateTmp", Kind::Bool),
-    ("PrivateUsers", Kind::Bool),
-    ("ProtectClock", Kind::Bool),
-    ("ProtectControlGroups", Kind::Bool),
-    ("ProtectHostname", Kind::Bool),
-    ("ProtectKernelLogs", Kind::Bool),
-    ("ProtectKernelModules", Kind::Bool),
-    ("ProtectKernelTunables", Kind::Bool),
-    ("RemoveIPC", Kind::Bool),
-    ("RestrictRealtime", Kind::Bool),
-    ("RestrictSUIDSGID", Kind::Bool),
-    ("SendSIGHUP", Kind::Bool),
-    ("SendSIGKILL", Kind::Bool),
-    ("TasksAccounting", Kind::Bool),
-    ("Description", Kind::Str),
-    ("DevicePolicy", Kind::Str),
-    ("KillMode", Kind::Str),
-    ("PAMName", Kind::Str),
-    ("ProcSubset", Kind::Str),
-    ("ProtectHome", Kind::Str),
-    ("ProtectProc", Kind::Str),
-    ("ProtectSystem", Kind::Str),
-    ("StandardError", Kind::Str),
-    ("StandardOutput", Kind::Str),
-    ("SyslogIdentifier", Kind::Str),
-    ("LimitAS", Kind::Bytes),
-    ("LimitCORE", Kind::Bytes),
-    ("LimitDATA", Kind::Bytes),
-    ("LimitFSIZE", Kind::Bytes),
-    ("LimitMEMLOCK", Kind::Bytes),
-    ("LimitSTACK", Kind::Bytes),
-    ("MemoryHigh", Kind::Bytes),
-    ("MemoryLow", Kind::Bytes),
-    ("MemoryMax", Kind::Bytes),
-    ("MemoryMin", Kind::Bytes),
-    ("MemorySwapMax", Kind::Bytes),
-    ("CPUWeight", Kind::U64),
-    ("IOWeight", Kind::U64),
-    ("LimitNOFILE", Kind::U64),
-    ("LimitNPROC", Kind::U64),
-    ("StartupCPUWeight", Kind::U64),
-    ("StartupIOWeight", Kind::U64),
-    ("TasksMax", Kind::U64),
-    ("IOSchedulingClass", Kind::I32),
-    ("IOSchedulingPriority", Kind::I32),
-    ("KillSignal", Kind::I32),
-    ("Nice", Kind::I32),
-    ("OOMScoreAdjust", Kind::I32),
-    ("UMask", Kind::Octal),
-    ("ExecPaths", Kind::StrList),
-    ("InaccessiblePaths", Kind::StrList),
-    ("NoExecPaths", Kind::StrList),
-    ("ReadOnlyPaths", Kind::StrList),
-    ("ReadWritePaths", Kind::StrList),
-    ("SupplementaryGroups", Kind::StrList),
-    ("RuntimeMaxSec", Kind::Sec),
-    ("RuntimeRandomizedExtraSec", Kind::Sec),
-    ("TimeoutAbortSec", Kind::Sec),
-    ("TimeoutStartSec", Kind::Sec),
-    ("TimeoutStopSec", Kind::Sec),
-    ("WatchdogSec", Kind::Sec),
-    ("CPUQuota", Kind::Percent),
-];
-
-fn parse_bool(value: &str) -> Option<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "yes" | "true" | "on" => Some(true),
-        "0" | "no" | "false" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn parse_bytes(value: &str) -> Option<u64> {
-    if value == "infinity" {
-        return Some(u64::MAX);
-    }
-    let (number, shift) = match value.as_bytes().last()? {
-        b'K' | b'k' => (&value[..value.len() - 1], 10),
-        b'M' | b'm' => (&value[..value.len() - 1], 20),
-        b'G' | b'g' => (&value[..value.len() - 1], 30),
-        b'T' | b't' => (&value[..value.len() - 1], 40),
-        _ => (value, 0),
-    };
-    number
-        .trim()
-        .parse::<u64>()
-        .ok()?
-        .checked_mul(1u64 << shift)
-}
-
-/// A systemd time span (`90`, `1min 30s`, `500ms`, `infinity`) in microseconds.
-fn parse_timespan_usec(value: &str) -> Option<u64> {
-    if value == "infinity" {
-        return Some(u64::MAX);
-    }
-    let mut total: u64 = 0;
-    let mut rest = value.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..digits].parse().ok()?;
-        rest = rest[digits..].trim_start();
-        let unit_end = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let factor: f64 = match &rest[..unit_end] {
-            "us" | "usec" => 1.0,
-            "ms" | "msec" => 1e3,
-            "" | "s" | "sec" | "second" | "seconds" => 1e6,
-            "m" | "min" | "minute" | "minutes" => 60e6,
-            "h" | "hr" | "hour" | "hours" => 3600e6,
-            "d" | "day" | "days" => 86400e6,
-            _ => return None,
-        };
-        rest = rest[unit_end..].trim_start();
-        total = total.checked_add((number * factor) as u64)?;
-    }
-    Some(total)
-}
-
-/// Convert one `unit_extra_properties` entry (`Key=Value`) to its typed D-Bus form.
-/// Unknown keys and malformed values are errors, so a typo never passes silently.
+/// One `unit_extra_properties` entry in its typed form.
 pub fn parse_extra_property(entry: &str) -> Result<Property, Error> {
-    let bad = |why: &str| Error::Refused(format!("unit_extra_properties: {entry:?}: {why}"));
-    let (key, value) = entry
-        .split_once('=')
-        .ok_or_else(|| bad("expected Key=Value"))?;
-    let (key, value) = (key.trim(), value.trim());
-    let kind = EXTRA_PROPERTIES
-        .iter()
-        .find(|(name, _)| *name == key)
-        .map(|(_, kind)| *kind)
-        .ok_or_else(|| bad("unknown or unsupported key"))?;
-    Ok(match kind {
-        Kind::Bool => prop(
-            key,
-            parse_bool(value).ok_or_else(|| bad("expected a boolean"))?,
-        ),
-        Kind::Str => prop(key, value.to_owned()),
-        Kind::Bytes => prop(
-            key,
-            parse_bytes(value).ok_or_else(|| bad("expected a size"))?,
-        ),
-        Kind::U64 => prop(
-            key,
-            value.parse::<u64>().map_err(|_| bad("expected a number"))?,
-        ),
-        Kind::I32 => prop(
-            key,
-            value.parse::<i32>().map_err(|_| bad("expected a number"))?,
-        ),
-        Kind::Octal => prop(
-            key,
-            u32::from_str_radix(value, 8).map_err(|_| bad("expected an octal number"))?,
-        ),
-        Kind::StrList => prop(
-            key,
-            value
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<String>>(),
-        ),
-        Kind::Sec => {
-            let usec = parse_timespan_usec(value).ok_or_else(|| bad("expected a time span"))?;
-            let name = format!("{}USec", key.strip_suffix("Sec").unwrap_or(key));
-            prop(&name, usec)
-        }
-        Kind::Percent => {
-            let percent: f64 = value
-                .strip_suffix('%')
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| bad("expected a percentage"))?;
-            if percent.is_nan() || percent <= 0.0 {
-                return Err(bad("expected a positive percentage"));
-            }
-            prop("CPUQuotaPerSecUSec", (percent * 10_000.0) as u64)
-        }
-    })
+    properties::parse(entry).map_err(|e| Error::Refused(format!("unit_extra_properties: {e}")))
 }
 
 /// `cpu_guarantee` (in CPUs) as a `CPUWeight=`: 100 per CPU, within systemd's 1..=10000.
@@ -460,11 +127,11 @@ pub fn dynamic_state_dir(user: &str) -> String {
     out
 }
 
-/// Everything `StartTransientUnit` is given, in order (later settings override earlier).
+/// The unit's properties, in order (later settings override earlier). The environment file's
+/// own (`EnvironmentFiles=`, the `ExecStopPost=` that removes it) are added by the layer.
 pub fn unit_properties(
     request: &SpawnRequest,
     config: &SystemdSpawnerConfig,
-    env_file: &Path,
 ) -> Result<Vec<Property>, Error> {
     let argv0 = request
         .argv
@@ -488,24 +155,6 @@ pub fn unit_properties(
                 vec!["no-env-expand".to_owned()],
             )],
         ),
-        prop(
-            "EnvironmentFiles",
-            vec![(env_file.to_string_lossy().into_owned(), false)],
-        ),
-        // Runs as root after every stop, also after a crash or a failed start, so the secret
-        // file never outlives the server even when the hub cannot delete it (unprivileged hub).
-        prop(
-            "ExecStopPostEx",
-            vec![(
-                "/bin/rm".to_owned(),
-                vec![
-                    "/bin/rm".to_owned(),
-                    "-f".to_owned(),
-                    env_file.to_string_lossy().into_owned(),
-                ],
-                vec!["privileged".to_owned(), "ignore-failure".to_owned()],
-            )],
-        ),
         prop("Slice", config.slice.clone()),
         prop("OOMPolicy", "continue"),
         prop("MemoryAccounting", true),
@@ -526,7 +175,12 @@ pub fn unit_properties(
         props.push(prop("WorkingDirectory", dir));
     } else {
         let user = nix::unistd::User::from_name(&request.system_user)
-            .map_err(|e| Error::Systemd(format!("looking up {:?}: {e}", request.system_user)))?
+            .map_err(|e| {
+                Error::Io(std::io::Error::other(format!(
+                    "looking up {:?}: {e}",
+                    request.system_user
+                )))
+            })?
             .ok_or_else(|| Error::NoSuchSystemUser(request.system_user.clone()))?;
         let group = nix::unistd::Group::from_gid(user.gid)
             .ok()
@@ -596,15 +250,13 @@ fn server_url(ip: &str, port: u16) -> String {
 /// cannot restrict `StartTransientUnit` by polkit); the privileged helper calls this after
 /// validating a request, and the hub calls it directly when it runs as root.
 pub async fn start_unit_as_root(request: &SpawnRequest, config: &Config) -> Result<Started, Error> {
-    let conn = Connection::system()
-        .await
-        .map_err(|e| systemd_error("connecting to the system bus", e))?;
-    start_unit(&conn, request, config).await
+    let systemd = Systemd::connect().await?;
+    start_unit(&systemd, request, config).await
 }
 
 /// `start_unit_as_root` over an existing connection.
 pub async fn start_unit(
-    conn: &Connection,
+    systemd: &Systemd,
     request: &SpawnRequest,
     config: &Config,
 ) -> Result<Started, Error> {
@@ -616,131 +268,58 @@ pub async fn start_unit(
             request.user
         )));
     }
-    let env_file = env_file_path(sd, &unit);
-    let props = unit_properties(request, sd, &env_file)?;
-    let manager = manager_proxy(conn).await?;
-    // Without a subscriber systemd may not send the JobRemoved we wait for. A connection
-    // that is already subscribed gets `AlreadySubscribed`, which is fine.
-    let _ = timed("Subscribe", manager.subscribe()).await;
-
-    // A unit left loaded (failed, or still running although the hub thinks it stopped).
-    if let Ok(path) = timed("GetUnit", manager.get_unit(&unit)).await? {
-        let state = unit_active_state(conn, &path).await.unwrap_or_default();
-        if matches!(
-            state.as_str(),
-            "active" | "activating" | "reloading" | "deactivating"
-        ) {
-            return Err(Error::StartFailed {
-                reason: format!("{unit} is already running"),
-                log_tail: Vec::new(),
-            });
-        }
-        if let Err(e) = timed("ResetFailedUnit", manager.reset_failed_unit(&unit)).await?
-            && !dbus::is_no_such_unit(&e)
-        {
-            tracing::warn!(%unit, "reset-failed: {e}");
-        }
-    }
-
-    write_env_file(
-        &sd.env_dir,
-        &env_file,
-        &env_file_contents(request, sd.dynamic_users)?,
-    )?;
-    let (names, values): (Vec<String>, Vec<Variant<'static>>) = props.into_iter().unzip();
-    let props_ref: Vec<(&str, Variant<'_>)> =
-        names.iter().map(String::as_str).zip(values).collect();
-
-    // Subscribe before starting, or the JobRemoved of a quick failure could be missed.
-    let mut removed = manager
-        .receive_job_removed()
-        .await
-        .map_err(|e| systemd_error("subscribing to JobRemoved", e))?;
-    let job = match timed(
-        "StartTransientUnit",
-        manager.start_transient_unit(&unit, "fail", &props_ref, &[]),
-    )
-    .await?
-    {
-        Ok(job) => job,
-        Err(e) => {
-            let _ = std::fs::remove_file(&env_file);
-            if dbus::is_unit_exists(&e) {
-                return Err(Error::StartFailed {
-                    reason: format!("{unit} is already running"),
-                    log_tail: Vec::new(),
-                });
-            }
-            return Err(systemd_error("StartTransientUnit", e));
-        }
+    let transient = TransientUnit {
+        properties: unit_properties(request, sd)?,
+        environment: Some(EnvironmentFile {
+            path: env_file_path(sd, &unit),
+            vars: env_vars(request, sd.dynamic_users),
+        }),
     };
     let start_timeout = Duration::from_secs(config.spawner.start_timeout.max(1));
-    let result = tokio::time::timeout(start_timeout, async {
-        while let Some(signal) = removed.next().await {
-            if let Ok(args) = signal.args()
-                && args.job() == &job
-            {
-                return Some(args.result().clone());
+    match systemd
+        .start_transient(&unit, transient, start_timeout)
+        .await?
+    {
+        StartOutcome::Started { main_pid } => Ok(Started {
+            url: server_url(&request.ip, request.port),
+            state: serde_json::json!({ "unit": unit, "pid": main_pid }),
+        }),
+        StartOutcome::AlreadyRunning => Err(Error::StartFailed {
+            reason: format!("{unit} is already running"),
+            log_tail: Vec::new(),
+        }),
+        StartOutcome::TimedOut => Err(Error::StartFailed {
+            reason: "timed out starting the server".into(),
+            log_tail: journal::tail(&unit, LOG_TAIL_LINES, 0).await,
+        }),
+        StartOutcome::Failed { job_result, exit } => {
+            let log_tail = journal::tail(&unit, LOG_TAIL_LINES, 0).await;
+            if exit.as_ref().is_some_and(|i| i.is_exec_failure()) {
+                return Err(Error::CommandNotFound(
+                    request.argv.first().cloned().unwrap_or_default(),
+                ));
             }
+            let reason = match exit {
+                Some(info) => info.reason(&unit).await,
+                None => format!("the start job ended with {job_result:?}"),
+            };
+            Err(Error::StartFailed { reason, log_tail })
         }
-        None
-    })
-    .await;
-    let result = match result {
-        Ok(Some(result)) => result,
-        Ok(None) => {
-            let _ = std::fs::remove_file(&env_file);
-            return Err(Error::Systemd(
-                "the D-Bus connection closed while starting".into(),
-            ));
-        }
-        Err(_) => {
-            let _ = timed("StopUnit", manager.stop_unit(&unit, "replace")).await;
-            let _ = std::fs::remove_file(&env_file);
-            return Err(Error::StartFailed {
-                reason: "timed out starting the server".into(),
-                log_tail: journal_tail(&unit).await,
-            });
-        }
-    };
-    if result != "done" {
-        let _ = std::fs::remove_file(&env_file);
-        let info = read_exit_info(conn, &unit).await;
-        let log_tail = journal_tail(&unit).await;
-        let _ = timed("ResetFailedUnit", manager.reset_failed_unit(&unit)).await;
-        if info
-            .as_ref()
-            .is_some_and(|i| i.result == "exit-code" && i.status == 203)
-        {
-            return Err(Error::CommandNotFound(
-                request.argv.first().cloned().unwrap_or_default(),
-            ));
-        }
-        let reason = match info {
-            Some(info) => info.reason(&unit).await,
-            None => format!("the start job ended with {result:?}"),
-        };
-        return Err(Error::StartFailed { reason, log_tail });
     }
-    let pid = main_pid(conn, &unit).await.unwrap_or(0);
-    Ok(Started {
-        url: server_url(&request.ip, request.port),
-        state: serde_json::json!({ "unit": unit, "pid": pid }),
-    })
 }
 
 /// Start through the privileged helper, for a hub that is not root.
 pub async fn start_via_helper(request: &SpawnRequest, config: &Config) -> Result<Started, Error> {
     let socket = &config.systemd_spawner.helper_socket;
-    let call = crate::privileged::Request::StartUnit {
+    let call = protocol::Request::StartUnit {
         request: Box::new(request.clone()),
     };
-    match crate::privileged::call(socket, &call).await {
-        Ok(crate::privileged::Response::Started { started }) => Ok(Started {
+    match protocol::call(socket, &call).await {
+        Ok(protocol::Response::Started { started }) => Ok(Started {
             url: started.url,
             state: started.state,
         }),
-        Ok(crate::privileged::Response::Error { message }) => Err(Error::Refused(message)),
+        Ok(protocol::Response::Error { message }) => Err(Error::Refused(message)),
         Ok(other) => Err(Error::Refused(format!(
             "unexpected answer from the privileged helper: {other:?}"
         ))),
@@ -749,204 +328,11 @@ pub async fn start_via_helper(request: &SpawnRequest, config: &Config) -> Result
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading state
-
-async fn unit_active_state(
-    conn: &Connection,
-    path: &zbus::OwnedObjectPath,
-) -> Result<String, Error> {
-    let unit = UnitProxy::builder(conn)
-        .path(path.clone())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| systemd_error("unit proxy", e))?;
-    timed("ActiveState", unit.active_state())
-        .await?
-        .map_err(|e| systemd_error("ActiveState", e))
-}
-
-async fn service_proxy<'a>(conn: &Connection, unit: &str) -> Result<ServiceProxy<'a>, Error> {
-    ServiceProxy::builder(conn)
-        .path(dbus::unit_object_path(unit))
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| systemd_error("service proxy", e))
-}
-
-async fn main_pid(conn: &Connection, unit: &str) -> Result<u32, Error> {
-    let service = service_proxy(conn, unit).await?;
-    timed("ExecMainPID", service.exec_main_pid())
-        .await?
-        .map_err(|e| systemd_error("ExecMainPID", e))
-}
-
-/// `ExecMainCode` values (`si_code` of the child's SIGCHLD).
-const CLD_KILLED: i32 = 2;
-const CLD_DUMPED: i32 = 3;
-
-/// How a service's main process ended, as systemd recorded it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExitInfo {
-    /// `Result=`: `success`, `exit-code`, `signal`, `core-dump`, `timeout`, `oom-kill`, ...
-    pub result: String,
-    /// `ExecMainCode`: 1 exited, 2 killed, 3 dumped.
-    pub code: i32,
-    /// Exit status or signal number.
-    pub status: i32,
-    pub pid: u32,
-    /// When the main process started (realtime µs); 0 if unknown.
-    pub started_usec: u64,
-}
-
-impl ExitInfo {
-    /// A reason for people. On cgroup v1 systemd cannot see OOM kills (`Result=signal`), so a
-    /// SIGKILL is checked against the kernel's OOM report for this unit's main process.
-    pub async fn reason(&self, unit: &str) -> String {
-        match self.result.as_str() {
-            "oom-kill" => "out of memory".into(),
-            "timeout" => "timed out".into(),
-            // systemd counts SIGTERM, SIGHUP, SIGINT and SIGPIPE as a clean exit: the
-            // server was still killed by someone (`systemctl kill`, an admin, the user).
-            "success" if self.code == CLD_KILLED || self.code == CLD_DUMPED => {
-                format!("killed by signal {}", signal_name(self.status))
-            }
-            "success" => "exit code 0".into(),
-            "exit-code" => match self.status {
-                200 => "could not enter the working directory (status 200/CHDIR)".into(),
-                203 => {
-                    "the server command was not found or is not executable (status 203/EXEC)".into()
-                }
-                217 => "the system user does not exist (status 217/USER)".into(),
-                status => format!("exit code {status}"),
-            },
-            "signal" | "core-dump" => {
-                if self.status == libc::SIGKILL && kernel_oom_killed(unit, self.started_usec).await
-                {
-                    "out of memory".into()
-                } else {
-                    format!("killed by signal {}", signal_name(self.status))
-                }
-            }
-            "" => "stopped".into(),
-            other => format!("stopped ({other})"),
-        }
-    }
-}
-
-fn signal_name(signal: i32) -> String {
-    match nix::sys::signal::Signal::try_from(signal) {
-        Ok(s) => format!("{} ({signal})", s.as_str()),
-        Err(_) => signal.to_string(),
-    }
-}
-
-/// Whether the kernel log reports an OOM kill in `unit`'s cgroup since the unit's main
-/// process started (pids are not compared: the kernel logs them as seen from the root pid
-/// namespace). journald reads the kernel log on its own schedule, so a missing report is
-/// looked for a few more times.
-async fn kernel_oom_killed(unit: &str, since_usec: u64) -> bool {
-    let memcg = "task_memcg=";
-    let unit_memcg = format!("/{unit},");
-    let since = format!("@{}", since_usec / 1_000_000);
-    let args: Vec<&str> = if since_usec > 0 {
-        vec!["-k", "--since", &since]
-    } else {
-        vec!["-k", "-n", "400"]
-    };
-    for attempt in 0..5 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let Ok(lines) = run_journalctl(&args).await else {
-            return false;
-        };
-        if lines.iter().any(|line| {
-            line.starts_with("oom-kill:")
-                && line
-                    .split(memcg)
-                    .nth(1)
-                    .is_some_and(|rest| rest.contains(&unit_memcg))
-        }) {
-            return true;
-        }
-    }
-    false
-}
-
-async fn run_journalctl(args: &[&str]) -> Result<Vec<String>, Error> {
-    #[allow(clippy::disallowed_methods)] // reads the journal; no user input reaches argv unescaped
-    let output = tokio::process::Command::new("journalctl")
-        .args(["--no-pager", "-q", "-o", "cat"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output();
-    let output = tokio::time::timeout(CALL_TIMEOUT, output)
-        .await
-        .map_err(|_| Error::Systemd("journalctl did not answer".into()))??;
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect())
-}
-
-/// The last lines the unit logged (its output and systemd's messages about it).
-pub async fn journal_tail(unit: &str) -> Vec<String> {
-    journal_tail_since(unit, 0).await
-}
-
-/// As `journal_tail`, from `since_usec` (realtime µs, second granularity) on, so earlier runs
-/// of the same unit are left out; 0 means no bound.
-async fn journal_tail_since(unit: &str, since_usec: u64) -> Vec<String> {
-    let n = LOG_TAIL_LINES.to_string();
-    let since = format!("@{}", since_usec / 1_000_000);
-    let mut args = vec!["-u", unit, "-n", &n];
-    if since_usec > 0 {
-        args.extend(["--since", &since]);
-    }
-    run_journalctl(&args).await.unwrap_or_default()
-}
-
-/// `None` when the unit is not loaded (never started, or garbage-collected).
-async fn read_exit_info(conn: &Connection, unit: &str) -> Option<ExitInfo> {
-    let service = service_proxy(conn, unit).await.ok()?;
-    let result = timed("Result", service.result()).await.ok()?.ok()?;
-    let code = timed("ExecMainCode", service.exec_main_code())
-        .await
-        .ok()?
-        .ok()?;
-    let status = timed("ExecMainStatus", service.exec_main_status())
-        .await
-        .ok()?
-        .ok()?;
-    let pid = timed("ExecMainPID", service.exec_main_pid())
-        .await
-        .ok()?
-        .ok()?;
-    let started_usec = timed(
-        "ExecMainStartTimestamp",
-        service.exec_main_start_timestamp(),
-    )
-    .await
-    .ok()?
-    .unwrap_or(0);
-    Some(ExitInfo {
-        result,
-        code,
-        status,
-        pid,
-        started_usec,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
 // The spawner
 
 /// Runs each server as a transient unit of the system's systemd.
 pub struct SystemdSpawner {
-    conn: Connection,
-    manager: ManagerProxy<'static>,
+    systemd: Systemd,
     config: Arc<Config>,
     exits: broadcast::Sender<Exited>,
     /// Units we stopped ourselves (until their next start): their deactivation is not
@@ -964,35 +350,29 @@ impl Drop for SystemdSpawner {
 impl SystemdSpawner {
     /// Connect to the system bus, subscribe to systemd's signals and start watching units.
     pub async fn connect(config: Arc<Config>) -> Result<Self, Error> {
-        let conn = Connection::system()
-            .await
-            .map_err(|e| systemd_error("connecting to the system bus", e))?;
-        Self::with_connection(conn, config).await
+        Self::with_systemd(Systemd::connect().await?, config).await
     }
 
     /// As `connect`, over a connection the caller made.
-    pub async fn with_connection(conn: Connection, config: Arc<Config>) -> Result<Self, Error> {
+    pub async fn with_systemd(systemd: Systemd, config: Arc<Config>) -> Result<Self, Error> {
         for entry in &config.systemd_spawner.unit_extra_properties {
             parse_extra_property(entry)?;
         }
         let (exits, _) = broadcast::channel(256);
         let stopping = Arc::new(Mutex::new(HashSet::new()));
-        let stream = watch_stream(&conn).await?;
-        let manager = manager_proxy(&conn).await?;
-        if let Err(e) = timed("Subscribe", manager.subscribe()).await?
-            && !dbus::is_already_subscribed(&e)
-        {
-            return Err(systemd_error("Subscribe", e));
-        }
+        // The match rule first, then Subscribe, so no signal falls between them.
+        let watch = systemd
+            .watch(|unit| parse_unit_name(unit).is_some())
+            .await?;
+        systemd.subscribe().await?;
         let watcher = tokio::spawn(watch_units(
-            conn.clone(),
-            stream,
+            systemd.clone(),
+            watch,
             exits.clone(),
             stopping.clone(),
         ));
         Ok(SystemdSpawner {
-            conn,
-            manager,
+            systemd,
             config,
             exits,
             stopping,
@@ -1007,30 +387,18 @@ impl SystemdSpawner {
 
     /// Every loaded `jupyter-*.service` with its active state, for reconciling at start-up.
     pub async fn list_units(&self) -> Result<Vec<(String, String)>, Error> {
-        let manager = &self.manager;
         let pattern = format!("{UNIT_PREFIX}*{UNIT_SUFFIX}");
-        let rows = timed(
-            "ListUnitsByPatterns",
-            manager.list_units_by_patterns(&[], &[&pattern]),
-        )
-        .await?
-        .map_err(|e| systemd_error("ListUnitsByPatterns", e))?;
-        Ok(rows.into_iter().map(|row| (row.0, row.3)).collect())
+        let units = self.systemd.list_units(&[&pattern]).await?;
+        Ok(units
+            .into_iter()
+            .map(|u| (u.name, u.active_state))
+            .collect())
     }
 
     /// Live memory (bytes) and CPU time (ns) of a running unit; `None` when unknown.
     pub async fn usage(&self, unit: &str) -> Result<(Option<u64>, Option<u64>), Error> {
-        let service = service_proxy(&self.conn, unit).await?;
-        let known = |v: u64| (v != u64::MAX).then_some(v);
-        let memory = timed("MemoryCurrent", service.memory_current())
-            .await?
-            .ok()
-            .and_then(known);
-        let cpu = timed("CPUUsageNSec", service.cpu_usage_nsec())
-            .await?
-            .ok()
-            .and_then(known);
-        Ok((memory, cpu))
+        let usage = self.systemd.usage(unit).await?;
+        Ok((usage.memory_bytes, usage.cpu_nsec))
     }
 
     fn unit_of(user: &str, server: &str, state: &serde_json::Value) -> String {
@@ -1048,7 +416,7 @@ impl SystemdSpawner {
 
     /// After a unit stopped: forget it in systemd and remove its secret file if we can.
     async fn clean_up(&self, unit: &str) {
-        let _ = timed("ResetFailedUnit", self.manager.reset_failed_unit(unit)).await;
+        let _ = self.systemd.reset_failed(unit).await;
         if Self::is_root() {
             let _ = std::fs::remove_file(env_file_path(&self.config.systemd_spawner, unit));
         }
@@ -1072,7 +440,7 @@ impl Spawner for SystemdSpawner {
             .expect("stopping set poisoned")
             .remove(&unit_name(&request.user, &request.server_name));
         if Self::is_root() {
-            start_unit(&self.conn, request, &self.config).await
+            start_unit(&self.systemd, request, &self.config).await
         } else {
             start_via_helper(request, &self.config).await
         }
@@ -1085,31 +453,28 @@ impl Spawner for SystemdSpawner {
         state: &serde_json::Value,
     ) -> Result<Status, Error> {
         let unit = Self::unit_of(user, server_name, state);
-        let manager = &self.manager;
-        let path = match timed("GetUnit", manager.get_unit(&unit)).await? {
-            Ok(path) => path,
-            Err(e) if dbus::is_no_such_unit(&e) => {
-                return Ok(Status::Stopped {
-                    reason: "the server is gone (exit status unknown)".into(),
-                    log_tail: journal_tail(&unit).await,
-                });
-            }
-            Err(e) => return Err(systemd_error("GetUnit", e)),
+        let Some(state) = self.systemd.unit_state(&unit).await? else {
+            return Ok(Status::Stopped {
+                reason: "the server is gone (exit status unknown)".into(),
+                log_tail: journal::tail(&unit, LOG_TAIL_LINES, 0).await,
+            });
         };
-        let state = unit_active_state(&self.conn, &path).await?;
         if !matches!(state.as_str(), "inactive" | "failed") {
             return Ok(Status::Running);
         }
         // A stub systemd loaded for a property read after the unit was collected has no PID:
         // it knows nothing about how the server ended.
-        let info = read_exit_info(&self.conn, &unit)
+        let info = self
+            .systemd
+            .exit_info(&unit)
             .await
             .filter(|info| info.pid != 0);
         let reason = match &info {
             Some(info) => info.reason(&unit).await,
             None => "the server is gone (exit status unknown)".into(),
         };
-        let log_tail = journal_tail_since(&unit, info.map_or(0, |i| i.started_usec)).await;
+        let since = info.map_or(0, |i| i.started_usec);
+        let log_tail = journal::tail(&unit, LOG_TAIL_LINES, since).await;
         self.clean_up(&unit).await;
         Ok(Status::Stopped { reason, log_tail })
     }
@@ -1122,50 +487,30 @@ impl Spawner for SystemdSpawner {
         now: bool,
     ) -> Result<(), Error> {
         let unit = Self::unit_of(user, server_name, state);
-        let manager = &self.manager;
         self.stopping
             .lock()
             .expect("stopping set poisoned")
             .insert(unit.clone());
-        let mut removed = manager
-            .receive_job_removed()
-            .await
-            .map_err(|e| systemd_error("subscribing to JobRemoved", e))?;
-        if now
-            && let Err(e) =
-                timed("KillUnit", manager.kill_unit(&unit, "all", libc::SIGKILL)).await?
-            && !dbus::is_no_such_unit(&e)
-        {
-            tracing::warn!(%unit, "kill: {e}");
-        }
-        let job = match timed("StopUnit", manager.stop_unit(&unit, "replace")).await? {
-            Ok(job) => job,
-            Err(e) if dbus::is_no_such_unit(&e) => {
-                self.clean_up(&unit).await;
-                return Ok(());
+        if now {
+            match self.systemd.kill(&unit, "all", libc::SIGKILL).await {
+                Ok(()) => {}
+                Err(e @ systemd::Error::NoAnswer(_)) => return Err(e.into()),
+                Err(e) => tracing::warn!(%unit, "kill: {e}"),
             }
-            Err(e) => return Err(systemd_error("StopUnit", e)),
-        };
+        }
         // systemd itself sends SIGKILL after TimeoutStopSec; allow a margin beyond that.
         let wait = Duration::from_micros(STOP_TIMEOUT_USEC) + Duration::from_secs(15);
-        let done = tokio::time::timeout(wait, async {
-            while let Some(signal) = removed.next().await {
-                if let Ok(args) = signal.args()
-                    && args.job() == &job
-                {
-                    return true;
-                }
+        match self.systemd.stop(&unit, wait).await {
+            Ok(StopOutcome::Stopped | StopOutcome::NotLoaded) => {
+                self.clean_up(&unit).await;
+                Ok(())
             }
-            false
-        })
-        .await;
-        self.clean_up(&unit).await;
-        match done {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Systemd(
-                "the D-Bus connection closed while stopping".into(),
-            )),
-            Err(_) => Err(Error::Systemd(format!("{unit} did not stop in time"))),
+            // The stop was asked for: whatever happens next, the unit is on its way out.
+            Err(e @ (systemd::Error::Closed(_) | systemd::Error::StopTimedOut(_))) => {
+                self.clean_up(&unit).await;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1196,126 +541,35 @@ impl Spawner for SystemdSpawner {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Watching units
-
-async fn watch_stream(conn: &Connection) -> Result<zbus::MessageStream, Error> {
-    let rule = zbus::MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .sender(dbus::DESTINATION)
-        .interface("org.freedesktop.DBus.Properties")
-        .member("PropertiesChanged")
-        .path_namespace("/org/freedesktop/systemd1/unit")
-        .build()
-        .map_err(|e| systemd_error("match rule", e))?;
-    zbus::MessageStream::for_match_rule(rule, conn, None)
-        .await
-        .map_err(|e| systemd_error("adding the match rule", e))
-}
-
-type Changed = (String, HashMap<String, OwnedVariant>, Vec<String>);
-
-fn take<T: TryFrom<OwnedVariant>>(
-    changed: &mut HashMap<String, OwnedVariant>,
-    key: &str,
-) -> Option<T> {
-    changed.remove(key).and_then(|v| T::try_from(v).ok())
-}
-
 /// Announce every `jupyter-*` unit that becomes inactive or failed without our asking.
-/// The Service properties arrive in their own signal just before the Unit one; they are kept,
-/// because a unit may be garbage-collected before we could ask for them.
 async fn watch_units(
-    conn: Connection,
-    mut stream: zbus::MessageStream,
+    systemd: Systemd,
+    mut watch: Watch,
     exits: broadcast::Sender<Exited>,
     stopping: Arc<Mutex<HashSet<String>>>,
 ) {
-    let mut last: HashMap<String, ExitInfo> = HashMap::new();
-    let mut ran: HashSet<String> = HashSet::new();
-    while let Some(message) = stream.next().await {
-        let Ok(message) = message else { continue };
-        let header = message.header();
-        let Some(unit) = header
-            .path()
-            .and_then(|p| dbus::unit_from_object_path(p.as_str()))
-        else {
+    while let Some(exit) = watch.next_exit().await {
+        let Some((user, server_name)) = parse_unit_name(&exit.unit) else {
             continue;
         };
-        let Some((user, server_name)) = parse_unit_name(&unit) else {
+        let ours = stopping
+            .lock()
+            .expect("stopping set poisoned")
+            .contains(&exit.unit);
+        if ours {
             continue;
-        };
-        let Ok((interface, mut changed, _)) = message.body().deserialize::<Changed>() else {
-            continue;
-        };
-        match interface.as_str() {
-            "org.freedesktop.systemd1.Service" => {
-                let info = last.entry(unit).or_default();
-                if let Some(v) = take(&mut changed, "Result") {
-                    info.result = v;
-                }
-                if let Some(v) = take(&mut changed, "ExecMainCode") {
-                    info.code = v;
-                }
-                if let Some(v) = take(&mut changed, "ExecMainStatus") {
-                    info.status = v;
-                }
-                if let Some(v) = take::<u32>(&mut changed, "ExecMainPID")
-                    && v != 0
-                {
-                    info.pid = v;
-                }
-                if let Some(v) = take::<u64>(&mut changed, "ExecMainStartTimestamp")
-                    && v != 0
-                {
-                    info.started_usec = v;
-                }
-            }
-            "org.freedesktop.systemd1.Unit" => {
-                let Some(state) = take::<String>(&mut changed, "ActiveState") else {
-                    continue;
-                };
-                if !matches!(state.as_str(), "inactive" | "failed") {
-                    ran.insert(unit);
-                    continue;
-                }
-                // A new transient unit is announced as `inactive` before it starts: only a
-                // unit that has left `inactive` at least once has exited.
-                let seen_running = ran.remove(&unit);
-                let has_run = match take::<u64>(&mut changed, "InactiveExitTimestampMonotonic") {
-                    Some(t) => t != 0,
-                    None => seen_running,
-                };
-                if !has_run {
-                    continue;
-                }
-                let ours = stopping
-                    .lock()
-                    .expect("stopping set poisoned")
-                    .contains(&unit);
-                let signalled = last.remove(&unit);
-                if ours {
-                    continue;
-                }
-                let info = match read_exit_info(&conn, &unit).await {
-                    // Asked about a unit it already garbage-collected (a clean exit), systemd
-                    // loads an empty stub (Result=success, no PID): then only the signals
-                    // tell how the server ended.
-                    Some(info) if !info.result.is_empty() && info.pid != 0 => info,
-                    _ => signalled.unwrap_or_default(),
-                };
-                let reason = info.reason(&unit).await;
-                let log_tail = journal_tail_since(&unit, info.started_usec).await;
-                tracing::info!(%unit, %reason, "user server exited");
-                let _ = exits.send(Exited {
-                    user,
-                    server_name,
-                    reason,
-                    log_tail,
-                });
-            }
-            _ => {}
         }
+        let unit = exit.unit.clone();
+        let info = systemd.exit_info_of(exit).await;
+        let reason = info.reason(&unit).await;
+        let log_tail = journal::tail(&unit, LOG_TAIL_LINES, info.started_usec).await;
+        tracing::info!(%unit, %reason, "user server exited");
+        let _ = exits.send(Exited {
+            user,
+            server_name,
+            reason,
+            log_tail,
+        });
     }
     tracing::warn!("the systemd signal stream ended; exits are noticed by polling only");
 }
@@ -1355,55 +609,6 @@ mod tests {
     }
 
     #[test]
-    fn extra_properties() {
-        let check = |entry: &str, name: &str, value: Variant<'static>| {
-            let (n, v) = parse_extra_property(entry).expect("valid entry");
-            assert_eq!(n, name);
-            assert_eq!(v, value, "{entry}");
-        };
-        check("IOWeight=50", "IOWeight", Variant::from(50u64));
-        check("PrivateNetwork=yes", "PrivateNetwork", Variant::from(true));
-        check(
-            "RuntimeMaxSec=1h 30min",
-            "RuntimeMaxUSec",
-            Variant::from(5_400_000_000u64),
-        );
-        check(
-            "TimeoutStopSec=500ms",
-            "TimeoutStopUSec",
-            Variant::from(500_000u64),
-        );
-        check("MemoryHigh=1G", "MemoryHigh", Variant::from(1u64 << 30));
-        check(
-            "CPUQuota=150%",
-            "CPUQuotaPerSecUSec",
-            Variant::from(1_500_000u64),
-        );
-        check("Nice=-5", "Nice", Variant::from(-5i32));
-        check("UMask=0077", "UMask", Variant::from(0o77u32));
-        check(
-            "ProtectSystem=strict",
-            "ProtectSystem",
-            Variant::from("strict"),
-        );
-        check(
-            "InaccessiblePaths=/a /b",
-            "InaccessiblePaths",
-            Variant::from(vec!["/a".to_owned(), "/b".to_owned()]),
-        );
-        for bad in [
-            "Bogus=1",
-            "IOWeight=x",
-            "PrivateNetwork=maybe",
-            "noequals",
-            "RuntimeMaxSec=3 fortnights",
-            "CPUQuota=0%",
-        ] {
-            assert!(parse_extra_property(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn env_file_quoting_and_limits() {
         let request = SpawnRequest {
             user: "alice".into(),
@@ -1421,34 +626,16 @@ mod tests {
                 ..Default::default()
             },
         };
-        let contents = env_file_contents(&request, false).expect("valid env");
+        let contents = |request: &SpawnRequest| {
+            crate::systemd::unit::environment_file_contents(&env_vars(request, false))
+        };
         assert_eq!(
-            contents,
+            contents(&request).expect("valid env"),
             "A=\"x \\\"y\\\" \\$HOME \\`z\\` \\\\\"\nMEM_LIMIT=\"1024\"\n"
         );
         let mut bad = request.clone();
         bad.env.insert("BAD NAME".into(), "1".into());
-        assert!(env_file_contents(&bad, false).is_err());
-    }
-
-    #[tokio::test]
-    async fn clean_signals_are_still_reported_as_kills() {
-        let killed = ExitInfo {
-            result: "success".into(),
-            code: CLD_KILLED,
-            status: libc::SIGTERM,
-            ..Default::default()
-        };
-        assert_eq!(
-            killed.reason("x.service").await,
-            "killed by signal SIGTERM (15)"
-        );
-        let exited = ExitInfo {
-            result: "success".into(),
-            code: 1,
-            ..Default::default()
-        };
-        assert_eq!(exited.reason("x.service").await, "exit code 0");
+        assert!(contents(&bad).is_err());
     }
 
     #[test]

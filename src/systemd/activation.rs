@@ -1,5 +1,6 @@
-//! Socket activation: listeners handed over by systemd (`LISTEN_FDS`, named by
-//! `FileDescriptorName=`): `http` is the public port, `hub` the internal API port.
+//! Socket activation: listeners handed over by systemd (`LISTEN_FDS`). The hub's are TCP,
+//! named by `FileDescriptorName=` (`http` the public port, `hub` the internal API port); the
+//! privileged helper's is one unix socket (`jupyterhub-helper.socket`).
 
 use std::os::fd::FromRawFd;
 
@@ -38,4 +39,18 @@ pub fn listeners() -> Result<Listeners, Error> {
         }
     }
     Ok(found)
+}
+
+/// The unix socket systemd passed, if any (the first passed descriptor).
+pub fn unix_listener() -> Result<Option<tokio::net::UnixListener>, Error> {
+    let Some(fd) = sd_notify::listen_fds().ok().and_then(|mut fds| fds.next()) else {
+        return Ok(None);
+    };
+    // SAFETY: systemd passed this socket to us alone (LISTEN_PID checked by sd-notify) and
+    // nothing else in the process has wrapped it.
+    #[allow(unsafe_code)]
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    // Required for tokio; systemd hands over blocking sockets.
+    std_listener.set_nonblocking(true)?;
+    Ok(Some(tokio::net::UnixListener::from_std(std_listener)?))
 }
