@@ -166,10 +166,6 @@ pub fn ensure_user(name: &str) {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+#[path = "../common/port.rs"]
+mod port;
+pub use port::{ReservedPort, reserve_port};

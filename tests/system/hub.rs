@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Contained, ensure_user, free_port, shared_dir};
+use crate::harness::{Contained, ReservedPort, ensure_user, reserve_port, shared_dir};
 
 const CGROUP_NAME: &str = "sdtest-hub";
 const HUB_UNIT: &str = "jupyterhub-systest.service";
@@ -70,6 +70,8 @@ struct Hub<'a> {
     /// Pre-spawn hooks wait while this file is missing, which holds spawns pending.
     gate: PathBuf,
     public: String,
+    /// The hub's two ports, held for the hub's whole life (it restarts on them).
+    _ports: (ReservedPort, ReservedPort),
     token: String,
     http: reqwest::Client,
 }
@@ -96,8 +98,10 @@ impl<'a> Hub<'a> {
         // Servers run as the users: the stub must be readable by them.
         std::fs::set_permissions(&work.stub, std::fs::Permissions::from_mode(0o644))
             .expect("chmod stub");
-        let (port, hub_port) = (free_port(), free_port());
-        let token = format!("systest-admin-{id}-{}", free_port());
+        // Held until the hub binds them (with SO_REUSEADDR), so nothing else takes them.
+        let ports = (reserve_port(), reserve_port());
+        let (port, hub_port) = (ports.0.port, ports.1.port);
+        let token = format!("systest-admin-{id}-{port}");
         let gate = dir.join("gate");
         std::fs::write(&gate, "").expect("open the gate");
         let config = dir.join("jupyterhub.toml");
@@ -137,6 +141,7 @@ poll_interval = 3600
             config,
             gate,
             public: format!("http://127.0.0.1:{port}"),
+            _ports: ports,
             token,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())

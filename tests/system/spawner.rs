@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Contained, ensure_user, free_port};
+use crate::harness::{Contained, ensure_user, reserve_port};
 
 const CGROUP_NAME: &str = "sdtest-spawner";
 /// The account tests/run.sh creates for servers; created here too when missing.
@@ -185,7 +185,8 @@ fn systemd_spawner() {
 }
 
 fn a_requested_stop_is_not_announced_as_an_exit(sd: &Contained) {
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let argv = http_server(port);
     let first = request(
         "gina",
@@ -200,7 +201,7 @@ fn a_requested_stop_is_not_announced_as_an_exit(sd: &Contained) {
         "hank",
         "",
         &["/bin/sh", "-c", "sleep 1; exit 5"],
-        free_port(),
+        reserve_port().port,
         json!({}),
     );
     let answer = sd.probe(json!({"action": "stop_is_quiet", "request": first, "then": then}));
@@ -213,7 +214,8 @@ fn a_requested_stop_is_not_announced_as_an_exit(sd: &Contained) {
 }
 
 fn limits_user_and_no_secret_in_unit(sd: &Contained) {
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let limits = json!({"mem_limit": 256u64 << 20, "mem_guarantee": 64u64 << 20, "cpu_limit": 0.5, "cpu_guarantee": 2.0, "tasks_max": 50});
     let req = request(
         "alice",
@@ -339,7 +341,8 @@ fn limits_user_and_no_secret_in_unit(sd: &Contained) {
 }
 
 fn named_servers_never_collide_with_the_default_one(sd: &Contained) {
-    let (p1, p2) = (free_port(), free_port());
+    let (held1, held2) = (reserve_port(), reserve_port());
+    let (p1, p2) = (held1.port, held2.port);
     let default = request(
         "bob",
         "",
@@ -381,7 +384,7 @@ fn failed_start_is_reported_at_once(sd: &Contained) {
         "carol",
         "",
         &["/nonexistent/jupyterhub-singleuser"],
-        free_port(),
+        reserve_port().port,
         json!({}),
     );
     let answer = sd.probe(json!({"action": "start", "request": req}));
@@ -410,7 +413,8 @@ fn failed_start_is_reported_at_once(sd: &Contained) {
         "gone"
     );
     // A respawn after the failure works (no "unit exists").
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let req = request(
         "carol",
         "",
@@ -432,7 +436,7 @@ fn oom_kill_is_reported_as_out_of_memory(sd: &Contained) {
         "dave",
         "hog",
         &["/usr/bin/python3", "-c", hog],
-        free_port(),
+        reserve_port().port,
         json!({"mem_limit": 64u64 << 20}),
     );
     let answer = sd.probe(json!({"action": "start_wait_exit", "request": req}));
@@ -452,7 +456,7 @@ fn exit_code_is_reported(sd: &Contained) {
         "erin",
         "",
         &["/usr/bin/python3", "-c", script],
-        free_port(),
+        reserve_port().port,
         json!({}),
     );
     let answer = sd.probe(json!({"action": "start_wait_exit", "request": req, "poll": false}));
@@ -476,7 +480,8 @@ fn exit_code_is_reported(sd: &Contained) {
 
 fn dynamic_users_get_a_state_directory_as_home(sd: &Contained) {
     let config = format!("{CONFIG}dynamic_users = true\n");
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let argv = http_server(port);
     let req = request(
         "frank",
