@@ -17,7 +17,8 @@ use crate::hub::Hub;
 pub use error::ApiError;
 pub use info::root;
 
-/// The API routes, relative to `{base_url}hub/api`.
+/// The API routes, relative to `{base_url}hub/api`. The OAuth provider's routes share the
+/// prefix but are `oauth::router()`, mounted beside this one by `app`.
 pub fn router() -> Router<Hub> {
     Router::new()
         .route("/", get(info::root))
@@ -82,10 +83,5 @@ pub fn router() -> Router<Hub> {
             get(info::authorization_token),
         )
         .route("/shutdown", post(info::shutdown))
-        .route(
-            "/oauth2/authorize",
-            get(crate::oauth::authorize).post(crate::oauth::authorize_confirm),
-        )
-        .route("/oauth2/token", post(crate::oauth::token))
         .fallback(info::not_found)
 }

@@ -6,7 +6,12 @@
 mod pages;
 mod session;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +19,7 @@ use minijinja::Environment;
 use serde_json::{Value, json};
 
 use crate::hub::Hub;
+use crate::status::Failure;
 
 pub use pages::hub_root;
 pub use session::{Session, login_cookies, logout_cookies};
@@ -37,8 +43,24 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("oauth.html", include_str!("web/templates/oauth.html")),
 ];
 
+/// The template environment for these `template_paths`, built once per set of paths (a
+/// process may run several hubs, as the tests do) and kept for the life of the process:
+/// templates are read from disk on first use, as upstream's Tornado loader does.
+pub fn environment(template_paths: &[PathBuf]) -> Arc<Environment<'static>> {
+    static ENVIRONMENTS: OnceLock<Mutex<HashMap<Vec<PathBuf>, Arc<Environment<'static>>>>> =
+        OnceLock::new();
+    let mut built = ENVIRONMENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    built
+        .entry(template_paths.to_vec())
+        .or_insert_with(|| Arc::new(build_environment(template_paths)))
+        .clone()
+}
+
 /// Built-in templates, overridden by files of the same name in `template_paths`.
-pub fn environment(template_paths: &[std::path::PathBuf]) -> Environment<'static> {
+fn build_environment(template_paths: &[PathBuf]) -> Environment<'static> {
     let mut env = Environment::new();
     // minijinja's HTML escaping also escapes `/`, which makes URLs in pages unreadable;
     // escape what HTML needs and leave slashes alone.
@@ -75,7 +97,8 @@ pub fn environment(template_paths: &[std::path::PathBuf]) -> Environment<'static
     env
 }
 
-/// A rendered page, or an error page with the same status.
+/// An error page: the status, and the message shown on `error.html`.
+#[derive(Debug, Clone)]
 pub struct PageError {
     pub status: StatusCode,
     pub message: String,
@@ -88,23 +111,10 @@ impl PageError {
             message: message.into(),
         }
     }
-}
 
-impl From<crate::hub::Error> for PageError {
-    fn from(error: crate::hub::Error) -> PageError {
-        let api = crate::api::ApiError::from(error);
-        PageError {
-            status: api.status,
-            message: api.message,
-        }
-    }
-}
-
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        let env = environment(&[]);
-        let body = render_with(
-            &env,
+    fn render(&self, env: &Environment<'_>) -> String {
+        render_with(
+            env,
             "error.html",
             json!({
                 "status_code": self.status.as_u16(),
@@ -113,9 +123,41 @@ impl IntoResponse for PageError {
                 "base_url": "/",
                 "jhdata": {"base_url": "/"},
             }),
-        );
-        (self.status, Html(body)).into_response()
+        )
     }
+}
+
+impl From<crate::hub::Error> for PageError {
+    fn from(error: crate::hub::Error) -> PageError {
+        let failure = Failure::from(error);
+        PageError::new(failure.status, failure.message)
+    }
+}
+
+impl IntoResponse for PageError {
+    /// Rendered with the built-in templates here, where no hub is at hand; the app's
+    /// `error_pages` layer renders it again with the hub's `template_paths` if it has any.
+    fn into_response(self) -> Response {
+        let body = self.render(&environment(&[]));
+        let mut response = (self.status, Html(body)).into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Middleware: error pages honour `template_paths`, whoever produced them.
+pub async fn error_pages(State(hub): State<Hub>, mut response: Response) -> Response {
+    if hub.config.hub.template_paths.is_empty() {
+        return response;
+    }
+    if let Some(error) = response.extensions_mut().remove::<PageError>() {
+        let env = environment(&hub.config.hub.template_paths);
+        *response.body_mut() = axum::body::Body::from(error.render(&env));
+        response
+            .headers_mut()
+            .remove(axum::http::header::CONTENT_LENGTH);
+    }
+    response
 }
 
 fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
@@ -136,8 +178,7 @@ fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
 
 /// Render a template with the hub's environment.
 pub fn render(hub: &Hub, name: &str, context: Value) -> String {
-    let env = environment(&hub.config.hub.template_paths);
-    render_with(&env, name, context)
+    render_with(&environment(&hub.config.hub.template_paths), name, context)
 }
 
 /// Page routes, relative to `{base_url}hub`.

@@ -3,17 +3,16 @@
 use std::time::Duration;
 
 use axum::Form;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::extract::cookie;
-use crate::auth::cookie::SESSION_COOKIE;
-use crate::hub::{Hub, Outcome};
+use crate::auth::cookie::bearer_token;
+use crate::hub::{self, Hub, Outcome};
 use crate::rbac::Resource;
 
-use super::session::{Session, login_cookies, logout_cookies, session_id, set_cookies};
+use super::session::{Session, login_cookies, logout_cookies, set_cookies};
 use super::{PageError, render};
 
 fn page(
@@ -105,12 +104,10 @@ pub fn validate_next_url(next: &str, host: Option<&str>) -> String {
     next
 }
 
-fn query_value(query: &Option<String>, key: &str) -> Option<String> {
-    query.as_deref().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.into_owned())
-    })
+/// `?next=…`, the one query parameter most pages read.
+#[derive(serde::Deserialize, Default)]
+pub struct NextQuery {
+    next: Option<String>,
 }
 
 fn host(session: &Session) -> Option<&str> {
@@ -156,23 +153,18 @@ pub async fn hub_root(State(hub): State<Hub>, session: Session) -> Response {
 pub async fn login_form(
     State(hub): State<Hub>,
     session: Session,
-    RawQuery(query): RawQuery,
+    Query(query): Query<NextQuery>,
 ) -> Response {
     if session.identity.is_some() {
-        return found(&next_url(
-            &hub,
-            &session,
-            query_value(&query, "next").as_deref(),
-        ));
+        return found(&next_url(&hub, &session, query.next.as_deref()));
     }
     if !hub.authenticator.has_login_form() {
-        return PageError::new(
-            StatusCode::NOT_FOUND,
-            "This hub has no login page; use an API token.",
-        )
+        return PageError::from(hub::Error::NotFound(
+            "This hub has no login page; use an API token.".into(),
+        ))
         .into_response();
     }
-    let next = query_value(&query, "next").unwrap_or_default();
+    let next = query.next.unwrap_or_default();
     let login_url = format!("{}hub/login?next={}", hub.base_url(), encode(&next));
     page(
         &hub,
@@ -197,10 +189,10 @@ pub struct LoginForm {
 pub async fn login_submit(
     State(hub): State<Hub>,
     session: Session,
-    RawQuery(query): RawQuery,
+    Query(query): Query<NextQuery>,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let next = query_value(&query, "next").unwrap_or_default();
+    let next = query.next.unwrap_or_default();
     let login_url = format!("{}hub/login?next={}", hub.base_url(), encode(&next));
     let rerender = |status: StatusCode, error: &str| {
         page(
@@ -222,7 +214,7 @@ pub async fn login_submit(
         .await
     {
         Ok(user) => {
-            let existing = cookie(&session.headers, SESSION_COOKIE).map(str::to_owned);
+            let existing = session.session_id().map(str::to_owned);
             let secure = session.secure;
             let mut logged_in = session;
             logged_in.identity = hub
@@ -237,21 +229,9 @@ pub async fn login_submit(
             );
             response
         }
-        Err(crate::hub::Error::TooManyRequests { message, .. }) => {
-            rerender(StatusCode::TOO_MANY_REQUESTS, &message)
-        }
-        Err(crate::hub::Error::Auth(crate::auth::Error::NotAllowed(_))) => {
-            rerender(StatusCode::FORBIDDEN, "Invalid username or password")
-        }
-        Err(crate::hub::Error::Auth(
-            crate::auth::Error::InvalidCredentials | crate::auth::Error::InvalidName { .. },
-        )) => rerender(StatusCode::FORBIDDEN, "Invalid username or password"),
         Err(e) => {
-            tracing::error!(error = %e, "login failed");
-            rerender(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Login failed for an internal reason; see the hub's log.",
-            )
+            let failure = crate::status::login_failure(e);
+            rerender(failure.status, &failure.message)
         }
     }
 }
@@ -259,10 +239,7 @@ pub async fn login_submit(
 /// `GET /hub/logout`: revokes this session's tokens and clears the cookies.
 pub async fn logout(State(hub): State<Hub>, session: Session) -> Response {
     if let Some(user) = session.identity.as_ref().and_then(|i| i.user()) {
-        if let Err(e) = hub
-            .logout(user, session_id(&session.headers).as_deref())
-            .await
-        {
+        if let Err(e) = hub.logout(user, session.session_id()).await {
             tracing::warn!(error = %e, "logout cleanup failed");
         }
         tracing::info!(user = %user.name, "user logged out");
@@ -348,10 +325,10 @@ pub async fn admin_page(
         .as_ref()
         .is_some_and(|i| i.scopes.has("admin-ui"));
     if !allowed {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "You do not have permission to view the admin page (admin-ui).",
-        ));
+        return Err(hub::Error::Forbidden(
+            "You do not have permission to view the admin page (admin-ui).".into(),
+        )
+        .into());
     }
     Ok(page(
         &hub,
@@ -398,7 +375,7 @@ async fn spawn_page(
     user: Option<String>,
     server: String,
     form: Option<Value>,
-    query: Option<String>,
+    query: NextQuery,
 ) -> Result<Response, PageError> {
     let me = match require_user(&hub, &session, &uri) {
         Ok(user) => user,
@@ -407,11 +384,11 @@ async fn spawn_page(
     let identity = session
         .identity
         .as_ref()
-        .ok_or_else(|| PageError::new(StatusCode::FORBIDDEN, "not logged in"))?;
+        .ok_or_else(|| hub::Error::Forbidden("not logged in".into()))?;
     let user_name = user.unwrap_or_else(|| me.name.clone());
     let owner = hub
         .user(&user_name)
-        .map_err(|_| PageError::new(StatusCode::NOT_FOUND, format!("No such user: {user_name}")))?;
+        .map_err(|_| hub::Error::NotFound(format!("No such user: {user_name}")))?;
     let groups = hub.user_groups(&owner)?;
     let resource = Resource::Server {
         user: &owner.name,
@@ -419,12 +396,13 @@ async fn spawn_page(
         groups: &groups,
     };
     if !identity.allows("servers", &resource) && !identity.allows("start:servers", &resource) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            format!("You do not have permission to start {user_name}'s server"),
-        ));
+        return Err(hub::Error::Forbidden(format!(
+            "You do not have permission to start {user_name}'s server"
+        ))
+        .into());
     }
-    let next = query_value(&query, "next")
+    let next = query
+        .next
         .map(|n| validate_next_url(&n, host(&session)))
         .filter(|n| !n.is_empty());
     let key = (owner.id, server.clone());
@@ -471,14 +449,14 @@ async fn spawn_page(
         ))),
         Ok(Err(e)) => {
             if let Some(form) = &hub.config.spawner.options_form {
-                let api = crate::api::ApiError::from(e);
+                let failure = crate::status::Failure::from(e);
                 return Ok(page(
                     &hub,
                     &session,
-                    api.status,
+                    failure.status,
                     "spawn.html",
                     json!({
-                        "options_form": form, "error": api.message,
+                        "options_form": form, "error": failure.message,
                         "spawn_url": uri.path_and_query().map(|p| p.as_str()).unwrap_or(""),
                     }),
                 ));
@@ -518,74 +496,53 @@ fn options_from_form(fields: Vec<(String, String)>) -> (Value, Option<String>) {
     (Value::Object(map), xsrf)
 }
 
-async fn read_form(
-    session: &Session,
-    hub: &Hub,
-    body: axum::body::Bytes,
-) -> Result<Value, PageError> {
-    let content_type = session
+/// The spawn form's fields, sent url-encoded or (as upstream's template does) as
+/// multipart/form-data; file fields are ignored. Checks the form's XSRF token.
+async fn read_form(session: &Session, hub: &Hub, request: Request) -> Result<Value, PageError> {
+    let multipart = session
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let fields: Vec<(String, String)> = if content_type.starts_with("multipart/form-data") {
-        parse_multipart(content_type, &body)
-    } else {
-        form_urlencoded::parse(&body).into_owned().collect()
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let unreadable = |e: &dyn std::fmt::Display| {
+        PageError::from(hub::Error::BadRequest(format!(
+            "Could not read the form: {e}"
+        )))
     };
+    let mut fields: Vec<(String, String)> = Vec::new();
+    if multipart {
+        let mut form = Multipart::from_request(request, hub)
+            .await
+            .map_err(|e| unreadable(&e))?;
+        while let Some(field) = form.next_field().await.map_err(|e| unreadable(&e))? {
+            let Some(name) = field.name().map(str::to_owned) else {
+                continue;
+            };
+            if field.file_name().is_some() {
+                continue;
+            }
+            fields.push((name, field.text().await.map_err(|e| unreadable(&e))?));
+        }
+    } else {
+        let body = axum::body::Bytes::from_request(request, hub)
+            .await
+            .map_err(|e| unreadable(&e))?;
+        fields = form_urlencoded::parse(&body).into_owned().collect();
+    }
     let (options, xsrf) = options_from_form(fields);
     if !session.check_form_xsrf(hub, xsrf.as_deref()) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "XSRF cookie does not match POST argument",
-        ));
+        return Err(
+            hub::Error::Forbidden("XSRF cookie does not match POST argument".into()).into(),
+        );
     }
     Ok(options)
-}
-
-/// Minimal multipart/form-data reader for the spawn form (text fields only).
-fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(String, String)> {
-    let Some(boundary) = content_type
-        .split("boundary=")
-        .nth(1)
-        .map(|b| b.trim_matches('"').to_owned())
-    else {
-        return Vec::new();
-    };
-    let text = String::from_utf8_lossy(body);
-    let delimiter = format!("--{boundary}");
-    let mut fields = Vec::new();
-    for part in text.split(&delimiter).skip(1) {
-        let Some((head, value)) = part.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let Some(name) = head
-            .split("name=\"")
-            .nth(1)
-            .and_then(|n| n.split('"').next())
-        else {
-            continue;
-        };
-        if head.contains("filename=") {
-            continue;
-        }
-        fields.push((
-            name.to_owned(),
-            value
-                .trim_end_matches("\r\n")
-                .trim_end_matches("--")
-                .trim_end_matches("\r\n")
-                .to_owned(),
-        ));
-    }
-    fields
 }
 
 pub async fn spawn_self(
     State(hub): State<Hub>,
     session: Session,
     uri: Uri,
-    RawQuery(query): RawQuery,
+    Query(query): Query<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, None, String::new(), None, query).await
 }
@@ -594,10 +551,10 @@ pub async fn spawn_self_post(
     State(hub): State<Hub>,
     session: Session,
     uri: Uri,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
+    Query(query): Query<NextQuery>,
+    request: Request,
 ) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, body).await?;
+    let form = read_form(&session, &hub, request).await?;
     spawn_page(hub, session, uri, None, String::new(), Some(form), query).await
 }
 
@@ -606,7 +563,7 @@ pub async fn spawn_user(
     session: Session,
     uri: Uri,
     Path(user): Path<String>,
-    RawQuery(query): RawQuery,
+    Query(query): Query<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, Some(user), String::new(), None, query).await
 }
@@ -616,10 +573,10 @@ pub async fn spawn_user_post(
     session: Session,
     uri: Uri,
     Path(user): Path<String>,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
+    Query(query): Query<NextQuery>,
+    request: Request,
 ) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, body).await?;
+    let form = read_form(&session, &hub, request).await?;
     spawn_page(
         hub,
         session,
@@ -637,7 +594,7 @@ pub async fn spawn_named(
     session: Session,
     uri: Uri,
     Path((user, server)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Query(query): Query<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, Some(user), server, None, query).await
 }
@@ -647,10 +604,10 @@ pub async fn spawn_named_post(
     session: Session,
     uri: Uri,
     Path((user, server)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
+    Query(query): Query<NextQuery>,
+    request: Request,
 ) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, body).await?;
+    let form = read_form(&session, &hub, request).await?;
     spawn_page(hub, session, uri, Some(user), server, Some(form), query).await
 }
 
@@ -660,7 +617,7 @@ async fn spawn_pending(
     uri: Uri,
     user: String,
     server: String,
-    query: Option<String>,
+    query: NextQuery,
 ) -> Result<Response, PageError> {
     if let Err(redirect) = require_user(&hub, &session, &uri) {
         return Ok(redirect);
@@ -668,10 +625,10 @@ async fn spawn_pending(
     let identity = session
         .identity
         .as_ref()
-        .ok_or_else(|| PageError::new(StatusCode::FORBIDDEN, "not logged in"))?;
+        .ok_or_else(|| hub::Error::Forbidden("not logged in".into()))?;
     let owner = hub
         .user(&user)
-        .map_err(|_| PageError::new(StatusCode::NOT_FOUND, format!("No such user: {user}")))?;
+        .map_err(|_| hub::Error::NotFound(format!("No such user: {user}")))?;
     let groups = hub.user_groups(&owner)?;
     if !identity.allows(
         "servers",
@@ -681,13 +638,14 @@ async fn spawn_pending(
             groups: &groups,
         },
     ) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            format!("You do not have permission to view {user}'s server"),
-        ));
+        return Err(hub::Error::Forbidden(format!(
+            "You do not have permission to view {user}'s server"
+        ))
+        .into());
     }
     let key = (owner.id, server.clone());
-    let next = query_value(&query, "next")
+    let next = query
+        .next
         .map(|n| validate_next_url(&n, host(&session)))
         .filter(|n| !n.is_empty());
     let server_url = hub.server_url(&owner.name, &server);
@@ -735,7 +693,7 @@ pub async fn spawn_pending_default(
     session: Session,
     uri: Uri,
     Path(user): Path<String>,
-    RawQuery(query): RawQuery,
+    Query(query): Query<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_pending(hub, session, uri, user, String::new(), query).await
 }
@@ -745,7 +703,7 @@ pub async fn spawn_pending_named(
     session: Session,
     uri: Uri,
     Path((user, server)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Query(query): Query<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_pending(hub, session, uri, user, server, query).await
 }
@@ -768,7 +726,7 @@ pub async fn user_url(
     Path((user, rest)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let token_identity = match crate::api::extract::bearer_token(&session.headers) {
+    let token_identity = match bearer_token(&session.headers) {
         Some(token) => hub.identify_token(token)?,
         None => None,
     };
@@ -781,12 +739,7 @@ pub async fn user_url(
             ));
         }
     };
-    let owner = hub.user(&user).map_err(|_| {
-        PageError::new(
-            StatusCode::NOT_FOUND,
-            "No access to resources or resources not found",
-        )
-    })?;
+    let owner = hub.user(&user).map_err(|_| hub::Error::NoAccess)?;
     let groups = hub.user_groups(&owner)?;
     let first = rest.split('/').next().unwrap_or("").to_owned();
     let spawners = hub
@@ -809,10 +762,7 @@ pub async fn user_url(
             groups: &groups,
         },
     ) {
-        return Err(PageError::new(
-            StatusCode::NOT_FOUND,
-            "No access to resources or resources not found",
-        ));
+        return Err(hub::Error::NoAccess.into());
     }
     let key = (owner.id, server.clone());
     let original = format!(
@@ -829,8 +779,14 @@ pub async fn user_url(
         && hub.server_pending(&key).is_none()
         && method == axum::http::Method::GET
     {
-        let redirects: u32 = query_value(&query, "redirects")
-            .and_then(|v| v.parse().ok())
+        let mut pairs: Vec<(String, String)> = query
+            .as_deref()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let redirects: u32 = pairs
+            .iter()
+            .find(|(k, _)| k == "redirects")
+            .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         if redirects >= hub.config.hub.user_redirect_limit {
             return Err(PageError::new(
@@ -841,15 +797,7 @@ pub async fn user_url(
         if redirects >= 1 {
             tokio::time::sleep(Duration::from_secs(2u64.pow(redirects).min(10))).await;
         }
-        let mut pairs: Vec<(String, String)> = query
-            .as_deref()
-            .map(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .filter(|(k, _)| k != "redirects")
-                    .collect()
-            })
-            .unwrap_or_default();
+        pairs.retain(|(k, _)| k != "redirects");
         pairs.push(("redirects".into(), (redirects + 1).to_string()));
         let encoded = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
@@ -921,16 +869,13 @@ pub async fn user_redirect(
 /// `authenticate_prometheus = false`.
 pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Response, PageError> {
     if hub.config.hub.authenticate_prometheus {
-        let identity = match crate::api::extract::bearer_token(&session.headers) {
+        let identity = match bearer_token(&session.headers) {
             Some(token) => hub.identify_token(token)?,
             None => session.identity.clone(),
         };
         let allowed = identity.is_some_and(|i| i.allows("read:metrics", &Resource::Hub));
         if !allowed {
-            return Err(PageError::new(
-                StatusCode::FORBIDDEN,
-                "read:metrics is required",
-            ));
+            return Err(hub::Error::Forbidden("read:metrics is required".into()).into());
         }
     }
     hub.refresh_gauges();
@@ -944,17 +889,16 @@ pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Respons
         .into_response())
 }
 
+#[derive(serde::Deserialize)]
+pub struct ErrorQuery {
+    #[serde(default)]
+    url: String,
+}
+
 /// `/hub/error/{code}`: the proxy's error target.
-pub async fn error_page(
-    Path(code): Path<u16>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> PageError {
+pub async fn error_page(Path(code): Path<u16>, Query(query): Query<ErrorQuery>) -> PageError {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let url = query
-        .iter()
-        .find(|(k, _)| k == "url")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
+    let url = query.url;
     let message = if code == 503 {
         format!("Your server at {url} appears to be down. Try restarting it from the hub.")
     } else {
@@ -964,7 +908,7 @@ pub async fn error_page(
 }
 
 pub async fn not_found(uri: Uri) -> PageError {
-    PageError::new(StatusCode::NOT_FOUND, format!("No page at {}", uri.path()))
+    hub::Error::NotFound(format!("No page at {}", uri.path())).into()
 }
 
 #[cfg(test)]
