@@ -104,7 +104,7 @@ async fn hub_headers(
         } else {
             "redirect"
         };
-        hub.metrics
+        hub.metrics()
             .requests
             .get_or_create(&crate::metrics::RequestLabels {
                 method: method.to_string(),
@@ -206,7 +206,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let internal_addr = internal.local_addr()?;
-    if hub.config.hub.hub_connect_url.is_none() {
+    if hub.config().hub.hub_connect_url.is_none() {
         let host = match internal_addr.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
             ip if ip.is_unspecified() => "[::1]".to_owned(),
@@ -219,15 +219,15 @@ pub async fn serve(
             hub.base_url()
         ));
     }
-    hub.routes.add(
+    hub.routes().add(
         hub.base_url(),
         crate::proxy::Target::Hub,
         serde_json::json!({"hub": true}),
     );
-    for service in &hub.config.hub.services {
+    for service in &hub.config().hub.services {
         let Some(url) = &service.url else { continue };
         match url.parse::<http::Uri>() {
-            Ok(target) => hub.routes.add(
+            Ok(target) => hub.routes().add(
                 &format!("{}services/{}/", hub.base_url(), service.name),
                 crate::proxy::Target::Url(target),
                 serde_json::json!({"service": service.name}),
@@ -237,7 +237,7 @@ pub async fn serve(
             }
         }
     }
-    let stop = hub.shutdown.clone();
+    let stop = hub.shutdown_token().clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => stop.cancel(),
@@ -249,11 +249,11 @@ pub async fn serve(
     let router = app(hub.clone());
     // The public port is the proxy: user routes are forwarded, the hub's own are served
     // in-process by the same router the internal port uses.
-    let tls = match (&hub.config.hub.ssl_cert, &hub.config.hub.ssl_key) {
+    let tls = match (&hub.config().hub.ssl_cert, &hub.config().hub.ssl_key) {
         (Some(cert), Some(key)) => Some(crate::proxy::load_tls(cert, key)?),
         _ => None,
     };
-    let mut proxy = crate::proxy::Proxy::new(hub.routes.clone(), Some(router.clone()));
+    let mut proxy = crate::proxy::Proxy::new(hub.routes().clone(), Some(router.clone()));
     let down_hub = hub.clone();
     proxy.set_target_down_hook(std::sync::Arc::new(move |route: &crate::proxy::Route| {
         let user = route.data.get("user").and_then(serde_json::Value::as_str);
@@ -266,12 +266,12 @@ pub async fn serve(
         }
     }));
     let public_task = {
-        let stop = hub.shutdown.clone();
+        let stop = hub.shutdown_token().clone();
         let proxy = std::sync::Arc::new(proxy);
         tokio::spawn(async move { crate::proxy::serve(public, proxy, tls, stop).await })
     };
     let internal_task = {
-        let stop = hub.shutdown.clone();
+        let stop = hub.shutdown_token().clone();
         tokio::spawn(async move {
             axum::serve(
                 internal,
@@ -284,7 +284,10 @@ pub async fn serve(
     // Listeners are bound and routes are in place: connections queued meanwhile are served.
     crate::systemd::notify::ready(&hub.status_line());
     let status_hub = hub.clone();
-    crate::systemd::notify::spawn_watchdog(move || status_hub.status_line(), hub.shutdown.clone());
+    crate::systemd::notify::spawn_watchdog(
+        move || status_hub.status_line(),
+        hub.shutdown_token().clone(),
+    );
     let (a, b) = tokio::join!(public_task, internal_task);
     if let Err(e) = hub.flush_route_activity() {
         tracing::warn!(error = %e, "could not save activity at shutdown");
@@ -297,13 +300,13 @@ pub async fn serve(
 fn spawn_activity_flush(hub: &Hub) {
     let hub = hub.clone();
     // Proxy activity lives in memory per route; it reaches the database at most this often.
-    let every = Duration::from_secs(hub.config.hub.last_activity_interval.clamp(1, 300));
+    let every = Duration::from_secs(hub.config().hub.last_activity_interval.clamp(1, 300));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.tick().await;
         loop {
             tokio::select! {
-                _ = hub.shutdown.cancelled() => break,
+                _ = hub.shutdown_token().cancelled() => break,
                 _ = ticker.tick() => {
                     if let Err(e) = hub.flush_route_activity() {
                         tracing::warn!(error = %e, "could not save activity");
@@ -341,12 +344,12 @@ fn host_port(url: &str, key: &'static str) -> Result<String, Error> {
 /// `jupyterhub` with no subcommand: open, listen, reconcile, serve.
 pub async fn run(config: Config) -> Result<(), Error> {
     let hub = Hub::open(config, Mode::Serve).await?;
-    let public_addr = if hub.config.hub.ip.is_empty() {
-        format!("0.0.0.0:{}", hub.config.hub.port)
-    } else if hub.config.hub.ip.contains(':') {
-        format!("[{}]:{}", hub.config.hub.ip, hub.config.hub.port)
+    let public_addr = if hub.config().hub.ip.is_empty() {
+        format!("0.0.0.0:{}", hub.config().hub.port)
+    } else if hub.config().hub.ip.contains(':') {
+        format!("[{}]:{}", hub.config().hub.ip, hub.config().hub.port)
     } else {
-        format!("{}:{}", hub.config.hub.ip, hub.config.hub.port)
+        format!("{}:{}", hub.config().hub.ip, hub.config().hub.port)
     };
     // Socket activation first (jupyterhub.socket); bind ourselves when started by hand.
     let activated =
@@ -357,11 +360,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
     };
     let internal = match activated.hub {
         Some(listener) => listener,
-        None => bind(&host_port(&hub.config.hub.hub_bind_url, "hub_bind_url")?).await?,
+        None => bind(&host_port(&hub.config().hub.hub_bind_url, "hub_bind_url")?).await?,
     };
-    if !hub.spawner.supports_limits() && hub.config.spawner.mem_limit.is_some() {
+    if !hub.spawner_supports_limits() && hub.config().spawner.mem_limit.is_some() {
         tracing::warn!(
-            spawner = hub.spawner.name(),
+            spawner = hub.spawner_name(),
             "memory and CPU limits are configured but this spawner cannot enforce them"
         );
     }

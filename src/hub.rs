@@ -2,9 +2,15 @@
 //! authenticator, spawner, routes, running-server state) and the domain verbs handlers call.
 //! Handlers never touch `db` or `systemd` directly; they call a method here.
 
+mod groups;
 mod identity;
 mod login;
+mod oauth;
+mod reconcile;
+mod routes;
 mod servers;
+mod services;
+mod spawn;
 mod sync;
 mod tokens;
 mod users;
@@ -21,9 +27,14 @@ use crate::db::{self, Db};
 use crate::proxy::RouteTable;
 use crate::spawner::{self, Spawner};
 
+pub use crate::db::Error as DbError;
+pub use crate::db::{
+    ClientOwner, GroupRow, OAuthClientRow, ServiceRow, SpawnerRow, TokenRow, UserRow,
+};
 pub use identity::{Identity, Principal};
 pub use login::LoginLimiter;
-pub use servers::{Outcome, Progress, ServerKey, ServerState, escape_path};
+pub use oauth::CodeRequest;
+pub use servers::{Outcome, Progress, ServerKey, ServerState, StopOutcome, escape_path};
 pub use tokens::TokenRequest;
 pub use users::UserListQuery;
 
@@ -78,27 +89,29 @@ pub enum Mode {
 #[derive(Clone)]
 pub struct Hub(Arc<Inner>);
 
+/// What the hub owns. The fields are private to `hub` (and so the database is reachable only
+/// from here): handlers call `Hub` verbs, and read what they may through the accessors below.
 pub struct Inner {
-    pub config: Config,
-    pub db: Db,
-    pub secret: CookieSecret,
-    pub authenticator: Arc<dyn Authenticator>,
-    pub policy: Policy,
-    pub spawner: Arc<dyn Spawner>,
-    pub routes: Arc<RouteTable>,
-    pub servers: Mutex<HashMap<ServerKey, ServerState>>,
-    pub login_limiter: LoginLimiter,
-    pub shutdown: CancellationToken,
+    config: Config,
+    db: Db,
+    secret: CookieSecret,
+    authenticator: Arc<dyn Authenticator>,
+    policy: Policy,
+    spawner: Arc<dyn Spawner>,
+    routes: Arc<RouteTable>,
+    servers: Mutex<HashMap<ServerKey, ServerState>>,
+    login_limiter: LoginLimiter,
+    shutdown: CancellationToken,
     /// The internal API URL user servers and services use (`…/hub/api`), set once bound.
-    pub api_url: Mutex<String>,
-    pub crypt: Option<fernet::MultiFernet>,
+    api_url: Mutex<String>,
+    crypt: Option<fernet::MultiFernet>,
     /// Serialises PAM conversations: failed attempts sleep inside libpam.
-    pub pam_permits: tokio::sync::Semaphore,
+    pam_permits: tokio::sync::Semaphore,
     /// API tokens already checked against their (slow) stored hash.
-    pub verified_tokens: crate::auth::VerifiedTokens,
+    verified_tokens: crate::auth::VerifiedTokens,
     /// Identities of recent API tokens, valid while the database is unwritten since.
-    pub token_identities: identity::TokenIdentities,
-    pub metrics: crate::metrics::Metrics,
+    token_identities: identity::TokenIdentities,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::ops::Deref for Hub {
@@ -221,9 +234,66 @@ impl Hub {
         }));
         hub.sync_config()?;
         if mode == Mode::Serve {
-            hub.db.write(|tx| db::purge_expired_tokens(tx, db::now()))?;
+            hub.db
+                .write(|tx| db::purge_expired_tokens(tx, crate::time::now()))?;
         }
         Ok(hub)
+    }
+
+    /// `jupyterhub upgrade-db`: apply pending migrations after a backup, without opening the
+    /// hub. Returns the backup's path, or `None` when the schema was current.
+    pub fn upgrade_db(config: &Config) -> Result<Option<std::path::PathBuf>> {
+        Ok(Db::upgrade(&config.db_path())?)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The proxy's route table, for wiring the proxy to the hub.
+    pub fn routes(&self) -> &Arc<RouteTable> {
+        &self.routes
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Signs and checks the login cookie and XSRF tokens.
+    pub fn secret(&self) -> &CookieSecret {
+        &self.secret
+    }
+
+    /// Cancelled when the hub stops.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Stop the hub shortly: the answer to the request that asked goes out first.
+    pub fn shutdown_soon(&self) {
+        let stopper = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            stopper.cancel();
+        });
+    }
+
+    pub fn authenticator_name(&self) -> &'static str {
+        self.authenticator.name()
+    }
+
+    /// Whether the login page shows a username/password form.
+    pub fn has_login_form(&self) -> bool {
+        self.authenticator.has_login_form()
+    }
+
+    pub fn spawner_name(&self) -> &'static str {
+        self.spawner.name()
+    }
+
+    /// Whether the spawner enforces memory and CPU limits.
+    pub fn spawner_supports_limits(&self) -> bool {
+        self.spawner.supports_limits()
     }
 
     pub fn base_url(&self) -> &str {

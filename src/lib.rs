@@ -15,6 +15,7 @@ pub mod rbac;
 pub mod spawner;
 pub mod status;
 pub mod systemd;
+pub mod time;
 pub mod web;
 
 pub use app::serve;

@@ -126,7 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::UpgradeDb) => {
             let config = load_config(cli.config.as_ref())?;
             let path = config.db_path();
-            match jupyterhub::db::Db::upgrade(&path)
+            match jupyterhub::Hub::upgrade_db(&config)
                 .with_context(|| format!("upgrading {}", path.display()))?
             {
                 Some(backup) => {

@@ -15,13 +15,10 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::db::{self, ClientOwner, NewToken, OAuthCodeRow, TokenOwner};
-use crate::hub::{self, Hub};
+use crate::hub::{self, ClientOwner, CodeRequest, Hub, OAuthClientRow};
 use crate::rbac::{self, Resource};
 use crate::status::Failure;
 use crate::web::{PageError, Session};
-
-const CODE_LIFETIME_MICROS: i64 = 300 * 1_000_000;
 
 /// The provider's routes, relative to `{base_url}hub/api` (upstream's paths).
 pub fn router() -> Router<Hub> {
@@ -42,11 +39,6 @@ pub struct AuthorizeQuery {
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
     scope: Option<String>,
-}
-
-/// Codes are looked up by their SHA-256, so the database never holds a usable code.
-fn code_hash(code: &str) -> String {
-    hex::encode(Sha256::digest(code.as_bytes()))
 }
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -78,7 +70,7 @@ fn resolve_scopes(
     identity: &crate::hub::Identity,
     membership: &impl rbac::Membership,
     user: &str,
-    client: &db::OAuthClientRow,
+    client: &OAuthClientRow,
     requested: Option<&str>,
 ) -> Vec<String> {
     let mut wanted: Vec<String> = match requested.filter(|s| !s.trim().is_empty()) {
@@ -161,9 +153,7 @@ async fn authorize_inner(
     };
     let client_id = params.client_id.as_str();
     let client = hub
-        .db
-        .read(|c| db::oauth_client(c, client_id))
-        .map_err(crate::hub::Error::from)?
+        .oauth_client(client_id)?
         .filter(|c| !c.secret.is_empty())
         .ok_or_else(|| hub::Error::BadRequest(format!("Invalid client_id: {client_id:?}")))?;
     let redirect_uri = params
@@ -220,7 +210,7 @@ async fn authorize_inner(
             if !identity.allows("access:services", &Resource::Service { name }) {
                 return Err(no_permission(&client));
             }
-            hub.config
+            hub.config()
                 .hub
                 .services
                 .iter()
@@ -247,35 +237,23 @@ async fn authorize_inner(
             .append(header::SET_COOKIE, session.xsrf_cookie(&hub));
         return Ok(response);
     }
-    let code = crate::auth::new_oauth_token();
     let session_id = session.session_id().map(str::to_owned);
-    hub.db
-        .write(|tx| {
-            db::insert_oauth_code(
-                tx,
-                &OAuthCodeRow {
-                    client_id: client.identifier.clone(),
-                    code: code_hash(&code),
-                    expires_at: db::now() + CODE_LIFETIME_MICROS,
-                    redirect_uri: redirect_uri.clone(),
-                    session_id,
-                    user_id: user.id,
-                    scopes: scopes.clone(),
-                    code_challenge: challenge.clone(),
-                    code_challenge_method: challenge
-                        .as_ref()
-                        .map(|_| method.clone().unwrap_or_else(|| "plain".into())),
-                },
-            )
-        })
-        .map_err(crate::hub::Error::from)?;
+    let code = hub.create_oauth_code(&CodeRequest {
+        client: &client,
+        user: &user,
+        redirect_uri: &redirect_uri,
+        scopes: &scopes,
+        session_id,
+        code_challenge: challenge,
+        code_challenge_method: method,
+    })?;
     Ok(found(&with_query(
         &redirect_uri,
         &[("code", &code), ("state", &state)],
     )))
 }
 
-fn no_permission(client: &db::OAuthClientRow) -> PageError {
+fn no_permission(client: &OAuthClientRow) -> PageError {
     hub::Error::Forbidden(format!(
         "You do not have permission to access {}",
         client.description
@@ -344,7 +322,7 @@ pub async fn token(
     let Some((client_id, secret)) = client_credentials(&form, &headers) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
     };
-    let client = match hub.db.read(|c| db::oauth_client(c, &client_id)) {
+    let client = match hub.oauth_client(&client_id) {
         Ok(Some(client))
             if !client.secret.is_empty() && crate::auth::compare_token(&client.secret, &secret) =>
         {
@@ -360,9 +338,8 @@ pub async fn token(
             Some("Missing code parameter."),
         );
     };
-    let taken = hub.db.write(|tx| db::take_oauth_code(tx, &code_hash(code)));
-    let row = match taken {
-        Ok(Some(row)) if row.client_id == client.identifier && row.expires_at >= db::now() => row,
+    let row = match hub.take_oauth_code(&client, code) {
+        Ok(Some(row)) => row,
         Ok(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None),
         Err(e) => return server_error("oauth code lookup failed", e),
     };
@@ -390,31 +367,10 @@ pub async fn token(
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None);
         }
     }
-    let expires_in = hub
-        .config
-        .hub
-        .oauth_token_expires_in
-        .unwrap_or((hub.config.hub.cookie_max_age_days * 86400.0) as u64);
-    let access_token = crate::auth::new_oauth_token();
-    let hashed = crate::auth::hash_token(&access_token, crate::auth::GENERATED_ROUNDS);
-    let inserted = hub.db.write(|tx| {
-        db::insert_token(
-            tx,
-            &NewToken {
-                hashed: &hashed,
-                prefix: &access_token[..4],
-                owner: TokenOwner::User(row.user_id),
-                client_id: &client.identifier,
-                session_id: row.session_id.as_deref(),
-                expires_at: Some(db::now() + (expires_in as i64).saturating_mul(1_000_000)),
-                note: "",
-                scopes: &row.scopes,
-            },
-        )
-    });
-    if let Err(e) = inserted {
-        return server_error("could not store an oauth token", e);
-    }
+    let (access_token, expires_in) = match hub.issue_oauth_token(&client, &row) {
+        Ok(issued) => issued,
+        Err(e) => return server_error("could not store an oauth token", e),
+    };
     let body: Value = json!({
         "access_token": access_token,
         "expires_in": expires_in,

@@ -106,10 +106,10 @@ impl From<hub::Error> for Failure {
             },
             E::Rbac(e) => (StatusCode::BAD_REQUEST, e.to_string()),
             E::Db(db_error) => match db_error {
-                crate::db::Error::NotFound(what) => {
+                crate::hub::DbError::NotFound(what) => {
                     (StatusCode::NOT_FOUND, format!("{what} not found"))
                 }
-                crate::db::Error::Conflict(what) => {
+                crate::hub::DbError::Conflict(what) => {
                     (StatusCode::CONFLICT, format!("{what} already exists"))
                 }
                 _ => {

@@ -147,11 +147,11 @@ impl IntoResponse for PageError {
 
 /// Middleware: error pages honour `template_paths`, whoever produced them.
 pub async fn error_pages(State(hub): State<Hub>, mut response: Response) -> Response {
-    if hub.config.hub.template_paths.is_empty() {
+    if hub.config().hub.template_paths.is_empty() {
         return response;
     }
     if let Some(error) = response.extensions_mut().remove::<PageError>() {
-        let env = environment(&hub.config.hub.template_paths);
+        let env = environment(&hub.config().hub.template_paths);
         *response.body_mut() = axum::body::Body::from(error.render(&env));
         response
             .headers_mut()
@@ -178,7 +178,11 @@ fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
 
 /// Render a template with the hub's environment.
 pub fn render(hub: &Hub, name: &str, context: Value) -> String {
-    render_with(&environment(&hub.config.hub.template_paths), name, context)
+    render_with(
+        &environment(&hub.config().hub.template_paths),
+        name,
+        context,
+    )
 }
 
 /// Page routes, relative to `{base_url}hub`.

@@ -87,3 +87,55 @@ fn migrations_are_numbered_consecutively_and_embedded() {
         );
     }
 }
+
+/// Whether `needle` occurs in `code` as whole words (no identifier character glued to it).
+fn mentions(code: &str, needle: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(needle).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + needle.len()..].chars().next();
+        let glued_before = needle.starts_with(ident) && before.is_some_and(ident);
+        let glued_after = needle.ends_with(ident) && after.is_some_and(ident);
+        !glued_before && !glued_after
+    })
+}
+
+/// Handlers call `Hub` verbs; only `hub` (and `db` itself) reaches the database. Catches
+/// `db::`, `crate::db`, `hub.db` and a `.db` field access split over lines.
+#[test]
+fn handlers_never_reach_the_database() {
+    let mut files = Vec::new();
+    for dir in ["src/api", "src/web", "src/oauth"] {
+        if root().join(dir).is_dir() {
+            rust_files(&root().join(dir), &mut files);
+        }
+    }
+    for file in ["src/api.rs", "src/web.rs", "src/oauth.rs"] {
+        if root().join(file).is_file() {
+            files.push(root().join(file));
+        }
+    }
+    assert!(!files.is_empty(), "no handler files found");
+    let mut offences = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            if ["db::", "crate::db", "hub.db", ".db"]
+                .iter()
+                .any(|needle| mentions(code, needle))
+            {
+                let shown = path.strip_prefix(root()).unwrap_or(path).display();
+                offences.push(format!("{shown}:{}: {}", number + 1, code));
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "handlers must call Hub verbs, not the database:\n{}",
+        offences.join("\n")
+    );
+}

@@ -14,8 +14,8 @@ use super::error::ApiError;
 
 /// The user's login, from the signed login cookie.
 fn cookie_identity(hub: &Hub, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
-    let max_age = (hub.config.hub.cookie_max_age_days * 86400.0) as i64;
-    let Some(cookie_id) = cookie::login_cookie_id(&hub.secret, headers, max_age) else {
+    let max_age = (hub.config().hub.cookie_max_age_days * 86400.0) as i64;
+    let Some(cookie_id) = cookie::login_cookie_id(hub.secret(), headers, max_age) else {
         return Ok(None);
     };
     let session_id = cookie::session_id(headers).map(str::to_owned);
@@ -51,7 +51,7 @@ async fn resolve(parts: &Parts, hub: &Hub) -> Result<Option<Identity>, ApiError>
         let cookie_id = identity.user().map(|u| u.cookie_id.as_str());
         let expected = cookie::xsrf_id(cookie_id, &parts.headers, &cookie::peer_ip(parts));
         if !cookie::xsrf_ok(
-            &hub.secret,
+            hub.secret(),
             &parts.headers,
             parts.uri.query(),
             None,
@@ -128,9 +128,9 @@ impl Page {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains(PAGINATION_MEDIA_TYPE));
-        let max = hub.config.hub.api_page_max_limit.max(1) as i64;
+        let max = hub.config().hub.api_page_max_limit.max(1) as i64;
         let default = if envelope {
-            hub.config.hub.api_page_default_limit as i64
+            hub.config().hub.api_page_default_limit as i64
         } else {
             max
         };

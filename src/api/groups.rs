@@ -65,7 +65,7 @@ fn authorize_group(
     identity: &crate::hub::Identity,
     name: &str,
     scopes: &[&str],
-) -> Result<crate::db::GroupRow, ApiError> {
+) -> Result<crate::hub::GroupRow, ApiError> {
     if !scopes.iter().any(|s| identity.scopes.has(s)) {
         return Err(crate::hub::Error::MissingScope(scopes.join(", ")).into());
     }

@@ -34,8 +34,8 @@ pub async fn info(State(hub): State<Hub>, Auth(identity): Auth) -> Result<Json<V
         "version": crate::JUPYTERHUB_VERSION,
         "python": "none (jupyterhub-rs)",
         "sys_executable": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
-        "spawner": {"class": hub.spawner.name(), "version": env!("CARGO_PKG_VERSION")},
-        "authenticator": {"class": hub.authenticator.name(), "version": env!("CARGO_PKG_VERSION")},
+        "spawner": {"class": hub.spawner_name(), "version": env!("CARGO_PKG_VERSION")},
+        "authenticator": {"class": hub.authenticator_name(), "version": env!("CARGO_PKG_VERSION")},
     })))
 }
 
@@ -83,7 +83,7 @@ fn service_model(
     admin: bool,
 ) -> Option<Value> {
     let resource = Resource::Service { name };
-    let config = hub.config.hub.services.iter().find(|s| s.name == name);
+    let config = hub.config().hub.services.iter().find(|s| s.name == name);
     if identity.allows("read:services", &resource) {
         let url = config.and_then(|c| c.url.clone()).unwrap_or_default();
         return Some(json!({
@@ -114,10 +114,7 @@ pub async fn services(
     if !identity.scopes.has("list:services") {
         identity.require(&["list:services"], &Resource::Hub)?;
     }
-    let rows = hub
-        .db
-        .read(crate::db::all_services)
-        .map_err(crate::hub::Error::from)?;
+    let rows = hub.services()?;
     let mut out = Map::new();
     for row in rows {
         if identity.allows("list:services", &Resource::Service { name: &row.name })
@@ -140,9 +137,7 @@ pub async fn service(
         &resource,
     )?;
     let row = hub
-        .db
-        .read(|c| crate::db::service_by_name(c, &name))
-        .map_err(crate::hub::Error::from)?
+        .service(&name)?
         .ok_or_else(|| ApiError::not_found(format!("No such service: {name}")))?;
     service_model(&hub, &identity, &row.name, row.admin)
         .map(Json)
@@ -155,24 +150,7 @@ pub async fn proxy_routes(
     Auth(identity): Auth,
 ) -> Result<Json<Value>, ApiError> {
     identity.require(&["proxy"], &Resource::Hub)?;
-    let mut routes = hub.routes.list();
-    routes.sort_by(|a, b| a.spec.cmp(&b.spec));
-    let mut out = Map::new();
-    for route in routes {
-        let target = match &route.target {
-            crate::proxy::Target::Hub => hub.config.hub.hub_bind_url.clone(),
-            crate::proxy::Target::Url(uri) => uri.to_string().trim_end_matches('/').to_owned(),
-        };
-        let mut data = route.data.clone();
-        if let (Some(object), Some(when)) = (data.as_object_mut(), route.last_activity()) {
-            object.insert("last_activity".into(), json!(crate::db::iso(when)));
-        }
-        out.insert(
-            route.spec.clone(),
-            json!({"routespec": route.spec, "target": target, "data": data}),
-        );
-    }
-    Ok(Json(Value::Object(out)))
+    Ok(Json(hub.proxy_table()))
 }
 
 /// `POST /hub/api/proxy`: re-check routes against running servers.
@@ -202,22 +180,10 @@ pub async fn shutdown(
     let body = body.unwrap_or_default();
     let _ = body.proxy;
     if body.servers == Some(true) {
-        let rows = hub
-            .db
-            .read(crate::db::all_spawners)
-            .map_err(crate::hub::Error::from)?;
-        for row in rows.into_iter().filter(|r| r.url.is_some()) {
-            if let Ok(Some(user)) = hub.db.read(|c| crate::db::user_by_id(c, row.user_id)) {
-                let _ = hub.stop_server(&user.name, &row.name).await;
-            }
-        }
+        hub.stop_all_servers().await?;
     }
     tracing::info!(by = %identity.principal.name(), "shutdown requested through the API");
-    let stopper = hub.shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        stopper.cancel();
-    });
+    hub.shutdown_soon();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"message": "Shutting down Hub"})),

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::hub::Outcome;
 use crate::hub::{Hub, Identity};
+use crate::hub::{Outcome, StopOutcome};
 use crate::rbac::Resource;
 
 use super::error::ApiError;
@@ -25,7 +25,7 @@ fn authorize_server(
     user: &str,
     server: &str,
     scopes: &[&str],
-) -> Result<crate::db::UserRow, ApiError> {
+) -> Result<crate::hub::UserRow, ApiError> {
     if !scopes.iter().any(|s| identity.scopes.has(s)) {
         return Err(crate::hub::Error::MissingScope(scopes.join(", ")).into());
     }
@@ -100,21 +100,14 @@ async fn stop(
         &server,
         &["delete:servers", "servers"],
     )?;
-    let exists = hub
-        .db
-        .read(|c| crate::db::spawner(c, row.id, &server))
-        .map_err(crate::hub::Error::from)?;
-    if exists.is_none() {
-        return Err(ApiError::not_found(format!(
-            "{user} has no server named '{server}'"
-        )));
-    }
-    let running = exists.as_ref().is_some_and(|r| r.url.is_some())
-        || hub.server_pending(&(row.id, server.clone())).is_some();
-    let outcome = if running {
-        hub.stop_server(&row.name, &server).await?
-    } else {
-        Outcome::Done
+    let outcome = match hub.stop_server(&row, &server).await? {
+        StopOutcome::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "{user} has no server named '{server}'"
+            )));
+        }
+        StopOutcome::Stopping => Outcome::Pending,
+        StopOutcome::NotRunning | StopOutcome::Stopped => Outcome::Done,
     };
     if remove {
         if outcome == Outcome::Pending {
@@ -188,9 +181,7 @@ pub async fn get_named(
 ) -> Result<Json<Value>, ApiError> {
     let row = authorize_server(&hub, &identity, &user, &server, &["read:servers"])?;
     let spawner = hub
-        .db
-        .read(|c| crate::db::spawner(c, row.id, &server))
-        .map_err(crate::hub::Error::from)?
+        .server_record(&row, &server)?
         .ok_or_else(|| ApiError::not_found(format!("{user} has no server named '{server}'")))?;
     let groups = hub.user_groups(&row)?;
     let with_state = identity.allows(
@@ -230,10 +221,7 @@ fn progress(
 ) -> Result<Response, ApiError> {
     let row = authorize_server(&hub, &identity, &user, &server, &["read:servers"])?;
     let key = (row.id, server.clone());
-    let spawner = hub
-        .db
-        .read(|c| crate::db::spawner(c, row.id, &server))
-        .map_err(crate::hub::Error::from)?;
+    let spawner = hub.server_record(&row, &server)?;
     let Some(spawner) = spawner else {
         return Err(ApiError::not_found(format!(
             "{user} has no server named '{server}'"

@@ -108,7 +108,7 @@ pub fn authorize_user(
     identity: &crate::hub::Identity,
     name: &str,
     scopes: &[&str],
-) -> Result<crate::db::UserRow, ApiError> {
+) -> Result<crate::hub::UserRow, ApiError> {
     if !scopes.iter().any(|s| identity.scopes.has(s)) {
         return Err(crate::hub::Error::MissingScope(scopes.join(", ")).into());
     }

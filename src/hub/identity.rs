@@ -221,7 +221,7 @@ impl Hub {
         let prefix: String = token.chars().take(4).collect();
         let candidates = self
             .db
-            .read(|conn| db::tokens_by_prefix(conn, &prefix, db::now()))?;
+            .read(|conn| db::tokens_by_prefix(conn, &prefix, crate::time::now()))?;
         Ok(candidates
             .into_iter()
             .find(|row| self.verified_tokens.matches(&row.hashed, token)))
@@ -234,7 +234,7 @@ impl Hub {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(identity) = self.token_identities.get(&key, generation)
             && let Some(row) = &identity.token
-            && row.expires_at.is_none_or(|t| t >= db::now())
+            && row.expires_at.is_none_or(|t| t >= crate::time::now())
         {
             self.note_token_activity(row, &identity.principal);
             return Ok(Some(identity));
@@ -284,7 +284,7 @@ impl Hub {
 
     /// Record token use, throttled; user activity too unless it is a server's own token.
     fn note_token_activity(&self, row: &TokenRow, principal: &Principal) {
-        let now = db::now();
+        let now = crate::time::now();
         if row
             .last_activity
             .is_some_and(|t| now - t < ACTIVITY_RESOLUTION_MICROS)

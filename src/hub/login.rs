@@ -123,7 +123,7 @@ impl Hub {
             if admin != user.admin {
                 db::set_user_admin(tx, user.id, admin)?;
             }
-            db::touch_user(tx, user.id, db::now())?;
+            db::touch_user(tx, user.id, crate::time::now())?;
             db::user_by_id(tx, user.id)?.ok_or_else(|| db::Error::NotFound(format!("user {name}")))
         })?;
         if let Some(state) = &authenticated.auth_state {
@@ -142,7 +142,7 @@ impl Hub {
         if self.config.hub.shutdown_on_logout {
             let spawners = self.db.read(|c| db::spawners_of(c, user.id))?;
             for row in spawners.into_iter().filter(|r| r.url.is_some()) {
-                let _ = self.stop_server(&user.name, &row.name).await;
+                let _ = self.stop_server(user, &row.name).await;
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! and allowed users, groups, services and their tokens), all in one transaction.
 
 use crate::auth::{self, PROVIDED_ROUNDS};
-use crate::db::{self, NewToken, RoleOwner, TokenOwner};
+use crate::db::{self, RoleOwner, TokenOwner};
 use crate::rbac;
 
 use super::{Error, Hub, Result};
@@ -24,22 +24,21 @@ fn ensure_config_token(
     token: &str,
 ) -> db::Result<()> {
     let prefix: String = token.chars().take(4).collect();
-    let known = db::tokens_by_prefix(tx, &prefix, db::now())?
+    let known = db::tokens_by_prefix(tx, &prefix, crate::time::now())?
         .into_iter()
         .any(|row| row.owner == owner && auth::compare_token(&row.hashed, token));
     if known {
         return Ok(());
     }
-    let hashed = auth::hash_token(token, PROVIDED_ROUNDS);
-    db::insert_token(
+    super::tokens::store_token(
         tx,
-        &NewToken {
-            hashed: &hashed,
-            prefix: &prefix,
+        token,
+        PROVIDED_ROUNDS,
+        &super::tokens::TokenGrant {
             owner,
             client_id: "jupyterhub",
             session_id: None,
-            expires_at: None,
+            expires_in: None,
             note: CONFIG_TOKEN_NOTE,
             scopes: &["inherit".to_string()],
         },

@@ -1,11 +1,13 @@
 //! API tokens: creation (with note, expiry, scopes bounded by the owner's), listing, the token
-//! model, deletion, and the tokens the `jupyterhub token` command prints.
+//! model, deletion, and the tokens the `jupyterhub token` command prints. `issue_token` is the
+//! one place a token is made and stored, whoever asks (the API, OAuth, a spawn, the config).
 
 use serde_json::{Value, json};
 
 use crate::auth;
 use crate::db::{self, NewToken, TokenOwner, TokenRow, UserRow};
 use crate::rbac::{self, Owner};
+use rusqlite::Connection;
 
 use super::{Error, Hub, Identity, Principal, Result};
 
@@ -16,6 +18,67 @@ pub struct TokenRequest {
     pub expires_in: Option<u64>,
     pub scopes: Option<Vec<String>>,
     pub roles: Option<Vec<String>>,
+}
+
+/// How a new token looks: an API token is uuid4 hex (as upstream's API), an OAuth access
+/// token oauthlib's 30 alphanumerics.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TokenForm {
+    Api,
+    OAuth,
+}
+
+/// Who a token is for and what it may do.
+pub(super) struct TokenGrant<'a> {
+    pub owner: TokenOwner,
+    pub client_id: &'a str,
+    pub session_id: Option<&'a str>,
+    /// Seconds from now; `None` never expires.
+    pub expires_in: Option<u64>,
+    pub note: &'a str,
+    pub scopes: &'a [String],
+}
+
+/// Make a token and store its hash, in the caller's transaction (so a token can be written
+/// together with what it belongs to, such as a server's OAuth client). Returns the token,
+/// which is never stored, and its row.
+pub(super) fn issue_token(
+    tx: &Connection,
+    form: TokenForm,
+    grant: &TokenGrant<'_>,
+) -> db::Result<(String, TokenRow)> {
+    let token = match form {
+        TokenForm::Api => auth::new_token(),
+        TokenForm::OAuth => auth::new_oauth_token(),
+    };
+    let row = store_token(tx, &token, auth::GENERATED_ROUNDS, grant)?;
+    Ok((token, row))
+}
+
+/// Store a token's hash: generated ones (few hash rounds: they are random) or ones the
+/// config gives (many rounds: an admin may have chosen a weak one).
+pub(super) fn store_token(
+    tx: &Connection,
+    token: &str,
+    rounds: u32,
+    grant: &TokenGrant<'_>,
+) -> db::Result<TokenRow> {
+    let prefix: String = token.chars().take(4).collect();
+    db::insert_token(
+        tx,
+        &NewToken {
+            hashed: &auth::hash_token(token, rounds),
+            prefix: &prefix,
+            owner: grant.owner,
+            client_id: grant.client_id,
+            session_id: grant.session_id,
+            expires_at: grant
+                .expires_in
+                .map(|s| crate::time::now() + (s as i64).saturating_mul(1_000_000)),
+            note: grant.note,
+            scopes: grant.scopes,
+        },
+    )
 }
 
 impl Hub {
@@ -40,9 +103,9 @@ impl Hub {
             "user": user.name,
             "roles": [],
             "scopes": scopes.sorted(),
-            "created": db::iso(row.created),
-            "last_activity": db::iso_opt(row.last_activity),
-            "expires_at": db::iso_opt(row.expires_at),
+            "created": crate::time::iso(row.created),
+            "last_activity": crate::time::iso_opt(row.last_activity),
+            "expires_at": crate::time::iso_opt(row.expires_at),
             "note": row.note,
             "session_id": row.session_id,
             "oauth_client": client,
@@ -125,19 +188,15 @@ impl Hub {
             }
             _ => "Requested via api".to_owned(),
         };
-        let token = auth::new_token();
-        let hashed = auth::hash_token(&token, auth::GENERATED_ROUNDS);
-        let row = self.db.write(|tx| {
-            db::insert_token(
+        let (token, row) = self.db.write(|tx| {
+            issue_token(
                 tx,
-                &NewToken {
-                    hashed: &hashed,
-                    prefix: &token[..4],
+                TokenForm::Api,
+                &TokenGrant {
                     owner: TokenOwner::User(user.id),
                     client_id: "jupyterhub",
                     session_id: None,
-                    expires_at: expires_in
-                        .map(|s| db::now() + (s as i64).saturating_mul(1_000_000)),
+                    expires_in,
                     note: &note,
                     scopes: &raw,
                 },
@@ -150,10 +209,10 @@ impl Hub {
 
     pub fn list_tokens(&self, user: &UserRow) -> Result<Vec<Value>> {
         self.db
-            .write(|tx| db::purge_expired_tokens(tx, db::now()))?;
+            .write(|tx| db::purge_expired_tokens(tx, crate::time::now()))?;
         let rows = self
             .db
-            .read(|c| db::tokens_of(c, TokenOwner::User(user.id), db::now()))?;
+            .read(|c| db::tokens_of(c, TokenOwner::User(user.id), crate::time::now()))?;
         rows.iter().map(|row| self.token_model(user, row)).collect()
     }
 
@@ -167,7 +226,9 @@ impl Hub {
             .db
             .read(|c| db::token_by_id(c, number))?
             .ok_or_else(not_found)?;
-        if row.owner != TokenOwner::User(user.id) || row.expires_at.is_some_and(|t| t < db::now()) {
+        if row.owner != TokenOwner::User(user.id)
+            || row.expires_at.is_some_and(|t| t < crate::time::now())
+        {
             return Err(not_found());
         }
         Ok(row)

@@ -126,11 +126,11 @@ fn next_url(hub: &Hub, session: &Session, next: Option<&str>) -> String {
     if !validated.is_empty() {
         return validated;
     }
-    if let Some(url) = &hub.config.hub.default_url {
+    if let Some(url) = &hub.config().hub.default_url {
         return url.clone();
     }
     if let (true, Some(user)) = (
-        hub.config.hub.redirect_to_server,
+        hub.config().hub.redirect_to_server,
         session.identity.as_ref().and_then(|i| i.user()),
     ) {
         if hub.server_ready(&(user.id, String::new())) {
@@ -158,7 +158,7 @@ pub async fn login_form(
     if session.identity.is_some() {
         return found(&next_url(&hub, &session, query.next.as_deref()));
     }
-    if !hub.authenticator.has_login_form() {
+    if !hub.has_login_form() {
         return PageError::from(hub::Error::NotFound(
             "This hub has no login page; use an API token.".into(),
         ))
@@ -251,7 +251,7 @@ pub async fn logout(State(hub): State<Hub>, session: Session) -> Response {
 
 // The error is the redirect to send; pages return it at once, so its size does not matter.
 #[allow(clippy::result_large_err)]
-fn require_user(hub: &Hub, session: &Session, uri: &Uri) -> Result<crate::db::UserRow, Response> {
+fn require_user(hub: &Hub, session: &Session, uri: &Uri) -> Result<crate::hub::UserRow, Response> {
     match session.identity.as_ref().and_then(|i| i.user()) {
         Some(user) => Ok(user.clone()),
         None => Err(login_redirect(
@@ -271,18 +271,15 @@ pub async fn home(
         Ok(user) => user,
         Err(redirect) => return Ok(redirect),
     };
-    let spawners = hub
-        .db
-        .read(|c| crate::db::spawners_of(c, user.id))
-        .map_err(crate::hub::Error::from)?;
-    let describe = |row: &crate::db::SpawnerRow| {
+    let spawners = hub.server_records(&user)?;
+    let describe = |row: &crate::hub::SpawnerRow| {
         let key = (user.id, row.name.clone());
         json!({
             "name": row.name,
             "url": hub.server_url(&user.name, &row.name),
             "running": hub.server_ready(&key),
             "pending": hub.server_pending(&key),
-            "last_activity": row.last_activity.map(crate::db::iso),
+            "last_activity": row.last_activity.map(crate::time::iso),
         })
     };
     let default = spawners.iter().find(|r| r.name.is_empty());
@@ -297,7 +294,7 @@ pub async fn home(
         json!({
             "default_server": default.map(describe).unwrap_or(json!({"running": false, "pending": null})),
             "named_servers": spawners.iter().filter(|r| !r.name.is_empty()).map(describe).collect::<Vec<_>>(),
-            "allow_named_servers": hub.config.hub.allow_named_servers,
+            "allow_named_servers": hub.config().hub.allow_named_servers,
             "failure": failure,
         }),
     ))
@@ -335,7 +332,7 @@ pub async fn admin_page(
         &session,
         StatusCode::OK,
         "admin.html",
-        json!({"allow_named_servers": hub.config.hub.allow_named_servers}),
+        json!({"allow_named_servers": hub.config().hub.allow_named_servers}),
     ))
 }
 
@@ -417,7 +414,7 @@ async fn spawn_page(
             next.as_deref(),
         )));
     }
-    let options = match (&hub.config.spawner.options_form, form) {
+    let options = match (&hub.config().spawner.options_form, form) {
         (Some(options_form), None) if !options_form.trim().is_empty() => {
             return Ok(page(
                 &hub,
@@ -448,7 +445,7 @@ async fn spawn_page(
             next.as_deref(),
         ))),
         Ok(Err(e)) => {
-            if let Some(form) = &hub.config.spawner.options_form {
+            if let Some(form) = &hub.config().spawner.options_form {
                 let failure = crate::status::Failure::from(e);
                 return Ok(page(
                     &hub,
@@ -668,10 +665,7 @@ async fn spawn_pending(
             }),
         ));
     }
-    let row = hub
-        .db
-        .read(|c| crate::db::spawner(c, owner.id, &server))
-        .map_err(crate::hub::Error::from)?;
+    let row = hub.server_record(&owner, &server)?;
     let failure = row.and_then(|r| r.last_failure);
     let spawn_url = with_next(spawn_path(&hub, &owner.name, &server), next.as_deref());
     let status = if failure.is_some() {
@@ -742,11 +736,8 @@ pub async fn user_url(
     let owner = hub.user(&user).map_err(|_| hub::Error::NoAccess)?;
     let groups = hub.user_groups(&owner)?;
     let first = rest.split('/').next().unwrap_or("").to_owned();
-    let spawners = hub
-        .db
-        .read(|c| crate::db::spawners_of(c, owner.id))
-        .map_err(crate::hub::Error::from)?;
-    let server = if hub.config.hub.allow_named_servers
+    let spawners = hub.server_records(&owner)?;
+    let server = if hub.config().hub.allow_named_servers
         && !first.is_empty()
         && spawners.iter().any(|s| s.name == first)
     {
@@ -788,7 +779,7 @@ pub async fn user_url(
             .find(|(k, _)| k == "redirects")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
-        if redirects >= hub.config.hub.user_redirect_limit {
+        if redirects >= hub.config().hub.user_redirect_limit {
             return Err(PageError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Redirect loop detected.",
@@ -868,7 +859,7 @@ pub async fn user_redirect(
 /// `GET /hub/metrics`: Prometheus metrics; needs `read:metrics` unless
 /// `authenticate_prometheus = false`.
 pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Response, PageError> {
-    if hub.config.hub.authenticate_prometheus {
+    if hub.config().hub.authenticate_prometheus {
         let identity = match bearer_token(&session.headers) {
             Some(token) => hub.identify_token(token)?,
             None => session.identity.clone(),
@@ -884,7 +875,7 @@ pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Respons
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        hub.metrics.encode(),
+        hub.metrics().encode(),
     )
         .into_response())
 }

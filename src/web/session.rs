@@ -26,7 +26,7 @@ pub struct Session {
 impl FromRequestParts<Hub> for Session {
     type Rejection = PageError;
     async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Self::Rejection> {
-        let identity = match cookie::login_cookie_id(&hub.secret, &parts.headers, max_age(hub)) {
+        let identity = match cookie::login_cookie_id(hub.secret(), &parts.headers, max_age(hub)) {
             Some(cookie_id) => {
                 let session_id = cookie::session_id(&parts.headers).map(str::to_owned);
                 hub.identify_cookie(&cookie_id, session_id)?
@@ -39,18 +39,18 @@ impl FromRequestParts<Hub> for Session {
             .and_then(|i| i.user())
             .map(|u| u.cookie_id.as_str());
         let id = cookie::xsrf_id(cookie_id, &parts.headers, &peer);
-        let token = cookie::page_xsrf_token(&hub.secret, &parts.headers, &id);
+        let token = cookie::page_xsrf_token(hub.secret(), &parts.headers, &id);
         let secure = parts
             .headers
             .get("x-forwarded-proto")
             .is_some_and(|v| v == "https")
             || hub
-                .config
+                .config()
                 .hub
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https:"))
-            || hub.config.hub.ssl_cert.is_some();
+            || hub.config().hub.ssl_cert.is_some();
         Ok(Session {
             identity,
             xsrf_id: id,
@@ -107,7 +107,7 @@ impl Session {
 
     /// Whether a submitted form carries the right XSRF token.
     pub fn check_form_xsrf(&self, hub: &Hub, form_value: Option<&str>) -> bool {
-        cookie::xsrf_ok(&hub.secret, &self.headers, None, form_value, &self.xsrf_id)
+        cookie::xsrf_ok(hub.secret(), &self.headers, None, form_value, &self.xsrf_id)
     }
 
     /// The session id the browser holds, if any.
@@ -118,7 +118,7 @@ impl Session {
 
 /// How long a login lasts (`cookie_max_age_days`), in seconds.
 fn max_age(hub: &Hub) -> i64 {
-    (hub.config.hub.cookie_max_age_days * 86400.0) as i64
+    (hub.config().hub.cookie_max_age_days * 86400.0) as i64
 }
 
 /// Cookies set at login: the signed login cookie, a session id, and a fresh XSRF token.
@@ -129,7 +129,7 @@ pub fn login_cookies(
     secure: bool,
 ) -> Vec<HeaderValue> {
     cookie::login_set_cookies(
-        &hub.secret,
+        hub.secret(),
         cookie_id,
         existing_session,
         hub.base_url(),

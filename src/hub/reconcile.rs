@@ -1,0 +1,153 @@
+//! After a restart, and while serving: the database's idea of which servers run, checked
+//! against the spawner. Live servers get their routes back, dead ones are cleared with their
+//! reason kept; exits are watched, and polled as a safety net.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::db;
+use crate::proxy::Target;
+use crate::spawner::Status;
+
+use super::servers::ServerState;
+use super::{Hub, Result};
+
+impl Hub {
+    /// After a restart: servers the database says run are polled; live ones get their routes
+    /// back, dead ones are cleared. Runs before the hub declares itself ready.
+    pub async fn reconcile(&self) -> Result<()> {
+        let rows = self.db.read(db::all_spawners)?;
+        for row in rows.into_iter().filter(|r| r.url.is_some()) {
+            let Some(user) = self.db.read(|c| db::user_by_id(c, row.user_id))? else {
+                continue;
+            };
+            let status = self.spawner.poll(&user.name, &row.name, &row.state).await;
+            match status {
+                Ok(Status::Running) => {
+                    let prefix = self.server_url(&user.name, &row.name);
+                    if let Some(Ok(target)) = row.url.as_deref().map(str::parse::<http::Uri>) {
+                        self.routes.add(
+                            &prefix,
+                            Target::Url(target),
+                            json!({"user": user.name, "server_name": row.name}),
+                        );
+                        let mut state = ServerState::new(None);
+                        state.ready = true;
+                        self.servers
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert((user.id, row.name.clone()), state);
+                        tracing::info!(user = %user.name, server = %row.name, "server still running");
+                    }
+                }
+                Ok(Status::Stopped { reason, log_tail }) => {
+                    tracing::info!(user = %user.name, server = %row.name, reason = %reason, "server stopped while the hub was down");
+                    self.mark_stopped(
+                        &user,
+                        &row.name,
+                        Some(json!({"reason": reason, "log_tail": log_tail})),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(user = %user.name, server = %row.name, error = %e, "cannot poll server")
+                }
+            }
+        }
+        self.report_unknown_servers().await
+    }
+
+    /// Warn about servers the spawner runs that the database does not know (a unit started
+    /// by hand, or one a hub killed mid-spawn started but never recorded). They are left
+    /// alone: they may be someone's work, and an admin decides.
+    async fn report_unknown_servers(&self) -> Result<()> {
+        let mut known = Vec::new();
+        for row in self.db.read(db::all_spawners)?.into_iter() {
+            if row.url.is_none() {
+                continue;
+            }
+            if let Some(user) = self.db.read(|c| db::user_by_id(c, row.user_id))? {
+                known.push((user.name, row.name, row.state));
+            }
+        }
+        match self.spawner.unknown_servers(&known).await {
+            Ok(units) => {
+                for unit in units {
+                    tracing::warn!(%unit, "a server runs that the database does not know; leaving it alone");
+                }
+            }
+            // Only a report: a hub that cannot list still serves.
+            Err(e) => tracing::warn!(error = %e, "cannot list servers to look for unknown ones"),
+        }
+        Ok(())
+    }
+
+    /// Background: servers that exit on their own, and a periodic poll as a safety net.
+    pub fn start_watchers(&self) {
+        if let Some(mut exits) = self.spawner.subscribe_exits() {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = hub.shutdown.cancelled() => break,
+                        exit = exits.recv() => match exit {
+                            Ok(exit) => hub.server_exited(&exit.user, &exit.server_name, &exit.reason, &exit.log_tail),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => break,
+                        },
+                    }
+                }
+            });
+        }
+        let hub = self.clone();
+        let interval = Duration::from_secs(self.config.spawner.poll_interval.max(1));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = hub.shutdown.cancelled() => break,
+                    _ = ticker.tick() => hub.poll_all().await,
+                }
+            }
+        });
+    }
+
+    async fn poll_all(&self) {
+        let Ok(rows) = self.db.read(db::all_spawners) else {
+            return;
+        };
+        for row in rows.into_iter().filter(|r| r.url.is_some()) {
+            let Ok(Some(user)) = self.db.read(|c| db::user_by_id(c, row.user_id)) else {
+                continue;
+            };
+            if self.server_pending(&(user.id, row.name.clone())).is_some() {
+                continue;
+            }
+            if let Ok(Status::Stopped { reason, log_tail }) =
+                self.spawner.poll(&user.name, &row.name, &row.state).await
+            {
+                self.server_exited(&user.name, &row.name, &reason, &log_tail);
+            }
+        }
+    }
+
+    /// The proxy could not reach a server: check whether it is gone.
+    pub fn target_unreachable(&self, user: &str, server_name: &str) {
+        let hub = self.clone();
+        let (user, server_name) = (user.to_owned(), server_name.to_owned());
+        tokio::spawn(async move {
+            let Ok(user_row) = hub.user(&user) else {
+                return;
+            };
+            let Ok(Some(row)) = hub.db.read(|c| db::spawner(c, user_row.id, &server_name)) else {
+                return;
+            };
+            if let Ok(Status::Stopped { reason, log_tail }) =
+                hub.spawner.poll(&user, &server_name, &row.state).await
+            {
+                hub.server_exited(&user, &server_name, &reason, &log_tail);
+            }
+        });
+    }
+}
