@@ -1,26 +1,29 @@
-//! Server-rendered pages under `{base_url}hub/`: login, logout, home, spawn, spawn-pending,
-//! the "server not running" page, token and admin pages, and the redirects upstream makes
-//! for paths that reach the hub without a route. Templates are Jinja (minijinja), with
-//! upstream's form field names and element ids.
+//! Server-rendered pages under `{base_url}hub/`, a file per upstream handler module:
+//! `login` (login, logout), `spawn` (spawn and its options form, spawn-pending), `pages`
+//! (`/hub/`, home, token, the `/user/…` fallbacks, metrics), `admin`, `errors` (error pages);
+//! `session` is who is looking. Here: the template environment (Jinja via minijinja,
+//! upstream's form field names and element ids) and the route table.
 
+mod admin;
+mod errors;
+mod login;
 mod pages;
 mod session;
+mod spawn;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use minijinja::Environment;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::hub::Hub;
-use crate::status::Failure;
 
+pub use errors::{PageError, error_pages};
 pub use pages::hub_root;
 pub use session::{Session, login_cookies, logout_cookies};
 
@@ -97,70 +100,7 @@ fn build_environment(template_paths: &[PathBuf]) -> Environment<'static> {
     env
 }
 
-/// An error page: the status, and the message shown on `error.html`.
-#[derive(Debug, Clone)]
-pub struct PageError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl PageError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
-        PageError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn render(&self, env: &Environment<'_>) -> String {
-        render_with(
-            env,
-            "error.html",
-            json!({
-                "status_code": self.status.as_u16(),
-                "status_message": self.status.canonical_reason().unwrap_or(""),
-                "message": self.message,
-                "base_url": "/",
-                "jhdata": {"base_url": "/"},
-            }),
-        )
-    }
-}
-
-impl From<crate::hub::Error> for PageError {
-    fn from(error: crate::hub::Error) -> PageError {
-        let failure = Failure::from(error);
-        PageError::new(failure.status, failure.message)
-    }
-}
-
-impl IntoResponse for PageError {
-    /// Rendered with the built-in templates here, where no hub is at hand; the app's
-    /// `error_pages` layer renders it again with the hub's `template_paths` if it has any.
-    fn into_response(self) -> Response {
-        let body = self.render(&environment(&[]));
-        let mut response = (self.status, Html(body)).into_response();
-        response.extensions_mut().insert(self);
-        response
-    }
-}
-
-/// Middleware: error pages honour `template_paths`, whoever produced them.
-pub async fn error_pages(State(hub): State<Hub>, mut response: Response) -> Response {
-    if hub.config().hub.template_paths.is_empty() {
-        return response;
-    }
-    if let Some(error) = response.extensions_mut().remove::<PageError>() {
-        let env = environment(&hub.config().hub.template_paths);
-        *response.body_mut() = axum::body::Body::from(error.render(&env));
-        response
-            .headers_mut()
-            .remove(axum::http::header::CONTENT_LENGTH);
-    }
-    response
-}
-
-fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
+pub(crate) fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
     match env
         .get_template(name)
         .and_then(|t| t.render(minijinja::value::Serde(&context)))
@@ -189,36 +129,36 @@ pub fn render(hub: &Hub, name: &str, context: Value) -> String {
 pub fn router() -> Router<Hub> {
     Router::new()
         .route("/", get(pages::hub_root))
-        .route("/login", get(pages::login_form).post(pages::login_submit))
-        .route("/logout", get(pages::logout))
+        .route("/login", get(login::login_form).post(login::login_submit))
+        .route("/logout", get(login::logout))
         .route("/home", get(pages::home))
         .route("/token", get(pages::token_page))
-        .route("/admin", get(pages::admin_page))
+        .route("/admin", get(admin::admin_page))
         .route(
             "/spawn",
-            get(pages::spawn_self).post(pages::spawn_self_post),
+            get(spawn::spawn_self).post(spawn::spawn_self_post),
         )
         .route(
             "/spawn/{user}",
-            get(pages::spawn_user).post(pages::spawn_user_post),
+            get(spawn::spawn_user).post(spawn::spawn_user_post),
         )
         .route(
             "/spawn/{user}/{server}",
-            get(pages::spawn_named).post(pages::spawn_named_post),
+            get(spawn::spawn_named).post(spawn::spawn_named_post),
         )
-        .route("/spawn-pending/{user}", get(pages::spawn_pending_default))
+        .route("/spawn-pending/{user}", get(spawn::spawn_pending_default))
         .route(
             "/spawn-pending/{user}/{server}",
-            get(pages::spawn_pending_named),
+            get(spawn::spawn_pending_named),
         )
         .route("/user/{user}", get(pages::user_url_bare))
         .route("/user/{user}/{*rest}", axum::routing::any(pages::user_url))
         .route("/user-redirect/{*path}", get(pages::user_redirect))
-        .route("/error/{code}", get(pages::error_page))
+        .route("/error/{code}", get(errors::error_page))
         .route("/metrics", get(pages::metrics))
         .route(
             "/health",
             get(|| async { StatusCode::OK }).head(|| async { StatusCode::OK }),
         )
-        .fallback(pages::not_found)
+        .fallback(errors::not_found)
 }

@@ -1,21 +1,23 @@
-//! Page handlers, each named after the upstream handler it serves.
+//! Upstream's `pages.py`: `/hub/` and where it sends you, home, the token page, the
+//! `/hub/user/…` and `/hub/user-redirect/…` fallbacks for servers without a route, and
+//! metrics; with the helpers every page handler shares (rendering, redirects, `next`).
 
 use std::time::Duration;
 
-use axum::Form;
-use axum::extract::{FromRequest, Multipart, Path, Query, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::auth::cookie::bearer_token;
-use crate::hub::{self, Hub, Outcome};
+use crate::hub::{self, Hub};
 use crate::rbac::Resource;
 
-use super::session::{Session, login_cookies, logout_cookies, set_cookies};
+use super::session::Session;
+use super::spawn::{pending_path, spawn_path, with_next};
 use super::{PageError, render};
 
-fn page(
+pub(super) fn page(
     hub: &Hub,
     session: &Session,
     status: StatusCode,
@@ -30,7 +32,7 @@ fn page(
     response
 }
 
-fn found(location: &str) -> Response {
+pub(super) fn found(location: &str) -> Response {
     // 302, as upstream (axum's Redirect::to is 303).
     let mut response = StatusCode::FOUND.into_response();
     if let Ok(value) = HeaderValue::from_str(location) {
@@ -39,7 +41,7 @@ fn found(location: &str) -> Response {
     response
 }
 
-fn encode(value: &str) -> String {
+pub(super) fn encode(value: &str) -> String {
     // Python's `quote(value, safe='')`: everything but unreserved characters.
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
@@ -49,7 +51,7 @@ fn encode(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, SET).to_string()
 }
 
-fn login_redirect(hub: &Hub, next: &str) -> Response {
+pub(super) fn login_redirect(hub: &Hub, next: &str) -> Response {
     found(&format!(
         "{}hub/login?next={}",
         hub.base_url(),
@@ -107,10 +109,10 @@ pub fn validate_next_url(next: &str, host: Option<&str>) -> String {
 /// `?next=…`, the one query parameter most pages read.
 #[derive(serde::Deserialize, Default)]
 pub struct NextQuery {
-    next: Option<String>,
+    pub next: Option<String>,
 }
 
-fn host(session: &Session) -> Option<&str> {
+pub(super) fn host(session: &Session) -> Option<&str> {
     session
         .headers
         .get(header::HOST)
@@ -119,7 +121,7 @@ fn host(session: &Session) -> Option<&str> {
 
 /// Where to go after login or from `/hub/`: a valid `next`, else `default_url`, else the
 /// user's running server or the spawn page (`redirect_to_server`), else home.
-fn next_url(hub: &Hub, session: &Session, next: Option<&str>) -> String {
+pub(super) fn next_url(hub: &Hub, session: &Session, next: Option<&str>) -> String {
     let validated = next
         .map(|n| validate_next_url(n, host(session)))
         .unwrap_or_default();
@@ -149,109 +151,13 @@ pub async fn hub_root(State(hub): State<Hub>, session: Session) -> Response {
     found(&next_url(&hub, &session, None))
 }
 
-/// `GET /hub/login`.
-pub async fn login_form(
-    State(hub): State<Hub>,
-    session: Session,
-    Query(query): Query<NextQuery>,
-) -> Response {
-    if session.identity.is_some() {
-        return found(&next_url(&hub, &session, query.next.as_deref()));
-    }
-    if !hub.has_login_form() {
-        return PageError::from(hub::Error::NotFound(
-            "This hub has no login page; use an API token.".into(),
-        ))
-        .into_response();
-    }
-    let next = query.next.unwrap_or_default();
-    let login_url = format!("{}hub/login?next={}", hub.base_url(), encode(&next));
-    page(
-        &hub,
-        &session,
-        StatusCode::OK,
-        "login.html",
-        json!({"login_url": login_url, "username": ""}),
-    )
-}
-
-#[derive(serde::Deserialize)]
-pub struct LoginForm {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    #[serde(rename = "_xsrf")]
-    xsrf: Option<String>,
-}
-
-/// `POST /hub/login`.
-pub async fn login_submit(
-    State(hub): State<Hub>,
-    session: Session,
-    Query(query): Query<NextQuery>,
-    Form(form): Form<LoginForm>,
-) -> Response {
-    let next = query.next.unwrap_or_default();
-    let login_url = format!("{}hub/login?next={}", hub.base_url(), encode(&next));
-    let rerender = |status: StatusCode, error: &str| {
-        page(
-            &hub,
-            &session,
-            status,
-            "login.html",
-            json!({"login_url": login_url, "username": form.username, "login_error": error}),
-        )
-    };
-    if !session.check_form_xsrf(&hub, form.xsrf.as_deref()) {
-        return rerender(
-            StatusCode::FORBIDDEN,
-            "Login form invalid or expired. Try again.",
-        );
-    }
-    match hub
-        .login(&form.username, &form.password, &session.peer_ip)
-        .await
-    {
-        Ok(user) => {
-            let existing = session.session_id().map(str::to_owned);
-            let secure = session.secure;
-            let mut logged_in = session;
-            logged_in.identity = hub
-                .identify_cookie(&user.cookie_id, existing.clone())
-                .ok()
-                .flatten();
-            let target = next_url(&hub, &logged_in, Some(&next));
-            let mut response = found(&target);
-            set_cookies(
-                &mut response,
-                login_cookies(&hub, &user.cookie_id, existing.as_deref(), secure),
-            );
-            response
-        }
-        Err(e) => {
-            let failure = crate::status::login_failure(e);
-            rerender(failure.status, &failure.message)
-        }
-    }
-}
-
-/// `GET /hub/logout`: revokes this session's tokens and clears the cookies.
-pub async fn logout(State(hub): State<Hub>, session: Session) -> Response {
-    if let Some(user) = session.identity.as_ref().and_then(|i| i.user()) {
-        if let Err(e) = hub.logout(user, session.session_id()).await {
-            tracing::warn!(error = %e, "logout cleanup failed");
-        }
-        tracing::info!(user = %user.name, "user logged out");
-    }
-    let mut response = found(&format!("{}hub/login", hub.base_url()));
-    set_cookies(&mut response, logout_cookies(&hub));
-    response
-}
-
 // The error is the redirect to send; pages return it at once, so its size does not matter.
 #[allow(clippy::result_large_err)]
-fn require_user(hub: &Hub, session: &Session, uri: &Uri) -> Result<crate::hub::UserRow, Response> {
+pub(super) fn require_user(
+    hub: &Hub,
+    session: &Session,
+    uri: &Uri,
+) -> Result<crate::hub::UserRow, Response> {
     match session.identity.as_ref().and_then(|i| i.user()) {
         Some(user) => Ok(user.clone()),
         None => Err(login_redirect(
@@ -306,400 +212,6 @@ pub async fn token_page(State(hub): State<Hub>, session: Session, uri: Uri) -> R
         return redirect;
     }
     page(&hub, &session, StatusCode::OK, "token.html", json!({}))
-}
-
-/// `GET /hub/admin` (admin-ui).
-pub async fn admin_page(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-) -> Result<Response, PageError> {
-    if let Err(redirect) = require_user(&hub, &session, &uri) {
-        return Ok(redirect);
-    }
-    let allowed = session
-        .identity
-        .as_ref()
-        .is_some_and(|i| i.scopes.has("admin-ui"));
-    if !allowed {
-        return Err(hub::Error::Forbidden(
-            "You do not have permission to view the admin page (admin-ui).".into(),
-        )
-        .into());
-    }
-    Ok(page(
-        &hub,
-        &session,
-        StatusCode::OK,
-        "admin.html",
-        json!({"allow_named_servers": hub.config().hub.allow_named_servers}),
-    ))
-}
-
-fn spawn_path(hub: &Hub, user: &str, server: &str) -> String {
-    if server.is_empty() {
-        format!(
-            "{}hub/spawn/{}",
-            hub.base_url(),
-            crate::hub::escape_path(user)
-        )
-    } else {
-        format!(
-            "{}hub/spawn/{}/{}",
-            hub.base_url(),
-            crate::hub::escape_path(user),
-            crate::hub::escape_path(server)
-        )
-    }
-}
-
-fn pending_path(hub: &Hub, user: &str, server: &str) -> String {
-    spawn_path(hub, user, server).replacen("hub/spawn/", "hub/spawn-pending/", 1)
-}
-
-fn with_next(path: String, next: Option<&str>) -> String {
-    match next.filter(|n| !n.is_empty()) {
-        Some(next) => format!("{path}?next={}", encode(next)),
-        None => path,
-    }
-}
-
-/// Shared by GET and POST `/hub/spawn[/{user}[/{server}]]`.
-async fn spawn_page(
-    hub: Hub,
-    session: Session,
-    uri: Uri,
-    user: Option<String>,
-    server: String,
-    form: Option<Value>,
-    query: NextQuery,
-) -> Result<Response, PageError> {
-    let me = match require_user(&hub, &session, &uri) {
-        Ok(user) => user,
-        Err(redirect) => return Ok(redirect),
-    };
-    let identity = session
-        .identity
-        .as_ref()
-        .ok_or_else(|| hub::Error::Forbidden("not logged in".into()))?;
-    let user_name = user.unwrap_or_else(|| me.name.clone());
-    let owner = hub
-        .user(&user_name)
-        .map_err(|_| hub::Error::NotFound(format!("No such user: {user_name}")))?;
-    let groups = hub.user_groups(&owner)?;
-    let resource = Resource::Server {
-        user: &owner.name,
-        server: &server,
-        groups: &groups,
-    };
-    if !identity.allows("servers", &resource) && !identity.allows("start:servers", &resource) {
-        return Err(hub::Error::Forbidden(format!(
-            "You do not have permission to start {user_name}'s server"
-        ))
-        .into());
-    }
-    let next = query
-        .next
-        .map(|n| validate_next_url(&n, host(&session)))
-        .filter(|n| !n.is_empty());
-    let key = (owner.id, server.clone());
-    if hub.server_ready(&key) && hub.server_pending(&key).is_none() {
-        return Ok(found(
-            &next.unwrap_or_else(|| hub.server_url(&owner.name, &server)),
-        ));
-    }
-    if hub.server_pending(&key).is_some() {
-        return Ok(found(&with_next(
-            pending_path(&hub, &owner.name, &server),
-            next.as_deref(),
-        )));
-    }
-    let options = match (&hub.config().spawner.options_form, form) {
-        (Some(options_form), None) if !options_form.trim().is_empty() => {
-            return Ok(page(
-                &hub,
-                &session,
-                StatusCode::OK,
-                "spawn.html",
-                json!({
-                    "options_form": options_form,
-                    "spawn_url": uri.path_and_query().map(|p| p.as_str()).unwrap_or(""),
-                }),
-            ));
-        }
-        (_, Some(form)) => Some(form),
-        _ => None,
-    };
-    // Upstream waits up to a second, then shows the progress page.
-    match tokio::time::timeout(
-        Duration::from_secs(1),
-        hub.start_server(&owner.name, &server, options),
-    )
-    .await
-    {
-        Ok(Ok(Outcome::Done)) => Ok(found(
-            &next.unwrap_or_else(|| hub.server_url(&owner.name, &server)),
-        )),
-        Ok(Ok(Outcome::Pending)) | Err(_) => Ok(found(&with_next(
-            pending_path(&hub, &owner.name, &server),
-            next.as_deref(),
-        ))),
-        Ok(Err(e)) => {
-            if let Some(form) = &hub.config().spawner.options_form {
-                let failure = crate::status::Failure::from(e);
-                return Ok(page(
-                    &hub,
-                    &session,
-                    failure.status,
-                    "spawn.html",
-                    json!({
-                        "options_form": form, "error": failure.message,
-                        "spawn_url": uri.path_and_query().map(|p| p.as_str()).unwrap_or(""),
-                    }),
-                ));
-            }
-            Err(e.into())
-        }
-    }
-}
-
-/// Form fields → user_options, as upstream's `options_from_form` with `'simple'`: single
-/// values unpacked, checkbox `on` → true.
-fn options_from_form(fields: Vec<(String, String)>) -> (Value, Option<String>) {
-    let mut map = serde_json::Map::new();
-    let mut xsrf = None;
-    for (key, value) in fields {
-        if key == "_xsrf" {
-            xsrf = Some(value);
-            continue;
-        }
-        let entry = map.entry(key).or_insert_with(|| json!([]));
-        if let Some(list) = entry.as_array_mut() {
-            list.push(json!(value));
-        }
-    }
-    for value in map.values_mut() {
-        if let Some(list) = value.as_array()
-            && list.len() == 1
-        {
-            let single = list[0].clone();
-            *value = if single == json!("on") {
-                json!(true)
-            } else {
-                single
-            };
-        }
-    }
-    (Value::Object(map), xsrf)
-}
-
-/// The spawn form's fields, sent url-encoded or (as upstream's template does) as
-/// multipart/form-data; file fields are ignored. Checks the form's XSRF token.
-async fn read_form(session: &Session, hub: &Hub, request: Request) -> Result<Value, PageError> {
-    let multipart = session
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let unreadable = |e: &dyn std::fmt::Display| {
-        PageError::from(hub::Error::BadRequest(format!(
-            "Could not read the form: {e}"
-        )))
-    };
-    let mut fields: Vec<(String, String)> = Vec::new();
-    if multipart {
-        let mut form = Multipart::from_request(request, hub)
-            .await
-            .map_err(|e| unreadable(&e))?;
-        while let Some(field) = form.next_field().await.map_err(|e| unreadable(&e))? {
-            let Some(name) = field.name().map(str::to_owned) else {
-                continue;
-            };
-            if field.file_name().is_some() {
-                continue;
-            }
-            fields.push((name, field.text().await.map_err(|e| unreadable(&e))?));
-        }
-    } else {
-        let body = axum::body::Bytes::from_request(request, hub)
-            .await
-            .map_err(|e| unreadable(&e))?;
-        fields = form_urlencoded::parse(&body).into_owned().collect();
-    }
-    let (options, xsrf) = options_from_form(fields);
-    if !session.check_form_xsrf(hub, xsrf.as_deref()) {
-        return Err(
-            hub::Error::Forbidden("XSRF cookie does not match POST argument".into()).into(),
-        );
-    }
-    Ok(options)
-}
-
-pub async fn spawn_self(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Query(query): Query<NextQuery>,
-) -> Result<Response, PageError> {
-    spawn_page(hub, session, uri, None, String::new(), None, query).await
-}
-
-pub async fn spawn_self_post(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Query(query): Query<NextQuery>,
-    request: Request,
-) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, request).await?;
-    spawn_page(hub, session, uri, None, String::new(), Some(form), query).await
-}
-
-pub async fn spawn_user(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path(user): Path<String>,
-    Query(query): Query<NextQuery>,
-) -> Result<Response, PageError> {
-    spawn_page(hub, session, uri, Some(user), String::new(), None, query).await
-}
-
-pub async fn spawn_user_post(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path(user): Path<String>,
-    Query(query): Query<NextQuery>,
-    request: Request,
-) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, request).await?;
-    spawn_page(
-        hub,
-        session,
-        uri,
-        Some(user),
-        String::new(),
-        Some(form),
-        query,
-    )
-    .await
-}
-
-pub async fn spawn_named(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path((user, server)): Path<(String, String)>,
-    Query(query): Query<NextQuery>,
-) -> Result<Response, PageError> {
-    spawn_page(hub, session, uri, Some(user), server, None, query).await
-}
-
-pub async fn spawn_named_post(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path((user, server)): Path<(String, String)>,
-    Query(query): Query<NextQuery>,
-    request: Request,
-) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, request).await?;
-    spawn_page(hub, session, uri, Some(user), server, Some(form), query).await
-}
-
-async fn spawn_pending(
-    hub: Hub,
-    session: Session,
-    uri: Uri,
-    user: String,
-    server: String,
-    query: NextQuery,
-) -> Result<Response, PageError> {
-    if let Err(redirect) = require_user(&hub, &session, &uri) {
-        return Ok(redirect);
-    }
-    let identity = session
-        .identity
-        .as_ref()
-        .ok_or_else(|| hub::Error::Forbidden("not logged in".into()))?;
-    let owner = hub
-        .user(&user)
-        .map_err(|_| hub::Error::NotFound(format!("No such user: {user}")))?;
-    let groups = hub.user_groups(&owner)?;
-    if !identity.allows(
-        "servers",
-        &Resource::Server {
-            user: &owner.name,
-            server: &server,
-            groups: &groups,
-        },
-    ) {
-        return Err(hub::Error::Forbidden(format!(
-            "You do not have permission to view {user}'s server"
-        ))
-        .into());
-    }
-    let key = (owner.id, server.clone());
-    let next = query
-        .next
-        .map(|n| validate_next_url(&n, host(&session)))
-        .filter(|n| !n.is_empty());
-    let server_url = hub.server_url(&owner.name, &server);
-    if hub.server_ready(&key) && hub.server_pending(&key).is_none() {
-        return Ok(found(&next.unwrap_or(server_url)));
-    }
-    if hub.server_pending(&key) == Some("spawn") {
-        let progress_url = format!(
-            "{}?_xsrf={}",
-            hub.progress_url(&owner.name, &server),
-            encode(&session.xsrf_token)
-        );
-        return Ok(page(
-            &hub,
-            &session,
-            StatusCode::OK,
-            "spawn_pending.html",
-            json!({
-                "progress_url": progress_url, "next_url": next.unwrap_or(server_url),
-            }),
-        ));
-    }
-    let row = hub.server_record(&owner, &server)?;
-    let failure = row.and_then(|r| r.last_failure);
-    let spawn_url = with_next(spawn_path(&hub, &owner.name, &server), next.as_deref());
-    let status = if failure.is_some() {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
-    Ok(page(
-        &hub,
-        &session,
-        status,
-        "not_running.html",
-        json!({"failure": failure, "spawn_url": spawn_url, "server_name": server}),
-    ))
-}
-
-pub async fn spawn_pending_default(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path(user): Path<String>,
-    Query(query): Query<NextQuery>,
-) -> Result<Response, PageError> {
-    spawn_pending(hub, session, uri, user, String::new(), query).await
-}
-
-pub async fn spawn_pending_named(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path((user, server)): Path<(String, String)>,
-    Query(query): Query<NextQuery>,
-) -> Result<Response, PageError> {
-    spawn_pending(hub, session, uri, user, server, query).await
 }
 
 /// `GET /hub/user/{user}` → add the slash.
@@ -880,28 +392,6 @@ pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Respons
         .into_response())
 }
 
-#[derive(serde::Deserialize)]
-pub struct ErrorQuery {
-    #[serde(default)]
-    url: String,
-}
-
-/// `/hub/error/{code}`: the proxy's error target.
-pub async fn error_page(Path(code): Path<u16>, Query(query): Query<ErrorQuery>) -> PageError {
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let url = query.url;
-    let message = if code == 503 {
-        format!("Your server at {url} appears to be down. Try restarting it from the hub.")
-    } else {
-        format!("Error {code} for {url}")
-    };
-    PageError::new(status, message)
-}
-
-pub async fn not_found(uri: Uri) -> PageError {
-    hub::Error::NotFound(format!("No page at {}", uri.path())).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -922,21 +412,5 @@ mod tests {
         ] {
             assert_eq!(validate_next_url(input, host), expected, "{input}");
         }
-    }
-
-    #[test]
-    fn form_options_simple() {
-        let (options, xsrf) = options_from_form(vec![
-            ("_xsrf".into(), "t".into()),
-            ("image".into(), "big".into()),
-            ("gpu".into(), "on".into()),
-            ("tags".into(), "a".into()),
-            ("tags".into(), "b".into()),
-        ]);
-        assert_eq!(xsrf.as_deref(), Some("t"));
-        assert_eq!(
-            options,
-            json!({"image": "big", "gpu": true, "tags": ["a", "b"]})
-        );
     }
 }
