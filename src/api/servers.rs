@@ -321,3 +321,31 @@ fn progress_events(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn progress_follows_events_until_ready() {
+        let (tx, rx) = tokio::sync::watch::channel(vec![json!({"progress": 10})]);
+        let stream = progress_events(Vec::new(), Some(rx));
+        let feeder = tokio::spawn(async move {
+            tx.send_modify(|events| events.push(json!({"progress": 50})));
+            tx.send_modify(|events| events.push(json!({"progress": 100, "ready": true})));
+            tx.send_modify(|events| events.push(json!({"after": "ready"})));
+            tx
+        });
+        let events: Vec<Value> = stream.collect().await;
+        let _tx = feeder.await.expect("feeder");
+        assert_eq!(events.first(), Some(&json!({"progress": 10})));
+        assert_eq!(
+            events.last(),
+            Some(&json!({"progress": 100, "ready": true}))
+        );
+        let fixed: Vec<Value> = progress_events(vec![json!({"failed": true})], None)
+            .collect()
+            .await;
+        assert_eq!(fixed, vec![json!({"failed": true})]);
+    }
+}

@@ -176,8 +176,19 @@ fn options_from_form(fields: Vec<(String, String)>) -> (Value, Option<String>) {
 /// The spawn form's fields, sent url-encoded or (as upstream's template does) as
 /// multipart/form-data; file fields are ignored. Checks the form's XSRF token.
 async fn read_form(session: &Session, hub: &Hub, request: Request) -> Result<Value, PageError> {
-    let multipart = session
-        .headers
+    let (options, xsrf) = options_from_form(form_fields(request).await?);
+    if !session.check_form_xsrf(hub, xsrf.as_deref()) {
+        return Err(
+            hub::Error::Forbidden("XSRF cookie does not match POST argument".into()).into(),
+        );
+    }
+    Ok(options)
+}
+
+/// A form body's text fields in order, url-encoded or multipart/form-data.
+async fn form_fields(request: Request) -> Result<Vec<(String, String)>, PageError> {
+    let multipart = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
@@ -186,33 +197,26 @@ async fn read_form(session: &Session, hub: &Hub, request: Request) -> Result<Val
             "Could not read the form: {e}"
         )))
     };
-    let mut fields: Vec<(String, String)> = Vec::new();
-    if multipart {
-        let mut form = Multipart::from_request(request, hub)
+    if !multipart {
+        let body = axum::body::Bytes::from_request(request, &())
             .await
             .map_err(|e| unreadable(&e))?;
-        while let Some(field) = form.next_field().await.map_err(|e| unreadable(&e))? {
-            let Some(name) = field.name().map(str::to_owned) else {
-                continue;
-            };
-            if field.file_name().is_some() {
-                continue;
-            }
-            fields.push((name, field.text().await.map_err(|e| unreadable(&e))?));
+        return Ok(form_urlencoded::parse(&body).into_owned().collect());
+    }
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| unreadable(&e))?;
+    let mut fields = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(|e| unreadable(&e))? {
+        let Some(name) = field.name().map(str::to_owned) else {
+            continue;
+        };
+        if field.file_name().is_some() {
+            continue;
         }
-    } else {
-        let body = axum::body::Bytes::from_request(request, hub)
-            .await
-            .map_err(|e| unreadable(&e))?;
-        fields = form_urlencoded::parse(&body).into_owned().collect();
+        fields.push((name, field.text().await.map_err(|e| unreadable(&e))?));
     }
-    let (options, xsrf) = options_from_form(fields);
-    if !session.check_form_xsrf(hub, xsrf.as_deref()) {
-        return Err(
-            hub::Error::Forbidden("XSRF cookie does not match POST argument".into()).into(),
-        );
-    }
-    Ok(options)
+    Ok(fields)
 }
 
 pub async fn spawn_self(
@@ -400,5 +404,37 @@ mod tests {
             options,
             json!({"image": "big", "gpu": true, "tags": ["a", "b"]})
         );
+    }
+
+    #[tokio::test]
+    async fn form_fields_multipart_and_urlencoded() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"_xsrf\"\r\n\r\ntok\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nbig\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"up\"; filename=\"a.txt\"\r\n\r\nfile\r\n\
+                    --XyZ--\r\n";
+        let request = Request::builder()
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XyZ")
+            .body(axum::body::Body::from(body))
+            .expect("request");
+        let fields = form_fields(request)
+            .await
+            .map_err(|e| e.message)
+            .expect("fields");
+        assert_eq!(
+            fields,
+            vec![
+                ("_xsrf".into(), "tok".into()),
+                ("image".into(), "big".into())
+            ]
+        );
+        let request = Request::builder()
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from("image=big&tags=a&tags=b"))
+            .expect("request");
+        let fields = form_fields(request)
+            .await
+            .map_err(|e| e.message)
+            .expect("fields");
+        assert_eq!(fields.len(), 3);
     }
 }
