@@ -1,6 +1,7 @@
 //! The `Hub`: one cheap-to-clone handle on everything the hub owns (config, database,
 //! authenticator, spawner, routes, running-server state) and the domain verbs handlers call.
-//! Handlers never touch `db` or `systemd` directly; they call a method here.
+//! Handlers never touch `db` or `systemd` directly; they call a method here (the fields are
+//! private to `hub`, and `tests/tidy.rs` checks that handlers do not name `db`).
 
 mod groups;
 mod identity;
