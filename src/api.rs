@@ -1,11 +1,14 @@
 //! The REST API under `{base_url}hub/api`: JupyterHub's paths, JSON shapes and status codes.
 //! Handlers parse input, check scopes, call one `Hub` method and shape the answer.
 
+mod auth;
 pub mod error;
 pub mod extract;
 mod groups;
-mod info;
+mod hub_info;
+mod proxy;
 mod servers;
+mod services;
 mod tokens;
 mod users;
 
@@ -15,15 +18,16 @@ use axum::routing::{get, post};
 use crate::hub::Hub;
 
 pub use error::ApiError;
-pub use info::root;
+pub use hub_info::root;
 
-/// The API routes, relative to `{base_url}hub/api`.
+/// The API routes, relative to `{base_url}hub/api`. The OAuth provider's routes share the
+/// prefix but are `oauth::router()`, mounted beside this one by `app`.
 pub fn router() -> Router<Hub> {
     Router::new()
-        .route("/", get(info::root))
-        .route("/info", get(info::info))
-        .route("/user", get(info::whoami))
-        .route("/health", get(info::health).head(info::health))
+        .route("/", get(hub_info::root))
+        .route("/info", get(hub_info::info))
+        .route("/user", get(auth::whoami))
+        .route("/health", get(hub_info::health).head(hub_info::health))
         .route("/users", get(users::list).post(users::create_many))
         .route(
             "/users/{name}",
@@ -73,19 +77,14 @@ pub fn router() -> Router<Hub> {
             "/groups/{name}/properties",
             axum::routing::put(groups::set_properties),
         )
-        .route("/services", get(info::services))
-        .route("/services/{name}", get(info::service))
-        .route("/proxy", get(info::proxy_routes).post(info::proxy_sync))
-        .route("/authorizations/token", post(info::authorizations_removed))
+        .route("/services", get(services::services))
+        .route("/services/{name}", get(services::service))
+        .route("/proxy", get(proxy::proxy_routes).post(proxy::proxy_sync))
+        .route("/authorizations/token", post(auth::authorizations_removed))
         .route(
             "/authorizations/token/{token}",
-            get(info::authorization_token),
+            get(auth::authorization_token),
         )
-        .route("/shutdown", post(info::shutdown))
-        .route(
-            "/oauth2/authorize",
-            get(crate::oauth::authorize).post(crate::oauth::authorize_confirm),
-        )
-        .route("/oauth2/token", post(crate::oauth::token))
-        .fallback(info::not_found)
+        .route("/shutdown", post(hub_info::shutdown))
+        .fallback(hub_info::not_found)
 }

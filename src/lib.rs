@@ -2,6 +2,7 @@
 //! binary. Modules are listed in reading order; `hub::Hub` is the one shared handle.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -11,14 +12,14 @@ pub mod oauth;
 pub mod privileged;
 pub mod proxy;
 pub mod rbac;
-pub mod server;
 pub mod spawner;
+pub mod status;
 pub mod systemd;
 pub mod time;
 pub mod web;
 
+pub use app::serve;
 pub use hub::Hub;
-pub use server::serve;
 
 /// The JupyterHub version we speak. Single-user servers compare it with their own and parse
 /// it as a PEP 440 version, so it must be upstream's numbering, not this crate's.

@@ -137,13 +137,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Proxy(args)) => {
-            jupyterhub::server::init_logging(cli.log_level.as_deref());
+            jupyterhub::app::init_logging(cli.log_level.as_deref());
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(jupyterhub::proxy::run_chp(args))?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::PrivilegedHelper(args)) => {
-            jupyterhub::server::init_logging(cli.log_level.as_deref());
+            jupyterhub::app::init_logging(cli.log_level.as_deref());
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(jupyterhub::privileged::run_helper(args, cli.config.clone()))?;
             return Ok(ExitCode::SUCCESS);
@@ -153,7 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             python,
             jupyterhub: requirement,
         }) => {
-            jupyterhub::server::init_logging(cli.log_level.as_deref());
+            jupyterhub::app::init_logging(cli.log_level.as_deref());
             jupyterhub::spawner::setup_user_env(&prefix, &python, &requirement)?;
             if prefix == std::path::Path::new(config::USER_ENV_PREFIX) {
                 println!(
@@ -204,7 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.hub.ip = "127.0.0.1".into();
         }
     }
-    jupyterhub::server::init_logging(cli.log_level.as_deref());
+    jupyterhub::app::init_logging(cli.log_level.as_deref());
     if cli.dev {
         tracing::warn!(
             "development mode: any username and password log in; do not expose this hub"
@@ -213,6 +213,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(jupyterhub::server::run(config))?;
+    runtime.block_on(jupyterhub::app::run(config))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,24 +2,43 @@
 //! paths: `GET|POST /hub/api/oauth2/authorize` (a page: cookie login) and
 //! `POST /hub/api/oauth2/token` (client credentials). Codes are single-use, live 5 minutes,
 //! are stored hashed, and may carry a PKCE S256 challenge (6.x single-user servers send one).
+//! The routes are mounted beside the REST API (`app`), not inside its route table: the
+//! authorize endpoint is a page (`web::Session`, an HTML confirmation), the token endpoint
+//! answers in RFC 6749's error shape; both take statuses for domain errors from `status`.
 
-use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::hub::{ClientOwner, CodeRequest, Hub, OAuthClientRow};
+use crate::hub::{self, ClientOwner, CodeRequest, Hub, OAuthClientRow};
 use crate::rbac::{self, Resource};
+use crate::status::Failure;
 use crate::web::{PageError, Session};
 
-fn params(query: &Option<String>) -> Vec<(String, String)> {
-    query
-        .as_deref()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
+/// The provider's routes, relative to `{base_url}hub/api` (upstream's paths).
+pub fn router() -> Router<Hub> {
+    Router::new()
+        .route("/oauth2/authorize", get(authorize).post(authorize_confirm))
+        .route("/oauth2/token", post(token))
+}
+
+/// The authorize request's parameters (RFC 6749 §4.1.1, RFC 7636 §4.3).
+#[derive(serde::Deserialize, Default)]
+pub struct AuthorizeQuery {
+    #[serde(default)]
+    client_id: String,
+    redirect_uri: Option<String>,
+    response_type: Option<String>,
+    #[serde(default)]
+    state: String,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    scope: Option<String>,
 }
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -89,35 +108,36 @@ fn resolve_scopes(
 pub async fn authorize(
     State(hub): State<Hub>,
     session: Session,
+    Query(params): Query<AuthorizeQuery>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    authorize_inner(hub, session, query, false).await
+    authorize_inner(hub, session, params, query, false).await
 }
 
 /// `POST /hub/api/oauth2/authorize`: the confirmation form's answer.
 pub async fn authorize_confirm(
     State(hub): State<Hub>,
     session: Session,
+    Query(params): Query<AuthorizeQuery>,
     RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     if !session.check_form_xsrf(&hub, param(&form, "_xsrf")) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "XSRF cookie does not match POST argument",
-        ));
+        return Err(
+            hub::Error::Forbidden("XSRF cookie does not match POST argument".into()).into(),
+        );
     }
-    authorize_inner(hub, session, query, true).await
+    authorize_inner(hub, session, params, query, true).await
 }
 
 async fn authorize_inner(
     hub: Hub,
     session: Session,
+    params: AuthorizeQuery,
     query: Option<String>,
     confirmed: bool,
 ) -> Result<Response, PageError> {
-    let params = params(&query);
     let Some(identity) = session.identity.clone() else {
         let here = format!(
             "{}hub/api/oauth2/authorize?{}",
@@ -129,39 +149,28 @@ async fn authorize_inner(
         return Ok(found(&format!("{}hub/login?next={next}", hub.base_url())));
     };
     let Some(user) = identity.user().cloned() else {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "Only users can authorize OAuth clients",
-        ));
+        return Err(hub::Error::Forbidden("Only users can authorize OAuth clients".into()).into());
     };
-    let client_id = param(&params, "client_id").unwrap_or_default();
+    let client_id = params.client_id.as_str();
     let client = hub
         .oauth_client(client_id)?
         .filter(|c| !c.secret.is_empty())
-        .ok_or_else(|| {
-            PageError::new(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid client_id: {client_id:?}"),
-            )
-        })?;
-    let redirect_uri = param(&params, "redirect_uri")
-        .unwrap_or(&client.redirect_uri)
-        .to_owned();
+        .ok_or_else(|| hub::Error::BadRequest(format!("Invalid client_id: {client_id:?}")))?;
+    let redirect_uri = params
+        .redirect_uri
+        .unwrap_or_else(|| client.redirect_uri.clone());
     if redirect_uri != client.redirect_uri {
-        return Err(PageError::new(
-            StatusCode::BAD_REQUEST,
-            "Mismatching redirect URI.",
-        ));
+        return Err(hub::Error::BadRequest("Mismatching redirect URI.".into()).into());
     }
-    if param(&params, "response_type") != Some("code") {
-        return Err(PageError::new(
-            StatusCode::BAD_REQUEST,
-            "Unsupported response_type: only 'code' is supported.",
-        ));
+    if params.response_type.as_deref() != Some("code") {
+        return Err(hub::Error::BadRequest(
+            "Unsupported response_type: only 'code' is supported.".into(),
+        )
+        .into());
     }
-    let state = param(&params, "state").unwrap_or_default().to_owned();
-    let challenge = param(&params, "code_challenge").map(str::to_owned);
-    let method = param(&params, "code_challenge_method").map(str::to_owned);
+    let state = params.state;
+    let challenge = params.code_challenge;
+    let method = params.code_challenge_method;
     if let Some(method) = &method
         && method != "S256"
         && method != "plain"
@@ -181,9 +190,9 @@ async fn authorize_inner(
             user: owner,
             server,
         } => {
-            let owner_row = hub.user(owner).map_err(|_| {
-                PageError::new(StatusCode::NOT_FOUND, "The server's owner no longer exists")
-            })?;
+            let owner_row = hub
+                .user(owner)
+                .map_err(|_| hub::Error::NotFound("The server's owner no longer exists".into()))?;
             let groups = hub.user_groups(&owner_row)?;
             if !identity.allows(
                 "access:servers",
@@ -193,25 +202,13 @@ async fn authorize_inner(
                     groups: &groups,
                 },
             ) {
-                return Err(PageError::new(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "You do not have permission to access {}",
-                        client.description
-                    ),
-                ));
+                return Err(no_permission(&client));
             }
             *owner == user.name
         }
         ClientOwner::Service(name) => {
             if !identity.allows("access:services", &Resource::Service { name }) {
-                return Err(PageError::new(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "You do not have permission to access {}",
-                        client.description
-                    ),
-                ));
+                return Err(no_permission(&client));
             }
             hub.config()
                 .hub
@@ -226,7 +223,7 @@ async fn authorize_inner(
         &hub.membership(),
         &user.name,
         &client,
-        param(&params, "scope"),
+        params.scope.as_deref(),
     );
     if !own && !confirmed {
         let html = crate::web::render(
@@ -240,9 +237,7 @@ async fn authorize_inner(
             .append(header::SET_COOKIE, session.xsrf_cookie(&hub));
         return Ok(response);
     }
-    let session_id =
-        crate::api::extract::cookie(&session.headers, crate::auth::cookie::SESSION_COOKIE)
-            .map(str::to_owned);
+    let session_id = session.session_id().map(str::to_owned);
     let code = hub.create_oauth_code(&CodeRequest {
         client: &client,
         user: &user,
@@ -256,6 +251,22 @@ async fn authorize_inner(
         &redirect_uri,
         &[("code", &code), ("state", &state)],
     )))
+}
+
+fn no_permission(client: &OAuthClientRow) -> PageError {
+    hub::Error::Forbidden(format!(
+        "You do not have permission to access {}",
+        client.description
+    ))
+    .into()
+}
+
+/// RFC 6749 §5.2 when the hub itself failed: the status of the domain error, the body
+/// `server_error`.
+fn server_error(what: &str, error: impl Into<hub::Error>) -> Response {
+    let error = error.into();
+    tracing::error!(error = %error, "{what}");
+    oauth_error(Failure::from(error).status, "server_error", None)
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: Option<&str>) -> Response {
@@ -318,10 +329,7 @@ pub async fn token(
             client
         }
         Ok(_) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None),
-        Err(e) => {
-            tracing::error!(error = %e, "oauth client lookup failed");
-            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
-        }
+        Err(e) => return server_error("oauth client lookup failed", e),
     };
     let Some(code) = param(&form, "code") else {
         return oauth_error(
@@ -333,10 +341,7 @@ pub async fn token(
     let row = match hub.take_oauth_code(&client, code) {
         Ok(Some(row)) => row,
         Ok(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None),
-        Err(e) => {
-            tracing::error!(error = %e, "oauth code lookup failed");
-            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
-        }
+        Err(e) => return server_error("oauth code lookup failed", e),
     };
     if param(&form, "redirect_uri").is_some_and(|uri| uri != row.redirect_uri) {
         return oauth_error(
@@ -364,10 +369,7 @@ pub async fn token(
     }
     let (access_token, expires_in) = match hub.issue_oauth_token(&client, &row) {
         Ok(issued) => issued,
-        Err(e) => {
-            tracing::error!(error = %e, "could not store an oauth token");
-            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
-        }
+        Err(e) => return server_error("could not store an oauth token", e),
     };
     let body: Value = json!({
         "access_token": access_token,

@@ -1,20 +1,29 @@
-//! Server-rendered pages under `{base_url}hub/`: login, logout, home, spawn, spawn-pending,
-//! the "server not running" page, token and admin pages, and the redirects upstream makes
-//! for paths that reach the hub without a route. Templates are Jinja (minijinja), with
-//! upstream's form field names and element ids.
+//! Server-rendered pages under `{base_url}hub/`, a file per upstream handler module:
+//! `login` (login, logout), `spawn` (spawn and its options form, spawn-pending), `pages`
+//! (`/hub/`, home, token, the `/user/…` fallbacks, metrics), `admin`, `errors` (error pages);
+//! `session` is who is looking. Here: the template environment (Jinja via minijinja,
+//! upstream's form field names and element ids) and the route table.
 
+mod admin;
+mod errors;
+mod login;
 mod pages;
 mod session;
+mod spawn;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use minijinja::Environment;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::hub::Hub;
 
+pub use errors::{PageError, error_pages};
 pub use pages::hub_root;
 pub use session::{Session, login_cookies, logout_cookies};
 
@@ -37,8 +46,24 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("oauth.html", include_str!("web/templates/oauth.html")),
 ];
 
+/// The template environment for these `template_paths`, built once per set of paths (a
+/// process may run several hubs, as the tests do) and kept for the life of the process:
+/// templates are read from disk on first use, as upstream's Tornado loader does.
+pub fn environment(template_paths: &[PathBuf]) -> Arc<Environment<'static>> {
+    static ENVIRONMENTS: OnceLock<Mutex<HashMap<Vec<PathBuf>, Arc<Environment<'static>>>>> =
+        OnceLock::new();
+    let mut built = ENVIRONMENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    built
+        .entry(template_paths.to_vec())
+        .or_insert_with(|| Arc::new(build_environment(template_paths)))
+        .clone()
+}
+
 /// Built-in templates, overridden by files of the same name in `template_paths`.
-pub fn environment(template_paths: &[std::path::PathBuf]) -> Environment<'static> {
+fn build_environment(template_paths: &[PathBuf]) -> Environment<'static> {
     let mut env = Environment::new();
     // minijinja's HTML escaping also escapes `/`, which makes URLs in pages unreadable;
     // escape what HTML needs and leave slashes alone.
@@ -75,50 +100,7 @@ pub fn environment(template_paths: &[std::path::PathBuf]) -> Environment<'static
     env
 }
 
-/// A rendered page, or an error page with the same status.
-pub struct PageError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl PageError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
-        PageError {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<crate::hub::Error> for PageError {
-    fn from(error: crate::hub::Error) -> PageError {
-        let api = crate::api::ApiError::from(error);
-        PageError {
-            status: api.status,
-            message: api.message,
-        }
-    }
-}
-
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        let env = environment(&[]);
-        let body = render_with(
-            &env,
-            "error.html",
-            json!({
-                "status_code": self.status.as_u16(),
-                "status_message": self.status.canonical_reason().unwrap_or(""),
-                "message": self.message,
-                "base_url": "/",
-                "jhdata": {"base_url": "/"},
-            }),
-        );
-        (self.status, Html(body)).into_response()
-    }
-}
-
-fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
+pub(crate) fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
     match env
         .get_template(name)
         .and_then(|t| t.render(minijinja::value::Serde(&context)))
@@ -136,44 +118,47 @@ fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {
 
 /// Render a template with the hub's environment.
 pub fn render(hub: &Hub, name: &str, context: Value) -> String {
-    let env = environment(&hub.config().hub.template_paths);
-    render_with(&env, name, context)
+    render_with(
+        &environment(&hub.config().hub.template_paths),
+        name,
+        context,
+    )
 }
 
 /// Page routes, relative to `{base_url}hub`.
 pub fn router() -> Router<Hub> {
     Router::new()
         .route("/", get(pages::hub_root))
-        .route("/login", get(pages::login_form).post(pages::login_submit))
-        .route("/logout", get(pages::logout))
+        .route("/login", get(login::login_form).post(login::login_submit))
+        .route("/logout", get(login::logout))
         .route("/home", get(pages::home))
         .route("/token", get(pages::token_page))
-        .route("/admin", get(pages::admin_page))
+        .route("/admin", get(admin::admin_page))
         .route(
             "/spawn",
-            get(pages::spawn_self).post(pages::spawn_self_post),
+            get(spawn::spawn_self).post(spawn::spawn_self_post),
         )
         .route(
             "/spawn/{user}",
-            get(pages::spawn_user).post(pages::spawn_user_post),
+            get(spawn::spawn_user).post(spawn::spawn_user_post),
         )
         .route(
             "/spawn/{user}/{server}",
-            get(pages::spawn_named).post(pages::spawn_named_post),
+            get(spawn::spawn_named).post(spawn::spawn_named_post),
         )
-        .route("/spawn-pending/{user}", get(pages::spawn_pending_default))
+        .route("/spawn-pending/{user}", get(spawn::spawn_pending_default))
         .route(
             "/spawn-pending/{user}/{server}",
-            get(pages::spawn_pending_named),
+            get(spawn::spawn_pending_named),
         )
         .route("/user/{user}", get(pages::user_url_bare))
         .route("/user/{user}/{*rest}", axum::routing::any(pages::user_url))
         .route("/user-redirect/{*path}", get(pages::user_redirect))
-        .route("/error/{code}", get(pages::error_page))
+        .route("/error/{code}", get(errors::error_page))
         .route("/metrics", get(pages::metrics))
         .route(
             "/health",
             get(|| async { StatusCode::OK }).head(|| async { StatusCode::OK }),
         )
-        .fallback(pages::not_found)
+        .fallback(errors::not_found)
 }

@@ -1,145 +1,25 @@
-//! Request extractors shared by the API and the pages: who is asking (token or login cookie,
-//! with XSRF checks for cookie-authenticated calls), JSON bodies that fail in JupyterHub's
-//! error shape, and pagination parameters.
+//! The API's request extractors: who is asking (token or login cookie, with upstream's XSRF
+//! rule for cookie-authenticated calls, both read by `auth::cookie`), JSON bodies that fail
+//! in JupyterHub's error shape, and pagination parameters.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use serde::de::DeserializeOwned;
 
-use crate::auth::cookie::{LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE};
+use crate::auth::cookie;
 use crate::hub::{Hub, Identity};
 
 use super::error::ApiError;
 
-/// A cookie's value from the `Cookie` header.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
-
-/// `Authorization: token X` or `bearer X` (case-insensitive).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(char::is_whitespace)?;
-    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
-}
-
-pub fn now_secs() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
 /// The user's login, from the signed login cookie.
-pub fn cookie_identity(hub: &Hub, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
-    let Some(signed) = cookie(headers, LOGIN_COOKIE) else {
-        return Ok(None);
-    };
+fn cookie_identity(hub: &Hub, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
     let max_age = (hub.config().hub.cookie_max_age_days * 86400.0) as i64;
-    let Some(cookie_id) = hub
-        .secret()
-        .verify(LOGIN_COOKIE, signed, max_age, now_secs())
-    else {
+    let Some(cookie_id) = cookie::login_cookie_id(hub.secret(), headers, max_age) else {
         return Ok(None);
     };
-    let session_id = cookie(headers, SESSION_COOKIE).map(str::to_owned);
+    let session_id = cookie::session_id(headers).map(str::to_owned);
     Ok(hub.identify_cookie(&cookie_id, session_id)?)
-}
-
-/// The XSRF id for a logged-in session, as upstream: `{session_id}:{cookie_id}`.
-pub fn xsrf_id(identity: Option<&Identity>, headers: &HeaderMap, peer_ip: &str) -> String {
-    let session = cookie(headers, SESSION_COOKIE).unwrap_or("None");
-    match identity.and_then(|i| i.user()) {
-        Some(user) => format!("{session}:{}", user.cookie_id),
-        None => {
-            let agent = headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            format!(
-                "{session}:{}",
-                crate::auth::cookie::anonymous_xsrf_id(peer_ip, agent)
-            )
-        }
-    }
-}
-
-/// Whether a cookie-authenticated request carries a valid XSRF token (header, or `_xsrf`
-/// in the query or a form body already parsed by the caller).
-pub fn xsrf_ok(
-    hub: &Hub,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    form_value: Option<&str>,
-    expected_id: &str,
-) -> bool {
-    let from_header = ["x-xsrftoken", "x-csrftoken"]
-        .iter()
-        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()));
-    let from_query = query.and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "_xsrf")
-            .map(|(_, v)| v.into_owned())
-    });
-    let candidates = [
-        from_header.map(str::to_owned),
-        from_query,
-        form_value.map(str::to_owned),
-    ];
-    let cookie_token = cookie(headers, XSRF_COOKIE);
-    candidates.into_iter().flatten().any(|token| {
-        let id_ok = hub
-            .secret()
-            .xsrf_id(&token, now_secs())
-            .is_some_and(|id| id == expected_id);
-        // The token must also match the cookie when there is one (double submit).
-        let cookie_ok = cookie_token.is_none_or(|c| {
-            hub.secret()
-                .xsrf_id(c, now_secs())
-                .is_some_and(|id| id == expected_id)
-        });
-        id_ok && cookie_ok
-    })
-}
-
-/// Upstream's rule: cookie-authenticated API requests need XSRF unless they are plain
-/// navigations or safe no-cors/websocket reads.
-fn api_needs_xsrf(method: &Method, headers: &HeaderMap) -> bool {
-    if headers.get(header::UPGRADE).is_some() {
-        return false;
-    }
-    let mode = headers
-        .get("sec-fetch-mode")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let safe_method = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    match mode {
-        "" | "navigate" => !safe_method,
-        "no-cors" => {
-            let site = headers
-                .get("sec-fetch-site")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            !(safe_method && site == "same-origin")
-        }
-        _ => !matches!(*method, Method::HEAD | Method::OPTIONS),
-    }
-}
-
-/// The peer address the listener recorded, or loopback for in-process calls.
-pub fn peer_ip(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "127.0.0.1".into())
 }
 
 /// An authenticated caller of the REST API. Rejects with 403 "Missing or invalid credentials."
@@ -149,13 +29,13 @@ pub struct Auth(pub Identity);
 pub struct MaybeAuth(pub Option<Identity>);
 
 async fn resolve(parts: &Parts, hub: &Hub) -> Result<Option<Identity>, ApiError> {
-    if let Some(token) = bearer_token(&parts.headers) {
+    if let Some(token) = cookie::bearer_token(&parts.headers) {
         return Ok(hub.identify_token(token)?);
     }
     let Some(identity) = cookie_identity(hub, &parts.headers)? else {
         return Ok(None);
     };
-    if api_needs_xsrf(&parts.method, &parts.headers) {
+    if cookie::api_needs_xsrf(&parts.method, &parts.headers) {
         // A cookie-authenticated POST with a non-JSON body is treated as unauthenticated.
         let content_type = parts
             .headers
@@ -168,8 +48,15 @@ async fn resolve(parts: &Parts, hub: &Hub) -> Result<Option<Identity>, ApiError>
         {
             return Ok(None);
         }
-        let expected = xsrf_id(Some(&identity), &parts.headers, &peer_ip(parts));
-        if !xsrf_ok(hub, &parts.headers, parts.uri.query(), None, &expected) {
+        let cookie_id = identity.user().map(|u| u.cookie_id.as_str());
+        let expected = cookie::xsrf_id(cookie_id, &parts.headers, &cookie::peer_ip(parts));
+        if !cookie::xsrf_ok(
+            hub.secret(),
+            &parts.headers,
+            parts.uri.query(),
+            None,
+            &expected,
+        ) {
             return Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "'_xsrf' argument missing from POST or XSRF cookie does not match",
@@ -307,52 +194,5 @@ impl Page {
             "items": items,
             "_pagination": {"offset": self.offset, "limit": self.limit, "total": total, "next": next},
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_forms() {
-        let mut headers = HeaderMap::new();
-        for (value, expected) in [
-            ("token abc123", Some("abc123")),
-            ("Bearer abc123", Some("abc123")),
-            ("TOKEN   abc123", Some("abc123")),
-            ("Basic abc123", None),
-            ("token", None),
-        ] {
-            headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
-            assert_eq!(bearer_token(&headers), expected, "{value}");
-        }
-    }
-
-    #[test]
-    fn cookie_parsing() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            "a=1; jupyterhub-session-id=abc; q=\"x|y\""
-                .parse()
-                .expect("header"),
-        );
-        assert_eq!(cookie(&headers, "jupyterhub-session-id"), Some("abc"));
-        assert_eq!(cookie(&headers, "q"), Some("x|y"));
-        assert_eq!(cookie(&headers, "missing"), None);
-    }
-
-    #[test]
-    fn xsrf_rules() {
-        let mut headers = HeaderMap::new();
-        assert!(!api_needs_xsrf(&Method::GET, &headers));
-        assert!(api_needs_xsrf(&Method::POST, &headers));
-        headers.insert("sec-fetch-mode", "cors".parse().expect("header"));
-        assert!(api_needs_xsrf(&Method::GET, &headers));
-        headers.insert("sec-fetch-mode", "no-cors".parse().expect("header"));
-        headers.insert("sec-fetch-site", "same-origin".parse().expect("header"));
-        assert!(!api_needs_xsrf(&Method::GET, &headers));
-        assert!(api_needs_xsrf(&Method::DELETE, &headers));
     }
 }

@@ -1,14 +1,15 @@
 //! `/hub/api/users/{name}/server` and `/servers/{server}`: start, stop, the server model and
-//! the progress event stream (server-sent events, as upstream frames them).
+//! the progress event stream (server-sent events: `data: {json}` per event, as upstream).
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::hub::{Hub, Identity};
@@ -250,14 +251,12 @@ fn progress(
     } else {
         Vec::new()
     };
-    let stream = async_stream(initial, receiver);
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-accel-buffering", "no")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR)))
+    let events = progress_events(initial, receiver)
+        .map(|event| Ok::<_, Infallible>(Event::default().data(event.to_string())));
+    // Upstream keeps the stream alive with an empty line every 8 s; browsers and the
+    // single-user server read only `data:` lines, so a comment does the same.
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(8)));
+    Ok(([("x-accel-buffering", "no")], sse).into_response())
 }
 
 fn is_final(event: &Value) -> bool {
@@ -265,49 +264,88 @@ fn is_final(event: &Value) -> bool {
         || event.get("failed").and_then(Value::as_bool) == Some(true)
 }
 
-fn frame(event: &Value) -> bytes::Bytes {
-    bytes::Bytes::from(format!("data: {event}\n\n"))
+/// Where the progress stream is: replaying fixed events, or following the spawn's events.
+enum Feed {
+    Fixed(std::vec::IntoIter<Value>),
+    Following {
+        receiver: tokio::sync::watch::Receiver<Vec<Value>>,
+        sent: usize,
+        queued: std::collections::VecDeque<Value>,
+    },
+    Done,
 }
 
-fn async_stream(
+/// The events to send: `initial` if there are any (a finished or failed spawn), else each
+/// new event of the spawn as it comes, ending after the ready or failed one.
+fn progress_events(
     initial: Vec<Value>,
     receiver: Option<tokio::sync::watch::Receiver<Vec<Value>>>,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, Infallible>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-    tokio::spawn(async move {
-        if !initial.is_empty() {
-            for event in &initial {
-                if tx.send(frame(event)).await.is_err() {
-                    return;
+) -> impl futures_util::Stream<Item = Value> {
+    let feed = match (initial.is_empty(), receiver) {
+        (false, _) => Feed::Fixed(initial.into_iter()),
+        (true, Some(receiver)) => Feed::Following {
+            receiver,
+            sent: 0,
+            queued: Default::default(),
+        },
+        (true, None) => Feed::Done,
+    };
+    futures_util::stream::unfold(feed, |feed| async move {
+        match feed {
+            Feed::Fixed(mut events) => events.next().map(|event| (event, Feed::Fixed(events))),
+            Feed::Following {
+                mut receiver,
+                mut sent,
+                mut queued,
+            } => loop {
+                if let Some(event) = queued.pop_front() {
+                    let next = if is_final(&event) {
+                        Feed::Done
+                    } else {
+                        Feed::Following {
+                            receiver,
+                            sent,
+                            queued,
+                        }
+                    };
+                    return Some((event, next));
                 }
-            }
-            return;
+                let events = receiver.borrow_and_update().clone();
+                queued.extend(events.iter().skip(sent).cloned());
+                sent = sent.max(events.len());
+                if queued.is_empty() && receiver.changed().await.is_err() {
+                    return None;
+                }
+            },
+            Feed::Done => None,
         }
-        let Some(mut receiver) = receiver else { return };
-        let mut sent = 0;
-        loop {
-            let events = receiver.borrow_and_update().clone();
-            for event in events.iter().skip(sent) {
-                if tx.send(frame(event)).await.is_err() {
-                    return;
-                }
-                if is_final(event) {
-                    return;
-                }
-            }
-            sent = events.len();
-            tokio::select! {
-                changed = receiver.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(Duration::from_secs(8)) => {
-                    if tx.send(bytes::Bytes::from_static(b"\n\n")).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
-    )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn progress_follows_events_until_ready() {
+        let (tx, rx) = tokio::sync::watch::channel(vec![json!({"progress": 10})]);
+        let stream = progress_events(Vec::new(), Some(rx));
+        let feeder = tokio::spawn(async move {
+            tx.send_modify(|events| events.push(json!({"progress": 50})));
+            tx.send_modify(|events| events.push(json!({"progress": 100, "ready": true})));
+            tx.send_modify(|events| events.push(json!({"after": "ready"})));
+            tx
+        });
+        let events: Vec<Value> = stream.collect().await;
+        let _tx = feeder.await.expect("feeder");
+        assert_eq!(events.first(), Some(&json!({"progress": 10})));
+        assert_eq!(
+            events.last(),
+            Some(&json!({"progress": 100, "ready": true}))
+        );
+        let fixed: Vec<Value> = progress_events(vec![json!({"failed": true})], None)
+            .collect()
+            .await;
+        assert_eq!(fixed, vec![json!({"failed": true})]);
+    }
 }

@@ -1,11 +1,15 @@
-//! The cookie secret and the values signed with it: the login cookie and XSRF tokens, in
-//! Tornado's signed-value v2 format as JupyterHub writes them (so the format is documented
-//! and a signed cookie from one hub process is valid in the next).
+//! Everything about the credentials a request carries, in one place: the cookie secret and
+//! the values signed with it (the login cookie and XSRF tokens, in Tornado's signed-value v2
+//! format as JupyterHub writes them, so a signed cookie from one hub process is valid in the
+//! next), reading cookies and `Authorization` from headers, XSRF ids and checks (upstream's
+//! rules for pages and for the API), and the `Set-Cookie` values of login, logout and pages.
+//! It knows no `Hub`: the API's and the pages' extractors pass the secret and settings in.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -178,6 +182,194 @@ pub fn anonymous_xsrf_id(ip: &str, user_agent: &str) -> String {
     URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
+/// A cookie's value from the `Cookie` header.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The session id the browser holds, if any.
+pub fn session_id(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The peer address the listener recorded, or loopback for in-process calls.
+pub fn peer_ip(parts: &axum::http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
+
+/// `Authorization: token X` or `bearer X` (case-insensitive).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(char::is_whitespace)?;
+    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
+}
+
+pub fn now_secs() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// The user's `cookie_id` from the signed login cookie, if genuine and younger than
+/// `max_age_secs`.
+pub fn login_cookie_id(
+    secret: &CookieSecret,
+    headers: &HeaderMap,
+    max_age_secs: i64,
+) -> Option<String> {
+    let signed = cookie(headers, LOGIN_COOKIE)?;
+    secret.verify(LOGIN_COOKIE, signed, max_age_secs, now_secs())
+}
+
+/// The XSRF id, as upstream: `{session_id}:{cookie_id}` for a logged-in user (`cookie_id`),
+/// else the session and a hash of the peer address and user agent.
+pub fn xsrf_id(cookie_id: Option<&str>, headers: &HeaderMap, peer_ip: &str) -> String {
+    let session = session_id(headers).unwrap_or("None");
+    match cookie_id {
+        Some(cookie_id) => format!("{session}:{cookie_id}"),
+        None => {
+            let agent = headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("{session}:{}", anonymous_xsrf_id(peer_ip, agent))
+        }
+    }
+}
+
+/// The XSRF token a page embeds: the browser's own while it is valid for this id (so open
+/// tabs keep working), else a new one.
+pub fn page_xsrf_token(secret: &CookieSecret, headers: &HeaderMap, xsrf_id: &str) -> String {
+    cookie(headers, XSRF_COOKIE)
+        .filter(|t| secret.xsrf_id(t, now_secs()).is_some_and(|i| i == xsrf_id))
+        .map(str::to_owned)
+        .unwrap_or_else(|| secret.xsrf_token(xsrf_id, now_secs()))
+}
+
+/// Whether a cookie-authenticated request carries a valid XSRF token (header, or `_xsrf`
+/// in the query or a form body already parsed by the caller).
+pub fn xsrf_ok(
+    secret: &CookieSecret,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    form_value: Option<&str>,
+    expected_id: &str,
+) -> bool {
+    let from_header = ["x-xsrftoken", "x-csrftoken"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()));
+    let from_query = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "_xsrf")
+            .map(|(_, v)| v.into_owned())
+    });
+    let candidates = [
+        from_header.map(str::to_owned),
+        from_query,
+        form_value.map(str::to_owned),
+    ];
+    let cookie_token = cookie(headers, XSRF_COOKIE);
+    candidates.into_iter().flatten().any(|token| {
+        let id_ok = secret
+            .xsrf_id(&token, now_secs())
+            .is_some_and(|id| id == expected_id);
+        // The token must also match the cookie when there is one (double submit).
+        let cookie_ok = cookie_token.is_none_or(|c| {
+            secret
+                .xsrf_id(c, now_secs())
+                .is_some_and(|id| id == expected_id)
+        });
+        id_ok && cookie_ok
+    })
+}
+
+/// Upstream's rule: cookie-authenticated API requests need XSRF unless they are plain
+/// navigations or safe no-cors/websocket reads.
+pub fn api_needs_xsrf(method: &Method, headers: &HeaderMap) -> bool {
+    if headers.get(header::UPGRADE).is_some() {
+        return false;
+    }
+    let mode = headers
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let safe_method = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    match mode {
+        "" | "navigate" => !safe_method,
+        "no-cors" => {
+            let site = headers
+                .get("sec-fetch-site")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            !(safe_method && site == "same-origin")
+        }
+        _ => !matches!(*method, Method::HEAD | Method::OPTIONS),
+    }
+}
+
+/// `Set-Cookie` for the XSRF token, set on every page so forms and scripts have it; an
+/// anonymous visitor's lasts an hour.
+pub fn xsrf_set_cookie(token: &str, base_url: &str, logged_in: bool, secure: bool) -> HeaderValue {
+    let max_age = if logged_in { "" } else { "; Max-Age=3600" };
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{XSRF_COOKIE}={token}; Path={base_url}hub/; SameSite=Lax{max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Cookies set at login: the signed login cookie, a session id (the browser's own if it has
+/// one), and a fresh XSRF token.
+pub fn login_set_cookies(
+    secret: &CookieSecret,
+    cookie_id: &str,
+    existing_session: Option<&str>,
+    base_url: &str,
+    max_age_secs: i64,
+    secure: bool,
+) -> Vec<HeaderValue> {
+    let secure_attr = if secure { "; Secure" } else { "" };
+    let base = base_url;
+    let signed = secret.sign(LOGIN_COOKIE, cookie_id, now_secs());
+    let session_id = existing_session
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let xsrf = secret.xsrf_token(&format!("{session_id}:{cookie_id}"), now_secs());
+    [
+        format!("{LOGIN_COOKIE}=\"{signed}\"; Path={base}hub/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure_attr}"),
+        format!("{SESSION_COOKIE}={session_id}; Path={base}; HttpOnly; SameSite=Lax{secure_attr}"),
+        format!("{XSRF_COOKIE}={xsrf}; Path={base}hub/; SameSite=Lax{secure_attr}"),
+    ]
+    .into_iter()
+    .filter_map(|c| HeaderValue::from_str(&c).ok())
+    .collect()
+}
+
+/// Cookies cleared at logout.
+pub fn logout_set_cookies(base_url: &str) -> Vec<HeaderValue> {
+    let base = base_url;
+    [
+        format!("{LOGIN_COOKIE}=; Path={base}hub/; HttpOnly; Max-Age=0"),
+        format!("{SESSION_COOKIE}=; Path={base}; HttpOnly; Max-Age=0"),
+        format!("{XSRF_COOKIE}=; Path={base}hub/; Max-Age=0"),
+        format!("jupyterhub-services=; Path={base}services/; Max-Age=0"),
+    ]
+    .into_iter()
+    .filter_map(|c| HeaderValue::from_str(&c).ok())
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +445,47 @@ mod tests {
         let from_env = CookieSecret::load(&path, Some("00ff")).expect("env wins");
         assert_eq!(from_env.0, vec![0, 255]);
         assert!(CookieSecret::load(&path, Some("zz")).is_err());
+    }
+
+    #[test]
+    fn bearer_forms() {
+        let mut headers = HeaderMap::new();
+        for (value, expected) in [
+            ("token abc123", Some("abc123")),
+            ("Bearer abc123", Some("abc123")),
+            ("TOKEN   abc123", Some("abc123")),
+            ("Basic abc123", None),
+            ("token", None),
+        ] {
+            headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
+            assert_eq!(bearer_token(&headers), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; jupyterhub-session-id=abc; q=\"x|y\""
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(cookie(&headers, "jupyterhub-session-id"), Some("abc"));
+        assert_eq!(cookie(&headers, "q"), Some("x|y"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn xsrf_rules() {
+        let mut headers = HeaderMap::new();
+        assert!(!api_needs_xsrf(&Method::GET, &headers));
+        assert!(api_needs_xsrf(&Method::POST, &headers));
+        headers.insert("sec-fetch-mode", "cors".parse().expect("header"));
+        assert!(api_needs_xsrf(&Method::GET, &headers));
+        headers.insert("sec-fetch-mode", "no-cors".parse().expect("header"));
+        headers.insert("sec-fetch-site", "same-origin".parse().expect("header"));
+        assert!(!api_needs_xsrf(&Method::GET, &headers));
+        assert!(api_needs_xsrf(&Method::DELETE, &headers));
     }
 }

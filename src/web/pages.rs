@@ -1,22 +1,23 @@
-//! Page handlers, each named after the upstream handler it serves.
+//! Upstream's `pages.py`: `/hub/` and where it sends you, home, the token page, the
+//! `/hub/user/…` and `/hub/user-redirect/…` fallbacks for servers without a route, and
+//! metrics; with the helpers every page handler shares (rendering, redirects, `next`).
 
 use std::time::Duration;
 
-use axum::Form;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::extract::cookie;
-use crate::auth::cookie::SESSION_COOKIE;
-use crate::hub::{Hub, Outcome};
+use crate::auth::cookie::bearer_token;
+use crate::hub::{self, Hub};
 use crate::rbac::Resource;
 
-use super::session::{Session, login_cookies, logout_cookies, session_id, set_cookies};
+use super::session::Session;
+use super::spawn::{pending_path, spawn_path, with_next};
 use super::{PageError, render};
 
-fn page(
+pub(super) fn page(
     hub: &Hub,
     session: &Session,
     status: StatusCode,
@@ -31,7 +32,7 @@ fn page(
     response
 }
 
-fn found(location: &str) -> Response {
+pub(super) fn found(location: &str) -> Response {
     // 302, as upstream (axum's Redirect::to is 303).
     let mut response = StatusCode::FOUND.into_response();
     if let Ok(value) = HeaderValue::from_str(location) {
@@ -40,7 +41,7 @@ fn found(location: &str) -> Response {
     response
 }
 
-fn encode(value: &str) -> String {
+pub(super) fn encode(value: &str) -> String {
     // Python's `quote(value, safe='')`: everything but unreserved characters.
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
@@ -50,7 +51,7 @@ fn encode(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, SET).to_string()
 }
 
-fn login_redirect(hub: &Hub, next: &str) -> Response {
+pub(super) fn login_redirect(hub: &Hub, next: &str) -> Response {
     found(&format!(
         "{}hub/login?next={}",
         hub.base_url(),
@@ -105,15 +106,13 @@ pub fn validate_next_url(next: &str, host: Option<&str>) -> String {
     next
 }
 
-fn query_value(query: &Option<String>, key: &str) -> Option<String> {
-    query.as_deref().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.into_owned())
-    })
+/// `?next=…`, the one query parameter most pages read.
+#[derive(serde::Deserialize, Default)]
+pub struct NextQuery {
+    pub next: Option<String>,
 }
 
-fn host(session: &Session) -> Option<&str> {
+pub(super) fn host(session: &Session) -> Option<&str> {
     session
         .headers
         .get(header::HOST)
@@ -122,7 +121,7 @@ fn host(session: &Session) -> Option<&str> {
 
 /// Where to go after login or from `/hub/`: a valid `next`, else `default_url`, else the
 /// user's running server or the spawn page (`redirect_to_server`), else home.
-fn next_url(hub: &Hub, session: &Session, next: Option<&str>) -> String {
+pub(super) fn next_url(hub: &Hub, session: &Session, next: Option<&str>) -> String {
     let validated = next
         .map(|n| validate_next_url(n, host(session)))
         .unwrap_or_default();
@@ -152,129 +151,13 @@ pub async fn hub_root(State(hub): State<Hub>, session: Session) -> Response {
     found(&next_url(&hub, &session, None))
 }
 
-/// `GET /hub/login`.
-pub async fn login_form(
-    State(hub): State<Hub>,
-    session: Session,
-    RawQuery(query): RawQuery,
-) -> Response {
-    if session.identity.is_some() {
-        return found(&next_url(
-            &hub,
-            &session,
-            query_value(&query, "next").as_deref(),
-        ));
-    }
-    if !hub.has_login_form() {
-        return PageError::new(
-            StatusCode::NOT_FOUND,
-            "This hub has no login page; use an API token.",
-        )
-        .into_response();
-    }
-    let next = query_value(&query, "next").unwrap_or_default();
-    let login_url = format!("{}hub/login?next={}", hub.base_url(), encode(&next));
-    page(
-        &hub,
-        &session,
-        StatusCode::OK,
-        "login.html",
-        json!({"login_url": login_url, "username": ""}),
-    )
-}
-
-#[derive(serde::Deserialize)]
-pub struct LoginForm {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    #[serde(rename = "_xsrf")]
-    xsrf: Option<String>,
-}
-
-/// `POST /hub/login`.
-pub async fn login_submit(
-    State(hub): State<Hub>,
-    session: Session,
-    RawQuery(query): RawQuery,
-    Form(form): Form<LoginForm>,
-) -> Response {
-    let next = query_value(&query, "next").unwrap_or_default();
-    let login_url = format!("{}hub/login?next={}", hub.base_url(), encode(&next));
-    let rerender = |status: StatusCode, error: &str| {
-        page(
-            &hub,
-            &session,
-            status,
-            "login.html",
-            json!({"login_url": login_url, "username": form.username, "login_error": error}),
-        )
-    };
-    if !session.check_form_xsrf(&hub, form.xsrf.as_deref()) {
-        return rerender(
-            StatusCode::FORBIDDEN,
-            "Login form invalid or expired. Try again.",
-        );
-    }
-    match hub
-        .login(&form.username, &form.password, &session.peer_ip)
-        .await
-    {
-        Ok(user) => {
-            let existing = cookie(&session.headers, SESSION_COOKIE).map(str::to_owned);
-            let secure = session.secure;
-            let mut logged_in = session;
-            logged_in.identity = hub
-                .identify_cookie(&user.cookie_id, existing.clone())
-                .ok()
-                .flatten();
-            let target = next_url(&hub, &logged_in, Some(&next));
-            let mut response = found(&target);
-            set_cookies(
-                &mut response,
-                login_cookies(&hub, &user.cookie_id, existing.as_deref(), secure),
-            );
-            response
-        }
-        Err(crate::hub::Error::TooManyRequests { message, .. }) => {
-            rerender(StatusCode::TOO_MANY_REQUESTS, &message)
-        }
-        Err(crate::hub::Error::Auth(crate::auth::Error::NotAllowed(_))) => {
-            rerender(StatusCode::FORBIDDEN, "Invalid username or password")
-        }
-        Err(crate::hub::Error::Auth(
-            crate::auth::Error::InvalidCredentials | crate::auth::Error::InvalidName { .. },
-        )) => rerender(StatusCode::FORBIDDEN, "Invalid username or password"),
-        Err(e) => {
-            tracing::error!(error = %e, "login failed");
-            rerender(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Login failed for an internal reason; see the hub's log.",
-            )
-        }
-    }
-}
-
-/// `GET /hub/logout`: revokes this session's tokens and clears the cookies.
-pub async fn logout(State(hub): State<Hub>, session: Session) -> Response {
-    if let Some(user) = session.identity.as_ref().and_then(|i| i.user()) {
-        if let Err(e) = hub
-            .logout(user, session_id(&session.headers).as_deref())
-            .await
-        {
-            tracing::warn!(error = %e, "logout cleanup failed");
-        }
-        tracing::info!(user = %user.name, "user logged out");
-    }
-    let mut response = found(&format!("{}hub/login", hub.base_url()));
-    set_cookies(&mut response, logout_cookies(&hub));
-    response
-}
-
 // The error is the redirect to send; pages return it at once, so its size does not matter.
 #[allow(clippy::result_large_err)]
-fn require_user(hub: &Hub, session: &Session, uri: &Uri) -> Result<crate::hub::UserRow, Response> {
+pub(super) fn require_user(
+    hub: &Hub,
+    session: &Session,
+    uri: &Uri,
+) -> Result<crate::hub::UserRow, Response> {
     match session.identity.as_ref().and_then(|i| i.user()) {
         Some(user) => Ok(user.clone()),
         None => Err(login_redirect(
@@ -331,419 +214,6 @@ pub async fn token_page(State(hub): State<Hub>, session: Session, uri: Uri) -> R
     page(&hub, &session, StatusCode::OK, "token.html", json!({}))
 }
 
-/// `GET /hub/admin` (admin-ui).
-pub async fn admin_page(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-) -> Result<Response, PageError> {
-    if let Err(redirect) = require_user(&hub, &session, &uri) {
-        return Ok(redirect);
-    }
-    let allowed = session
-        .identity
-        .as_ref()
-        .is_some_and(|i| i.scopes.has("admin-ui"));
-    if !allowed {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "You do not have permission to view the admin page (admin-ui).",
-        ));
-    }
-    Ok(page(
-        &hub,
-        &session,
-        StatusCode::OK,
-        "admin.html",
-        json!({"allow_named_servers": hub.config().hub.allow_named_servers}),
-    ))
-}
-
-fn spawn_path(hub: &Hub, user: &str, server: &str) -> String {
-    if server.is_empty() {
-        format!(
-            "{}hub/spawn/{}",
-            hub.base_url(),
-            crate::hub::escape_path(user)
-        )
-    } else {
-        format!(
-            "{}hub/spawn/{}/{}",
-            hub.base_url(),
-            crate::hub::escape_path(user),
-            crate::hub::escape_path(server)
-        )
-    }
-}
-
-fn pending_path(hub: &Hub, user: &str, server: &str) -> String {
-    spawn_path(hub, user, server).replacen("hub/spawn/", "hub/spawn-pending/", 1)
-}
-
-fn with_next(path: String, next: Option<&str>) -> String {
-    match next.filter(|n| !n.is_empty()) {
-        Some(next) => format!("{path}?next={}", encode(next)),
-        None => path,
-    }
-}
-
-/// Shared by GET and POST `/hub/spawn[/{user}[/{server}]]`.
-async fn spawn_page(
-    hub: Hub,
-    session: Session,
-    uri: Uri,
-    user: Option<String>,
-    server: String,
-    form: Option<Value>,
-    query: Option<String>,
-) -> Result<Response, PageError> {
-    let me = match require_user(&hub, &session, &uri) {
-        Ok(user) => user,
-        Err(redirect) => return Ok(redirect),
-    };
-    let identity = session
-        .identity
-        .as_ref()
-        .ok_or_else(|| PageError::new(StatusCode::FORBIDDEN, "not logged in"))?;
-    let user_name = user.unwrap_or_else(|| me.name.clone());
-    let owner = hub
-        .user(&user_name)
-        .map_err(|_| PageError::new(StatusCode::NOT_FOUND, format!("No such user: {user_name}")))?;
-    let groups = hub.user_groups(&owner)?;
-    let resource = Resource::Server {
-        user: &owner.name,
-        server: &server,
-        groups: &groups,
-    };
-    if !identity.allows("servers", &resource) && !identity.allows("start:servers", &resource) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            format!("You do not have permission to start {user_name}'s server"),
-        ));
-    }
-    let next = query_value(&query, "next")
-        .map(|n| validate_next_url(&n, host(&session)))
-        .filter(|n| !n.is_empty());
-    let key = (owner.id, server.clone());
-    if hub.server_ready(&key) && hub.server_pending(&key).is_none() {
-        return Ok(found(
-            &next.unwrap_or_else(|| hub.server_url(&owner.name, &server)),
-        ));
-    }
-    if hub.server_pending(&key).is_some() {
-        return Ok(found(&with_next(
-            pending_path(&hub, &owner.name, &server),
-            next.as_deref(),
-        )));
-    }
-    let options = match (&hub.config().spawner.options_form, form) {
-        (Some(options_form), None) if !options_form.trim().is_empty() => {
-            return Ok(page(
-                &hub,
-                &session,
-                StatusCode::OK,
-                "spawn.html",
-                json!({
-                    "options_form": options_form,
-                    "spawn_url": uri.path_and_query().map(|p| p.as_str()).unwrap_or(""),
-                }),
-            ));
-        }
-        (_, Some(form)) => Some(form),
-        _ => None,
-    };
-    // Upstream waits up to a second, then shows the progress page.
-    match tokio::time::timeout(
-        Duration::from_secs(1),
-        hub.start_server(&owner.name, &server, options),
-    )
-    .await
-    {
-        Ok(Ok(Outcome::Done)) => Ok(found(
-            &next.unwrap_or_else(|| hub.server_url(&owner.name, &server)),
-        )),
-        Ok(Ok(Outcome::Pending)) | Err(_) => Ok(found(&with_next(
-            pending_path(&hub, &owner.name, &server),
-            next.as_deref(),
-        ))),
-        Ok(Err(e)) => {
-            if let Some(form) = &hub.config().spawner.options_form {
-                let api = crate::api::ApiError::from(e);
-                return Ok(page(
-                    &hub,
-                    &session,
-                    api.status,
-                    "spawn.html",
-                    json!({
-                        "options_form": form, "error": api.message,
-                        "spawn_url": uri.path_and_query().map(|p| p.as_str()).unwrap_or(""),
-                    }),
-                ));
-            }
-            Err(e.into())
-        }
-    }
-}
-
-/// Form fields → user_options, as upstream's `options_from_form` with `'simple'`: single
-/// values unpacked, checkbox `on` → true.
-fn options_from_form(fields: Vec<(String, String)>) -> (Value, Option<String>) {
-    let mut map = serde_json::Map::new();
-    let mut xsrf = None;
-    for (key, value) in fields {
-        if key == "_xsrf" {
-            xsrf = Some(value);
-            continue;
-        }
-        let entry = map.entry(key).or_insert_with(|| json!([]));
-        if let Some(list) = entry.as_array_mut() {
-            list.push(json!(value));
-        }
-    }
-    for value in map.values_mut() {
-        if let Some(list) = value.as_array()
-            && list.len() == 1
-        {
-            let single = list[0].clone();
-            *value = if single == json!("on") {
-                json!(true)
-            } else {
-                single
-            };
-        }
-    }
-    (Value::Object(map), xsrf)
-}
-
-async fn read_form(
-    session: &Session,
-    hub: &Hub,
-    body: axum::body::Bytes,
-) -> Result<Value, PageError> {
-    let content_type = session
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let fields: Vec<(String, String)> = if content_type.starts_with("multipart/form-data") {
-        parse_multipart(content_type, &body)
-    } else {
-        form_urlencoded::parse(&body).into_owned().collect()
-    };
-    let (options, xsrf) = options_from_form(fields);
-    if !session.check_form_xsrf(hub, xsrf.as_deref()) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "XSRF cookie does not match POST argument",
-        ));
-    }
-    Ok(options)
-}
-
-/// Minimal multipart/form-data reader for the spawn form (text fields only).
-fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(String, String)> {
-    let Some(boundary) = content_type
-        .split("boundary=")
-        .nth(1)
-        .map(|b| b.trim_matches('"').to_owned())
-    else {
-        return Vec::new();
-    };
-    let text = String::from_utf8_lossy(body);
-    let delimiter = format!("--{boundary}");
-    let mut fields = Vec::new();
-    for part in text.split(&delimiter).skip(1) {
-        let Some((head, value)) = part.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let Some(name) = head
-            .split("name=\"")
-            .nth(1)
-            .and_then(|n| n.split('"').next())
-        else {
-            continue;
-        };
-        if head.contains("filename=") {
-            continue;
-        }
-        fields.push((
-            name.to_owned(),
-            value
-                .trim_end_matches("\r\n")
-                .trim_end_matches("--")
-                .trim_end_matches("\r\n")
-                .to_owned(),
-        ));
-    }
-    fields
-}
-
-pub async fn spawn_self(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-) -> Result<Response, PageError> {
-    spawn_page(hub, session, uri, None, String::new(), None, query).await
-}
-
-pub async fn spawn_self_post(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
-) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, body).await?;
-    spawn_page(hub, session, uri, None, String::new(), Some(form), query).await
-}
-
-pub async fn spawn_user(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path(user): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, PageError> {
-    spawn_page(hub, session, uri, Some(user), String::new(), None, query).await
-}
-
-pub async fn spawn_user_post(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path(user): Path<String>,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
-) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, body).await?;
-    spawn_page(
-        hub,
-        session,
-        uri,
-        Some(user),
-        String::new(),
-        Some(form),
-        query,
-    )
-    .await
-}
-
-pub async fn spawn_named(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path((user, server)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, PageError> {
-    spawn_page(hub, session, uri, Some(user), server, None, query).await
-}
-
-pub async fn spawn_named_post(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path((user, server)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
-) -> Result<Response, PageError> {
-    let form = read_form(&session, &hub, body).await?;
-    spawn_page(hub, session, uri, Some(user), server, Some(form), query).await
-}
-
-async fn spawn_pending(
-    hub: Hub,
-    session: Session,
-    uri: Uri,
-    user: String,
-    server: String,
-    query: Option<String>,
-) -> Result<Response, PageError> {
-    if let Err(redirect) = require_user(&hub, &session, &uri) {
-        return Ok(redirect);
-    }
-    let identity = session
-        .identity
-        .as_ref()
-        .ok_or_else(|| PageError::new(StatusCode::FORBIDDEN, "not logged in"))?;
-    let owner = hub
-        .user(&user)
-        .map_err(|_| PageError::new(StatusCode::NOT_FOUND, format!("No such user: {user}")))?;
-    let groups = hub.user_groups(&owner)?;
-    if !identity.allows(
-        "servers",
-        &Resource::Server {
-            user: &owner.name,
-            server: &server,
-            groups: &groups,
-        },
-    ) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            format!("You do not have permission to view {user}'s server"),
-        ));
-    }
-    let key = (owner.id, server.clone());
-    let next = query_value(&query, "next")
-        .map(|n| validate_next_url(&n, host(&session)))
-        .filter(|n| !n.is_empty());
-    let server_url = hub.server_url(&owner.name, &server);
-    if hub.server_ready(&key) && hub.server_pending(&key).is_none() {
-        return Ok(found(&next.unwrap_or(server_url)));
-    }
-    if hub.server_pending(&key) == Some("spawn") {
-        let progress_url = format!(
-            "{}?_xsrf={}",
-            hub.progress_url(&owner.name, &server),
-            encode(&session.xsrf_token)
-        );
-        return Ok(page(
-            &hub,
-            &session,
-            StatusCode::OK,
-            "spawn_pending.html",
-            json!({
-                "progress_url": progress_url, "next_url": next.unwrap_or(server_url),
-            }),
-        ));
-    }
-    let row = hub.server_record(&owner, &server)?;
-    let failure = row.and_then(|r| r.last_failure);
-    let spawn_url = with_next(spawn_path(&hub, &owner.name, &server), next.as_deref());
-    let status = if failure.is_some() {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
-    Ok(page(
-        &hub,
-        &session,
-        status,
-        "not_running.html",
-        json!({"failure": failure, "spawn_url": spawn_url, "server_name": server}),
-    ))
-}
-
-pub async fn spawn_pending_default(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path(user): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, PageError> {
-    spawn_pending(hub, session, uri, user, String::new(), query).await
-}
-
-pub async fn spawn_pending_named(
-    State(hub): State<Hub>,
-    session: Session,
-    uri: Uri,
-    Path((user, server)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, PageError> {
-    spawn_pending(hub, session, uri, user, server, query).await
-}
-
 /// `GET /hub/user/{user}` → add the slash.
 pub async fn user_url_bare(State(hub): State<Hub>, Path(user): Path<String>) -> Response {
     found(&format!(
@@ -762,7 +232,7 @@ pub async fn user_url(
     Path((user, rest)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let token_identity = match crate::api::extract::bearer_token(&session.headers) {
+    let token_identity = match bearer_token(&session.headers) {
         Some(token) => hub.identify_token(token)?,
         None => None,
     };
@@ -775,12 +245,7 @@ pub async fn user_url(
             ));
         }
     };
-    let owner = hub.user(&user).map_err(|_| {
-        PageError::new(
-            StatusCode::NOT_FOUND,
-            "No access to resources or resources not found",
-        )
-    })?;
+    let owner = hub.user(&user).map_err(|_| hub::Error::NoAccess)?;
     let groups = hub.user_groups(&owner)?;
     let first = rest.split('/').next().unwrap_or("").to_owned();
     let spawners = hub.server_records(&owner)?;
@@ -800,10 +265,7 @@ pub async fn user_url(
             groups: &groups,
         },
     ) {
-        return Err(PageError::new(
-            StatusCode::NOT_FOUND,
-            "No access to resources or resources not found",
-        ));
+        return Err(hub::Error::NoAccess.into());
     }
     let key = (owner.id, server.clone());
     let original = format!(
@@ -820,8 +282,14 @@ pub async fn user_url(
         && hub.server_pending(&key).is_none()
         && method == axum::http::Method::GET
     {
-        let redirects: u32 = query_value(&query, "redirects")
-            .and_then(|v| v.parse().ok())
+        let mut pairs: Vec<(String, String)> = query
+            .as_deref()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let redirects: u32 = pairs
+            .iter()
+            .find(|(k, _)| k == "redirects")
+            .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         if redirects >= hub.config().hub.user_redirect_limit {
             return Err(PageError::new(
@@ -832,15 +300,7 @@ pub async fn user_url(
         if redirects >= 1 {
             tokio::time::sleep(Duration::from_secs(2u64.pow(redirects).min(10))).await;
         }
-        let mut pairs: Vec<(String, String)> = query
-            .as_deref()
-            .map(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .filter(|(k, _)| k != "redirects")
-                    .collect()
-            })
-            .unwrap_or_default();
+        pairs.retain(|(k, _)| k != "redirects");
         pairs.push(("redirects".into(), (redirects + 1).to_string()));
         let encoded = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
@@ -912,16 +372,13 @@ pub async fn user_redirect(
 /// `authenticate_prometheus = false`.
 pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Response, PageError> {
     if hub.config().hub.authenticate_prometheus {
-        let identity = match crate::api::extract::bearer_token(&session.headers) {
+        let identity = match bearer_token(&session.headers) {
             Some(token) => hub.identify_token(token)?,
             None => session.identity.clone(),
         };
         let allowed = identity.is_some_and(|i| i.allows("read:metrics", &Resource::Hub));
         if !allowed {
-            return Err(PageError::new(
-                StatusCode::FORBIDDEN,
-                "read:metrics is required",
-            ));
+            return Err(hub::Error::Forbidden("read:metrics is required".into()).into());
         }
     }
     hub.refresh_gauges();
@@ -933,29 +390,6 @@ pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Respons
         hub.metrics().encode(),
     )
         .into_response())
-}
-
-/// `/hub/error/{code}`: the proxy's error target.
-pub async fn error_page(
-    Path(code): Path<u16>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> PageError {
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let url = query
-        .iter()
-        .find(|(k, _)| k == "url")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    let message = if code == 503 {
-        format!("Your server at {url} appears to be down. Try restarting it from the hub.")
-    } else {
-        format!("Error {code} for {url}")
-    };
-    PageError::new(status, message)
-}
-
-pub async fn not_found(uri: Uri) -> PageError {
-    PageError::new(StatusCode::NOT_FOUND, format!("No page at {}", uri.path()))
 }
 
 #[cfg(test)]
@@ -978,21 +412,5 @@ mod tests {
         ] {
             assert_eq!(validate_next_url(input, host), expected, "{input}");
         }
-    }
-
-    #[test]
-    fn form_options_simple() {
-        let (options, xsrf) = options_from_form(vec![
-            ("_xsrf".into(), "t".into()),
-            ("image".into(), "big".into()),
-            ("gpu".into(), "on".into()),
-            ("tags".into(), "a".into()),
-            ("tags".into(), "b".into()),
-        ]);
-        assert_eq!(xsrf.as_deref(), Some("t"));
-        assert_eq!(
-            options,
-            json!({"image": "big", "gpu": true, "tags": ["a", "b"]})
-        );
     }
 }

@@ -1,14 +1,13 @@
 //! The browser session of a page request: the logged-in user (from the signed login
-//! cookie), the session id, the XSRF token to embed in forms, and the cookies set at
-//! login and cleared at logout.
+//! cookie), the XSRF token to embed in forms, and the common template context. The cookie
+//! formats and XSRF rules themselves are `auth::cookie`'s; this only applies them to a `Hub`.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 
-use crate::api::extract::{cookie, cookie_identity, now_secs, peer_ip, xsrf_id};
-use crate::auth::cookie::{LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE};
+use crate::auth::cookie;
 use crate::hub::{Hub, Identity};
 use crate::rbac::Resource;
 
@@ -27,15 +26,20 @@ pub struct Session {
 impl FromRequestParts<Hub> for Session {
     type Rejection = PageError;
     async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Self::Rejection> {
-        let identity = cookie_identity(hub, &parts.headers)
-            .map_err(|e| PageError::new(e.status, e.message))?;
-        let peer = peer_ip(parts);
-        let id = xsrf_id(identity.as_ref(), &parts.headers, &peer);
-        // Reuse the browser's token while it is valid for this id, so open tabs keep working.
-        let token = cookie(&parts.headers, XSRF_COOKIE)
-            .filter(|t| hub.secret().xsrf_id(t, now_secs()).is_some_and(|i| i == id))
-            .map(str::to_owned)
-            .unwrap_or_else(|| hub.secret().xsrf_token(&id, now_secs()));
+        let identity = match cookie::login_cookie_id(hub.secret(), &parts.headers, max_age(hub)) {
+            Some(cookie_id) => {
+                let session_id = cookie::session_id(&parts.headers).map(str::to_owned);
+                hub.identify_cookie(&cookie_id, session_id)?
+            }
+            None => None,
+        };
+        let peer = cookie::peer_ip(parts);
+        let cookie_id = identity
+            .as_ref()
+            .and_then(|i| i.user())
+            .map(|u| u.cookie_id.as_str());
+        let id = cookie::xsrf_id(cookie_id, &parts.headers, &peer);
+        let token = cookie::page_xsrf_token(hub.secret(), &parts.headers, &id);
         let secure = parts
             .headers
             .get("x-forwarded-proto")
@@ -93,24 +97,28 @@ impl Session {
 
     /// `Set-Cookie` for the XSRF token, set on every page so forms and scripts have it.
     pub fn xsrf_cookie(&self, hub: &Hub) -> HeaderValue {
-        let max_age = if self.identity.is_some() {
-            String::new()
-        } else {
-            "; Max-Age=3600".to_owned()
-        };
-        let secure = if self.secure { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!(
-            "{XSRF_COOKIE}={}; Path={}hub/; SameSite=Lax{max_age}{secure}",
-            self.xsrf_token,
-            hub.base_url()
-        ))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+        cookie::xsrf_set_cookie(
+            &self.xsrf_token,
+            hub.base_url(),
+            self.identity.is_some(),
+            self.secure,
+        )
     }
 
     /// Whether a submitted form carries the right XSRF token.
     pub fn check_form_xsrf(&self, hub: &Hub, form_value: Option<&str>) -> bool {
-        crate::api::extract::xsrf_ok(hub, &self.headers, None, form_value, &self.xsrf_id)
+        cookie::xsrf_ok(hub.secret(), &self.headers, None, form_value, &self.xsrf_id)
     }
+
+    /// The session id the browser holds, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        cookie::session_id(&self.headers)
+    }
+}
+
+/// How long a login lasts (`cookie_max_age_days`), in seconds.
+fn max_age(hub: &Hub) -> i64 {
+    (hub.config().hub.cookie_max_age_days * 86400.0) as i64
 }
 
 /// Cookies set at login: the signed login cookie, a session id, and a fresh XSRF token.
@@ -120,43 +128,19 @@ pub fn login_cookies(
     existing_session: Option<&str>,
     secure: bool,
 ) -> Vec<HeaderValue> {
-    let secure_attr = if secure { "; Secure" } else { "" };
-    let base = hub.base_url();
-    let signed = hub.secret().sign(LOGIN_COOKIE, cookie_id, now_secs());
-    let session_id = existing_session
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let xsrf = hub
-        .secret()
-        .xsrf_token(&format!("{session_id}:{cookie_id}"), now_secs());
-    let max_age = (hub.config().hub.cookie_max_age_days * 86400.0) as i64;
-    [
-        format!("{LOGIN_COOKIE}=\"{signed}\"; Path={base}hub/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure_attr}"),
-        format!("{SESSION_COOKIE}={session_id}; Path={base}; HttpOnly; SameSite=Lax{secure_attr}"),
-        format!("{XSRF_COOKIE}={xsrf}; Path={base}hub/; SameSite=Lax{secure_attr}"),
-    ]
-    .into_iter()
-    .filter_map(|c| HeaderValue::from_str(&c).ok())
-    .collect()
+    cookie::login_set_cookies(
+        hub.secret(),
+        cookie_id,
+        existing_session,
+        hub.base_url(),
+        max_age(hub),
+        secure,
+    )
 }
 
 /// Cookies cleared at logout.
 pub fn logout_cookies(hub: &Hub) -> Vec<HeaderValue> {
-    let base = hub.base_url();
-    [
-        format!("{LOGIN_COOKIE}=; Path={base}hub/; HttpOnly; Max-Age=0"),
-        format!("{SESSION_COOKIE}=; Path={base}; HttpOnly; Max-Age=0"),
-        format!("{XSRF_COOKIE}=; Path={base}hub/; Max-Age=0"),
-        format!("jupyterhub-services=; Path={base}services/; Max-Age=0"),
-    ]
-    .into_iter()
-    .filter_map(|c| HeaderValue::from_str(&c).ok())
-    .collect()
-}
-
-/// The session id the browser holds, if any.
-pub fn session_id(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SESSION_COOKIE).map(str::to_owned)
+    cookie::logout_set_cookies(hub.base_url())
 }
 
 pub fn set_cookies(response: &mut axum::response::Response, cookies: Vec<HeaderValue>) {

@@ -1,6 +1,9 @@
-//! Start-up and listeners: open the hub, take or bind the public and internal listeners,
-//! reconcile servers, serve until SIGTERM or `/hub/api/shutdown`. User servers are never
-//! stopped on the way out.
+//! The hub's HTTP application and its start-up: the router (the REST API, the OAuth
+//! provider beside it, the pages, upstream's prefix redirects), the middleware every hub
+//! response passes (headers, metrics, access log, error pages with `template_paths`), and
+//! `run`/`serve`: open the hub, take or bind the public and internal listeners, reconcile
+//! servers, serve until SIGTERM or `/hub/api/shutdown`. User servers are never stopped on
+//! the way out. (Named `app`, not `server`, so it is not mistaken for users' servers.)
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -153,11 +156,7 @@ async fn prefix_redirect(hub: axum::extract::State<Hub>, uri: axum::http::Uri) -
         }
         return found(&format!("{base}hub/{rest}{query}"));
     }
-    crate::web::PageError::new(
-        axum::http::StatusCode::NOT_FOUND,
-        format!("No page at {path}"),
-    )
-    .into_response()
+    crate::web::PageError::from(hub::Error::NotFound(format!("No page at {path}"))).into_response()
 }
 
 fn found(location: &str) -> Response {
@@ -168,7 +167,7 @@ fn found(location: &str) -> Response {
     response
 }
 
-/// The hub's whole HTTP application (pages and API), as one router.
+/// The hub's whole HTTP application (pages, API and OAuth provider), as one router.
 pub fn app(hub: Hub) -> Router {
     let base = hub.base_url().trim_end_matches('/').to_owned();
     Router::new()
@@ -181,9 +180,18 @@ pub fn app(hub: Hub) -> Router {
             &format!("{base}/hub/api/"),
             axum::routing::get(crate::api::root),
         )
-        .nest(&format!("{base}/hub/api"), crate::api::router())
+        // The OAuth provider sits beside the API under the same prefix (upstream's paths);
+        // unknown paths there get the API's JSON 404.
+        .nest(
+            &format!("{base}/hub/api"),
+            crate::api::router().merge(crate::oauth::router()),
+        )
         .nest(&format!("{base}/hub"), crate::web::router())
         .fallback(prefix_redirect)
+        .layer(middleware::map_response_with_state(
+            hub.clone(),
+            crate::web::error_pages,
+        ))
         .layer(middleware::from_fn_with_state(hub.clone(), hub_headers))
         .with_state(hub)
 }
