@@ -5,6 +5,7 @@
 //! upstream's form field names and element ids) and the route table.
 
 mod admin;
+mod base;
 mod errors;
 mod login;
 mod pages;

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::hub::{self, Hub};
 
 use super::PageError;
-use super::pages::{page, require_user};
+use super::base::{page, require_user};
 use super::session::Session;
 
 /// `GET /hub/admin` (admin-ui).

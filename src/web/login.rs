@@ -2,7 +2,7 @@
 //! `next`) and logout (this session's tokens revoked, cookies cleared).
 
 use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -10,14 +10,14 @@ use serde_json::json;
 use crate::hub::{self, Hub};
 
 use super::PageError;
-use super::pages::{NextQuery, encode, found, next_url, page};
+use super::base::{FirstQuery, NextQuery, encode, found, next_url, page};
 use super::session::{Session, login_cookies, logout_cookies, set_cookies};
 
 /// `GET /hub/login`.
 pub async fn login_form(
     State(hub): State<Hub>,
     session: Session,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
 ) -> Response {
     if session.identity.is_some() {
         return found(&next_url(&hub, &session, query.next.as_deref()));
@@ -53,7 +53,7 @@ pub struct LoginForm {
 pub async fn login_submit(
     State(hub): State<Hub>,
     session: Session,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = query.next.unwrap_or_default();

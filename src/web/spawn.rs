@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -13,36 +13,11 @@ use crate::hub::{self, Hub, Outcome};
 use crate::rbac::Resource;
 
 use super::PageError;
-use super::pages::{NextQuery, encode, found, host, page, require_user, validate_next_url};
+use super::base::{
+    FirstQuery, NextQuery, encode, found, host, page, pending_path, require_user, spawn_path,
+    validate_next_url, with_next,
+};
 use super::session::Session;
-
-pub(super) fn spawn_path(hub: &Hub, user: &str, server: &str) -> String {
-    if server.is_empty() {
-        format!(
-            "{}hub/spawn/{}",
-            hub.base_url(),
-            crate::hub::escape_path(user)
-        )
-    } else {
-        format!(
-            "{}hub/spawn/{}/{}",
-            hub.base_url(),
-            crate::hub::escape_path(user),
-            crate::hub::escape_path(server)
-        )
-    }
-}
-
-pub(super) fn pending_path(hub: &Hub, user: &str, server: &str) -> String {
-    spawn_path(hub, user, server).replacen("hub/spawn/", "hub/spawn-pending/", 1)
-}
-
-pub(super) fn with_next(path: String, next: Option<&str>) -> String {
-    match next.filter(|n| !n.is_empty()) {
-        Some(next) => format!("{path}?next={}", encode(next)),
-        None => path,
-    }
-}
 
 /// Shared by GET and POST `/hub/spawn[/{user}[/{server}]]`.
 async fn spawn_page(
@@ -223,7 +198,7 @@ pub async fn spawn_self(
     State(hub): State<Hub>,
     session: Session,
     uri: Uri,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, None, String::new(), None, query).await
 }
@@ -232,7 +207,7 @@ pub async fn spawn_self_post(
     State(hub): State<Hub>,
     session: Session,
     uri: Uri,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
     request: Request,
 ) -> Result<Response, PageError> {
     let form = read_form(&session, &hub, request).await?;
@@ -244,7 +219,7 @@ pub async fn spawn_user(
     session: Session,
     uri: Uri,
     Path(user): Path<String>,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, Some(user), String::new(), None, query).await
 }
@@ -254,7 +229,7 @@ pub async fn spawn_user_post(
     session: Session,
     uri: Uri,
     Path(user): Path<String>,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
     request: Request,
 ) -> Result<Response, PageError> {
     let form = read_form(&session, &hub, request).await?;
@@ -275,7 +250,7 @@ pub async fn spawn_named(
     session: Session,
     uri: Uri,
     Path((user, server)): Path<(String, String)>,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, Some(user), server, None, query).await
 }
@@ -285,7 +260,7 @@ pub async fn spawn_named_post(
     session: Session,
     uri: Uri,
     Path((user, server)): Path<(String, String)>,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
     request: Request,
 ) -> Result<Response, PageError> {
     let form = read_form(&session, &hub, request).await?;
@@ -371,7 +346,7 @@ pub async fn spawn_pending_default(
     session: Session,
     uri: Uri,
     Path(user): Path<String>,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_pending(hub, session, uri, user, String::new(), query).await
 }
@@ -381,7 +356,7 @@ pub async fn spawn_pending_named(
     session: Session,
     uri: Uri,
     Path((user, server)): Path<(String, String)>,
-    Query(query): Query<NextQuery>,
+    FirstQuery(query): FirstQuery<NextQuery>,
 ) -> Result<Response, PageError> {
     spawn_pending(hub, session, uri, user, server, query).await
 }

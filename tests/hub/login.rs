@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestHub, browser, login, page_xsrf};
+use crate::support::{TestHub, browser, extract_xsrf, login, page_xsrf};
 
 #[tokio::test]
 async fn dummy_login_sets_cookies_and_logout_clears_them() {
@@ -288,5 +288,39 @@ async fn unrouted_user_paths_go_to_the_hub() {
         r.status(),
         StatusCode::NOT_FOUND,
         "no access to another user's server"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_next_parameter_is_read_as_tornado_does_not_refused() {
+    // Tornado's get_argument tolerates repeated parameters; a typed query must not turn a
+    // link with `next` twice into a bare 400.
+    let hub = TestHub::start("", "").await;
+    let client = browser();
+    let page = client
+        .get(format!(
+            "{}/hub/login?next=%2Fhub%2Ftoken&next=%2Fhub%2Fhome",
+            hub.url
+        ))
+        .send()
+        .await
+        .expect("login page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    let xsrf = extract_xsrf(&html);
+    let response = client
+        .post(format!(
+            "{}/hub/login?next=%2Fhub%2Ftoken&next=%2Fhub%2Fhome",
+            hub.url
+        ))
+        .form(&[("username", "alice"), ("password", "x"), ("_xsrf", &xsrf)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(
+        response.headers()["location"],
+        "/hub/token",
+        "the first `next` counts"
     );
 }
