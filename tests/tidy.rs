@@ -164,7 +164,6 @@ fn architecture_names_only_files_that_exist() {
 }
 
 #[test]
-#[ignore = "enabled by the coordinator after the refactor merges"]
 fn architecture_names_every_source_file() {
     let architecture =
         std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
@@ -292,5 +291,68 @@ fn zbus_is_used_only_under_src_systemd() {
     assert!(
         offenders.is_empty(),
         "zbus used outside src/systemd (go through `systemd::Systemd`): {offenders:?}"
+    );
+}
+
+#[test]
+fn the_proxy_is_a_leaf_that_knows_no_hub() {
+    // The proxy is handed a route table and settings; it never reaches into the hub, the
+    // database or the API, so it can be benchmarked and run alone (`jupyterhub proxy`).
+    let mut files = Vec::new();
+    rust_files(&root().join("src/proxy"), &mut files);
+    files.push(root().join("src/proxy.rs"));
+    let mut offenders = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let mut rest = code;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                if !rest.starts_with("proxy") {
+                    offenders.push(format!(
+                        "{}:{}: {}",
+                        path.strip_prefix(root()).unwrap_or(path).display(),
+                        number + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "src/proxy must not use other modules of the crate:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// A file that grows past this before its unit tests is doing several jobs: split it along
+/// upstream's seams (a handler module, a table, a layer) instead.
+const MAX_LINES_BEFORE_TESTS: usize = 900;
+
+#[test]
+fn no_source_file_is_over_900_lines_before_its_tests() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut long = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read");
+        let before_tests = text
+            .lines()
+            .take_while(|line| line.trim() != "#[cfg(test)]")
+            .count();
+        // A file of unit tests only (`rbac/tests.rs`) is all tests.
+        let is_tests = path.file_name().is_some_and(|n| n == "tests.rs");
+        if before_tests > MAX_LINES_BEFORE_TESTS && !is_tests {
+            long.push(format!(
+                "{} ({before_tests} lines)",
+                path.strip_prefix(root()).unwrap_or(path).display()
+            ));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES_BEFORE_TESTS} lines before #[cfg(test)]: {long:?}"
     );
 }

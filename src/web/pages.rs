@@ -13,11 +13,11 @@ use crate::auth::cookie::bearer_token;
 use crate::hub::{self, Hub};
 use crate::rbac::Resource;
 
+use super::PageError;
 use super::base::{
     found, login_redirect, next_url, page, pending_path, require_user, spawn_path, with_next,
 };
 use super::session::Session;
-use super::PageError;
 
 /// `GET /hub/`.
 pub async fn hub_root(State(hub): State<Hub>, session: Session) -> Response {
