@@ -18,7 +18,6 @@ pub mod systemd;
 pub mod time;
 pub mod web;
 
-pub use app::serve;
 pub use hub::Hub;
 
 /// The JupyterHub version we speak. Single-user servers compare it with their own and parse
