@@ -5,7 +5,6 @@
 //! servers, serve until SIGTERM or `/hub/api/shutdown`. User servers are never stopped on
 //! the way out. (Named `app`, not `server`, so it is not mistaken for users' servers.)
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -254,6 +253,7 @@ pub async fn serve(
         _ => None,
     };
     let mut proxy = crate::proxy::Proxy::new(hub.routes().clone(), Some(router.clone()));
+    proxy.set_limits(hub.config().proxy.limits());
     let down_hub = hub.clone();
     proxy.set_target_down_hook(std::sync::Arc::new(move |route: &crate::proxy::Route| {
         let user = route.data.get("user").and_then(serde_json::Value::as_str);
@@ -272,14 +272,8 @@ pub async fn serve(
     };
     let internal_task = {
         let stop = hub.shutdown_token().clone();
-        tokio::spawn(async move {
-            axum::serve(
-                internal,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        })
+        let limits = hub.config().proxy.limits();
+        tokio::spawn(crate::proxy::serve_app(internal, router, limits, stop))
     };
     // Listeners are bound and routes are in place: connections queued meanwhile are served.
     crate::systemd::notify::ready(&hub.status_line());

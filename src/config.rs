@@ -49,6 +49,8 @@ pub struct Config {
     pub spawner: SpawnerConfig,
     #[serde(rename = "SystemdSpawner")]
     pub systemd_spawner: SystemdSpawnerConfig,
+    #[serde(rename = "Proxy")]
+    pub proxy: ProxyConfig,
     /// The file this was read from, for messages; `None` for built-in defaults.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -394,6 +396,47 @@ impl Default for SystemdSpawnerConfig {
     }
 }
 
+/// `[Proxy]`: what one client connection may hold on the hub's ports (the built-in proxy and
+/// the internal API). Not JupyterHub options (its proxy is a separate program): ours.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Seconds from the end of the previous response (or the connection) to a whole request head.
+    pub header_timeout: f64,
+    /// Seconds a request body may go without a byte arriving.
+    pub body_timeout: f64,
+    /// Seconds an idle connection is kept open waiting for its next request.
+    pub keepalive_timeout: f64,
+    /// Connections at once from one client address on the public port; 0 = no limit.
+    pub max_connections_per_ip: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        let limits = crate::proxy::Limits::default();
+        ProxyConfig {
+            header_timeout: limits.header_timeout.as_secs_f64(),
+            body_timeout: limits.body_timeout.as_secs_f64(),
+            keepalive_timeout: limits.keepalive_timeout.as_secs_f64(),
+            max_connections_per_ip: u32::try_from(limits.max_connections_per_ip)
+                .unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The proxy's limits (values checked by `Config::validate`).
+    pub fn limits(&self) -> crate::proxy::Limits {
+        let secs = |s: f64| std::time::Duration::try_from_secs_f64(s).unwrap_or_default();
+        crate::proxy::Limits {
+            header_timeout: secs(self.header_timeout),
+            body_timeout: secs(self.body_timeout),
+            keepalive_timeout: secs(self.keepalive_timeout),
+            max_connections_per_ip: self.max_connections_per_ip as usize,
+        }
+    }
+}
+
 /// One entry of `[[JupyterHub.services]]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -579,6 +622,19 @@ impl Config {
                 ));
             }
         }
+        let proxy = &self.proxy;
+        for (key, value) in [
+            ("header_timeout", proxy.header_timeout),
+            ("body_timeout", proxy.body_timeout),
+            ("keepalive_timeout", proxy.keepalive_timeout),
+        ] {
+            // A day is far more than any client needs; zero or less would close everything.
+            if !(value > 0.0 && value <= 86400.0) {
+                return Err(format!(
+                    "Proxy.{key}: {value} must be more than 0 and at most 86400 seconds"
+                ));
+            }
+        }
         for property in &self.systemd_spawner.unit_extra_properties {
             if !property.contains('=') {
                 return Err(format!(
@@ -621,6 +677,29 @@ mod tests {
         config.validate().expect("example config is valid");
         assert_eq!(config.hub.port, HubConfig::default().port);
         assert_eq!(config.spawner.cmd, SpawnerConfig::default().cmd);
+        assert_eq!(config.proxy.limits(), crate::proxy::Limits::default());
+    }
+
+    #[test]
+    fn proxy_limits() {
+        let config = Config::parse(
+            "[Proxy]\nheader_timeout = 1.5\nbody_timeout = 2\nkeepalive_timeout = 0.25\nmax_connections_per_ip = 0\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let limits = config.proxy.limits();
+        assert_eq!(
+            limits.header_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(limits.body_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(
+            limits.keepalive_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(limits.max_connections_per_ip, 0);
+        let err = Config::parse("[Proxy]\nheader_timout = 1\n").expect_err("unknown key");
+        assert!(err.contains("header_timout"), "{err}");
     }
 
     #[test]
@@ -668,6 +747,8 @@ mod tests {
             ),
             ("[JupyterHub]\nssl_cert = \"/x\"\n", "ssl_key"),
             ("[JupyterHub]\nhub_bind_url = \"nope\"\n", "hub_bind_url"),
+            ("[Proxy]\nbody_timeout = 0\n", "Proxy.body_timeout"),
+            ("[Proxy]\nheader_timeout = -1.5\n", "Proxy.header_timeout"),
             (
                 "[JupyterHub]\nauthenticator_class = \"shared-password\"\n",
                 "user_password",

@@ -1,10 +1,12 @@
 //! The built-in proxy: the one public listener, routing by longest path prefix (and host) to
 //! the in-process hub or to user servers and services, with websockets, activity and TLS.
-//! `jupyterhub proxy` runs it standalone as a drop-in for configurable-http-proxy.
+//! `jupyterhub proxy` runs it standalone as a drop-in for configurable-http-proxy. Every
+//! listener bounds what one client may hold (`Limits`: timeouts, head size, connections).
 
 mod chp;
 mod forward;
 mod h1;
+mod limits;
 mod listen;
 mod table;
 mod upstream;
@@ -14,7 +16,8 @@ use std::path::PathBuf;
 
 pub use chp::{ChpArgs, run_chp};
 pub use forward::{Proxy, TargetDownHook};
-pub use listen::{load_tls, serve};
+pub use limits::{Limits, MAX_REQUEST_HEAD};
+pub use listen::{load_tls, serve, serve_app};
 pub use table::{Route, RouteTable, Target};
 
 /// Errors of the proxy's setup (request-time failures become error pages, not errors).

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::table::{Route, RouteTable, Target};
-use super::{Error, Proxy, load_tls, serve};
+use super::{Error, Limits, Proxy, load_tls, serve, serve_app};
 
 /// Flags of `jupyterhub proxy`, as configurable-http-proxy's. The API token is read from
 /// `CONFIGPROXY_AUTH_TOKEN` only (a flag would show it in `ps`). `--log-level` is the global flag.
@@ -51,6 +52,18 @@ pub struct ChpArgs {
     /// Write our PID to a file.
     #[arg(long)]
     pub pid_file: Option<PathBuf>,
+    /// Seconds to a whole request head, from connecting or the previous response [default: 30].
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub header_timeout: Option<Duration>,
+    /// Seconds a request body may go without a byte arriving [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub body_timeout: Option<Duration>,
+    /// Seconds an idle connection waits for its next request [default: 30].
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub keepalive_timeout: Option<Duration>,
+    /// Connections at once from one client address, 0 = no limit [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
     /// Accepted for compatibility (JupyterHub passes them when statsd is configured); ignored.
     #[arg(long, hide = true)]
     pub statsd_host: Option<String>,
@@ -58,6 +71,28 @@ pub struct ChpArgs {
     pub statsd_port: Option<String>,
     #[arg(long, hide = true)]
     pub statsd_prefix: Option<String>,
+}
+
+/// A positive number of seconds (at most a day), for the timeout flags.
+fn seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86400.0 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+    }
+}
+
+impl ChpArgs {
+    fn limits(&self) -> Limits {
+        let default = Limits::default();
+        Limits {
+            header_timeout: self.header_timeout.unwrap_or(default.header_timeout),
+            body_timeout: self.body_timeout.unwrap_or(default.body_timeout),
+            keepalive_timeout: self.keepalive_timeout.unwrap_or(default.keepalive_timeout),
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .unwrap_or(default.max_connections_per_ip),
+        }
+    }
 }
 
 /// Shared state of the API server.
@@ -113,6 +148,8 @@ pub async fn run_chp(args: ChpArgs) -> Result<(), Error> {
         }
     }
     let mut proxy = Proxy::new(routes.clone(), None);
+    let limits = args.limits();
+    proxy.set_limits(limits);
     if let Some(target) = &args.error_target {
         proxy.set_error_target(parse_target(target)?);
     }
@@ -140,11 +177,7 @@ pub async fn run_chp(args: ChpArgs) -> Result<(), Error> {
     tracing::info!(public = %public.local_addr().map_err(Error::Serve)?, api = %api_listener.local_addr().map_err(Error::Serve)?, "proxy listening");
     let api_task = {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(api_listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        })
+        tokio::spawn(async move { serve_app(api_listener, app, limits, shutdown).await })
     };
     let proxy_task = tokio::spawn(serve(public, Arc::new(proxy), tls, shutdown.clone()));
     wait_for_signal().await;

@@ -19,6 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::ServiceExt;
 
+use super::h1::valid_host;
+use super::limits::{ClientBodyError, InFlight, Limits, TimedBody, Tracked};
 use super::table::{Route, RouteTable, Target};
 use super::upstream::Upstreams;
 use super::websocket;
@@ -33,6 +35,8 @@ pub(crate) struct ProxyBody(Inner);
 
 enum Inner {
     Stream(Incoming),
+    /// A client's request body, which must keep arriving.
+    Client(TimedBody<Incoming>),
     Hub(axum::body::Body),
     Full(Option<Bytes>),
 }
@@ -56,6 +60,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
             Inner::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::Hub(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -63,6 +68,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Inner::Stream(b) => b.is_end_stream(),
+            Inner::Client(b) => b.is_end_stream(),
             Inner::Hub(b) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
@@ -70,6 +76,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
             Inner::Stream(b) => b.size_hint(),
+            Inner::Client(b) => b.size_hint(),
             Inner::Hub(b) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
@@ -103,6 +110,7 @@ pub struct Proxy {
     hub: Option<axum::Router>,
     error_target: Option<Uri>,
     target_down: Option<TargetDownHook>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -142,7 +150,17 @@ impl Proxy {
             hub,
             error_target: None,
             target_down: None,
+            limits: Limits::default(),
         }
+    }
+
+    /// Timeouts, head limit and per-address cap for the connections `serve` accepts.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The table this proxy routes by.
@@ -168,6 +186,9 @@ impl Proxy {
         upstreams: &Upstreams<ProxyBody>,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        if let Err(code) = check_host(&req) {
+            return client_error(code);
+        }
         let host = request_host(&req);
         let Some(route) = self.routes.lookup(host, req.uri().path()) else {
             let pq = req.uri().path_and_query().cloned();
@@ -194,9 +215,10 @@ impl Proxy {
         add_forwarded(req.headers_mut(), conn);
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(conn.peer));
+        let timeout = self.limits.body_timeout;
         let res = hub
             .clone()
-            .oneshot(req.map(axum::body::Body::new))
+            .oneshot(req.map(|b| axum::body::Body::new(TimedBody::new(b, timeout))))
             .await
             .unwrap_or_else(|e| match e {});
         if res.status().as_u16() < 300 {
@@ -216,6 +238,10 @@ impl Proxy {
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let body = ProxyBody(Inner::Client(TimedBody::new(
+            body,
+            self.limits.body_timeout,
+        )));
         let original = parts.uri.path_and_query().cloned();
         let (Some(authority), Some(path)) = (base.authority(), target_path(base, original.clone()))
         else {
@@ -241,7 +267,7 @@ impl Proxy {
         add_forwarded(&mut parts.headers, conn);
         let sent = if own {
             parts.uri = Uri::from(path);
-            let req = Request::from_parts(parts, ProxyBody(Inner::Stream(body)));
+            let req = Request::from_parts(parts, body);
             send_own(upstreams, authority, req).await
         } else {
             parts.uri = match Uri::from_parts(absolute(base, path)) {
@@ -252,7 +278,7 @@ impl Proxy {
                         .await;
                 }
             };
-            let req = Request::from_parts(parts, ProxyBody(Inner::Stream(body)));
+            let req = Request::from_parts(parts, body);
             self.client.request(req).await.map_err(|e| {
                 if e.is_connect() {
                     Failure::Down(e.into())
@@ -280,6 +306,13 @@ impl Proxy {
                 self.target_is_down(route, &e);
                 self.error_page(StatusCode::SERVICE_UNAVAILABLE, original.as_ref())
                     .await
+            }
+            Err(Failure::Failed(e)) if ClientBodyError::find(&*e).is_some() => {
+                // The client's body stalled or broke its framing: its fault, not the target's.
+                let status =
+                    ClientBodyError::find(&*e).map_or(StatusCode::BAD_REQUEST, |c| c.status());
+                tracing::debug!(route = %route.spec, error = %e, "request body failed");
+                client_error(status)
             }
             Err(Failure::Failed(e)) => {
                 tracing::warn!(route = %route.spec, target = %base, error = %e, "proxy request failed");
@@ -385,6 +418,32 @@ impl Proxy {
     }
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host, and any Host is a valid
+/// `host[:port]`; otherwise 400. (HTTP/1.0 may omit it; HTTP/2 uses `:authority`.)
+pub(crate) fn check_host<B>(req: &Request<B>) -> Result<(), StatusCode> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == Version::HTTP_11 => Err(StatusCode::BAD_REQUEST),
+        (None, _) => Ok(()),
+        (Some(host), None) if valid_host(host.as_bytes()) => Ok(()),
+        _ => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// A 4xx the client caused: built in (no error target is asked), and the connection closes,
+/// since the rest of what the client sent cannot be trusted to be a request.
+pub(crate) fn client_error(code: StatusCode) -> Response<ProxyBody> {
+    let mut res = Response::new(ProxyBody::full(code.canonical_reason().unwrap_or("Error")));
+    *res.status_mut() = code;
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
 /// The hostname the client addressed: `Host`, or the authority of an HTTP/2 request.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
     match req.headers().get(header::HOST) {
@@ -480,6 +539,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// For an upgrade, `Connection` and `Upgrade` must reach the target.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(conn) = headers.get(header::CONNECTION) {
+        // Host is end-to-end whatever Connection says (a target must see it).
         let listed: Vec<HeaderName> = conn
             .as_bytes()
             .split(|&b| b == b',')
@@ -488,6 +548,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 !t.eq_ignore_ascii_case(b"upgrade")
                     && !t.eq_ignore_ascii_case(b"keep-alive")
                     && !t.eq_ignore_ascii_case(b"close")
+                    && !t.eq_ignore_ascii_case(b"host")
             })
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
@@ -537,14 +598,37 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) 
     }
 }
 
-/// The service hyper calls for each request of a connection.
+/// The service hyper calls for each request of a connection; the request counts as in
+/// progress (for the idle watch) until its response body is dropped.
 pub(crate) async fn serve_request(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
     upstreams: Arc<Upstreams<ProxyBody>>,
+    in_flight: InFlight,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(proxy.handle(&conn, &upstreams, req).await)
+) -> Result<Response<Tracked<ProxyBody>>, Infallible> {
+    let res = proxy.handle(&conn, &upstreams, req).await;
+    Ok(res.map(|b| Tracked::new(b, in_flight)))
+}
+
+/// The service for `serve_app`: Host checked, the body timed, the peer given to the app as
+/// axum's `ConnectInfo`.
+pub(crate) async fn serve_app_request(
+    app: axum::Router,
+    peer: SocketAddr,
+    body_timeout: Duration,
+    in_flight: InFlight,
+    mut req: Request<Incoming>,
+) -> Result<Response<Tracked<axum::body::Body>>, Infallible> {
+    if let Err(code) = check_host(&req) {
+        let res = client_error(code).map(axum::body::Body::new);
+        return Ok(res.map(|b| Tracked::new(b, in_flight)));
+    }
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout)));
+    let res = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+    Ok(res.map(|b| Tracked::new(b, in_flight)))
 }
 
 #[cfg(test)]

@@ -28,14 +28,19 @@ use http_body_util::BodyExt;
 use httparse::Status;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use super::forward::{ConnInfo, Proxy};
+use super::limits::MAX_REQUEST_HEAD;
 use super::table::{Route, Target};
 use super::upstream::connect_tcp;
 
-/// Larger request heads go to hyper, which allows ~400 KiB and answers 431 beyond.
-const MAX_REQUEST_HEAD: usize = 16 << 10;
+mod syntax;
+
+pub(crate) use syntax::valid_host;
+use syntax::{BadChunk, Chunked, Framing, canonical_chunked, parse_length};
+
 /// A target's response head may be larger (long CSP headers, many cookies).
 const MAX_RESPONSE_HEAD: usize = 256 << 10;
 const MAX_REQUEST_HEADERS: usize = 64;
@@ -46,6 +51,9 @@ const CLIENT_READ: usize = 4 << 10;
 /// Room made in an upstream connection's buffer before a read: response bodies stream in
 /// pieces up to this size.
 const UPSTREAM_READ: usize = 16 << 10;
+/// After refusing a request: how long, and how much, the rest of it is read and dropped.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 << 10;
 /// A body already in the buffer is copied behind the head (one write) up to this size.
 const COALESCE: usize = 64 << 10;
 /// Idle upstream connections kept per client connection (as in `upstream.rs`).
@@ -71,29 +79,41 @@ pub(crate) async fn serve<C: Client>(
     conn: &ConnInfo,
     shutdown: &CancellationToken,
 ) -> Outcome {
+    let limits = *proxy.limits();
     let mut buf = BytesMut::with_capacity(CLIENT_READ);
     let mut out = Vec::with_capacity(1024);
     let mut pool: Vec<Upstream> = Vec::new();
     loop {
+        // When this request first had to wait for bytes: the keep-alive and header timeouts
+        // count from there (read lazily: pipelined requests never look at the clock).
+        let mut since = None;
         let mut plan = loop {
             match plan_request(&buf, proxy.routes(), conn, &mut out) {
                 Parsed::Forward(plan) => break plan,
                 Parsed::Partial if buf.len() < MAX_REQUEST_HEAD => {}
-                Parsed::Partial | Parsed::Handoff => return Outcome::Handoff(buf.freeze()),
+                Parsed::Partial => {
+                    return refuse(client, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+                }
+                Parsed::Reject(code) => return refuse(client, code).await,
+                Parsed::Handoff => return Outcome::Handoff(buf.freeze()),
             }
+            let start = *since.get_or_insert_with(Instant::now);
             let read = if buf.is_empty() {
                 // Between requests a connection may be closed for shutdown; mid-head it may not.
+                let idle = limits.keepalive_timeout.min(limits.header_timeout);
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return Outcome::Done,
-                    read = read_into(client, &mut buf, CLIENT_READ) => read,
+                    read = timeout_at(start + idle, read_into(client, &mut buf, CLIENT_READ)) => read,
                 }
             } else {
-                read_into(client, &mut buf, CLIENT_READ).await
+                let deadline = start + limits.header_timeout;
+                timeout_at(deadline, read_into(client, &mut buf, CLIENT_READ)).await
             };
             match read {
-                Ok(0) | Err(_) => return Outcome::Done,
-                Ok(_) => {}
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, failed, or silent for too long: nothing was asked, nothing to answer.
+                _ => return Outcome::Done,
             }
         };
         // The whole body must be here before anything goes upstream: then the request is one
@@ -108,17 +128,34 @@ pub(crate) async fn serve<C: Client>(
                         break;
                     }
                 }
-                Err(BadChunk) => return Outcome::Handoff(buf.freeze()),
+                Err(BadChunk) => {
+                    tracing::debug!(peer = %conn.peer, "invalid chunked request body");
+                    return refuse(client, StatusCode::BAD_REQUEST).await;
+                }
             }
             if body_len > COALESCE {
                 return Outcome::Handoff(buf.freeze());
             }
-            match read_into(client, &mut buf, CLIENT_READ).await {
-                Ok(0) | Err(_) => return Outcome::Done,
-                Ok(_) => {}
+            let read = timeout(
+                limits.body_timeout,
+                read_into(client, &mut buf, CLIENT_READ),
+            );
+            match read.await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Outcome::Done,
+                Err(_) => return refuse(client, StatusCode::REQUEST_TIMEOUT).await,
             }
         }
-        out.extend_from_slice(&buf[plan.head_len..plan.head_len + body_len]);
+        let body = &buf[plan.head_len..plan.head_len + body_len];
+        if matches!(plan.body, Framing::Chunked(_)) {
+            // Re-emitted as hyper would, so strict targets see what the hyper path sends.
+            if canonical_chunked(body, &mut out).is_err() {
+                tracing::debug!(peer = %conn.peer, "invalid trailer in a chunked request body");
+                return refuse(client, StatusCode::BAD_REQUEST).await;
+            }
+        } else {
+            out.extend_from_slice(body);
+        }
         buf.advance(plan.head_len + body_len);
         match exchange(client, &mut out, &mut pool, proxy, &plan).await {
             Next::Continue => {}
@@ -128,6 +165,36 @@ pub(crate) async fn serve<C: Client>(
             }
         }
     }
+}
+
+/// Answer a request the fast path will not forward (431, 400, 408) and close. The client may
+/// still be sending: what it sends is read and dropped for a moment, so that closing with
+/// unread bytes (a reset) does not destroy the answer before the client reads it.
+async fn refuse<C: Client>(client: &mut C, code: StatusCode) -> Outcome {
+    use std::io::Write;
+    let reason = code.canonical_reason().unwrap_or("Error");
+    let mut out = Vec::with_capacity(160);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{reason}",
+        code.as_str(),
+        reason.len()
+    );
+    if client.write_all(&out).await.is_ok() && client.shutdown().await.is_ok() {
+        let mut sink = [0u8; 4096];
+        let linger = async {
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match client.read(&mut sink).await {
+                    Ok(n) if n > 0 => left = left.saturating_sub(n),
+                    _ => break,
+                }
+            }
+        };
+        let _ = timeout(LINGER, linger).await;
+    }
+    Outcome::Done
 }
 
 /// A connection to a target, with the bytes read from it and not yet forwarded.
@@ -184,6 +251,8 @@ enum Parsed {
     Partial,
     /// The hyper path must take this request (and the connection).
     Handoff,
+    /// Answered with this status and closed: the request is malformed (RFC 9112).
+    Reject(StatusCode),
     Forward(Plan),
 }
 
@@ -213,13 +282,6 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction. Framing
@@ -286,8 +348,20 @@ fn plan_request(
         Ok(Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Handoff,
     };
+    if head_len > MAX_REQUEST_HEAD {
+        return Parsed::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Handoff;
+    };
+    // RFC 9112 §3.2: exactly one Host, and a valid one, or 400 (whatever else is odd).
+    let mut hosts = req.headers.iter().filter(|h| is(h.name, "host"));
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) if valid_host(h.value) => std::str::from_utf8(h.value).ok(),
+        _ => None,
+    };
+    let Some(host) = host else {
+        return Parsed::Reject(StatusCode::BAD_REQUEST);
     };
     if method == "CONNECT"
         || !target.starts_with('/')
@@ -295,19 +369,13 @@ fn plan_request(
     {
         return Parsed::Handoff;
     }
-    let mut host = None;
     let mut length = None;
     let mut chunked = false;
     let mut connection = ConnectionHeader::default();
     let mut upgrade = false;
     for h in req.headers.iter() {
         let name = h.name;
-        if is(name, "host") {
-            match (host, std::str::from_utf8(h.value)) {
-                (None, Ok(v)) if !v.is_empty() => host = Some(v),
-                _ => return Parsed::Handoff,
-            }
-        } else if is(name, "content-length") {
+        if is(name, "content-length") {
             match (length, parse_length(h.value)) {
                 (None, Some(n)) => length = Some(n),
                 (Some(a), Some(b)) if a == b => {}
@@ -328,12 +396,9 @@ fn plan_request(
             return Parsed::Handoff;
         }
     }
-    let Some(host) = host else {
-        return Parsed::Handoff;
-    };
     if (chunked && length.is_some())
         || (upgrade && connection.has("upgrade"))
-        || ["host", "content-length", "transfer-encoding"]
+        || ["content-length", "transfer-encoding"]
             .iter()
             .any(|h| connection.lists(h))
     {
@@ -365,14 +430,32 @@ fn plan_request(
         ("X-Forwarded-Proto", conn.proto.as_bytes()),
         ("X-Forwarded-Port", conn.port.as_bytes()),
     ];
+    let mut wrote_length = false;
     for h in req.headers.iter() {
+        // Host is end-to-end even when Connection names it; request trailers are dropped
+        // (as by the hyper path), so a Trailer header would announce nothing.
         if is_hop_by_hop(h.name)
-            || connection.lists(h.name)
+            || (connection.lists(h.name) && !is(h.name, "host"))
             || lists.iter().any(|(n, _)| is(h.name, n))
+            || is(h.name, "trailer")
         {
             continue;
         }
         forwarded_host |= is(h.name, "x-forwarded-host");
+        if is(h.name, "content-length") {
+            // Framing as hyper would send it: one Content-Length, no leading zeros.
+            if std::mem::replace(&mut wrote_length, true) {
+                continue;
+            }
+            if h.value.len() > 1 && h.value[0] == b'0' {
+                let n = length.unwrap_or(0).to_string();
+                push_header(out, h.name.as_bytes(), n.as_bytes());
+                continue;
+            }
+        } else if is(h.name, "transfer-encoding") {
+            push_header(out, h.name.as_bytes(), b"chunked");
+            continue;
+        }
         push_header(out, h.name.as_bytes(), h.value);
     }
     for (name, ours) in lists {
@@ -414,132 +497,12 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 // ---------------------------------------------------------------- bodies
 
-/// Where a message's body ends.
-enum Framing {
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(Chunked),
-    /// Until the sender closes (responses without a length).
-    UntilClose,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("invalid chunked encoding")]
-struct BadChunk;
-
-impl Framing {
-    /// How many of `avail`'s bytes belong to the message, and whether it ends there.
-    fn take(&mut self, avail: &[u8]) -> Result<(usize, bool), BadChunk> {
-        match self {
-            Framing::Length(left) => {
-                let n = usize::try_from(*left)
-                    .unwrap_or(usize::MAX)
-                    .min(avail.len());
-                *left -= n as u64;
-                Ok((n, *left == 0))
-            }
-            Framing::Chunked(c) => c.scan(avail),
-            Framing::UntilClose => Ok((avail.len(), false)),
-        }
-    }
-}
-
-/// Follows chunked framing (RFC 9112 §7.1) over bytes that are forwarded unchanged, to find
-/// where the message ends. Chunk extensions and trailers are skipped over, not interpreted.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-enum Chunked {
-    /// Reading the hex size; `digits` so far.
-    #[default]
-    Start,
-    Size {
-        size: u64,
-        digits: u8,
-    },
-    /// After the size: whitespace or a `;ext`, up to CR.
-    Ext {
-        size: u64,
-    },
-    SizeLf {
-        size: u64,
-    },
-    Data {
-        left: u64,
-    },
-    DataCr,
-    DataLf,
-    /// At the start of a trailer line (or of the final empty line).
-    TrailerStart,
-    TrailerLine,
-    TrailerLineLf,
-    EndLf,
-    Done,
-}
-
-impl Chunked {
-    fn scan(&mut self, bytes: &[u8]) -> Result<(usize, bool), BadChunk> {
-        let mut i = 0;
-        while i < bytes.len() {
-            if *self == Chunked::Done {
-                break;
-            }
-            if let Chunked::Data { left } = *self {
-                let n = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len() - i);
-                i += n;
-                let left = left - n as u64;
-                *self = if left == 0 {
-                    Chunked::DataCr
-                } else {
-                    Chunked::Data { left }
-                };
-                continue;
-            }
-            let b = bytes[i];
-            i += 1;
-            *self = match (*self, b) {
-                (Chunked::Start, _) => match hex(b) {
-                    Some(d) => Chunked::Size { size: d, digits: 1 },
-                    None => return Err(BadChunk),
-                },
-                (Chunked::Size { size, digits }, _) => match hex(b) {
-                    Some(d) if digits < 15 => Chunked::Size {
-                        size: size << 4 | d,
-                        digits: digits + 1,
-                    },
-                    Some(_) => return Err(BadChunk),
-                    None if b == b'\r' => Chunked::SizeLf { size },
-                    None if b == b';' || b == b' ' || b == b'\t' => Chunked::Ext { size },
-                    None => return Err(BadChunk),
-                },
-                (Chunked::Ext { size }, b'\r') => Chunked::SizeLf { size },
-                (Chunked::Ext { .. }, b'\n') => return Err(BadChunk),
-                (Chunked::Ext { size }, _) => Chunked::Ext { size },
-                (Chunked::SizeLf { size: 0 }, b'\n') => Chunked::TrailerStart,
-                (Chunked::SizeLf { size }, b'\n') => Chunked::Data { left: size },
-                (Chunked::DataCr, b'\r') => Chunked::DataLf,
-                (Chunked::DataLf, b'\n') => Chunked::Start,
-                (Chunked::TrailerStart, b'\r') => Chunked::EndLf,
-                (Chunked::TrailerStart, b'\n') => return Err(BadChunk),
-                (Chunked::TrailerLine, b'\r') => Chunked::TrailerLineLf,
-                (Chunked::TrailerLine, b'\n') => return Err(BadChunk),
-                (Chunked::TrailerStart | Chunked::TrailerLine, _) => Chunked::TrailerLine,
-                (Chunked::TrailerLineLf, b'\n') => Chunked::TrailerStart,
-                (Chunked::EndLf, b'\n') => Chunked::Done,
-                _ => return Err(BadChunk),
-            };
-        }
-        Ok((i, *self == Chunked::Done))
-    }
-}
-
-fn hex(b: u8) -> Option<u64> {
-    (b as char).to_digit(16).map(u64::from)
-}
-
 /// A response body could not be passed on whole: the target closed early or broke its
-/// framing, or the client went away. Either way only closing the client connection is left.
-struct Cut;
+/// framing, or the client went away. If nothing reached the client yet (`sent` false), it can
+/// still be told (502); otherwise only closing the client connection is left.
+struct Cut {
+    sent: bool,
+}
 
 /// Forward the rest of a response's body from `src` to `dst`: first what is in `src_buf`,
 /// preceded by `out` (the head, not yet written), then as it arrives. On success `src_buf` holds
@@ -551,20 +514,25 @@ async fn copy_body<C: Client>(
     out: &mut Vec<u8>,
     framing: &mut Framing,
 ) -> Result<(), Cut> {
+    let mut sent = false;
     loop {
-        let (mut n, done) = framing.take(src_buf).map_err(|_| Cut)?;
+        let (mut n, done) = framing.take(src_buf).map_err(|_| Cut { sent })?;
         if !out.is_empty() && out.len() + n <= COALESCE {
             out.extend_from_slice(&src_buf[..n]);
             src_buf.advance(n);
             n = 0;
         }
         if !out.is_empty() {
-            dst.write_all(out).await.map_err(|_| Cut)?;
+            sent = true;
+            dst.write_all(out).await.map_err(|_| Cut { sent })?;
             out.clear();
         }
         if n > 0 {
             // Not coalesced: written straight from the read buffer.
-            dst.write_all(&src_buf[..n]).await.map_err(|_| Cut)?;
+            sent = true;
+            dst.write_all(&src_buf[..n])
+                .await
+                .map_err(|_| Cut { sent })?;
             src_buf.advance(n);
         }
         if done {
@@ -572,7 +540,7 @@ async fn copy_body<C: Client>(
         }
         match read_into(src, src_buf, UPSTREAM_READ).await {
             Ok(0) if matches!(framing, Framing::UntilClose) => return Ok(()),
-            Ok(0) | Err(_) => return Err(Cut),
+            Ok(0) | Err(_) => return Err(Cut { sent }),
             Ok(_) => {}
         }
     }
@@ -773,10 +741,12 @@ async fn exchange<C: Client>(
     }
     up.buf.advance(head.head_len);
     let mut body = head.body;
-    if copy_body(&mut up.stream, &mut up.buf, client, out, &mut body)
-        .await
-        .is_err()
+    if let Err(Cut { sent }) = copy_body(&mut up.stream, &mut up.buf, client, out, &mut body).await
     {
+        if !sent {
+            tracing::warn!(route = %plan.route.spec, "proxy request failed: invalid response body from the target");
+            return error_page(client, proxy, StatusCode::BAD_GATEWAY, plan).await;
+        }
         // Mid-body, the client can only learn of a failure by the connection closing.
         return Next::Close;
     }
@@ -909,52 +879,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 mod tests {
     use super::*;
     use crate::proxy::RouteTable;
-
-    fn scan_all(input: &[u8]) -> Result<(usize, bool), BadChunk> {
-        Chunked::default().scan(input)
-    }
-
-    /// Feeding a message one byte at a time finds the same end as feeding it whole.
-    fn scan_bytewise(input: &[u8]) -> Result<(usize, bool), BadChunk> {
-        let mut c = Chunked::default();
-        let mut used = 0;
-        for b in input {
-            let (n, done) = c.scan(std::slice::from_ref(b))?;
-            used += n;
-            if done {
-                return Ok((used, true));
-            }
-        }
-        Ok((used, false))
-    }
-
-    #[test]
-    fn chunked_framing() {
-        let msg = b"4\r\nWiki\r\n5;name=v\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\n";
-        let next = b"GET / HTTP/1.1\r\n";
-        let mut input = msg.to_vec();
-        input.extend_from_slice(next);
-        assert_eq!(scan_all(&input), Ok((msg.len(), true)));
-        assert_eq!(scan_bytewise(&input), Ok((msg.len(), true)));
-        assert_eq!(scan_all(b"0\r\n\r\n"), Ok((5, true)));
-        assert_eq!(scan_all(b"a\r\n0123"), Ok((7, false)), "incomplete");
-        for bad in [
-            &b"x\r\n"[..],
-            b"4\r\nWikiX\r\n",
-            b"4\nWiki\r\n",
-            b"0\r\n\n",
-            b"1234567890abcdef0\r\n",
-            b"0\r\nTrailer: x\n\r\n",
-        ] {
-            assert_eq!(
-                scan_all(bad),
-                Err(BadChunk),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-            assert_eq!(scan_bytewise(bad), Err(BadChunk));
-        }
-    }
+    use proptest::prelude::*;
 
     fn table() -> RouteTable {
         let t = RouteTable::new();
@@ -1021,8 +946,6 @@ mod tests {
             "GET /hub/home HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET /user/a/ HTTP/1.0\r\nHost: h\r\n\r\n",
-            "GET /user/a/ HTTP/1.1\r\n\r\n",
-            "GET /user/a/ HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n",
             "GET http://h/user/a/ HTTP/1.1\r\nHost: h\r\n\r\n",
             "CONNECT h:80 HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET /user/a/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -1031,13 +954,63 @@ mod tests {
             "POST /user/a/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             "POST /user/a/ HTTP/1.1\r\nHost: h\r\nContent-Length: -3\r\n\r\n",
             "POST /user/a/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
-            "GET /user/a/ HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GET /user/a/\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET  /user/a/ HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
             assert!(matches!(plan(head).0, Parsed::Handoff), "{head:?}");
         }
+    }
+
+    #[test]
+    fn what_is_refused() {
+        let big = format!(
+            "GET /user/a/ HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "x".repeat(16 << 10)
+        );
+        let cases = [
+            ("GET /user/a/ HTTP/1.1\r\n\r\n", 400),
+            ("GET /user/a/ HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n", 400),
+            ("GET /user/a/ HTTP/1.1\r\nHost: h\r\nhost: h\r\n\r\n", 400),
+            ("GET /user/a/ HTTP/1.1\r\nHost: u@h\r\n\r\n", 400),
+            ("GET /user/a/ HTTP/1.1\r\nHost: h:x\r\n\r\n", 400),
+            ("GET /user/a/ HTTP/1.1\r\nHost: [zz]\r\n\r\n", 400),
+            ("GET /user/a/ HTTP/1.1\r\nHost: \r\n\r\n", 400),
+            // Refused before it would have been handed over (RFC 9112: any HTTP/1.1 request).
+            ("CONNECT h:80 HTTP/1.1\r\n\r\n", 400),
+            ("GET /hub/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (big.as_str(), 431),
+        ];
+        for (head, code) in cases {
+            match plan(head).0 {
+                Parsed::Reject(c) => assert_eq!(c.as_u16(), code, "{head:?}"),
+                _ => panic!("not refused: {head:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn framing_and_host_are_forwarded_normalised() {
+        let (parsed, out) = plan(
+            "POST /user/a/ HTTP/1.1\r\nHost: h:8000\r\nConnection: host\r\nContent-Length: 03\r\nContent-Length: 3\r\nTrailer: X\r\n\r\n",
+        );
+        assert!(matches!(parsed, Parsed::Forward(_)));
+        assert!(out.contains("Host: h:8000\r\n"), "{out}");
+        assert_eq!(out.matches("Content-Length").count(), 1, "{out}");
+        assert!(
+            out.contains("Content-Length: 3\r\n") && !out.contains("Trailer"),
+            "{out}"
+        );
+        let (parsed, out) =
+            plan("POST /user/a/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:  Chunked \r\n\r\n");
+        assert!(matches!(
+            parsed,
+            Parsed::Forward(Plan {
+                body: Framing::Chunked(_),
+                ..
+            })
+        ));
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
     }
 
     fn response(head: &str, head_request: bool, client_close: bool) -> (ResponseHead, String) {
@@ -1112,5 +1085,226 @@ mod tests {
             plan_response(b"HTTP/1.1 200 OK\r\n", false, false, &mut out),
             Ok(None)
         ));
+    }
+
+    // ------------------------------------------------------------ against hyper
+
+    /// What hyper's HTTP/1 server makes of the first request in `input`: `None` if it refuses
+    /// the head or the body, else the body's exact length if it has one (Content-Length) and
+    /// the body's bytes.
+    fn hyper_reads(rt: &tokio::runtime::Runtime, input: &[u8]) -> Option<(Option<u64>, Vec<u8>)> {
+        use std::sync::Mutex;
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let seen = Arc::new(Mutex::new(None));
+            let record = seen.clone();
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let exact = http_body::Body::size_hint(req.body()).exact();
+                        if let Ok(body) = req.into_body().collect().await {
+                            *record.lock().expect("lock") = Some((exact, body.to_bytes().to_vec()));
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Empty::<Bytes>::new(),
+                        ))
+                    }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+            let _ = client.write_all(input).await;
+            let _ = client.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            seen.lock().expect("lock").take()
+        })
+    }
+
+    /// The data of a canonical chunked body.
+    fn dechunk(mut body: &[u8]) -> Vec<u8> {
+        let mut data = Vec::new();
+        loop {
+            let line = body
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("size line");
+            let size = usize::from_str_radix(std::str::from_utf8(&body[..line]).expect("hex"), 16)
+                .expect("canonical size");
+            body = &body[line + 2..];
+            if size == 0 {
+                assert_eq!(body, b"\r\n", "no trailers");
+                return data;
+            }
+            data.extend_from_slice(&body[..size]);
+            assert_eq!(&body[size..size + 2], b"\r\n");
+            body = &body[size + 2..];
+        }
+    }
+
+    fn chunk_line() -> impl Strategy<Value = String> {
+        // Sizes with leading zeros and either case, then what may follow a size.
+        (
+            prop::sample::select(vec!["", "0", "00"]),
+            prop::sample::select(vec![
+                "", " ", "\t ", ";a=b", " ;x", "; \"q\"", " x", "\n", ";\n",
+            ]),
+        )
+            .prop_map(|(zeros, tail)| format!("{zeros}{{}}{tail}\r\n"))
+    }
+
+    fn chunked_body() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec(
+                (
+                    chunk_line(),
+                    prop::collection::vec(any::<u8>(), 1..20),
+                    any::<bool>(),
+                ),
+                0..4,
+            ),
+            chunk_line(),
+            prop::sample::select(vec!["", "X-T: 1\r\n", "bad trailer\r\n", "X: \u{1}\r\n"]),
+            prop::sample::select(vec!["\r\n", "", "\n", "junk"]),
+        )
+            .prop_map(|(chunks, last, trailer, end)| {
+                let mut body = Vec::new();
+                for (line, data, upper) in chunks {
+                    let size = if upper {
+                        format!("{:X}", data.len())
+                    } else {
+                        format!("{:x}", data.len())
+                    };
+                    body.extend_from_slice(line.replace("{}", &size).as_bytes());
+                    body.extend_from_slice(&data);
+                    body.extend_from_slice(b"\r\n");
+                }
+                body.extend_from_slice(last.replace("{}", "0").as_bytes());
+                body.extend_from_slice(trailer.as_bytes());
+                body.extend_from_slice(end.as_bytes());
+                body
+            })
+    }
+
+    fn header() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "Host: h",
+                "Host: h:80",
+                "Host: [::1]:1",
+                "Host: a b",
+                "Host:",
+                "Host: h",
+                "Content-Length: 3",
+                "Content-Length: 03",
+                "Content-Length: 3, 3",
+                "Content-Length:  3 ",
+                "Content-Length: +3",
+                "Content-Length: 0",
+                "Transfer-Encoding: chunked",
+                "Transfer-Encoding: Chunked ",
+                "Transfer-Encoding: gzip, chunked",
+                "Transfer-Encoding: chunked, gzip",
+                "Connection: close",
+                "Connection: host",
+                "Connection: content-length",
+                "Connection: upgrade",
+                "Upgrade: websocket",
+                "Expect: 100-continue",
+                "Trailer: x",
+                "X-Forwarded-For: 1.2.3.4",
+            ])
+            .prop_map(str::to_owned),
+            "[a-zA-Z-]{1,8}: [ -~]{0,12}",
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::sample::select(vec!["GET", "POST", "HEAD", "PUT", "CONNECT"]),
+            prop::sample::select(vec!["/user/a/", "/user/a/x?y=1", "/hub/", "/nowhere", "*"]),
+            prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0"]),
+            prop::collection::vec(header(), 0..6),
+            prop_oneof![
+                chunked_body(),
+                prop::collection::vec(any::<u8>(), 0..16),
+                Just(b"abc".to_vec()),
+            ],
+        )
+            .prop_map(|(method, target, version, headers, body)| {
+                let mut req = format!("{method} {target} {version}\r\n");
+                for h in headers {
+                    req.push_str(&h);
+                    req.push_str("\r\n");
+                }
+                req.push_str("\r\n");
+                let mut req = req.into_bytes();
+                req.extend_from_slice(&body);
+                req
+            })
+    }
+
+    /// What the fast path would send upstream for `input`, if it forwards it whole:
+    /// the framing it decided (exact length or chunked) and the body's data.
+    fn fast_path_reads(input: &[u8]) -> Option<(Option<u64>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let Parsed::Forward(mut plan) = plan_request(input, &table(), &conn(), &mut out) else {
+            return None;
+        };
+        let exact = match plan.body {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        let rest = &input[plan.head_len..];
+        let Ok((n, true)) = plan.body.take(rest) else {
+            return None;
+        };
+        if exact.is_some() {
+            return Some((exact, rest[..n].to_vec()));
+        }
+        let mut canon = Vec::new();
+        canonical_chunked(&rest[..n], &mut canon).ok()?;
+        Some((None, dechunk(&canon)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes never panic the fast path's parsing.
+        #[test]
+        fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut out = Vec::new();
+            let _ = plan_request(&input, &table(), &conn(), &mut out);
+            let _ = Chunked::default().scan(&input);
+            let _ = canonical_chunked(&input, &mut out);
+            let _ = valid_host(&input);
+            let _ = plan_response(&input, false, false, &mut out);
+        }
+
+        /// What the fast path forwards, hyper's server accepts, with the same framing and
+        /// the same body data.
+        #[test]
+        fn forwarded_requests_are_framed_as_hyper_frames_them(input in request()) {
+            if let Some(ours) = fast_path_reads(&input) {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                prop_assert_eq!(hyper_reads(&rt, &input), Some(ours), "{:?}", String::from_utf8_lossy(&input));
+            }
+        }
+
+        /// A chunked body the fast path accepts, hyper accepts with the same data.
+        #[test]
+        fn chunked_bodies_are_read_as_hyper_reads_them(body in chunked_body()) {
+            let mut input = b"POST /user/a/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            input.extend_from_slice(&body);
+            if let Some(ours) = fast_path_reads(&input) {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                prop_assert_eq!(hyper_reads(&rt, &input), Some(ours), "{:?}", String::from_utf8_lossy(&body));
+            }
+        }
     }
 }
