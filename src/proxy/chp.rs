@@ -53,17 +53,17 @@ pub struct ChpArgs {
     #[arg(long)]
     pub pid_file: Option<PathBuf>,
     /// Seconds to a whole request head, from connecting or the previous response [default: 30].
-    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
-    pub header_timeout: Option<Duration>,
+    #[arg(long, value_name = "SECONDS", value_parser = millis)]
+    pub header_timeout: Option<u32>,
     /// Seconds a request body may go without a byte arriving [default: 60].
-    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
-    pub body_timeout: Option<Duration>,
+    #[arg(long, value_name = "SECONDS", value_parser = millis)]
+    pub body_timeout: Option<u32>,
     /// Seconds an idle connection waits for its next request [default: 30].
-    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
-    pub keepalive_timeout: Option<Duration>,
+    #[arg(long, value_name = "SECONDS", value_parser = millis)]
+    pub keepalive_timeout: Option<u32>,
     /// Connections at once from one client address, 0 = no limit [default: 256].
     #[arg(long, value_name = "N")]
-    pub max_connections_per_ip: Option<usize>,
+    pub max_connections_per_ip: Option<u32>,
     /// Accepted for compatibility (JupyterHub passes them when statsd is configured); ignored.
     #[arg(long, hide = true)]
     pub statsd_host: Option<String>,
@@ -73,10 +73,11 @@ pub struct ChpArgs {
     pub statsd_prefix: Option<String>,
 }
 
-/// A positive number of seconds (at most a day), for the timeout flags.
-fn seconds(s: &str) -> Result<Duration, String> {
+/// A positive number of seconds (at most a day), for the timeout flags; kept as milliseconds
+/// (small: these arguments live in the command enum).
+fn millis(s: &str) -> Result<u32, String> {
     match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v <= 86400.0 => Ok(Duration::from_secs_f64(v)),
+        Ok(v) if v > 0.0 && v <= 86400.0 => Ok(((v * 1000.0).round() as u32).max(1)),
         _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
     }
 }
@@ -84,13 +85,14 @@ fn seconds(s: &str) -> Result<Duration, String> {
 impl ChpArgs {
     fn limits(&self) -> Limits {
         let default = Limits::default();
+        let or = |ms: Option<u32>, d| ms.map_or(d, |ms| Duration::from_millis(ms.into()));
         Limits {
-            header_timeout: self.header_timeout.unwrap_or(default.header_timeout),
-            body_timeout: self.body_timeout.unwrap_or(default.body_timeout),
-            keepalive_timeout: self.keepalive_timeout.unwrap_or(default.keepalive_timeout),
+            header_timeout: or(self.header_timeout, default.header_timeout),
+            body_timeout: or(self.body_timeout, default.body_timeout),
+            keepalive_timeout: or(self.keepalive_timeout, default.keepalive_timeout),
             max_connections_per_ip: self
                 .max_connections_per_ip
-                .unwrap_or(default.max_connections_per_ip),
+                .map_or(default.max_connections_per_ip, |n| n as usize),
         }
     }
 }
