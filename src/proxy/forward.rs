@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::ServiceExt;
 
 use super::h1::valid_host;
-use super::limits::{ClientBodyError, InFlight, Limits, TimedBody, Tracked};
+use super::limits::{ClientBodyError, InFlight, Limits, MAX_REQUEST_HEAD, TimedBody, Tracked};
 use super::table::{Route, RouteTable, Target};
 use super::upstream::Upstreams;
 use super::websocket;
@@ -186,7 +186,7 @@ impl Proxy {
         upstreams: &Upstreams<ProxyBody>,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
-        if let Err(code) = check_host(&req) {
+        if let Err(code) = check_head(&req).and_then(|()| check_host(&req)) {
             return client_error(code);
         }
         let host = request_host(&req);
@@ -418,6 +418,25 @@ impl Proxy {
     }
 }
 
+/// A request's head as the fast path limits it (the bytes of an HTTP/1.1 head with single
+/// spaces), so both paths refuse the same heads with 431. hyper's own limit (`max_buf_size`)
+/// applies only to a head that is still incomplete when its buffer fills.
+pub(crate) fn check_head<B>(req: &Request<B>) -> Result<(), StatusCode> {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len() + 8);
+    let line = req.method().as_str().len() + target + 11;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if line + headers + 2 > MAX_REQUEST_HEAD {
+        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    Ok(())
+}
+
 /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host, and any Host is a valid
 /// `host[:port]`; otherwise 400. (HTTP/1.0 may omit it; HTTP/2 uses `:authority`.)
 pub(crate) fn check_host<B>(req: &Request<B>) -> Result<(), StatusCode> {
@@ -620,7 +639,7 @@ pub(crate) async fn serve_app_request(
     in_flight: InFlight,
     mut req: Request<Incoming>,
 ) -> Result<Response<Tracked<axum::body::Body>>, Infallible> {
-    if let Err(code) = check_host(&req) {
+    if let Err(code) = check_head(&req).and_then(|()| check_host(&req)) {
         let res = client_error(code).map(axum::body::Body::new);
         return Ok(res.map(|b| Tracked::new(b, in_flight)));
     }
