@@ -584,6 +584,17 @@ async fn framing_reaches_the_target_normalised() {
     assert_eq!(head.matches("content-length").count(), 1, "{head}");
     assert!(head.contains("content-length: 3\r\n"), "{head}");
     assert_eq!(answer.seen_body(), "abc");
+    let mut slow = Client::hyper_path(p.addr).await;
+    let answer = slow
+        .ask(b"POST /user/a/up HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc")
+        .await;
+    let head = answer.seen_head();
+    assert_eq!(
+        head.matches("content-length").count(),
+        1,
+        "hyper path: {head}"
+    );
+    assert_eq!(answer.seen_body(), "abc");
     // Leading zeros go.
     let answer = c
         .ask(b"POST /user/a/up HTTP/1.1\r\nHost: hub.test\r\nContent-Length: 003\r\n\r\nabc")

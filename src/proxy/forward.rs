@@ -265,6 +265,17 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers, upgrade);
         add_forwarded(&mut parts.headers, conn);
+        // hyper accepts only identical Content-Lengths, and would send them all: send one.
+        if parts
+            .headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .nth(1)
+            .is_some()
+            && let Some(length) = parts.headers.get(header::CONTENT_LENGTH).cloned()
+        {
+            parts.headers.insert(header::CONTENT_LENGTH, length);
+        }
         let sent = if own {
             parts.uri = Uri::from(path);
             let req = Request::from_parts(parts, body);

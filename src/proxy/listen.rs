@@ -217,7 +217,12 @@ async fn accept(listener: &TcpListener, log: &LogEvery) -> (TcpStream, SocketAdd
     loop {
         match listener.accept().await {
             Ok(pair) => return pair,
-            Err(e) if matches!(e.raw_os_error(), Some(23 | 24 | 12 | 105)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+                ) =>
+            {
                 if log.ready() {
                     tracing::warn!(error = %e, "accept failed; backing off");
                 }
