@@ -4,10 +4,12 @@
 //! server and client together (BENCHMARKS.md, bench/proxy.sh).
 //!
 //! Anything it does not fully understand — the hub's route, no route, upgrades, HTTP/1.0,
-//! HTTP/2, `Expect`, CONNECT, absolute-form targets, odd framing, oversized heads — is handed,
-//! with the bytes already read, to the hyper path (`listen.rs`, `forward.rs`) for the rest of
-//! the connection's life: HTTP/1 keeps no state between requests, so a request boundary is a
-//! safe place to switch.
+//! HTTP/2, `Expect`, CONNECT, absolute-form targets, odd framing — is handed, with the bytes
+//! already read, to the hyper path (`listen.rs`, `forward.rs`) for the rest of the
+//! connection's life: HTTP/1 keeps no state between requests, so a request boundary is a
+//! safe place to switch. What is malformed (no, two or an invalid Host; a head over 16 KiB;
+//! broken chunked framing) is answered here (400, 431) as the hyper path would answer it, and
+//! waiting for the client is bounded by the `Limits` timeouts.
 //!
 //! Invariants: a request is handed off only before any byte of it went upstream; an upstream
 //! connection carries requests of this client connection only and is reused only when its
