@@ -659,3 +659,86 @@ async fn serve_app_has_the_same_limits() {
     assert_eq!(c.ask(big.as_bytes()).await.status, 431);
     stop.cancel();
 }
+
+// ---------------------------------------------------------------- out of descriptors
+
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
+    let target = echo_target().await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (port, api_port) = (free(), free());
+    // The drop-in with room for only a few dozen descriptors.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48 && exec {} proxy --ip 127.0.0.1 --port {port} --api-ip 127.0.0.1 \
+             --api-port {api_port} --default-target http://{target} --max-connections-per-ip 0",
+            env!("CARGO_BIN_EXE_jupyterhub")
+        ))
+        .env("CONFIGPROXY_AUTH_TOKEN", "limits-test-token")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn jupyterhub proxy");
+    let child = Child(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(started.elapsed() < DEADLINE, "the proxy did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // More idle connections than descriptors: the rest wait in the backlog, and accept fails.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cpu_ticks(child.0.id());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(child.0.id()) - before;
+    // A spinning loop would use the whole second (100 ticks); backing off uses almost nothing.
+    assert!(
+        used < 20,
+        "{used} ticks in one second while out of descriptors"
+    );
+    drop(held);
+    let started = Instant::now();
+    loop {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            let mut c = Client {
+                stream,
+                buf: Vec::new(),
+            };
+            c.send(b"GET /x HTTP/1.1\r\nHost: hub.test\r\n\r\n").await;
+            if matches!(c.answer().await, Some(a) if a.status == 200) {
+                break;
+            }
+        }
+        assert!(started.elapsed() < DEADLINE, "the proxy did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
