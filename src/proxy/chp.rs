@@ -61,7 +61,7 @@ pub struct ChpArgs {
     /// Seconds an idle connection waits for its next request [default: 30].
     #[arg(long, value_name = "SECONDS", value_parser = millis)]
     pub keepalive_timeout: Option<u32>,
-    /// Connections at once from one client address, 0 = no limit [default: 256].
+    /// Connections at once from one client address, 0 = no limit [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<u32>,
     /// Accepted for compatibility (JupyterHub passes them when statsd is configured); ignored.

@@ -40,13 +40,13 @@ pub struct Limits {
 impl Default for Limits {
     /// Header 30 s (hyper's own default; a real head arrives in one round trip), body 60 s
     /// without a byte (progress, not total: a slow upload is fine, a stalled one is not),
-    /// keep-alive 30 s (longer than JupyterLab's polling interval), 256 connections per address.
+    /// keep-alive 30 s (longer than JupyterLab's polling interval), 1024 connections per address.
     fn default() -> Self {
         Limits {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(30),
-            max_connections_per_ip: 256,
+            max_connections_per_ip: 1024,
         }
     }
 }
