@@ -6,7 +6,7 @@
 //! authorize endpoint is a page (`web::Session`, an HTML confirmation), the token endpoint
 //! answers in RFC 6749's error shape; both take statuses for domain errors from `status`.
 
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::hub::{self, ClientOwner, CodeRequest, Hub, OAuthClientRow};
 use crate::rbac::{self, Resource};
 use crate::status::Failure;
-use crate::web::{PageError, Session};
+use crate::web::{FirstQuery, PageError, Session};
 
 /// The provider's routes, relative to `{base_url}hub/api` (upstream's paths).
 pub fn router() -> Router<Hub> {
@@ -108,7 +108,7 @@ fn resolve_scopes(
 pub async fn authorize(
     State(hub): State<Hub>,
     session: Session,
-    Query(params): Query<AuthorizeQuery>,
+    FirstQuery(params): FirstQuery<AuthorizeQuery>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     authorize_inner(hub, session, params, query, false).await
@@ -118,7 +118,7 @@ pub async fn authorize(
 pub async fn authorize_confirm(
     State(hub): State<Hub>,
     session: Session,
-    Query(params): Query<AuthorizeQuery>,
+    FirstQuery(params): FirstQuery<AuthorizeQuery>,
     RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::hub::Hub;
 
+pub use base::FirstQuery;
 pub use errors::{PageError, error_pages};
 pub use pages::hub_root;
 pub use session::{Session, login_cookies, logout_cookies};
