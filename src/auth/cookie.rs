@@ -295,11 +295,10 @@ pub fn xsrf_ok(
 }
 
 /// Upstream's rule: cookie-authenticated API requests need XSRF unless they are plain
-/// navigations or safe no-cors/websocket reads.
+/// navigations or safe no-cors/websocket reads. A websocket is recognised by
+/// `Sec-Fetch-Mode: websocket` (which pages cannot set) and only on a GET, never by an
+/// `Upgrade` header, which any client can add to any method.
 pub fn api_needs_xsrf(method: &Method, headers: &HeaderMap) -> bool {
-    if headers.get(header::UPGRADE).is_some() {
-        return false;
-    }
     let mode = headers
         .get("sec-fetch-mode")
         .and_then(|v| v.to_str().ok())
@@ -314,6 +313,7 @@ pub fn api_needs_xsrf(method: &Method, headers: &HeaderMap) -> bool {
                 .unwrap_or("");
             !(safe_method && site == "same-origin")
         }
+        "websocket" => *method != Method::GET,
         _ => !matches!(*method, Method::HEAD | Method::OPTIONS),
     }
 }
@@ -487,5 +487,21 @@ mod tests {
         headers.insert("sec-fetch-site", "same-origin".parse().expect("header"));
         assert!(!api_needs_xsrf(&Method::GET, &headers));
         assert!(api_needs_xsrf(&Method::DELETE, &headers));
+    }
+
+    #[test]
+    fn only_websocket_gets_skip_xsrf() {
+        // Issue 18: an `Upgrade` header alone used to exempt every method.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, "websocket".parse().expect("header"));
+        headers.insert(header::CONNECTION, "Upgrade".parse().expect("header"));
+        for method in [Method::POST, Method::DELETE, Method::PATCH, Method::PUT] {
+            assert!(api_needs_xsrf(&method, &headers), "{method}");
+        }
+        headers.insert("sec-fetch-mode", "websocket".parse().expect("header"));
+        assert!(!api_needs_xsrf(&Method::GET, &headers));
+        for method in [Method::POST, Method::DELETE, Method::PATCH, Method::PUT] {
+            assert!(api_needs_xsrf(&method, &headers), "{method}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestHub, browser, extract_xsrf, login, page_xsrf};
+use crate::support::{TestHub, browser, call, extract_xsrf, login, page_xsrf};
 
 #[tokio::test]
 async fn dummy_login_sets_cookies_and_logout_clears_them() {
@@ -196,6 +196,33 @@ async fn cookie_api_calls_need_xsrf() {
 }
 
 #[tokio::test]
+async fn an_upgrade_header_does_not_skip_xsrf() {
+    // Issue 18: any `Upgrade:` header used to exempt cookie-authenticated calls of every
+    // method; upstream exempts only websocket GETs, known by `Sec-Fetch-Mode: websocket`.
+    let hub = TestHub::start("", "").await;
+    let (client, _) = login(&hub, "alice", "x").await;
+    for mode in [None, Some("websocket")] {
+        let mut request = client
+            .post(hub.api("/users/alice/tokens"))
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .json(&json!({}));
+        if let Some(mode) = mode {
+            request = request.header("Sec-Fetch-Mode", mode);
+        }
+        let r = request.send().await.expect("post");
+        assert_eq!(r.status(), 403, "{mode:?}");
+    }
+    let (status, tokens) = call(&hub, "GET", "/users/alice/tokens", &hub.admin_token(), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        tokens["api_tokens"].as_array().map(Vec::len),
+        Some(0),
+        "{tokens}"
+    );
+}
+
+#[tokio::test]
 async fn next_parameter_stays_on_this_hub() {
     let hub = TestHub::start("", "").await;
     let (client, _) = login(&hub, "alice", "x").await;
@@ -211,6 +238,79 @@ async fn next_parameter_stays_on_this_hub() {
             .expect("get");
         assert_eq!(r.status(), StatusCode::FOUND, "{next}");
         assert_eq!(r.headers()["location"], expected, "{next}");
+    }
+}
+
+/// How a browser reads a `Location`: tab, CR and LF dropped anywhere, C0 controls and spaces
+/// trimmed at the ends, `\\` as `/`. The target stays on the hub only if that is a path
+/// with one leading slash.
+fn stays_on_hub(location: &str) -> bool {
+    let read: String = location
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .map(|c| if c == '\\' { '/' } else { c })
+        .collect();
+    read.starts_with('/')
+        && !read.starts_with("//")
+        && !location.contains(|c: char| c.is_ascii_control())
+}
+
+#[tokio::test]
+async fn next_with_what_browsers_drop_stays_on_this_hub() {
+    // Issue 18: `/\t/evil.com` was sent back as is and browsers followed `//evil.com`.
+    let hub = TestHub::start("", "").await;
+    let (client, _) = login(&hub, "alice", "x").await;
+    let inputs = [
+        "/\t/evil.com",
+        "/\r/evil.com",
+        "/\n/evil.com",
+        "\t//evil.com",
+        " //evil.com",
+        "/\t\\evil.com",
+        "\\\t\\evil.com",
+        "/\\\t/evil.com",
+        "https:\t//evil.com/",
+        "/%09/evil.com",
+        "/\x00/evil.com",
+    ];
+    for next in inputs {
+        let r = client
+            .get(format!("{}/hub/login?next={}", hub.url, urlencode(next)))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::FOUND, "{next:?}");
+        let location = r.headers()["location"].to_str().expect("location");
+        assert!(stays_on_hub(location), "{next:?} -> {location:?}");
+    }
+    // The same through the form, as a browser that is not yet logged in submits it.
+    for next in inputs {
+        let anonymous = crate::support::browser();
+        let url = format!("{}/hub/login?next={}", hub.url, urlencode(next));
+        let xsrf = extract_xsrf(
+            &anonymous
+                .get(&url)
+                .send()
+                .await
+                .expect("form")
+                .text()
+                .await
+                .expect("html"),
+        );
+        let r = anonymous
+            .post(&url)
+            .form(&[
+                ("username", "alice"),
+                ("password", "x"),
+                ("_xsrf", xsrf.as_str()),
+            ])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::FOUND, "{next:?}");
+        let location = r.headers()["location"].to_str().expect("location");
+        assert!(stays_on_hub(location), "{next:?} -> {location:?}");
     }
 }
 
