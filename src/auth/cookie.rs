@@ -199,13 +199,39 @@ pub fn session_id(headers: &HeaderMap) -> Option<&str> {
     cookie(headers, SESSION_COOKIE)
 }
 
-/// The peer address the listener recorded, or loopback for in-process calls.
-pub fn peer_ip(parts: &axum::http::request::Parts) -> String {
-    parts
+/// The client's address: the peer the listener recorded (loopback for in-process calls),
+/// or, when that peer is one of the `trusted` proxies, the nearest address in
+/// `X-Forwarded-For` that is not (Tornado's `xheaders` with `trusted_downstream`): read from
+/// the right, as each proxy appends the address it saw.
+pub fn peer_ip(parts: &axum::http::request::Parts, trusted: &[crate::config::IpRange]) -> String {
+    let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "127.0.0.1".into())
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|r| r.contains(ip));
+    let mut client = peer;
+    if is_trusted(peer) {
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for entry in forwarded.into_iter().rev() {
+            // An entry that is not an address ends the chain: what lies beyond is unknown.
+            let Ok(ip) = entry.parse::<std::net::IpAddr>() else {
+                break;
+            };
+            client = ip;
+            if !is_trusted(ip) {
+                break;
+            }
+        }
+    }
+    client.to_string()
 }
 
 /// `Authorization: token X` or `bearer X` (case-insensitive).

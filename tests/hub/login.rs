@@ -335,11 +335,149 @@ async fn failed_logins_are_rate_limited() {
         StatusCode::TOO_MANY_REQUESTS,
         "even the right password waits"
     );
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert!(
         r.text()
             .await
             .expect("html")
             .contains("Too many failed login attempts")
+    );
+}
+
+/// A browser-like client whose connections come from `source` (any 127/8 address reaches the
+/// hub on loopback) and that sends `forwarded_for` as `X-Forwarded-For`, if given.
+fn client_from(source: &str, forwarded_for: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = forwarded_for {
+        headers.insert("x-forwarded-for", value.parse().expect("header"));
+    }
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(source.parse::<std::net::IpAddr>().expect("ip"))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+async fn login_with(
+    hub: &TestHub,
+    client: &reqwest::Client,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let html = client
+        .get(format!("{}/hub/login", hub.url))
+        .send()
+        .await
+        .expect("login page")
+        .text()
+        .await
+        .expect("html");
+    let xsrf = extract_xsrf(&html);
+    client
+        .post(format!("{}/hub/login", hub.url))
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("_xsrf", xsrf.as_str()),
+        ])
+        .send()
+        .await
+        .expect("login post")
+}
+
+#[tokio::test]
+async fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
+    // Issue 18: ten wrong passwords for alice from anywhere refused her everywhere.
+    let hub = TestHub::start(
+        "login_rate_limit = 3\nlogin_rate_window = 60",
+        "[DummyAuthenticator]\npassword = \"sesame\"\n",
+    )
+    .await;
+    let attacker = client_from("127.0.0.2", None);
+    for _ in 0..3 {
+        let r = login_with(&hub, &attacker, "alice", "wrong").await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let r = login_with(&hub, &attacker, "alice", "sesame").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    // Alice from her own address, and bob from the attacker's, are not held up.
+    let r = login_with(&hub, &client_from("127.0.0.3", None), "alice", "sesame").await;
+    assert_eq!(r.status(), StatusCode::FOUND, "alice elsewhere");
+    let r = login_with(&hub, &attacker, "bob", "sesame").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "another user from that address"
+    );
+}
+
+#[tokio::test]
+async fn x_forwarded_for_counts_only_from_trusted_proxies() {
+    let config = "[DummyAuthenticator]\npassword = \"sesame\"\n";
+    // Trusted: the proxy at 127.0.0.2 names the clients, so they are told apart.
+    let hub = TestHub::start(
+        "login_rate_limit = 3\nlogin_rate_window = 60\ntrusted_downstream_ips = [\"127.0.0.2/32\"]",
+        config,
+    )
+    .await;
+    let attacker = client_from("127.0.0.2", Some("192.0.2.1"));
+    for _ in 0..3 {
+        let r = login_with(&hub, &attacker, "alice", "wrong").await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let r = login_with(&hub, &attacker, "alice", "sesame").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = login_with(
+        &hub,
+        &client_from("127.0.0.2", Some("192.0.2.2")),
+        "alice",
+        "sesame",
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "another client behind the same proxy"
+    );
+    assert!(
+        hub.log().contains("192.0.2.1"),
+        "the log names the real client"
+    );
+    // Untrusted: the header is ignored, so changing it does not escape the wait.
+    let hub = TestHub::start("login_rate_limit = 3\nlogin_rate_window = 60", config).await;
+    for forwarded in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        let r = login_with(
+            &hub,
+            &client_from("127.0.0.2", Some(forwarded)),
+            "alice",
+            "wrong",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let r = login_with(
+        &hub,
+        &client_from("127.0.0.2", Some("192.0.2.4")),
+        "alice",
+        "sesame",
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a forged X-Forwarded-For is not believed"
+    );
+    assert!(
+        !hub.log().contains("192.0.2."),
+        "forged addresses are not logged"
     );
 }
 
