@@ -419,6 +419,15 @@ async fn control_characters_in_server_names_are_refused() {
     }
     let (_, model) = call(&hub, "GET", &format!("/users/{user}"), &admin, None).await;
     assert_eq!(model["servers"], json!({}), "nothing was created: {model}");
+    // Other verbs on such names find nothing; none is an internal error.
+    for (method, path) in [
+        ("DELETE", format!("/users/{user}/servers/a%00b")),
+        ("GET", format!("/users/{user}/servers/a%00b/progress")),
+        ("DELETE", format!("/users/{user}/servers/a%0Aforged-line")),
+    ] {
+        let (status, body) = call(&hub, method, &path, &admin, None).await;
+        assert!(status.is_client_error(), "{method} {path}: {status} {body}");
+    }
     // The spawn page refuses them too, and no line of the log starts with what followed
     // the newline, nor holds a NUL.
     let (client, _) = crate::support::login(&hub, &user, "x").await;
@@ -428,6 +437,18 @@ async fn control_characters_in_server_names_are_refused() {
         .await
         .expect("get");
     assert_eq!(r.status(), 400);
+    for path in [
+        format!("/hub/spawn-pending/{user}/a%00b"),
+        format!("/user/{user}/a%00b/lab"),
+        format!("/hub/user/{user}/a%0Aforged-line/lab"),
+    ] {
+        let r = client
+            .get(format!("{}{path}", hub.url))
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().as_u16() < 500, "{path}: {}", r.status());
+    }
     let log = hub.log();
     assert!(!log.contains('\0'), "a NUL reached the log");
     assert!(
