@@ -117,8 +117,8 @@ async fn hub_headers(
     // the fields become journal fields (METHOD=, PATH=, STATUS=, DURATION_MS=).
     macro_rules! access_log {
         ($level:ident) => {
-            tracing::$level!(method = %method, path = %path, status, duration_ms,
-                "{status} {method} {path} {duration_ms:.2}ms")
+            tracing::$level!(method = %method, path = %path.escape_debug(), status, duration_ms,
+                "{status} {method} {} {duration_ms:.2}ms", path.escape_debug())
         };
     }
     if status >= 500 {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use value::{ByteSize, CpuAmount, Pattern, Secret};
+pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
 
 /// Where the hub looks for its configuration when `-f` is not given.
 pub const SYSTEM_CONFIG: &str = "/etc/jupyterhub/jupyterhub.toml";
@@ -118,9 +118,13 @@ pub struct HubConfig {
     pub services: Vec<ServiceConfig>,
     pub load_roles: Vec<RoleConfig>,
     pub load_groups: BTreeMap<String, GroupConfig>,
-    /// Failed logins per user and per client address within `login_rate_window` before refusal.
+    /// Failed logins of one user from one client address within `login_rate_window` before
+    /// that pair waits (5 s, doubling per further failure, at most `login_rate_window`).
     pub login_rate_limit: u32,
     pub login_rate_window: u64,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client,
+    /// as upstream's `trusted_downstream_ips`; from any other peer the header is ignored.
+    pub trusted_downstream_ips: Vec<IpRange>,
 }
 
 impl Default for HubConfig {
@@ -165,6 +169,7 @@ impl Default for HubConfig {
             load_groups: BTreeMap::new(),
             login_rate_limit: 10,
             login_rate_window: 300,
+            trusted_downstream_ips: Vec::new(),
         }
     }
 }

@@ -49,7 +49,8 @@ async fn resolve(parts: &Parts, hub: &Hub) -> Result<Option<Identity>, ApiError>
             return Ok(None);
         }
         let cookie_id = identity.user().map(|u| u.cookie_id.as_str());
-        let expected = cookie::xsrf_id(cookie_id, &parts.headers, &cookie::peer_ip(parts));
+        let peer = cookie::peer_ip(parts, &hub.config().hub.trusted_downstream_ips);
+        let expected = cookie::xsrf_id(cookie_id, &parts.headers, &peer);
         if !cookie::xsrf_ok(
             hub.secret(),
             &parts.headers,

@@ -199,13 +199,39 @@ pub fn session_id(headers: &HeaderMap) -> Option<&str> {
     cookie(headers, SESSION_COOKIE)
 }
 
-/// The peer address the listener recorded, or loopback for in-process calls.
-pub fn peer_ip(parts: &axum::http::request::Parts) -> String {
-    parts
+/// The client's address: the peer the listener recorded (loopback for in-process calls),
+/// or, when that peer is one of the `trusted` proxies, the nearest address in
+/// `X-Forwarded-For` that is not (Tornado's `xheaders` with `trusted_downstream`): read from
+/// the right, as each proxy appends the address it saw.
+pub fn peer_ip(parts: &axum::http::request::Parts, trusted: &[crate::config::IpRange]) -> String {
+    let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "127.0.0.1".into())
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|r| r.contains(ip));
+    let mut client = peer;
+    if is_trusted(peer) {
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for entry in forwarded.into_iter().rev() {
+            // An entry that is not an address ends the chain: what lies beyond is unknown.
+            let Ok(ip) = entry.parse::<std::net::IpAddr>() else {
+                break;
+            };
+            client = ip;
+            if !is_trusted(ip) {
+                break;
+            }
+        }
+    }
+    client.to_string()
 }
 
 /// `Authorization: token X` or `bearer X` (case-insensitive).
@@ -295,11 +321,10 @@ pub fn xsrf_ok(
 }
 
 /// Upstream's rule: cookie-authenticated API requests need XSRF unless they are plain
-/// navigations or safe no-cors/websocket reads.
+/// navigations or safe no-cors/websocket reads. A websocket is recognised by
+/// `Sec-Fetch-Mode: websocket` (which pages cannot set) and only on a GET, never by an
+/// `Upgrade` header, which any client can add to any method.
 pub fn api_needs_xsrf(method: &Method, headers: &HeaderMap) -> bool {
-    if headers.get(header::UPGRADE).is_some() {
-        return false;
-    }
     let mode = headers
         .get("sec-fetch-mode")
         .and_then(|v| v.to_str().ok())
@@ -314,6 +339,7 @@ pub fn api_needs_xsrf(method: &Method, headers: &HeaderMap) -> bool {
                 .unwrap_or("");
             !(safe_method && site == "same-origin")
         }
+        "websocket" => *method != Method::GET,
         _ => !matches!(*method, Method::HEAD | Method::OPTIONS),
     }
 }
@@ -487,5 +513,21 @@ mod tests {
         headers.insert("sec-fetch-site", "same-origin".parse().expect("header"));
         assert!(!api_needs_xsrf(&Method::GET, &headers));
         assert!(api_needs_xsrf(&Method::DELETE, &headers));
+    }
+
+    #[test]
+    fn only_websocket_gets_skip_xsrf() {
+        // Issue 18: an `Upgrade` header alone used to exempt every method.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, "websocket".parse().expect("header"));
+        headers.insert(header::CONNECTION, "Upgrade".parse().expect("header"));
+        for method in [Method::POST, Method::DELETE, Method::PATCH, Method::PUT] {
+            assert!(api_needs_xsrf(&method, &headers), "{method}");
+        }
+        headers.insert("sec-fetch-mode", "websocket".parse().expect("header"));
+        assert!(!api_needs_xsrf(&Method::GET, &headers));
+        for method in [Method::POST, Method::DELETE, Method::PATCH, Method::PUT] {
+            assert!(api_needs_xsrf(&method, &headers), "{method}");
+        }
     }
 }

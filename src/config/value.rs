@@ -123,6 +123,59 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
+/// An IP address or a CIDR network (`10.0.0.0/8`, `fd00::/8`), as `trusted_downstream_ips`
+/// lists the reverse proxies whose `X-Forwarded-For` the hub believes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(text: &str) -> Result<IpRange, String> {
+        let bad = || format!("{text:?} is not an IP address or network (`10.0.0.1`, `10.0.0.0/8`)");
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(IpRange { network, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address on a dual-stack socket.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let masked = |bits: u128, width: u32| {
+            let keep = u32::from(self.prefix);
+            if keep == 0 { 0 } else { bits >> (width - keep) }
+        };
+        match (self.network, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                masked(u128::from(u32::from(n)), 32) == masked(u128::from(u32::from(a)), 32)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                masked(u128::from(n), 128) == masked(u128::from(a), 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IpRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        IpRange::parse(&text).map_err(de::Error::custom)
+    }
+}
+
 /// A secret string whose `Debug` does not print it.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -172,6 +225,26 @@ mod tests {
         let p = Pattern(regex::Regex::new("[a-z]+").expect("valid"));
         assert!(p.is_full_match("alice"));
         assert!(!p.is_full_match("alice1"));
+    }
+
+    #[test]
+    fn ip_ranges() {
+        let one = IpRange::parse("10.0.0.1").expect("ip");
+        assert!(one.contains("10.0.0.1".parse().expect("ip")));
+        assert!(!one.contains("10.0.0.2".parse().expect("ip")));
+        let net = IpRange::parse("10.0.0.0/8").expect("net");
+        assert!(net.contains("10.200.3.4".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.1.2.3".parse().expect("ip")));
+        assert!(!net.contains("11.0.0.1".parse().expect("ip")));
+        let all = IpRange::parse("0.0.0.0/0").expect("all");
+        assert!(all.contains("192.0.2.9".parse().expect("ip")));
+        assert!(!all.contains("::1".parse().expect("ip")));
+        let v6 = IpRange::parse("fd00::/8").expect("v6");
+        assert!(v6.contains("fd12::1".parse().expect("ip")));
+        assert!(!v6.contains("fe80::1".parse().expect("ip")));
+        for bad in ["", "10.0.0", "10.0.0.0/33", "::/129", "host.example"] {
+            assert!(IpRange::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Logging in: normalise the name, rate-limit failures per user and per client address,
-//! ask the authenticator, apply the allow/block/admin policy, create the user on first login.
+//! Logging in: normalise the name, slow down failures per user and client address, ask the
+//! authenticator, apply the allow/block/admin policy, create the user on first login.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,11 +9,24 @@ use crate::db::{self, UserRow};
 
 use super::{Error, Hub, Result};
 
-/// Failed attempts per key (user name or client address) in a sliding window.
+/// The first wait once a pair is over the limit; each further failure doubles it.
+const FIRST_LOCKOUT: Duration = Duration::from_secs(5);
+
+/// Failed logins per (user, client address) pair. Keyed by the pair, not by either alone:
+/// failures from one address must not lock the user out everywhere, nor (behind a reverse
+/// proxy or NAT, where many people share an address) everyone out. After `limit` failures
+/// within `window` the pair waits, 5 s and then twice as long per further failure, at most
+/// `window`: a back-off, not a ban, and it ends with the first success.
 pub struct LoginLimiter {
     limit: u32,
     window: Duration,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    pairs: Mutex<HashMap<(String, String), Failures>>,
+}
+
+#[derive(Default)]
+struct Failures {
+    at: Vec<Instant>,
+    locked_until: Option<Instant>,
 }
 
 impl LoginLimiter {
@@ -21,49 +34,58 @@ impl LoginLimiter {
         LoginLimiter {
             limit,
             window: Duration::from_secs(window_secs),
-            failures: Mutex::new(HashMap::new()),
+            pairs: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Seconds until `key` may try again, if it is over the limit.
-    pub fn blocked_for(&self, key: &str) -> Option<u64> {
+    fn key(user: &str, client: &str) -> (String, String) {
+        (user.to_owned(), client.to_owned())
+    }
+
+    /// Seconds until `user` may try again from `client`, if that pair is waiting.
+    pub fn blocked_for(&self, user: &str, client: &str) -> Option<u64> {
         if self.limit == 0 {
             return None;
         }
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
+        let until = pairs.get(&Self::key(user, client))?.locked_until?;
+        let left = until.checked_duration_since(Instant::now())?;
+        // Rounded up, so a client that waits as told is not refused again.
+        Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    }
+
+    pub fn record_failure(&self, user: &str, client: &str) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let list = failures.get_mut(key)?;
-        list.retain(|t| now.duration_since(*t) < self.window);
-        if list.len() >= self.limit as usize {
-            let oldest = list.first().copied().unwrap_or(now);
-            return Some(
-                (self.window.saturating_sub(now.duration_since(oldest)))
-                    .as_secs()
-                    .max(1),
-            );
+        let window = self.window;
+        // Bound memory under a flood of distinct pairs: drop stale entries first.
+        if pairs.len() > 100_000 {
+            pairs.retain(|_, f| {
+                f.at.last().is_some_and(|t| now.duration_since(*t) < window)
+                    || f.locked_until.is_some_and(|u| u > now)
+            });
         }
-        None
+        let entry = pairs.entry(Self::key(user, client)).or_default();
+        entry.at.retain(|t| now.duration_since(*t) < window);
+        entry.at.push(now);
+        let over = entry.at.len().saturating_sub(self.limit as usize);
+        if entry.at.len() >= self.limit as usize {
+            let doublings = u32::try_from(over).unwrap_or(u32::MAX).min(20);
+            let wait = FIRST_LOCKOUT
+                .saturating_mul(1 << doublings)
+                .min(window.max(Duration::from_secs(1)));
+            entry.locked_until = Some(now + wait);
+        }
     }
 
-    pub fn record_failure(&self, key: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        // Bound memory under a flood of distinct keys: drop stale entries first.
-        if failures.len() > 100_000 {
-            let now = Instant::now();
-            let window = self.window;
-            failures.retain(|_, list| list.last().is_some_and(|t| now.duration_since(*t) < window));
-        }
-        failures
-            .entry(key.to_owned())
-            .or_default()
-            .push(Instant::now());
-    }
-
-    pub fn clear(&self, key: &str) {
-        self.failures
+    pub fn clear(&self, user: &str, client: &str) {
+        self.pairs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+            .remove(&Self::key(user, client));
     }
 }
 
@@ -74,17 +96,11 @@ impl Hub {
             .policy
             .normalize(raw_name)
             .map_err(|_| Error::Auth(crate::auth::Error::InvalidCredentials))?;
-        let user_key = format!("user:{name}");
-        let client_key = format!("ip:{client}");
-        for key in [&user_key, &client_key] {
-            if let Some(wait) = self.login_limiter.blocked_for(key) {
-                return Err(Error::TooManyRequests {
-                    message: format!(
-                        "Too many failed login attempts. Try again in {wait} seconds."
-                    ),
-                    retry_after: wait,
-                });
-            }
+        if let Some(wait) = self.login_limiter.blocked_for(&name, client) {
+            return Err(Error::TooManyRequests {
+                message: format!("Too many failed login attempts. Try again in {wait} seconds."),
+                retry_after: wait,
+            });
         }
         let outcome = {
             let _permit = self
@@ -95,8 +111,7 @@ impl Hub {
             self.authenticator.authenticate(&name, password).await?
         };
         let Some(authenticated) = outcome else {
-            self.login_limiter.record_failure(&user_key);
-            self.login_limiter.record_failure(&client_key);
+            self.login_limiter.record_failure(&name, client);
             tracing::warn!(user = %name, client, "failed login");
             return Err(Error::Auth(crate::auth::Error::InvalidCredentials));
         };
@@ -105,11 +120,11 @@ impl Hub {
         let config_admin = self.policy.is_admin(&name);
         let admin_by_authenticator = authenticated.admin == Some(true);
         if !self.policy.is_allowed(&name, existing.is_some()) && !admin_by_authenticator {
-            self.login_limiter.record_failure(&client_key);
+            self.login_limiter.record_failure(&name, client);
             tracing::warn!(user = %name, client, "login refused: user not allowed");
             return Err(Error::Auth(crate::auth::Error::NotAllowed(name)));
         }
-        self.login_limiter.clear(&user_key);
+        self.login_limiter.clear(&name, client);
         let user = self.db.write(|tx| {
             let user = match db::user_by_name(tx, &name)? {
                 Some(user) => user,
@@ -154,19 +169,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_blocks_after_limit_and_clears() {
+    fn limiter_backs_off_per_pair_and_clears() {
         let limiter = LoginLimiter::new(3, 60);
         for _ in 0..2 {
-            limiter.record_failure("k");
+            limiter.record_failure("alice", "10.0.0.1");
         }
-        assert_eq!(limiter.blocked_for("k"), None);
-        limiter.record_failure("k");
-        assert!(limiter.blocked_for("k").is_some_and(|s| s <= 60));
-        assert_eq!(limiter.blocked_for("other"), None);
-        limiter.clear("k");
-        assert_eq!(limiter.blocked_for("k"), None);
+        assert_eq!(limiter.blocked_for("alice", "10.0.0.1"), None);
+        limiter.record_failure("alice", "10.0.0.1");
+        assert_eq!(limiter.blocked_for("alice", "10.0.0.1"), Some(5));
+        // The same user from elsewhere, and another user from the same address, go on.
+        assert_eq!(limiter.blocked_for("alice", "10.0.0.2"), None);
+        assert_eq!(limiter.blocked_for("bob", "10.0.0.1"), None);
+        // Each further failure doubles the wait, up to the window.
+        limiter.record_failure("alice", "10.0.0.1");
+        assert_eq!(limiter.blocked_for("alice", "10.0.0.1"), Some(10));
+        for _ in 0..5 {
+            limiter.record_failure("alice", "10.0.0.1");
+        }
+        assert_eq!(limiter.blocked_for("alice", "10.0.0.1"), Some(60));
+        limiter.clear("alice", "10.0.0.1");
+        assert_eq!(limiter.blocked_for("alice", "10.0.0.1"), None);
         let off = LoginLimiter::new(0, 60);
-        off.record_failure("k");
-        assert_eq!(off.blocked_for("k"), None);
+        for _ in 0..5 {
+            off.record_failure("alice", "10.0.0.1");
+        }
+        assert_eq!(off.blocked_for("alice", "10.0.0.1"), None);
     }
 }

@@ -216,6 +216,13 @@ impl Hub {
                 "Invalid server_name: {server_name:?}"
             )));
         }
+        // As user names (`auth::validate_username`): a newline would forge lines in the log,
+        // a NUL cannot reach the unit name, the environment or the journal.
+        if server_name.chars().any(char::is_control) {
+            return Err(Error::BadRequest(format!(
+                "Invalid server_name {server_name:?}: server names may not contain control characters"
+            )));
+        }
         let user = self.user(user_name)?;
         let key: ServerKey = (user.id, server_name.to_owned());
         let existing = self.db.read(|c| db::spawner(c, user.id, server_name))?;

@@ -77,8 +77,20 @@ pub(super) fn login_redirect(hub: &Hub, next: &str) -> Response {
 
 /// Upstream's `_validate_next_url`: only paths on this hub; anything with a foreign host or
 /// not starting with `/` becomes empty (the caller then uses the default).
+///
+/// The target is judged as a browser will read it (the WHATWG URL parser): browsers drop
+/// ASCII tab, LF and CR anywhere and C0 controls and spaces at either end, so `/\t/evil.com`
+/// is `//evil.com` to them. Those are removed first; any other control character refuses.
 pub fn validate_next_url(next: &str, host: Option<&str>) -> String {
-    let mut next = next.replace('\\', "%5C");
+    let cleaned: String = next
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    if cleaned.chars().any(|c| c.is_ascii_control()) {
+        return String::new();
+    }
+    let mut next = cleaned.replace('\\', "%5C");
     while next.starts_with("///") {
         next.remove(0);
     }
@@ -220,6 +232,24 @@ mod tests {
             ("//hub.example.org/hub/", "/hub/"),
             ("relative/path", ""),
             ("/\\evil.com", "/%5Cevil.com"),
+            // What browsers drop must not hide a second slash (issue 18).
+            ("/\t/evil.com", ""),
+            ("/\r/evil.com", ""),
+            ("/\n/evil.com", ""),
+            ("\t//evil.com", ""),
+            ("/\t\t/\r\n/evil.com", ""),
+            (" //evil.com", ""),
+            ("\x01//evil.com\x1f", ""),
+            ("/\t\\evil.com", "/%5Cevil.com"),
+            ("\\\t\\evil.com", ""),
+            ("/\\\t/evil.com", "/%5C/evil.com"),
+            ("\t/\t\\/evil.com", "/%5C/evil.com"),
+            ("h\tttps://evil.com/", ""),
+            ("https:\t//evil.com/", ""),
+            ("/%09/evil.com", "/%09/evil.com"),
+            ("/hub/\x00home", ""),
+            ("/hub/\x7fhome", ""),
+            ("/user/a/\tlab", "/user/a/lab"),
         ] {
             assert_eq!(validate_next_url(input, host), expected, "{input}");
         }

@@ -3,7 +3,7 @@
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -95,7 +95,13 @@ pub async fn login_submit(
         }
         Err(e) => {
             let failure = crate::status::login_failure(e);
-            rerender(failure.status, &failure.message)
+            let mut response = rerender(failure.status, &failure.message);
+            if let Some(seconds) = failure.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
         }
     }
 }

@@ -33,7 +33,7 @@ impl FromRequestParts<Hub> for Session {
             }
             None => None,
         };
-        let peer = cookie::peer_ip(parts);
+        let peer = cookie::peer_ip(parts, &hub.config().hub.trusted_downstream_ips);
         let cookie_id = identity
             .as_ref()
             .and_then(|i| i.user())

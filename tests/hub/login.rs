@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestHub, browser, extract_xsrf, login, page_xsrf};
+use crate::support::{TestHub, browser, call, extract_xsrf, login, page_xsrf};
 
 #[tokio::test]
 async fn dummy_login_sets_cookies_and_logout_clears_them() {
@@ -196,6 +196,33 @@ async fn cookie_api_calls_need_xsrf() {
 }
 
 #[tokio::test]
+async fn an_upgrade_header_does_not_skip_xsrf() {
+    // Issue 18: any `Upgrade:` header used to exempt cookie-authenticated calls of every
+    // method; upstream exempts only websocket GETs, known by `Sec-Fetch-Mode: websocket`.
+    let hub = TestHub::start("", "").await;
+    let (client, _) = login(&hub, "alice", "x").await;
+    for mode in [None, Some("websocket")] {
+        let mut request = client
+            .post(hub.api("/users/alice/tokens"))
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .json(&json!({}));
+        if let Some(mode) = mode {
+            request = request.header("Sec-Fetch-Mode", mode);
+        }
+        let r = request.send().await.expect("post");
+        assert_eq!(r.status(), 403, "{mode:?}");
+    }
+    let (status, tokens) = call(&hub, "GET", "/users/alice/tokens", &hub.admin_token(), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        tokens["api_tokens"].as_array().map(Vec::len),
+        Some(0),
+        "{tokens}"
+    );
+}
+
+#[tokio::test]
 async fn next_parameter_stays_on_this_hub() {
     let hub = TestHub::start("", "").await;
     let (client, _) = login(&hub, "alice", "x").await;
@@ -211,6 +238,79 @@ async fn next_parameter_stays_on_this_hub() {
             .expect("get");
         assert_eq!(r.status(), StatusCode::FOUND, "{next}");
         assert_eq!(r.headers()["location"], expected, "{next}");
+    }
+}
+
+/// How a browser reads a `Location`: tab, CR and LF dropped anywhere, C0 controls and spaces
+/// trimmed at the ends, `\\` as `/`. The target stays on the hub only if that is a path
+/// with one leading slash.
+fn stays_on_hub(location: &str) -> bool {
+    let read: String = location
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .map(|c| if c == '\\' { '/' } else { c })
+        .collect();
+    read.starts_with('/')
+        && !read.starts_with("//")
+        && !location.contains(|c: char| c.is_ascii_control())
+}
+
+#[tokio::test]
+async fn next_with_what_browsers_drop_stays_on_this_hub() {
+    // Issue 18: `/\t/evil.com` was sent back as is and browsers followed `//evil.com`.
+    let hub = TestHub::start("", "").await;
+    let (client, _) = login(&hub, "alice", "x").await;
+    let inputs = [
+        "/\t/evil.com",
+        "/\r/evil.com",
+        "/\n/evil.com",
+        "\t//evil.com",
+        " //evil.com",
+        "/\t\\evil.com",
+        "\\\t\\evil.com",
+        "/\\\t/evil.com",
+        "https:\t//evil.com/",
+        "/%09/evil.com",
+        "/\x00/evil.com",
+    ];
+    for next in inputs {
+        let r = client
+            .get(format!("{}/hub/login?next={}", hub.url, urlencode(next)))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::FOUND, "{next:?}");
+        let location = r.headers()["location"].to_str().expect("location");
+        assert!(stays_on_hub(location), "{next:?} -> {location:?}");
+    }
+    // The same through the form, as a browser that is not yet logged in submits it.
+    for next in inputs {
+        let anonymous = crate::support::browser();
+        let url = format!("{}/hub/login?next={}", hub.url, urlencode(next));
+        let xsrf = extract_xsrf(
+            &anonymous
+                .get(&url)
+                .send()
+                .await
+                .expect("form")
+                .text()
+                .await
+                .expect("html"),
+        );
+        let r = anonymous
+            .post(&url)
+            .form(&[
+                ("username", "alice"),
+                ("password", "x"),
+                ("_xsrf", xsrf.as_str()),
+            ])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::FOUND, "{next:?}");
+        let location = r.headers()["location"].to_str().expect("location");
+        assert!(stays_on_hub(location), "{next:?} -> {location:?}");
     }
 }
 
@@ -235,11 +335,149 @@ async fn failed_logins_are_rate_limited() {
         StatusCode::TOO_MANY_REQUESTS,
         "even the right password waits"
     );
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert!(
         r.text()
             .await
             .expect("html")
             .contains("Too many failed login attempts")
+    );
+}
+
+/// A browser-like client whose connections come from `source` (any 127/8 address reaches the
+/// hub on loopback) and that sends `forwarded_for` as `X-Forwarded-For`, if given.
+fn client_from(source: &str, forwarded_for: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = forwarded_for {
+        headers.insert("x-forwarded-for", value.parse().expect("header"));
+    }
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(source.parse::<std::net::IpAddr>().expect("ip"))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+async fn login_with(
+    hub: &TestHub,
+    client: &reqwest::Client,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let html = client
+        .get(format!("{}/hub/login", hub.url))
+        .send()
+        .await
+        .expect("login page")
+        .text()
+        .await
+        .expect("html");
+    let xsrf = extract_xsrf(&html);
+    client
+        .post(format!("{}/hub/login", hub.url))
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("_xsrf", xsrf.as_str()),
+        ])
+        .send()
+        .await
+        .expect("login post")
+}
+
+#[tokio::test]
+async fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
+    // Issue 18: ten wrong passwords for alice from anywhere refused her everywhere.
+    let hub = TestHub::start(
+        "login_rate_limit = 3\nlogin_rate_window = 60",
+        "[DummyAuthenticator]\npassword = \"sesame\"\n",
+    )
+    .await;
+    let attacker = client_from("127.0.0.2", None);
+    for _ in 0..3 {
+        let r = login_with(&hub, &attacker, "alice", "wrong").await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let r = login_with(&hub, &attacker, "alice", "sesame").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    // Alice from her own address, and bob from the attacker's, are not held up.
+    let r = login_with(&hub, &client_from("127.0.0.3", None), "alice", "sesame").await;
+    assert_eq!(r.status(), StatusCode::FOUND, "alice elsewhere");
+    let r = login_with(&hub, &attacker, "bob", "sesame").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "another user from that address"
+    );
+}
+
+#[tokio::test]
+async fn x_forwarded_for_counts_only_from_trusted_proxies() {
+    let config = "[DummyAuthenticator]\npassword = \"sesame\"\n";
+    // Trusted: the proxy at 127.0.0.2 names the clients, so they are told apart.
+    let hub = TestHub::start(
+        "login_rate_limit = 3\nlogin_rate_window = 60\ntrusted_downstream_ips = [\"127.0.0.2/32\"]",
+        config,
+    )
+    .await;
+    let attacker = client_from("127.0.0.2", Some("192.0.2.1"));
+    for _ in 0..3 {
+        let r = login_with(&hub, &attacker, "alice", "wrong").await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let r = login_with(&hub, &attacker, "alice", "sesame").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = login_with(
+        &hub,
+        &client_from("127.0.0.2", Some("192.0.2.2")),
+        "alice",
+        "sesame",
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "another client behind the same proxy"
+    );
+    assert!(
+        hub.log().contains("192.0.2.1"),
+        "the log names the real client"
+    );
+    // Untrusted: the header is ignored, so changing it does not escape the wait.
+    let hub = TestHub::start("login_rate_limit = 3\nlogin_rate_window = 60", config).await;
+    for forwarded in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        let r = login_with(
+            &hub,
+            &client_from("127.0.0.2", Some(forwarded)),
+            "alice",
+            "wrong",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let r = login_with(
+        &hub,
+        &client_from("127.0.0.2", Some("192.0.2.4")),
+        "alice",
+        "sesame",
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a forged X-Forwarded-For is not believed"
+    );
+    assert!(
+        !hub.log().contains("192.0.2."),
+        "forged addresses are not logged"
     );
 }
 

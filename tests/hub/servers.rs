@@ -385,3 +385,74 @@ async fn options_form_spawn_page_and_user_redirect() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn control_characters_in_server_names_are_refused() {
+    // Issue 18: a newline forged a line in the hub's log, a NUL answered 500.
+    let hub = TestHub::start("allow_named_servers = true", &stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    for name in [
+        "a%0Aforged-line",
+        "a%00b",
+        "a%0Db",
+        "a%09b",
+        "a%1Bb",
+        "a%7Fb",
+    ] {
+        let (status, body) = call(
+            &hub,
+            "POST",
+            &format!("/users/{user}/servers/{name}"),
+            &admin,
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{name}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("control characters")),
+            "{name}: {body}"
+        );
+    }
+    let (_, model) = call(&hub, "GET", &format!("/users/{user}"), &admin, None).await;
+    assert_eq!(model["servers"], json!({}), "nothing was created: {model}");
+    // Other verbs on such names find nothing; none is an internal error.
+    for (method, path) in [
+        ("DELETE", format!("/users/{user}/servers/a%00b")),
+        ("GET", format!("/users/{user}/servers/a%00b/progress")),
+        ("DELETE", format!("/users/{user}/servers/a%0Aforged-line")),
+    ] {
+        let (status, body) = call(&hub, method, &path, &admin, None).await;
+        assert!(status.is_client_error(), "{method} {path}: {status} {body}");
+    }
+    // The spawn page refuses them too, and no line of the log starts with what followed
+    // the newline, nor holds a NUL.
+    let (client, _) = crate::support::login(&hub, &user, "x").await;
+    let r = client
+        .get(format!("{}/hub/spawn/{user}/b%0Aforged-line", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 400);
+    for path in [
+        format!("/hub/spawn-pending/{user}/a%00b"),
+        format!("/user/{user}/a%00b/lab"),
+        format!("/hub/user/{user}/a%0Aforged-line/lab"),
+    ] {
+        let r = client
+            .get(format!("{}{path}", hub.url))
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().as_u16() < 500, "{path}: {}", r.status());
+    }
+    let log = hub.log();
+    assert!(!log.contains('\0'), "a NUL reached the log");
+    assert!(
+        !log.lines().any(|l| l.starts_with("forged-line")),
+        "a newline forged a log line:\n{log}"
+    );
+}
