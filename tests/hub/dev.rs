@@ -118,3 +118,43 @@ async fn dev_env_that_cannot_be_made_is_a_page_naming_the_package() {
         "{html}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_spawn_from_the_home_page_is_a_page_saying_what_to_do() {
+    // Not --dev: a command that is not installed, as on a hub without setup-user-env.
+    let hub = TestHub::start(
+        "",
+        "[Spawner]\ncmd = [\"/nonexistent/jupyterhub-singleuser\"]\nstart_timeout = 10\n",
+    )
+    .await;
+    let user = crate::support::server_user();
+    let (browser, response) = login(&hub, &user, "x").await;
+    assert_eq!(response.status(), 302);
+    let spawn = browser
+        .get(format!("{}/hub/spawn", hub.url))
+        .send()
+        .await
+        .expect("spawn");
+    assert_eq!(spawn.status(), 302, "{}", hub.log());
+    let location = spawn.headers()["location"].to_str().expect("location");
+    assert!(location.contains("/hub/spawn-pending/"), "{location}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let html = loop {
+        let page = browser
+            .get(format!("{}{location}", hub.url))
+            .send()
+            .await
+            .expect("pending page");
+        assert!(page.status().as_u16() < 500, "{}", page.status());
+        let html = page.text().await.expect("html");
+        if html.contains("failed to start") {
+            break html;
+        }
+        assert!(Instant::now() < deadline, "{html}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        html.contains("nonexistent") && html.contains("setup-user-env"),
+        "{html}"
+    );
+}
