@@ -355,7 +355,11 @@ impl Hub {
             request.argv[0] = singleuser.to_string_lossy().into_owned();
         }
         let uid = nix::unistd::geteuid();
-        if uid.is_root() {
+        let singleuser = request
+            .argv
+            .first()
+            .is_some_and(|a| a.ends_with("jupyterhub-singleuser"));
+        if uid.is_root() && singleuser {
             // jupyter-server refuses to run as root unless told; only --dev runs servers so.
             request.argv.push("--allow-root".into());
         }

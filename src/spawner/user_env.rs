@@ -85,9 +85,10 @@ pub async fn ensure(
             crate::config::DEV_USER_ENV_VAR
         )));
     }
-    if let Some(parent) = prefix.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
+    // Marked half-made before anything is in it, so whatever an interruption leaves is ours
+    // to remove.
+    std::fs::create_dir_all(prefix)?;
+    std::fs::write(&partial, b"")?;
     let message = format!(
         "Creating the single-user Python environment in {} (first start only)",
         prefix.display()
@@ -128,7 +129,6 @@ pub async fn ensure(
             last_lines(&stderr, 3)
         )));
     }
-    std::fs::write(prefix.join(PARTIAL), b"")?;
     progress(
         10,
         format!("Installing {} from PyPI", REQUIREMENTS.join(" and ")),
@@ -211,7 +211,7 @@ pub async fn ensure(
         )));
     }
     std::fs::write(prefix.join(MARKER), b"")?;
-    let _ = std::fs::remove_file(prefix.join(PARTIAL));
+    let _ = std::fs::remove_file(&partial);
     let message = format!(
         "The single-user environment in {} is ready",
         prefix.display()
