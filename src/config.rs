@@ -54,6 +54,87 @@ pub struct Config {
     /// The file this was read from, for messages; `None` for built-in defaults.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Set by `--dev` only (never from the file): servers run as the hub's own account.
+    #[serde(skip)]
+    pub dev: Option<DevMode>,
+}
+
+/// What `--dev` changes beyond ordinary options: servers run as the account running the hub
+/// (no setuid, as upstream's `SimpleLocalProcessSpawner`), each in its own directory under
+/// `state_dir`, from a Python environment the hub creates on first use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevMode {
+    /// The hub's state directory (the database's); users' directories are `users/NAME` in it.
+    pub state_dir: PathBuf,
+    /// The environment servers run from, made on first use when `manage_env`.
+    pub user_env: PathBuf,
+    /// The Python the environment is made from.
+    pub python: PathBuf,
+    /// Whether `[Spawner] cmd` is upstream's bare default, to be run from `user_env`.
+    pub manage_env: bool,
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// `--dev`'s user environment (default `STATE/dev-user-env`); an existing venv may be named
+/// to skip the download.
+pub const DEV_USER_ENV_VAR: &str = "JUPYTERHUB_DEV_USER_ENV";
+/// The Python `--dev` makes its environment from (default `python3` on PATH).
+pub const DEV_PYTHON_VAR: &str = "JUPYTERHUB_DEV_PYTHON";
+
+impl DevMode {
+    /// Development mode for `config`: its state directory is the database's.
+    pub fn for_config(config: &Config) -> DevMode {
+        let db = config.db_path();
+        let parent = db.parent().filter(|p| !p.as_os_str().is_empty());
+        let state_dir = match parent {
+            Some(p) => p.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
+        let user_env = std::env::var_os(DEV_USER_ENV_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| state_dir.join("dev-user-env"));
+        let python = std::env::var_os(DEV_PYTHON_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        DevMode {
+            state_dir,
+            user_env,
+            python,
+            manage_env: config.spawner.cmd == ["jupyterhub-singleuser"]
+                && !on_path("jupyterhub-singleuser"),
+        }
+    }
+
+    /// The command servers run from the managed environment.
+    pub fn singleuser(&self) -> PathBuf {
+        self.user_env.join("bin/jupyterhub-singleuser")
+    }
+
+    /// The directory that is a user's home and working directory.
+    pub fn user_dir(&self, user: &str) -> PathBuf {
+        // Names are normalised but may hold characters a path must not.
+        let safe: String = user
+            .chars()
+            .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+            .collect();
+        let safe = if safe == "." || safe == ".." {
+            format!("_{safe}")
+        } else {
+            safe
+        };
+        self.state_dir.join("users").join(safe)
+    }
 }
 
 /// `[JupyterHub]`: the application itself.

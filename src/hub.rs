@@ -207,6 +207,7 @@ impl Hub {
             "systemd" if mode == Mode::Serve => {
                 Arc::new(spawner::systemd::SystemdSpawner::connect(Arc::new(config.clone())).await?)
             }
+            _ if config.dev.is_some() => Arc::new(spawner::local::LocalSpawner::without_setuid()),
             _ => Arc::new(spawner::local::LocalSpawner::new()),
         };
         let hub = Hub(Arc::new(Inner {

@@ -28,8 +28,10 @@ struct Cli {
     /// Apply pending database migrations at start-up (as upgrade_db = true).
     #[arg(long)]
     upgrade_db: bool,
-    /// Development mode: any username logs in (dummy authenticator), servers are local
-    /// processes, and the hub listens on 127.0.0.1 only. Never use it in production.
+    /// Development mode: any username logs in (dummy authenticator), `admin` is an admin,
+    /// servers are local processes running as the hub's own account from a Python
+    /// environment made on first use, and the hub listens on 127.0.0.1 only. Never use it in
+    /// production.
     #[arg(long)]
     dev: bool,
     #[command(subcommand)]
@@ -203,11 +205,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         if config.hub.ip.is_empty() {
             config.hub.ip = "127.0.0.1".into();
         }
+        if !config
+            .authenticator
+            .admin_users
+            .iter()
+            .any(|u| u == "admin")
+        {
+            config.authenticator.admin_users.push("admin".into());
+        }
+        config.dev = Some(config::DevMode::for_config(&config));
     }
     jupyterhub::app::init_logging(cli.log_level.as_deref());
-    if cli.dev {
+    if let Some(dev) = &config.dev {
+        let account = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map_or_else(|| "this process's".into(), |u| u.name);
+        let env = if dev.manage_env {
+            format!(
+                "from {} (made on first start if missing)",
+                dev.user_env.display()
+            )
+        } else {
+            format!("with {:?}", config.spawner.cmd)
+        };
         tracing::warn!(
-            "development mode: any username and password log in; do not expose this hub"
+            "development mode: any username and password log in, and the user `admin` is an \
+             admin; servers run as the {account} account {env}, each in {}/users/NAME; do not \
+             expose this hub",
+            dev.state_dir.display()
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

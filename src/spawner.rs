@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod systemd;
+pub mod user_env;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,15 +15,23 @@ use crate::config::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("system user {0:?} does not exist")]
+    #[error(
+        "system user {0:?} does not exist: an admin can create the account (useradd -m {0}), \
+         or run the hub with --dev, where servers run as the hub's own account"
+    )]
     NoSuchSystemUser(String),
     #[error("the server failed to start: {reason}")]
     StartFailed {
         reason: String,
         log_tail: Vec<String>,
     },
-    #[error("the server command was not found: {0}")]
+    #[error(
+        "the server command was not found: {0}: an admin can create the single-user \
+         environment (jupyterhub setup-user-env) or set [Spawner] cmd"
+    )]
     CommandNotFound(String),
+    #[error("the single-user environment could not be created: {0}")]
+    UserEnv(String),
     #[error("refused: {0}")]
     Refused(String),
     #[error("systemd: {0}")]

@@ -93,6 +93,7 @@ impl From<hub::Error> for Failure {
                 ),
                 crate::spawner::Error::NoSuchSystemUser(_)
                 | crate::spawner::Error::CommandNotFound(_)
+                | crate::spawner::Error::UserEnv(_)
                 | crate::spawner::Error::Refused(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                 }

@@ -259,7 +259,7 @@ impl Hub {
         let env = self.build_env(user, &row.name, &token, &ip, port, &limits);
         let mut argv = spawner_config.cmd.clone();
         argv.extend(spawner_config.args.iter().cloned());
-        let request = SpawnRequest {
+        let mut request = SpawnRequest {
             user: user.name.clone(),
             server_name: row.name.clone(),
             system_user: user.name.clone(),
@@ -274,6 +274,9 @@ impl Hub {
             port,
             limits,
         };
+        if let Some(dev) = &self.config.dev {
+            self.dev_request(dev, &key, &mut request).await?;
+        }
         if !spawner_config.pre_spawn_hook.is_empty() {
             self.run_pre_spawn_hook(&request).await?;
         }
@@ -329,6 +332,50 @@ impl Hub {
             Target::Url(target),
             json!({"user": user.name, "server_name": row.name}),
         );
+        Ok(())
+    }
+
+    /// `--dev`: the server runs as the hub's account, in its own directory under the state
+    /// directory, from the environment the hub makes on first use (with progress events).
+    async fn dev_request(
+        &self,
+        dev: &crate::config::DevMode,
+        key: &ServerKey,
+        request: &mut SpawnRequest,
+    ) -> Result<()> {
+        if dev.manage_env {
+            let singleuser = crate::spawner::user_env::ensure(
+                &dev.user_env,
+                &dev.python,
+                |progress, message| {
+                    self.push_event(key, json!({"progress": progress, "message": message}));
+                },
+            )
+            .await?;
+            request.argv[0] = singleuser.to_string_lossy().into_owned();
+        }
+        let uid = nix::unistd::geteuid();
+        let singleuser = request
+            .argv
+            .first()
+            .is_some_and(|a| a.ends_with("jupyterhub-singleuser"));
+        if uid.is_root() && singleuser {
+            // jupyter-server refuses to run as root unless told; only --dev runs servers so.
+            request.argv.push("--allow-root".into());
+        }
+        if let Ok(Some(account)) = nix::unistd::User::from_uid(uid) {
+            request.system_user = account.name;
+        }
+        let home = dev.user_dir(&request.user);
+        std::fs::create_dir_all(&home)
+            .map_err(|e| Error::SpawnFailed(format!("could not create {}: {e}", home.display())))?;
+        request
+            .env
+            .entry("HOME".into())
+            .or_insert_with(|| home.to_string_lossy().into_owned());
+        if request.working_dir.is_none() {
+            request.working_dir = Some(home);
+        }
         Ok(())
     }
 

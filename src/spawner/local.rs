@@ -1,4 +1,6 @@
-//! The `local` spawner: one child process per server (setuid to the user when root).
+//! The `local` spawner: one child process per server (setuid to the user when root, unless
+//! made with `without_setuid` for `--dev`, where servers run as the hub's own account like
+//! upstream's `SimpleLocalProcessSpawner`).
 //! Each child leads its own process group, so stopping a server also stops what it started
 //! (kernels, terminals); limits are not enforced. Children survive the hub's exit (they are
 //! not killed on drop and do not share its process group); after a hub restart they are
@@ -31,6 +33,8 @@ pub struct LocalSpawner {
     children: Arc<Mutex<HashMap<i32, Child>>>,
     exits: broadcast::Sender<Exited>,
     grace: Duration,
+    /// Whether a root hub switches to the user's account (false in `--dev`).
+    setuid: bool,
 }
 
 impl Default for LocalSpawner {
@@ -106,11 +110,20 @@ impl LocalSpawner {
             children: Arc::new(Mutex::new(HashMap::new())),
             exits,
             grace,
+            setuid: true,
         }
     }
 
-    fn account(request: &SpawnRequest) -> Result<Option<Account>, Error> {
-        if !nix::unistd::geteuid().is_root() {
+    /// A spawner that runs every server as the hub's own account, never switching users.
+    pub fn without_setuid() -> Self {
+        LocalSpawner {
+            setuid: false,
+            ..Self::new()
+        }
+    }
+
+    fn account(&self, request: &SpawnRequest) -> Result<Option<Account>, Error> {
+        if !self.setuid || !nix::unistd::geteuid().is_root() {
             return Ok(None);
         }
         let user = nix::unistd::User::from_name(&request.system_user)
@@ -173,7 +186,7 @@ impl Spawner for LocalSpawner {
             .argv
             .first()
             .ok_or_else(|| Error::Refused("empty command".into()))?;
-        let account = Self::account(request)?;
+        let account = self.account(request)?;
         let mut command = tokio::process::Command::new(argv0);
         command
             .args(&request.argv[1..])

@@ -113,6 +113,14 @@ async fn spawn_page(
                     }),
                 ));
             }
+            // A failed spawn is shown by the pending page (what happened, what the admin can
+            // do, a relaunch button), not as an error page; it was recorded as last_failure.
+            if matches!(e, hub::Error::Spawner(_) | hub::Error::SpawnFailed(_)) {
+                return Ok(found(&with_next(
+                    pending_path(&hub, &owner.name, &server),
+                    next.as_deref(),
+                )));
+            }
             Err(e.into())
         }
     }
@@ -327,15 +335,11 @@ async fn spawn_pending(
     let row = hub.server_record(&owner, &server)?;
     let failure = row.and_then(|r| r.last_failure);
     let spawn_url = with_next(spawn_path(&hub, &owner.name, &server), next.as_deref());
-    let status = if failure.is_some() {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
+    // Upstream answers a failed spawn's page with 500; it is a page that explains, so 200.
     Ok(page(
         &hub,
         &session,
-        status,
+        StatusCode::OK,
         "not_running.html",
         json!({"failure": failure, "spawn_url": spawn_url, "server_name": server}),
     ))

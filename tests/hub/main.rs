@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod dev;
 mod groups;
 mod login;
 mod oauth;

@@ -32,6 +32,8 @@ pub struct TestHub {
     pub dir: tempfile::TempDir,
     /// Extra environment for the hub process (e.g. JUPYTERHUB_CRYPT_KEY).
     pub env: Vec<(String, String)>,
+    /// Extra arguments for the hub process (e.g. `--dev`).
+    pub args: Vec<String>,
     /// The public (`http`) and internal (`hub`) listeners, open for the `TestHub`'s whole
     /// life: every launch gets the same two, as systemd keeps a socket unit's across restarts.
     listeners: [TcpListener; 2],
@@ -75,6 +77,13 @@ impl TestHub {
 
     /// Like `start`, with extra environment variables for the hub.
     pub async fn start_with_env(hub_extra: &str, extra: &str, env: &[(&str, &str)]) -> TestHub {
+        let mut hub = TestHub::prepare(hub_extra, extra, env);
+        hub.launch().await;
+        hub
+    }
+
+    /// The directory, config and listeners of a hub, not launched yet.
+    fn prepare(hub_extra: &str, extra: &str, env: &[(&str, &str)]) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
         let listeners = [bind_local(), bind_local()];
         let (port, hub_port) = (port_of(&listeners[0]), port_of(&listeners[1]));
@@ -86,7 +95,7 @@ impl TestHub {
             config_text(port, hub_port, dir.path(), hub_extra, extra),
         )
         .expect("write config");
-        let mut hub = TestHub {
+        TestHub {
             url: format!("http://127.0.0.1:{port}"),
             config,
             dir,
@@ -94,10 +103,21 @@ impl TestHub {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: Vec::new(),
             listeners,
             notify: None,
             child: None,
-        };
+        }
+    }
+
+    /// A hub run with `--dev` (which makes `admin` an admin itself: the config names none),
+    /// with `extra` config and environment.
+    pub async fn start_dev(extra: &str, env: &[(&str, &str)]) -> TestHub {
+        let mut hub = TestHub::prepare("", extra, env);
+        let text = std::fs::read_to_string(&hub.config).expect("read config");
+        let text = text.replace("admin_users = [\"admin\"]", "admin_users = []");
+        std::fs::write(&hub.config, text).expect("write config");
+        hub.args = vec!["--dev".into()];
         hub.launch().await;
         hub
     }
@@ -124,6 +144,7 @@ impl TestHub {
             .arg(BIN)
             .arg("-f")
             .arg(&self.config)
+            .args(&self.args)
             .current_dir(self.dir.path())
             .env("JUPYTERHUB_LOG", "info")
             .env_remove("JPY_COOKIE_SECRET")
