@@ -335,11 +335,17 @@ async fn spawn_pending(
     let row = hub.server_record(&owner, &server)?;
     let failure = row.and_then(|r| r.last_failure);
     let spawn_url = with_next(spawn_path(&hub, &owner.name, &server), next.as_deref());
-    // Upstream answers a failed spawn's page with 500; it is a page that explains, so 200.
+    // Upstream answers a failed spawn's page with 500 (clients and monitoring read it); the
+    // page itself says what happened and what the admin can do, with a relaunch button.
+    let status = if failure.is_some() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
     Ok(page(
         &hub,
         &session,
-        StatusCode::OK,
+        status,
         "not_running.html",
         json!({"failure": failure, "spawn_url": spawn_url, "server_name": server}),
     ))
