@@ -99,7 +99,10 @@ async fn proxy(target: SocketAddr, flags: &[&str]) -> (Child, SocketAddr) {
             .port()
     };
     let (port, api_port) = (free(), free());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_jupyterhub"))
+    // SLOWLORIS_PROXY_BIN=target/release/jupyterhub measures a release build instead.
+    let binary = std::env::var_os("SLOWLORIS_PROXY_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_jupyterhub").into());
+    let child = std::process::Command::new(binary)
         .args(["proxy", "--ip", "127.0.0.1", "--api-ip", "127.0.0.1"])
         .args([
             "--port",
