@@ -214,8 +214,8 @@ fn descriptors(pid: u32) -> usize {
 }
 
 /// `stall` for each index, 32 at a time, never more than 64 ahead of what the proxy (`pid`)
-/// has accepted (counting at most `admitted` connections, the cap): connecting faster than
-/// it accepts overflows its listen backlog (128, the standard library's), and a dropped SYN
+/// has accepted (counting at most `admitted` connections, the cap): connecting much faster
+/// than it accepts could overflow its listen backlog on a loaded machine, and a dropped SYN
 /// is retried a second later, which a 2 s header timeout notices. A batch starts once the
 /// previous one is connected, so the proxy accepts batches in order.
 async fn stall_many(
