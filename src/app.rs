@@ -312,10 +312,12 @@ fn spawn_activity_flush(hub: &Hub) {
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
-        addr: addr.to_owned(),
-        source,
-    })
+    crate::proxy::bind(addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 fn host_port(url: &str, key: &'static str) -> Result<String, Error> {

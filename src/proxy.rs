@@ -17,7 +17,7 @@ use std::path::PathBuf;
 pub use chp::{ChpArgs, run_chp};
 pub use forward::{Proxy, TargetDownHook};
 pub use limits::{Limits, MAX_REQUEST_HEAD};
-pub use listen::{load_tls, serve, serve_app};
+pub use listen::{LISTEN_BACKLOG, bind, load_tls, serve, serve_app};
 pub use table::{Route, RouteTable, Target};
 
 /// Errors of the proxy's setup (request-time failures become error pages, not errors).

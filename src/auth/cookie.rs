@@ -150,7 +150,8 @@ impl CookieSecret {
             return None;
         }
         let ts: i64 = ts.parse().ok()?;
-        if ts < now_secs - max_age_secs || ts > now_secs + 31 * 86400 {
+        // Saturating: a configured max age may be any i64 (`cookie_max_age_days` is a float).
+        if ts < now_secs.saturating_sub(max_age_secs) || ts > now_secs.saturating_add(31 * 86400) {
             return None;
         }
         String::from_utf8(STANDARD.decode(b64).ok()?).ok()

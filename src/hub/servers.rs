@@ -300,7 +300,7 @@ impl Hub {
             let result = task_hub.spawn_task(user, spawner_row).await;
             let _ = done_tx.send(result);
         });
-        let wait = Duration::from_secs_f64(hub.slow_spawn_timeout.max(0.0));
+        let wait = wait_for(hub.slow_spawn_timeout);
         match tokio::time::timeout(wait, done_rx).await {
             Ok(Ok(Ok(()))) => Ok(Outcome::Done),
             Ok(Ok(Err(e))) => Err(e),
@@ -358,7 +358,7 @@ impl Hub {
             let result = task_hub.stop_task(&task_user, row, "stopped").await;
             let _ = done_tx.send(result);
         });
-        let wait = Duration::from_secs_f64(self.config.hub.slow_stop_timeout.max(0.0));
+        let wait = wait_for(self.config.hub.slow_stop_timeout);
         match tokio::time::timeout(wait, done_rx).await {
             Ok(Ok(Ok(()))) => Ok(StopOutcome::Stopped),
             Ok(Ok(Err(e))) => Err(e),
@@ -468,4 +468,10 @@ impl Hub {
     pub fn spawns_pending(&self) -> usize {
         self.pending_spawns()
     }
+}
+
+/// `slow_spawn_timeout` / `slow_stop_timeout` as a wait: NaN or less than 0 is no wait, and
+/// more than a `Duration` holds (`inf`, `1e300`, which TOML allows) is forever, not a panic.
+fn wait_for(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX)
 }

@@ -150,11 +150,12 @@ async fn serve_connection(
     let credentials = stream.peer_cred()?;
     let uid = credentials.uid();
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    // One request per connection, at most 1 MiB (a SpawnRequest with its environment).
+    let mut line = Vec::new();
+    // One request per connection, at most 1 MiB (a SpawnRequest with its environment); read
+    // as bytes, so a line that is not UTF-8 is refused with an answer like any other.
     let n = (&mut reader)
         .take(protocol::MAX_REQUEST)
-        .read_line(&mut line)
+        .read_until(b'\n', &mut line)
         .await?;
     let response = if uid != 0 && uid != allowed_uid {
         tracing::warn!(uid, "helper: caller refused");
@@ -166,7 +167,7 @@ async fn serve_connection(
             message: "empty request".into(),
         }
     } else {
-        match serde_json::from_str::<Request>(&line) {
+        match serde_json::from_slice::<Request>(&line) {
             Ok(request) => handle(request, config).await,
             Err(e) => Response::Error {
                 message: format!("unknown request: {e}"),
@@ -257,5 +258,104 @@ mod tests {
         )
         .expect_err("missing");
         assert!(err.to_string().contains("not a system account"), "{err}");
+    }
+
+    /// Send `line` as a request over a socket pair to `serve_connection` and read the
+    /// answer: every connection gets one, even when the task would otherwise fail.
+    fn answer(line: &[u8], config: &Config) -> Response {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (server, mut client) = UnixStream::pair().expect("socket pair");
+            let uid = nix::unistd::getuid().as_raw();
+            let config = config.clone();
+            let task = tokio::spawn(async move { serve_connection(server, &config, uid).await });
+            client.write_all(line).await.expect("write");
+            client.shutdown().await.expect("shutdown");
+            let mut text = String::new();
+            BufReader::new(client)
+                .read_line(&mut text)
+                .await
+                .expect("read");
+            task.await.expect("no panic").expect("served");
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("answer {text:?}: {e}"))
+        })
+    }
+
+    /// A well-formed request the helper refuses before acting: the command is not the
+    /// configured one (so neither systemd nor PAM is ever reached).
+    fn start_unit(argv: Vec<String>, user: String, env: Vec<(String, String)>) -> Request {
+        let mut request = request(&user, &[]);
+        request.argv = argv;
+        request.env = env.into_iter().collect();
+        Request::StartUnit {
+            request: Box::new(request),
+        }
+    }
+
+    proptest::proptest! {
+        // Bounded for CI; run longer by hand with PROPTEST_CASES=100000.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(128)
+        ))]
+
+        #[test]
+        fn arbitrary_request_lines_are_refused_with_an_answer(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)
+        ) {
+            let config = Config::default();
+            match serde_json::from_slice::<Request>(&bytes) {
+                // Random bytes are essentially never a request; if one is, it is not ours
+                // to run here.
+                Ok(_) => {}
+                Err(_) => {
+                    let answer = answer(&bytes, &config);
+                    proptest::prop_assert!(matches!(answer, Response::Error { .. }), "{answer:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn well_formed_foreign_commands_are_refused(
+            argv in proptest::collection::vec("[ -~]{0,12}", 0..4),
+            user in "[a-z0-9._@-]{0,12}",
+            env in proptest::collection::vec(("[A-Z_]{1,8}", "\\PC{0,16}"), 0..4),
+        ) {
+            let config = Config::default();
+            let request = start_unit(argv, user, env);
+            let line = protocol::encode(&request).expect("encode");
+            let answer = answer(line.as_bytes(), &config);
+            match answer {
+                Response::Error { message } => {
+                    proptest::prop_assert!(message.contains("refused"), "{message}");
+                }
+                other => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn empty_oversized_and_non_utf8_requests_are_refused() {
+        let config = Config::default();
+        for line in [
+            &b""[..],
+            b"\n",
+            b"\xff\xfe{\"op\":\"check_pam\"}\n",
+            b"{\"op\":\"start_unit\"}\n",
+            b"{\"op\":\"check_pam\",\"user\":1}\n",
+            b"[]\n",
+        ] {
+            let answer = answer(line, &config);
+            assert!(
+                matches!(answer, Response::Error { .. }),
+                "{line:?}: {answer:?}"
+            );
+        }
+        // Over MAX_REQUEST without a newline: the first 1 MiB is not a request either.
+        let mut huge = b"{\"op\":\"check_pam\",\"user\":\"".to_vec();
+        huge.resize(protocol::MAX_REQUEST as usize + 4096, b'a');
+        assert!(matches!(answer(&huge, &config), Response::Error { .. }));
     }
 }

@@ -118,11 +118,11 @@ fn parse_target(target: &str) -> Result<http::Uri, Error> {
 async fn bind(ip: &str, port: u16) -> Result<TcpListener, Error> {
     let result = match ip {
         // CHP: "" (and the "*" alias) = all interfaces; prefer dual-stack, fall back to IPv4.
-        "" | "*" => match TcpListener::bind(("::", port)).await {
+        "" | "*" => match super::bind(("::", port)).await {
             Ok(l) => Ok(l),
-            Err(_) => TcpListener::bind(("0.0.0.0", port)).await,
+            Err(_) => super::bind(("0.0.0.0", port)).await,
         },
-        ip => TcpListener::bind((ip.trim_matches(|c| c == '[' || c == ']'), port)).await,
+        ip => super::bind((ip.trim_matches(|c| c == '[' || c == ']'), port)).await,
     };
     result.map_err(|source| Error::Bind {
         addr: format!("{ip}:{port}"),
