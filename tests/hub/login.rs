@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestHub, browser, call, extract_xsrf, login, page_xsrf};
+use crate::support::{TestHub, browser, call, extract_xsrf, login, login_with, page_xsrf};
 
 #[tokio::test]
 async fn dummy_login_sets_cookies_and_logout_clears_them() {
@@ -363,33 +363,6 @@ fn client_from(source: &str, forwarded_for: Option<&str>) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .expect("client")
-}
-
-async fn login_with(
-    hub: &TestHub,
-    client: &reqwest::Client,
-    user: &str,
-    password: &str,
-) -> reqwest::Response {
-    let html = client
-        .get(format!("{}/hub/login", hub.url))
-        .send()
-        .await
-        .expect("login page")
-        .text()
-        .await
-        .expect("html");
-    let xsrf = extract_xsrf(&html);
-    client
-        .post(format!("{}/hub/login", hub.url))
-        .form(&[
-            ("username", user),
-            ("password", password),
-            ("_xsrf", xsrf.as_str()),
-        ])
-        .send()
-        .await
-        .expect("login post")
 }
 
 #[tokio::test]

@@ -323,6 +323,13 @@ pub async fn call(
 /// Log in through the form like a browser; returns the client holding the cookies.
 pub async fn login(hub: &TestHub, user: &str, password: &str) -> (Client, Response) {
     let client = browser();
+    let response = login_with(hub, &client, user, password).await;
+    (client, response)
+}
+
+/// The login form's GET (for its XSRF token) and POST, with a client of the caller's (e.g.
+/// one bound to another source address).
+pub async fn login_with(hub: &TestHub, client: &Client, user: &str, password: &str) -> Response {
     let form = client
         .get(format!("{}/hub/login", hub.url))
         .send()
@@ -331,7 +338,7 @@ pub async fn login(hub: &TestHub, user: &str, password: &str) -> (Client, Respon
     assert_eq!(form.status(), StatusCode::OK);
     let html = form.text().await.expect("html");
     let xsrf = extract_xsrf(&html);
-    let response = client
+    client
         .post(format!("{}/hub/login", hub.url))
         .form(&[
             ("username", user),
@@ -340,8 +347,7 @@ pub async fn login(hub: &TestHub, user: &str, password: &str) -> (Client, Respon
         ])
         .send()
         .await
-        .expect("login post");
-    (client, response)
+        .expect("login post")
 }
 
 pub fn extract_xsrf(html: &str) -> String {
