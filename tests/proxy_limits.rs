@@ -13,6 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+#[path = "common/port.rs"]
+mod port;
+
 /// The longest any test waits for one event; the events themselves come within seconds.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -671,7 +674,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
-struct Child(std::process::Child);
+/// A child process, killed on drop, with the ports it was given.
+struct Child(
+    std::process::Child,
+    #[expect(dead_code, reason = "held, not read: it keeps the ports reserved")]
+    [port::ReservedPort; 2],
+);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -683,14 +691,10 @@ impl Drop for Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
     let target = echo_target().await;
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
-    let (port, api_port) = (free(), free());
+    // Held (bound, not listening) until the child binds them with SO_REUSEADDR, so no other
+    // test takes them in between.
+    let ports = [port::reserve_port(), port::reserve_port()];
+    let (port, api_port) = (ports[0].port, ports[1].port);
     // The drop-in with room for only a few dozen descriptors.
     let child = std::process::Command::new("sh")
         .arg("-c")
@@ -704,7 +708,7 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn jupyterhub proxy");
-    let child = Child(child);
+    let child = Child(child, ports);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     while TcpStream::connect(addr).await.is_err() {

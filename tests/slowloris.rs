@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
+#[path = "common/port.rs"]
+mod port;
+
 /// Stalled connections in the main test.
 const STALLED: usize = 2000;
 /// The proxy's header timeout there, in seconds.
@@ -79,7 +82,12 @@ async fn backend() -> SocketAddr {
     addr
 }
 
-struct Child(std::process::Child);
+/// A child process, killed on drop, with the ports it was given.
+struct Child(
+    std::process::Child,
+    #[expect(dead_code, reason = "held, not read: it keeps the ports reserved")]
+    [port::ReservedPort; 2],
+);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -91,14 +99,10 @@ impl Drop for Child {
 /// The drop-in proxy on a free loopback port, everything routed to `target`, once it
 /// accepts connections.
 async fn proxy(target: SocketAddr, flags: &[&str]) -> (Child, SocketAddr) {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
-    let (port, api_port) = (free(), free());
+    // Held (bound, not listening) until the child binds them with SO_REUSEADDR, so no other
+    // test takes them in between.
+    let ports = [port::reserve_port(), port::reserve_port()];
+    let (port, api_port) = (ports[0].port, ports[1].port);
     // SLOWLORIS_PROXY_BIN=target/release/jupyterhub measures a release build instead.
     let binary = std::env::var_os("SLOWLORIS_PROXY_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_jupyterhub").into());
@@ -117,7 +121,7 @@ async fn proxy(target: SocketAddr, flags: &[&str]) -> (Child, SocketAddr) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn jupyterhub proxy");
-    let child = Child(child);
+    let child = Child(child, ports);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     while connect_from(addr, PROBE).await.is_err() {
