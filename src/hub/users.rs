@@ -182,6 +182,8 @@ impl Hub {
         let no_servers = Vec::new();
         let no_groups = Vec::new();
         let mut selected = Vec::new();
+        // Whether each selected user has a server running or pending, for `sort=running`.
+        let mut running = std::collections::HashSet::new();
         for user in users {
             let user_groups = groups.get(&user.id).unwrap_or(&no_groups);
             if !identity.allows(
@@ -216,6 +218,9 @@ impl Hub {
                 }
             };
             if keep {
+                if active {
+                    running.insert(user.id);
+                }
                 selected.push(user);
             }
         }
@@ -230,7 +235,24 @@ impl Hub {
             }
             Some("-last_activity") => selected
                 .sort_by_key(|u| std::cmp::Reverse((u.last_activity.is_none(), u.last_activity))),
-            Some(other) => return Err(Error::BadRequest(format!("Unrecognized sort: {other:?}"))),
+            // Beyond upstream (which sorts by id, name and last_activity only), for the admin
+            // panel's columns: admins first, or users with a running server first; ties keep
+            // id order (the sorts are stable), descending reverses the whole order.
+            Some("admin") => selected.sort_by_key(|u| !u.admin),
+            Some("-admin") => {
+                selected.reverse();
+                selected.sort_by_key(|u| u.admin);
+            }
+            Some("running") => selected.sort_by_key(|u| !running.contains(&u.id)),
+            Some("-running") => {
+                selected.reverse();
+                selected.sort_by_key(|u| running.contains(&u.id));
+            }
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "sort must be 'id', 'name', 'last_activity', 'admin' or 'running', not {other:?}"
+                )));
+            }
         }
         let total = selected.len();
         let mut models = Vec::new();

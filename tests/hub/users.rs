@@ -553,3 +553,135 @@ async fn listing_shows_each_user_as_get_user_does() {
     assert_eq!(bob["roles"], json!(["auditor", "user"]));
     assert_eq!(bob["groups"], json!(["staff"]));
 }
+
+/// The listing parameters the admin panel pages with: `name_filter`, `state`, `sort` (upstream's
+/// `id`, `name`, `last_activity`, and this hub's `admin` and `running`), `offset`/`limit` in the
+/// pagination envelope, and `include_stopped_servers`.
+#[tokio::test]
+async fn list_users_filters_sorts_and_pages_on_the_server() {
+    let hub = TestHub::start("", &crate::support::stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    let runner = crate::support::server_user();
+    let names = ["carol", "alice", "bob", "dave"];
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": names})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    call(&hub, "POST", &format!("/users/{runner}"), &admin, None).await;
+    let (status, body) = call(
+        &hub,
+        "PATCH",
+        "/users/bob",
+        &admin,
+        Some(json!({"admin": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(&hub, "POST", &format!("/users/{runner}/server"), &admin, None).await;
+    assert!(status == 201 || status == 202, "{status} {body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, model) = call(&hub, "GET", &format!("/users/{runner}"), &admin, None).await;
+        if model["servers"][""]["ready"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready: {model}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let client = reqwest::Client::new();
+    let page = |query: &str| {
+        let request = client
+            .get(hub.api(&format!("/users?{query}")))
+            .header("Authorization", format!("token {admin}"))
+            .header("Accept", "application/jupyterhub-pagination+json");
+        async move {
+            let response = request.send().await.expect("list");
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.expect("json");
+            (status, body)
+        }
+    };
+    let listed = |body: &serde_json::Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|u| u["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let mut everyone: Vec<String> = ["admin", "alice", "bob", "carol", "dave"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([runner.clone()])
+        .collect();
+    everyone.sort();
+    everyone.dedup();
+
+    let (status, body) = page("sort=name").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(listed(&body), everyone);
+    assert_eq!(body["_pagination"]["total"], everyone.len());
+    let (_, body) = page("sort=-name").await;
+    let mut reversed = everyone.clone();
+    reversed.reverse();
+    assert_eq!(listed(&body), reversed);
+
+    // Pages of two, following `next`, cover everyone once.
+    let (_, first) = page("sort=name&limit=2").await;
+    assert_eq!(listed(&first), everyone[..2]);
+    assert_eq!(first["_pagination"]["next"]["offset"], 2);
+    let (_, second) = page("sort=name&limit=2&offset=2").await;
+    assert_eq!(listed(&second), everyone[2..4]);
+
+    let (_, body) = page("name_filter=A&sort=name").await;
+    let with_a: Vec<String> = everyone
+        .iter()
+        .filter(|n| n.contains('a'))
+        .cloned()
+        .collect();
+    assert_eq!(listed(&body), with_a, "name_filter is a case-insensitive substring");
+
+    // Admins first (admin, bob), then the rest in id order; descending is the reverse.
+    let (status, body) = page("sort=admin").await;
+    assert_eq!(status, 200, "{body}");
+    let order = listed(&body);
+    assert_eq!(order[..2], ["admin", "bob"], "{order:?}");
+    let (_, body) = page("sort=-admin").await;
+    let mut reversed = order.clone();
+    reversed.reverse();
+    assert_eq!(listed(&body), reversed);
+
+    let (_, body) = page("sort=running").await;
+    assert_eq!(listed(&body)[0], runner, "{body}");
+    let (_, body) = page("sort=-running").await;
+    assert_eq!(listed(&body).last(), Some(&runner), "{body}");
+
+    for state in ["active", "ready"] {
+        let (_, body) = page(&format!("state={state}")).await;
+        assert_eq!(listed(&body), [runner.clone()], "{state}: {body}");
+        assert_eq!(body["_pagination"]["total"], 1);
+    }
+    let (_, body) = page("state=inactive&sort=name").await;
+    let idle: Vec<String> = everyone.iter().filter(|n| **n != runner).cloned().collect();
+    assert_eq!(listed(&body), idle);
+
+    // Stopped servers are listed only when asked for.
+    let (status, _) = call(&hub, "DELETE", &format!("/users/{runner}/server"), &admin, None).await;
+    assert_eq!(status, 204);
+    let (_, body) = page(&format!("name_filter={runner}")).await;
+    assert_eq!(body["items"][0]["servers"], json!({}), "{body}");
+    let (_, body) = page(&format!("name_filter={runner}&include_stopped_servers=1")).await;
+    assert_eq!(body["items"][0]["servers"][""]["stopped"], true, "{body}");
+
+    let (status, body) = page("sort=colour").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("colour")));
+    let (status, body) = page("state=sleepy").await;
+    assert_eq!(status, 400, "{body}");
+}
