@@ -582,7 +582,14 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = call(&hub, "POST", &format!("/users/{runner}/server"), &admin, None).await;
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{runner}/server"),
+        &admin,
+        None,
+    )
+    .await;
     assert!(status == 201 || status == 202, "{status} {body}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -645,7 +652,11 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
         .filter(|n| n.contains('a'))
         .cloned()
         .collect();
-    assert_eq!(listed(&body), with_a, "name_filter is a case-insensitive substring");
+    assert_eq!(
+        listed(&body),
+        with_a,
+        "name_filter is a case-insensitive substring"
+    );
 
     // Admins first (admin, bob), then the rest in id order; descending is the reverse.
     let (status, body) = page("sort=admin").await;
@@ -664,7 +675,11 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
 
     for state in ["active", "ready"] {
         let (_, body) = page(&format!("state={state}")).await;
-        assert_eq!(listed(&body), [runner.clone()], "{state}: {body}");
+        assert_eq!(
+            listed(&body),
+            std::slice::from_ref(&runner),
+            "{state}: {body}"
+        );
         assert_eq!(body["_pagination"]["total"], 1);
     }
     let (_, body) = page("state=inactive&sort=name").await;
@@ -672,7 +687,14 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
     assert_eq!(listed(&body), idle);
 
     // Stopped servers are listed only when asked for.
-    let (status, _) = call(&hub, "DELETE", &format!("/users/{runner}/server"), &admin, None).await;
+    let (status, _) = call(
+        &hub,
+        "DELETE",
+        &format!("/users/{runner}/server"),
+        &admin,
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
     let (_, body) = page(&format!("name_filter={runner}")).await;
     assert_eq!(body["items"][0]["servers"], json!({}), "{body}");
@@ -681,7 +703,11 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
 
     let (status, body) = page("sort=colour").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("colour")));
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("colour"))
+    );
     let (status, body) = page("state=sleepy").await;
     assert_eq!(status, 400, "{body}");
 }
