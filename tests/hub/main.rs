@@ -12,6 +12,7 @@ mod pam;
 mod privileged;
 mod robustness;
 mod servers;
+mod services;
 mod systemd_integration;
 mod tokens;
 mod users;
