@@ -6,23 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{TestHub, call, server_user, stub_spawner_config};
-
-async fn wait_ready(hub: &TestHub, token: &str, user: &str, server: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, model) = call(hub, "GET", &format!("/users/{user}"), token, None).await;
-        if model["servers"][server]["ready"] == true {
-            return model;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server {user}/{server} not ready: {model}\n{}",
-            hub.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::support::{TestHub, call, server_user, stub_spawner_config, wait_ready};
 
 #[tokio::test]
 async fn start_proxy_and_stop_a_server() {

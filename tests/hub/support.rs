@@ -490,3 +490,20 @@ fn pass_listeners(command: &mut Command, fds: [RawFd; 2]) {
         });
     }
 }
+
+/// Wait (30 s at most) until `user`'s server `server` is ready; returns the user's model.
+pub async fn wait_ready(hub: &TestHub, token: &str, user: &str, server: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, model) = call(hub, "GET", &format!("/users/{user}"), token, None).await;
+        if model["servers"][server]["ready"] == true {
+            return model;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server {user}/{server} not ready: {model}\n{}",
+            hub.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -591,15 +591,7 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
     )
     .await;
     assert!(status == 201 || status == 202, "{status} {body}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (_, model) = call(&hub, "GET", &format!("/users/{runner}"), &admin, None).await;
-        if model["servers"][""]["ready"] == true {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not ready: {model}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::support::wait_ready(&hub, &admin, &runner, "").await;
 
     let client = reqwest::Client::new();
     let page = |query: &str| {
