@@ -78,7 +78,12 @@ pub fn router() -> Router<Hub> {
             axum::routing::put(groups::set_properties),
         )
         .route("/services", get(services::services))
-        .route("/services/{name}", get(services::service))
+        .route(
+            "/services/{name}",
+            get(services::service)
+                .post(services::create)
+                .delete(services::delete),
+        )
         .route("/proxy", get(proxy::proxy_routes).post(proxy::proxy_sync))
         .route("/authorizations/token", post(auth::authorizations_removed))
         .route(

@@ -223,19 +223,8 @@ pub async fn serve(
         crate::proxy::Target::Hub,
         serde_json::json!({"hub": true}),
     );
-    for service in &hub.config().hub.services {
-        let Some(url) = &service.url else { continue };
-        match url.parse::<http::Uri>() {
-            Ok(target) => hub.routes().add(
-                &format!("{}services/{}/", hub.base_url(), service.name),
-                crate::proxy::Target::Url(target),
-                serde_json::json!({"service": service.name}),
-            ),
-            Err(e) => {
-                tracing::warn!(service = %service.name, error = %e, "service URL is not valid; no route added")
-            }
-        }
-    }
+    // Config and runtime services alike (runtime ones outlive restarts).
+    hub.add_service_routes();
     let stop = hub.shutdown_token().clone();
     tokio::spawn(async move {
         tokio::select! {

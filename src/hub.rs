@@ -36,6 +36,7 @@ pub use identity::{Identity, Principal};
 pub use login::LoginLimiter;
 pub use oauth::CodeRequest;
 pub use servers::{Outcome, Progress, ServerKey, ServerState, StopOutcome, escape_path};
+pub use services::ServiceSpec;
 pub use tokens::TokenRequest;
 pub use users::UserListQuery;
 
@@ -47,6 +48,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The thing exists but is not the API's to change (a config service): upstream's 405.
+    #[error("{0}")]
+    NotModifiable(String),
     /// Credentials are valid but lack the scope entirely.
     #[error("Action is not authorized with current scopes; requires any of [{0}]")]
     MissingScope(String),

@@ -210,11 +210,7 @@ async fn authorize_inner(
             if !identity.allows("access:services", &Resource::Service { name }) {
                 return Err(no_permission(&client));
             }
-            hub.config()
-                .hub
-                .services
-                .iter()
-                .any(|s| s.name == *name && s.oauth_no_confirm)
+            hub.service_spec(name)?.is_some_and(|s| s.oauth_no_confirm)
         }
         ClientOwner::Hub => false,
     };

@@ -56,6 +56,7 @@ impl From<hub::Error> for Failure {
             E::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
             E::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
             E::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            E::NotModifiable(m) => (StatusCode::METHOD_NOT_ALLOWED, m.clone()),
             E::MissingScope(_) | E::Forbidden(_) | E::Unauthenticated => {
                 (StatusCode::FORBIDDEN, error.to_string())
             }
@@ -150,6 +151,10 @@ mod tests {
             StatusCode::NOT_FOUND
         );
         assert_eq!(status(hub::Error::NoAccess), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status(hub::Error::NotModifiable("x".into())),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         assert_eq!(
             status(hub::Error::Forbidden("x".into())),
             StatusCode::FORBIDDEN

@@ -15,6 +15,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "002_spawner_failure_and_client_owner",
         include_str!("../../migrations/002_spawner_failure_and_client_owner.sql"),
     ),
+    (
+        "003_runtime_services",
+        include_str!("../../migrations/003_runtime_services.sql"),
+    ),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

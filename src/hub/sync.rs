@@ -1,5 +1,6 @@
 //! Start-up: make the database agree with the config (default and configured roles, admin
-//! and allowed users, groups, services and their tokens), all in one transaction.
+//! and allowed users, groups, services and their tokens), all in one transaction. Services
+//! created at runtime through the API are left as they are.
 
 use crate::auth::{self, PROVIDED_ROUNDS};
 use crate::db::{self, RoleOwner, TokenOwner};
@@ -90,7 +91,19 @@ impl Hub {
                     }
                 }
                 for service in &hub.services {
-                    let row = db::upsert_service(tx, &service.name, service.admin)?;
+                    // Upstream logs and skips a config entry that would take over a service
+                    // created at runtime: the runtime one keeps its spec and tokens.
+                    if let Some(existing) = db::service_by_name(tx, &service.name)?
+                        && !existing.from_config
+                    {
+                        tracing::error!(
+                            service = %service.name,
+                            "the config's service {} would modify a runtime-created service of the same name; the config entry is ignored",
+                            service.name
+                        );
+                        continue;
+                    }
+                    let row = db::upsert_config_service(tx, &service.name, service.admin)?;
                     if let Some(token) = &service.api_token {
                         ensure_config_token(tx, TokenOwner::Service(row.id), token.expose())?;
                         // A service with a URL logs users in through OAuth, with its token as secret.
@@ -118,6 +131,16 @@ impl Hub {
                                 },
                             )?;
                         }
+                    }
+                }
+                // Config services gone from the config go from the database, with their
+                // tokens and role grants (cascades) and OAuth clients (upstream
+                // `init_services`); runtime services stay.
+                for row in db::all_services(tx)? {
+                    if row.from_config && !hub.services.iter().any(|s| s.name == row.name) {
+                        db::delete_service_oauth_clients(tx, &row.name)?;
+                        db::delete_service(tx, row.id)?;
+                        tracing::info!(service = %row.name, "service no longer in the config; deleted");
                     }
                 }
                 for role in &hub.load_roles {

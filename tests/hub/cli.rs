@@ -149,6 +149,8 @@ async fn upgrade_db_migrates_an_old_schema_after_a_backup() {
              ALTER TABLE oauth_clients DROP COLUMN owner_user;
              ALTER TABLE oauth_clients DROP COLUMN owner_server;
              ALTER TABLE oauth_clients DROP COLUMN owner_service;
+             ALTER TABLE services DROP COLUMN from_config;
+             ALTER TABLE services DROP COLUMN spec;
              PRAGMA user_version = 1;",
         )
         .expect("downgrade");

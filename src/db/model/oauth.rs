@@ -87,6 +87,14 @@ pub fn delete_oauth_client(tx: &Connection, identifier: &str) -> Result<()> {
     Ok(())
 }
 
+/// A service's OAuth clients (and so, by cascade, the tokens and codes they issued).
+pub fn delete_service_oauth_clients(tx: &Connection, service: &str) -> Result<usize> {
+    Ok(tx.execute(
+        "DELETE FROM oauth_clients WHERE owner_service = ?1 AND identifier != 'jupyterhub'",
+        [service],
+    )?)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OAuthCodeRow {
     pub client_id: String,
