@@ -225,6 +225,8 @@ pub async fn serve(
     );
     // Config and runtime services alike (runtime ones outlive restarts).
     hub.add_service_routes();
+    // Managed services are adopted or started before READY: the API they call is bound.
+    hub.start_services().await;
     let stop = hub.shutdown_token().clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -272,6 +274,7 @@ pub async fn serve(
         hub.shutdown_token().clone(),
     );
     let (a, b) = tokio::join!(public_task, internal_task);
+    hub.stop_services().await;
     if let Err(e) = hub.flush_route_activity() {
         tracing::warn!(error = %e, "could not save activity at shutdown");
     }

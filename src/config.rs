@@ -543,6 +543,23 @@ pub struct ServiceConfig {
     pub info: BTreeMap<String, String>,
     /// Deprecated upstream in favour of roles, still honoured.
     pub admin: bool,
+    /// A managed service's limits (ours, not upstream's): as `Spawner.mem_limit` and
+    /// `cpu_limit`, enforced by its unit under systemd.
+    pub mem_limit: Option<ByteSize>,
+    pub cpu_limit: Option<CpuAmount>,
+    /// Further properties of a managed service's unit, as `SystemdSpawner.unit_extra_properties`.
+    pub unit_extra_properties: Vec<String>,
+}
+
+impl ServiceConfig {
+    /// Upstream's `Service.managed`: the hub runs it.
+    pub fn managed(&self) -> bool {
+        !self.command.is_empty()
+    }
+
+    fn names_dup(&self, all: &[ServiceConfig], index: usize) -> bool {
+        all[..index].iter().any(|other| other.name == self.name)
+    }
 }
 
 /// One entry of `[[JupyterHub.load_roles]]`.
@@ -682,6 +699,53 @@ impl Config {
             if service.name.is_empty() || service.name.contains('/') {
                 return Err(format!(
                     "JupyterHub.services[{i}].name: {:?} is not a valid service name",
+                    service.name
+                ));
+            }
+            // Keys that only mean something for a process the hub runs: refused, not ignored.
+            if !service.managed() {
+                let set = [
+                    ("environment", !service.environment.is_empty()),
+                    ("user", service.user.is_some()),
+                    ("cwd", service.cwd.is_some()),
+                    ("mem_limit", service.mem_limit.is_some()),
+                    ("cpu_limit", service.cpu_limit.is_some()),
+                    (
+                        "unit_extra_properties",
+                        !service.unit_extra_properties.is_empty(),
+                    ),
+                ];
+                if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "JupyterHub.services[{i}].{key}: only a managed service (one with a \
+                         command) has {key}; {:?} has no command",
+                        service.name
+                    ));
+                }
+            } else if !crate::services::valid_name(&service.name) {
+                return Err(format!(
+                    "JupyterHub.services[{i}].name: {:?}: a managed service's name is letters, \
+                     digits, '.', '_' and '-', starting with a letter or digit",
+                    service.name
+                ));
+            }
+            for key in service.environment.keys() {
+                if !crate::services::valid_env_name(key) {
+                    return Err(format!(
+                        "JupyterHub.services[{i}].environment: {key:?} is not a variable name"
+                    ));
+                }
+            }
+            for property in &service.unit_extra_properties {
+                if let Err(e) = crate::systemd::properties::parse(property) {
+                    return Err(format!(
+                        "JupyterHub.services[{i}].unit_extra_properties: {e}"
+                    ));
+                }
+            }
+            if service.names_dup(&hub.services, i) {
+                return Err(format!(
+                    "JupyterHub.services[{i}].name: {:?} is declared twice",
                     service.name
                 ));
             }

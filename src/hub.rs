@@ -6,6 +6,7 @@
 mod groups;
 mod identity;
 mod login;
+mod managed;
 mod oauth;
 mod reconcile;
 mod routes;
@@ -103,6 +104,8 @@ pub struct Inner {
     authenticator: Arc<dyn Authenticator>,
     policy: Policy,
     spawner: Arc<dyn Spawner>,
+    /// Runs the config's managed services.
+    services: crate::services::Supervisor,
     routes: Arc<RouteTable>,
     servers: Mutex<HashMap<ServerKey, ServerState>>,
     login_limiter: LoginLimiter,
@@ -214,6 +217,15 @@ impl Hub {
             _ if config.dev.is_some() => Arc::new(spawner::local::LocalSpawner::without_setuid()),
             _ => Arc::new(spawner::local::LocalSpawner::new()),
         };
+        // Services run the way servers do: units under the systemd spawner, else children.
+        let services = match spawner_class(&config) {
+            "systemd" if mode == Mode::Serve => {
+                crate::services::Supervisor::connect_systemd(Arc::new(config.clone()))
+                    .await
+                    .map_err(spawner::Error::from)?
+            }
+            _ => crate::services::Supervisor::local(config.dev.is_none()),
+        };
         let hub = Hub(Arc::new(Inner {
             login_limiter: LoginLimiter::new(
                 config.hub.login_rate_limit,
@@ -229,6 +241,7 @@ impl Hub {
             authenticator,
             policy,
             spawner,
+            services,
             routes: Arc::new(RouteTable::new()),
             servers: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),

@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod privileged;
 pub mod proxy;
 pub mod rbac;
+pub mod services;
 pub mod spawner;
 pub mod status;
 pub mod systemd;

@@ -172,7 +172,8 @@ pub trait Spawner: Send + Sync + 'static {
 pub type KnownServer = (String, String, serde_json::Value);
 
 /// Create the Python environment user servers run from: a venv with `jupyterhub`
-/// (for `jupyterhub-singleuser`) and JupyterLab, readable by every user.
+/// (for `jupyterhub-singleuser`), JupyterLab and `jupyterhub-idle-culler`, readable by every
+/// user.
 pub fn setup_user_env(
     prefix: &std::path::Path,
     python: &std::path::Path,
@@ -194,6 +195,15 @@ pub fn setup_user_env(
     run(python, &["-m", "venv", &prefix_str])?;
     let pip = prefix.join("bin/pip");
     run(&pip, &["install", "--upgrade", "pip"])?;
-    run(&pip, &["install", requirement, "jupyterlab"])?;
+    // The idle culler too, so the example config's managed service runs out of the box.
+    run(
+        &pip,
+        &[
+            "install",
+            requirement,
+            "jupyterlab",
+            "jupyterhub-idle-culler",
+        ],
+    )?;
     Ok(())
 }

@@ -52,7 +52,7 @@ fn service_model(hub: &Hub, identity: &crate::hub::Identity, row: &ServiceRow) -
         "prefix": if url.is_empty() { String::new() } else { format!("{}services/{}/", hub.base_url(), name) },
         "url": url,
         "command": spec.as_ref().map(|c| c.command.clone()).unwrap_or_default(),
-        "pid": 0,
+        "pid": hub.service_pid(name),
         "info": spec.as_ref().map(|c| json!(c.info)).unwrap_or(json!({})),
         "display": spec.as_ref().is_none_or(|c| c.display),
     });
@@ -63,6 +63,15 @@ fn service_model(hub: &Hub, identity: &crate::hub::Identity, row: &ServiceRow) -
                 model.insert(key, value);
             }
         }
+    }
+    // Ours: why a managed service is not running (reason, journal tail), for admins who
+    // would otherwise have to read the hub's log.
+    let managed = spec.as_ref().is_some_and(|c| !c.command.is_empty());
+    if managed && keys.contains(&"pid") {
+        let failure = hub.service_failure(name).map(|f| {
+            json!({"reason": f.reason, "log_tail": f.log_tail, "time": crate::time::iso(f.time)})
+        });
+        model.insert("last_failure".into(), failure.unwrap_or(Value::Null));
     }
     Some(Value::Object(model))
 }

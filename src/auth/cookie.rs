@@ -93,6 +93,14 @@ impl CookieSecret {
         }
     }
 
+    /// A key for another purpose, named by `label`: knowing it reveals nothing of the secret.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(b"jupyterhub-rs derived key\0");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length")
     }

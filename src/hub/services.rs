@@ -91,11 +91,10 @@ const TOKEN_IN_USE: &str = "api_token";
 const CLIENT_IN_USE: &str = "OAuth client";
 
 /// Upstream accepts any name its URL pattern matches; a runtime name is also a path segment
-/// and a unit-name component, so it is kept to what needs no escaping anywhere.
+/// and a unit-name component, so it is kept to what needs no escaping anywhere (as managed
+/// services' names).
 fn valid_service_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    crate::services::valid_name(name)
 }
 
 /// An `http`/`https` URL with a host, as the proxy can forward to.

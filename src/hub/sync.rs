@@ -24,6 +24,19 @@ fn ensure_config_token(
     owner: TokenOwner,
     token: &str,
 ) -> db::Result<()> {
+    ensure_token(tx, owner, token, CONFIG_TOKEN_NOTE)
+}
+
+/// Managed services without `api_token` get one the hub derives (upstream notes its own
+/// "generated at startup"; ours is the same at every start, so adopted services keep theirs).
+const GENERATED_TOKEN_NOTE: &str = "generated at startup";
+
+fn ensure_token(
+    tx: &rusqlite::Connection,
+    owner: TokenOwner,
+    token: &str,
+    note: &str,
+) -> db::Result<()> {
     let prefix: String = token.chars().take(4).collect();
     let known = db::tokens_by_prefix(tx, &prefix, crate::time::now())?
         .into_iter()
@@ -40,7 +53,7 @@ fn ensure_config_token(
             client_id: "jupyterhub",
             session_id: None,
             expires_in: None,
-            note: CONFIG_TOKEN_NOTE,
+            note,
             scopes: &["inherit".to_string()],
         },
     )?;
@@ -104,8 +117,14 @@ impl Hub {
                         continue;
                     }
                     let row = db::upsert_config_service(tx, &service.name, service.admin)?;
-                    if let Some(token) = &service.api_token {
-                        ensure_config_token(tx, TokenOwner::Service(row.id), token.expose())?;
+                    let note = if service.api_token.is_some() {
+                        CONFIG_TOKEN_NOTE
+                    } else {
+                        GENERATED_TOKEN_NOTE
+                    };
+                    if let Some(token) = self.service_token(service) {
+                        let token = token.as_str();
+                        ensure_token(tx, TokenOwner::Service(row.id), token, note)?;
                         // A service with a URL logs users in through OAuth, with its token as secret.
                         if service.url.is_some() || service.oauth_redirect_uri.is_some() {
                             let client_id = service
@@ -124,7 +143,7 @@ impl Hub {
                                 &db::OAuthClientRow {
                                     identifier: client_id,
                                     description: format!("Service {}", service.name),
-                                    secret: auth::hash_token(token.expose(), PROVIDED_ROUNDS),
+                                    secret: auth::hash_token(token, PROVIDED_ROUNDS),
                                     redirect_uri,
                                     allowed_scopes: service.oauth_client_allowed_scopes.clone(),
                                     owner: db::ClientOwner::Service(service.name.clone()),

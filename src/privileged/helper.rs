@@ -1,7 +1,7 @@
 //! The privileged helper (`jupyterhub privileged-helper`): a small root process, reachable
-//! only over a unix socket, that does exactly two things for an unprivileged hub: start a
-//! user's server unit after re-checking the request against the root-owned config, and
-//! check a PAM login. Callers are identified with SO_PEERCRED; everything else is refused.
+//! only over a unix socket, that does exactly three things for an unprivileged hub: start a
+//! user's server unit or a managed service's unit after re-checking the request against the
+//! root-owned config, and check a PAM login. Callers are identified with SO_PEERCRED; everything else is refused.
 //! It sits on top: the protocol, the systemd spawner's unit start and PAM are beneath it.
 
 use std::os::unix::fs::PermissionsExt;
@@ -102,8 +102,76 @@ pub fn validate(request: &SpawnRequest, config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// A managed-service start: the service must be a managed one of the root-owned config, and
+/// the hub may give only its own variables; command, account, environment, limits and unit
+/// properties all come from the config.
+pub fn validate_service(
+    name: &str,
+    env: &std::collections::BTreeMap<String, String>,
+    fingerprint: &str,
+    config: &Config,
+) -> Result<crate::services::Launch, Error> {
+    let service = config
+        .hub
+        .services
+        .iter()
+        .find(|s| s.name == name && s.managed())
+        .ok_or_else(|| {
+            Error::Refused(format!("{name:?} is not a managed service of the config"))
+        })?;
+    if let Some(key) = env.keys().find(|k| !crate::services::hub_variable(k)) {
+        return Err(Error::Refused(format!(
+            "{key:?} is not a variable the hub sets for a service"
+        )));
+    }
+    if fingerprint.is_empty()
+        || fingerprint.len() > 64
+        || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(Error::Refused("the fingerprint is not hex".into()));
+    }
+    crate::services::Launch::new(service, env.clone()).map_err(|e| Error::Refused(e.to_string()))
+}
+
+async fn start_service(
+    launch: &crate::services::Launch,
+    fingerprint: &str,
+    config: &Config,
+) -> Response {
+    let systemd = match crate::systemd::Systemd::connect().await {
+        Ok(systemd) => systemd,
+        Err(e) => {
+            return Response::Error {
+                message: e.to_string(),
+            };
+        }
+    };
+    match crate::services::unit::start_as_root(&systemd, config, launch, fingerprint).await {
+        Ok(pid) => Response::ServiceStarted { pid },
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
 async fn handle(request: Request, config: &Config) -> Response {
     match request {
+        Request::StartService {
+            name,
+            env,
+            fingerprint,
+        } => {
+            tracing::info!(service = %name, "helper: start service requested");
+            match validate_service(&name, &env, &fingerprint, config) {
+                Ok(launch) => start_service(&launch, &fingerprint, config).await,
+                Err(e) => {
+                    tracing::warn!(service = %name, error = %e, "helper: refused");
+                    Response::Error {
+                        message: e.to_string(),
+                    }
+                }
+            }
+        }
         Request::StartUnit { request } => {
             tracing::info!(user = %request.user, server = %request.server_name, "helper: start unit requested");
             if let Err(e) = validate(&request, config) {

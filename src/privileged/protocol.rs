@@ -1,6 +1,7 @@
 //! The privileged helper's wire protocol: one JSON request line per unix-socket connection,
 //! one JSON response line back. A leaf: it carries the spawner's `SpawnRequest` data type
-//! but knows neither the helper nor any spawner or authenticator.
+//! (and the managed services' variables) but knows neither the helper nor any spawner,
+//! authenticator or service runner.
 
 use std::path::Path;
 
@@ -21,8 +22,20 @@ pub enum Error {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    StartUnit { request: Box<SpawnRequest> },
-    CheckPam { user: String, password: String },
+    StartUnit {
+        request: Box<SpawnRequest>,
+    },
+    CheckPam {
+        user: String,
+        password: String,
+    },
+    /// Start the managed service `name` of the helper's own config with the hub's variables
+    /// (`JUPYTERHUB_*` only); `fingerprint` labels the unit for adoption.
+    StartService {
+        name: String,
+        env: std::collections::BTreeMap<String, String>,
+        fingerprint: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,6 +43,7 @@ pub enum Request {
 pub enum Response {
     Started { started: StartedWire },
     Pam { valid: bool },
+    ServiceStarted { pid: u32 },
     Error { message: String },
 }
 

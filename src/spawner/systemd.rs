@@ -273,6 +273,7 @@ pub async fn start_unit(
         environment: Some(EnvironmentFile {
             path: env_file_path(sd, &unit),
             vars: env_vars(request, sd.dynamic_users),
+            keep_across_restarts: false,
         }),
     };
     let start_timeout = Duration::from_secs(config.spawner.start_timeout.max(1));

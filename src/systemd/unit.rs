@@ -91,6 +91,9 @@ pub struct EnvironmentFile {
     /// Its directory is created root-only (0700) when missing.
     pub path: PathBuf,
     pub vars: BTreeMap<String, String>,
+    /// Keep the file when the unit fails, so systemd's own `Restart=` can start it again;
+    /// it is still removed when the unit stops cleanly (a stop asked for, or exit 0).
+    pub keep_across_restarts: bool,
 }
 
 /// Quote a value for systemd's `EnvironmentFile=` parser (shell-like double quotes).
@@ -153,18 +156,35 @@ fn write_env_file(path: &Path, contents: &str) -> Result<(), Error> {
 /// The properties that load `path` into the unit and remove it after every stop: the
 /// `ExecStopPost=` runs as root, also after a crash or a failed start, so the secret file
 /// never outlives the unit even when its starter cannot delete it (an unprivileged hub).
-fn environment_file_properties(path: &Path) -> [Property; 2] {
+fn environment_file_properties(path: &Path, keep_across_restarts: bool) -> [Property; 2] {
     let path = path.to_string_lossy().into_owned();
+    let remove = if keep_across_restarts {
+        // `$SERVICE_RESULT` is systemd's verdict on the run; `no-env-expand` leaves it to sh.
+        (
+            "/bin/sh".to_owned(),
+            vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                r#"[ "$SERVICE_RESULT" != success ] || exec /bin/rm -f "$1""#.to_owned(),
+                "sh".to_owned(),
+                path.clone(),
+            ],
+            vec![
+                "privileged".to_owned(),
+                "ignore-failure".to_owned(),
+                "no-env-expand".to_owned(),
+            ],
+        )
+    } else {
+        (
+            "/bin/rm".to_owned(),
+            vec!["/bin/rm".to_owned(), "-f".to_owned(), path.clone()],
+            vec!["privileged".to_owned(), "ignore-failure".to_owned()],
+        )
+    };
     [
-        prop("EnvironmentFiles", vec![(path.clone(), false)]),
-        prop(
-            "ExecStopPostEx",
-            vec![(
-                "/bin/rm".to_owned(),
-                vec!["/bin/rm".to_owned(), "-f".to_owned(), path],
-                vec!["privileged".to_owned(), "ignore-failure".to_owned()],
-            )],
-        ),
+        prop("EnvironmentFiles", vec![(path, false)]),
+        prop("ExecStopPostEx", vec![remove]),
     ]
 }
 
@@ -211,6 +231,7 @@ pub enum StopOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedUnit {
     pub name: String,
+    pub description: String,
     /// `active`, `activating`, `deactivating`, `inactive`, `failed`, `reloading`.
     pub active_state: String,
 }
@@ -358,7 +379,10 @@ impl Systemd {
         let env_path = match environment {
             Some(env) => {
                 write_env_file(&env.path, &environment_file_contents(&env.vars)?)?;
-                properties.extend(environment_file_properties(&env.path));
+                properties.extend(environment_file_properties(
+                    &env.path,
+                    env.keep_across_restarts,
+                ));
                 Some(env.path)
             }
             None => None,
@@ -507,6 +531,7 @@ impl Systemd {
             .into_iter()
             .map(|row| ListedUnit {
                 name: row.0,
+                description: row.1,
                 active_state: row.3,
             })
             .collect())

@@ -7,6 +7,7 @@ mod cli;
 mod dev;
 mod groups;
 mod login;
+mod managed;
 mod oauth;
 mod pam;
 mod privileged;
