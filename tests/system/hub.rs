@@ -38,6 +38,8 @@ struct Workspace {
     dir: PathBuf,
     bin: PathBuf,
     stub: PathBuf,
+    /// The managed service's program (tests/fixtures/env_service.py).
+    service: PathBuf,
 }
 
 impl Drop for Workspace {
@@ -45,6 +47,7 @@ impl Drop for Workspace {
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_file(&self.bin);
         let _ = std::fs::remove_file(&self.stub);
+        let _ = std::fs::remove_file(&self.service);
     }
 }
 
@@ -74,7 +77,14 @@ struct Hub<'a> {
     _ports: (ReservedPort, ReservedPort),
     token: String,
     http: reqwest::Client,
+    /// The managed service's port, held until it binds it.
+    service_port: ReservedPort,
 }
+
+/// Where `set_services` cuts the config: services go last.
+const SERVICES_MARK: &str = "\n# managed services\n";
+const SERVICE_UNIT: &str = "jupyterhub-service-echo.service";
+const SERVICE_TOKEN: &str = "systest-echo-service-secret";
 
 impl<'a> Hub<'a> {
     fn new(sd: &'a Contained) -> Hub<'a> {
@@ -85,6 +95,7 @@ impl<'a> Hub<'a> {
         let work = Workspace {
             bin: shared.join(format!("jupyterhub-{id}")),
             stub: shared.join(format!("stub_singleuser-{id}.py")),
+            service: shared.join(format!("env_service-{id}.py")),
             dir: dir.clone(),
         };
         std::fs::create_dir_all(&dir).expect("hub dir");
@@ -95,9 +106,16 @@ impl<'a> Hub<'a> {
             &work.stub,
         )
         .expect("copy the stub server");
-        // Servers run as the users: the stub must be readable by them.
-        std::fs::set_permissions(&work.stub, std::fs::Permissions::from_mode(0o644))
-            .expect("chmod stub");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/env_service.py"),
+            &work.service,
+        )
+        .expect("copy the service");
+        // Servers run as the users, services as dynamic users: both must read their programs.
+        for program in [&work.stub, &work.service] {
+            std::fs::set_permissions(program, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+        }
         // Held until the hub binds them (with SO_REUSEADDR), so nothing else takes them.
         let ports = (reserve_port(), reserve_port());
         let (port, hub_port) = (ports.0.port, ports.1.port);
@@ -143,6 +161,7 @@ poll_interval = 3600
             public: format!("http://127.0.0.1:{port}"),
             _ports: ports,
             token,
+            service_port: reserve_port(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
@@ -182,6 +201,57 @@ poll_interval = 3600
 
     fn main_pid(&self) -> String {
         self.sd.prop(HUB_UNIT, "MainPID")
+    }
+
+    /// Replace the config's managed services with `services` (TOML).
+    fn set_services(&self, services: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let base = text.split(SERVICES_MARK).next().unwrap_or(&text).to_owned();
+        std::fs::write(&self.config, format!("{base}{SERVICES_MARK}{services}"))
+            .expect("write config");
+    }
+
+    /// The echo service, with `extra` config lines.
+    fn echo_service(&self, extra: &str) -> String {
+        format!(
+            "[[JupyterHub.services]]\nname = \"echo\"\nurl = \"http://127.0.0.1:{port}\"\n\
+             api_token = \"{SERVICE_TOKEN}\"\ncommand = [\"/usr/bin/python3\", \"{script}\"]\n\
+             mem_limit = \"256M\"\n{extra}\n",
+            port = self.service_port.port,
+            script = self.work.service.display(),
+        )
+    }
+
+    /// Stop the hub cleanly (as `systemctl restart` does) and start it again.
+    fn restart(&self) {
+        self.sd.run_ok(&["systemctl", "stop", HUB_UNIT]);
+        self.start();
+    }
+
+    /// What the echo service answers through the proxy, once its pid is not `not_pid`.
+    async fn echo_answer(&self, not_pid: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = self
+                .http
+                .get(format!("{}/services/echo/", self.public))
+                .send()
+                .await
+                && response.status() == StatusCode::OK
+                && let Ok(body) = response.json::<Value>().await
+                && body["pid"].to_string() != not_pid
+            {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the echo service never answered:\n{}\n{}",
+                self.journal(),
+                self.sd
+                    .run(&["journalctl", "--no-pager", "-u", SERVICE_UNIT])
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The hub's log, for failure messages.
@@ -352,6 +422,7 @@ fn hub_with_systemd_spawner() {
             servers_survive_kill_9_of_the_hub(&hub).await;
             a_unit_that_dies_loses_its_route_and_keeps_the_reason(&hub).await;
             concurrent_spawn_limit_holds(&hub).await;
+            managed_services_are_units_that_outlive_the_hub(&hub).await;
         });
     sd.run(&["systemctl", "stop", HUB_UNIT]);
 }
@@ -633,4 +704,88 @@ async fn concurrent_spawn_limit_holds(hub: &Hub<'_>) {
     ]);
     assert!(left.trim().is_empty(), "units left: {left}");
     assert_eq!(hub.sd.prop(STRAY_UNIT, "ActiveState"), "active");
+}
+
+async fn managed_services_are_units_that_outlive_the_hub(hub: &Hub<'_>) {
+    hub.set_services(&hub.echo_service(""));
+    hub.restart();
+    let first = hub.echo_answer("0").await;
+    assert_eq!(first["whoami"]["kind"], json!("service"), "{first}");
+    assert_eq!(first["whoami"]["name"], json!("echo"), "{first}");
+    assert_eq!(first["env"]["JUPYTERHUB_SERVICE_NAME"], json!("echo"));
+    assert_eq!(first["env"]["MEM_LIMIT"], json!("268435456"));
+    // Its own unit, in its own slice, as a dynamic user, limited, restarted on failure.
+    let sd = hub.sd;
+    assert_eq!(sd.prop(SERVICE_UNIT, "ActiveState"), "active");
+    assert_eq!(sd.prop(SERVICE_UNIT, "Slice"), "jupyterhub-services.slice");
+    assert_eq!(sd.prop(SERVICE_UNIT, "DynamicUser"), "yes");
+    assert_eq!(sd.prop(SERVICE_UNIT, "Restart"), "on-failure");
+    assert_eq!(sd.prop(SERVICE_UNIT, "MemoryMax"), "268435456");
+    let uid: u32 = sd
+        .run_ok(&["ps", "-o", "uid=", "-p", &first["pid"].to_string()])
+        .trim()
+        .parse()
+        .expect("uid");
+    assert_ne!(uid, 0, "the service runs as root");
+    // No secret where everyone can read it.
+    let shown = sd.run_ok(&["systemctl", "show", SERVICE_UNIT]);
+    assert!(
+        !shown.contains(SERVICE_TOKEN) && !shown.contains("JUPYTERHUB_API_TOKEN"),
+        "systemctl show reveals the token"
+    );
+    // The model has the live pid.
+    let main_pid = sd.prop(SERVICE_UNIT, "MainPID");
+    let invocation = sd.prop(SERVICE_UNIT, "InvocationID");
+    assert_eq!(first["pid"].to_string(), main_pid);
+    let model = hub.get("/services/echo").await;
+    assert_eq!(model["pid"].to_string(), main_pid, "{model}");
+
+    // kill -9 of the hub: the service keeps running and is adopted, not started again.
+    sd.run_ok(&[
+        "systemctl",
+        "kill",
+        "--kill-who=main",
+        "--signal=KILL",
+        HUB_UNIT,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sd.prop(HUB_UNIT, "ActiveState") == "active" {
+        assert!(Instant::now() < deadline, "the hub survived SIGKILL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sd.prop(SERVICE_UNIT, "ActiveState"), "active");
+    hub.start();
+    assert_eq!(sd.prop(SERVICE_UNIT, "InvocationID"), invocation);
+    assert_eq!(sd.prop(SERVICE_UNIT, "MainPID"), main_pid);
+    let model = hub.get("/services/echo").await;
+    assert_eq!(
+        model["pid"].to_string(),
+        main_pid,
+        "adopted before READY: {model}"
+    );
+
+    // Killed, systemd starts it again (and the environment file is still there for it).
+    sd.run_ok(&["systemctl", "kill", "--signal=KILL", SERVICE_UNIT]);
+    let again = hub.echo_answer(&main_pid).await;
+    assert_eq!(again["whoami"]["name"], json!("echo"), "{again}");
+    assert_ne!(sd.prop(SERVICE_UNIT, "MainPID"), main_pid);
+
+    // A changed environment restarts it at the next start.
+    let invocation = sd.prop(SERVICE_UNIT, "InvocationID");
+    hub.set_services(&hub.echo_service("environment = { COLOUR = \"blue\" }"));
+    hub.restart();
+    let changed = hub.echo_answer("0").await;
+    assert_eq!(changed["env"]["COLOUR"], json!("blue"), "{changed}");
+    assert_ne!(sd.prop(SERVICE_UNIT, "InvocationID"), invocation);
+
+    // Gone from the config, it is stopped at the next start.
+    hub.set_services("");
+    hub.restart();
+    let state = sd.prop(SERVICE_UNIT, "ActiveState");
+    assert!(
+        state == "inactive" || state.is_empty(),
+        "a removed service still runs: {state}"
+    );
+    let (status, _, _) = hub.call(reqwest::Method::GET, "/services/echo", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
