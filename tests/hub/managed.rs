@@ -212,3 +212,98 @@ cwd = "/srv"
         "{stderr}"
     );
 }
+
+/// Follow redirects by hand (the client keeps cookies for the hub's host), up to 10 hops;
+/// the last response's status, `Location`-free, and body.
+async fn follow(hub: &TestHub, client: &reqwest::Client, url: String) -> (u16, String) {
+    let mut url = url;
+    for _ in 0..10 {
+        let response = client.get(&url).send().await.expect("get");
+        let status = response.status().as_u16();
+        if !(300..400).contains(&status) {
+            return (status, response.text().await.unwrap_or_default());
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .expect("a redirect has a Location")
+            .to_owned();
+        url = if location.starts_with('/') {
+            format!("{}{location}", hub.url)
+        } else {
+            location
+        };
+    }
+    panic!("too many redirects, last {url}");
+}
+
+#[tokio::test]
+async fn a_hub_oauth_service_logs_users_in_and_refuses_those_without_access() {
+    let venv = std::path::PathBuf::from(
+        std::env::var("SINGLEUSER_VENV_6")
+            .unwrap_or_else(|_| "/var/cache/jupyterhub-rs-tests/venv-6".into()),
+    );
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/whoami_service.py");
+    let script = std::env::temp_dir().join("jupyterhub-rs-whoami_service.py");
+    std::fs::copy(&source, &script).expect("copy service");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let port = reserve_port();
+    let services = format!(
+        r#"
+[[JupyterHub.services]]
+name = "whoami"
+url = "http://127.0.0.1:{port}"
+command = ["{python}", "{script}"]
+oauth_no_confirm = true
+
+[[JupyterHub.load_roles]]
+name = "whoami-users"
+scopes = ["access:services!service=whoami"]
+users = ["alice"]
+"#,
+        port = port.port,
+        python = venv.join("bin/python").display(),
+        script = script.display()
+    );
+    let hub = TestHub::start(&services, "").await;
+    // Wait until the service listens (it answers 302 to the login then).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let anonymous = crate::support::browser();
+    loop {
+        if let Ok(r) = anonymous
+            .get(format!("{}/services/whoami/", hub.url))
+            .send()
+            .await
+            && r.status().is_redirection()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "whoami never answered:\n{}",
+            hub.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (alice, _) = crate::support::login(&hub, "alice", "pw").await;
+    let (status, body) = follow(&hub, &alice, format!("{}/services/whoami/", hub.url)).await;
+    assert_eq!(status, 200, "{body}\n{}", hub.log());
+    let model: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(model["name"], "alice", "{model}");
+    // The service's own cookie keeps her logged in: no trip to the hub this time.
+    let again = alice
+        .get(format!("{}/services/whoami/", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(again.status(), 200);
+
+    // bob holds no access:services for it: the hub refuses to log him in there.
+    let (bob, _) = crate::support::login(&hub, "bob", "pw").await;
+    let (status, body) = follow(&hub, &bob, format!("{}/services/whoami/", hub.url)).await;
+    assert_eq!(status, 403, "{body}");
+}

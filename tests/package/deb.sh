@@ -45,7 +45,7 @@ contained_boot jupyterhub-rs-pkg
 cleanup() {
   set +e
   if dpkg-query -W -f='${Status}' jupyterhub-rs 2>/dev/null | grep -q installed; then
-    inside systemctl stop 'jupyter-*' jupyterhub.service jupyterhub.socket jupyterhub-api.socket >/dev/null 2>&1
+    inside systemctl stop 'jupyter-*' 'jupyterhub-service-*' jupyterhub.service jupyterhub.socket jupyterhub-api.socket >/dev/null 2>&1
     DEBIAN_FRONTEND=noninteractive inside apt-get purge -y -qq jupyterhub-rs >/dev/null 2>&1
   fi
   contained_stop
@@ -74,6 +74,18 @@ echo "$user:$password" | chpasswd
 # Under the packaged file's own (commented-out) section headers.
 sed -i -e "/^\[Authenticator\]\$/a allowed_users = [\"$user\"]" \
   -e '/^\[Spawner\]$/a mem_limit = "700M"\ncpu_limit = 0.5' /etc/jupyterhub/jupyterhub.toml
+# The idle culler setup-user-env installed, as the packaged example has it (uncommented).
+cat >>/etc/jupyterhub/jupyterhub.toml <<'TOML'
+
+[[JupyterHub.services]]
+name = "idle-culler"
+command = ["/opt/jupyterhub/user-env/bin/python3", "-m", "jupyterhub_idle_culler", "--timeout=3600"]
+
+[[JupyterHub.load_roles]]
+name = "idle-culler"
+scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+services = ["idle-culler"]
+TOML
 inside jupyterhub check-config -f /etc/jupyterhub/jupyterhub.toml
 
 step "socket activation: the first request starts the hub"
@@ -87,6 +99,23 @@ main_pid=$(inside systemctl show jupyterhub -p MainPID --value)
 hub_uid=$(inside awk '/^Uid:/ {print $2}' "/proc/$main_pid/status")
 [ "$hub_uid" = "$(id -u jupyterhub)" ] || fail "the hub process runs as uid $hub_uid"
 echo "hub process uid $hub_uid (jupyterhub)"
+
+step "the managed idle culler: its own unit, started by the helper, as a dynamic user"
+culler=jupyterhub-service-idle-culler.service
+for _ in $(seq 100); do
+  [ "$(inside systemctl is-active "$culler" || true)" = active ] && break
+  sleep 0.2
+done
+[ "$(inside systemctl is-active "$culler" || true)" = active ] \
+  || { inside journalctl -u jupyterhub -u jupyterhub-helper -u "$culler" --no-pager | tail -30; fail "the culler does not run"; }
+inside journalctl -u jupyterhub-helper --no-pager | grep -q "start service requested" || fail "the helper did not start the culler"
+culler_pid=$(inside systemctl show "$culler" -p MainPID --value)
+culler_uid=$(inside awk '/^Uid:/ {print $2}' "/proc/$culler_pid/status")
+[ "$culler_uid" != 0 ] || fail "the culler runs as root"
+[ "$(inside systemctl show "$culler" -p DynamicUser --value)" = yes ] || fail "the culler is not a dynamic user"
+inside systemctl show "$culler" | grep -q JUPYTERHUB_API_TOKEN && fail "systemctl show reveals the culler's token"
+culler_invocation=$(inside systemctl show "$culler" -p InvocationID --value)
+echo "$culler: active, pid $culler_pid, uid $culler_uid, no token in systemctl show"
 
 step "PAM login as $user"
 xsrf=$(curl -s -c "$jar" -b "$jar" "$public/hub/login" | sed -n 's/.*name="_xsrf" value="\([^"]*\)".*/\1/p' | head -1)
@@ -169,6 +198,9 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$public/user/$user/
 ready=$(api "$public/hub/api/users/$user" | python3 -c 'import json,sys; s=json.load(sys.stdin)["servers"].get(""); print(bool(s and s["ready"]))')
 [ "$ready" = True ] || fail "after the restart the hub does not know the server runs"
 echo "same unit invocation $invocation, same PID $server_pid, reachable"
+[ "$(inside systemctl show "$culler" -p InvocationID --value)" = "$culler_invocation" ] || fail "the culler was restarted"
+[ "$(inside systemctl show "$culler" -p MainPID --value)" = "$culler_pid" ] || fail "the culler changed"
+echo "the culler was adopted: same invocation, same PID $culler_pid"
 
 step "polkit: what the hub's user may and may not do"
 inside systemd-run --quiet --unit=not-ours sleep 600
@@ -203,6 +235,12 @@ case "$answer" in *'"result":"error"'*"system account"*) ;; *) fail "the helper 
 answer=$(helper_call jupyterhub "$(req "$user" '["/bin/sh","-c","id"]')")
 echo "  a foreign command: $answer"
 case "$answer" in *'"result":"error"'*"configured Spawner.cmd"*) ;; *) fail "the helper did not refuse a foreign command" ;; esac
+answer=$(helper_call jupyterhub '{"op":"start_service","name":"not-configured","env":{},"fingerprint":"ab"}')
+echo "  an unknown service: $answer"
+case "$answer" in *'"result":"error"'*"not a managed service"*) ;; *) fail "the helper started an unknown service" ;; esac
+answer=$(helper_call jupyterhub '{"op":"start_service","name":"idle-culler","env":{"LD_PRELOAD":"/tmp/x.so"},"fingerprint":"ab"}')
+echo "  a variable the hub does not set: $answer"
+case "$answer" in *'"result":"error"'*"not a variable the hub sets"*) ;; *) fail "the helper took LD_PRELOAD from the hub" ;; esac
 answer=$(helper_call "$user" "$(req "$user" '["/opt/jupyterhub/user-env/bin/jupyterhub-singleuser"]')")
 echo "  another user calling: $answer"
 case "$answer" in *"connect: Permission denied"*) ;; *) fail "$user could reach the helper" ;; esac
@@ -249,5 +287,6 @@ DEBIAN_FRONTEND=noninteractive inside apt-get purge -y -qq jupyterhub-rs >"$work
 for path in /usr/bin/jupyterhub /etc/jupyterhub /var/lib/jupyterhub /usr/lib/systemd/system/jupyterhub.service; do
   [ -e "$path" ] && fail "$path is left after purge"
 done
-echo "purged: no binary, config, state or units left"
+[ "$(inside systemctl is-active "$culler" || true)" = active ] && fail "the culler outlived the package"
+echo "purged: no binary, config, state or units left, the culler stopped"
 echo "PASS: package end to end"

@@ -706,9 +706,43 @@ async fn concurrent_spawn_limit_holds(hub: &Hub<'_>) {
     assert_eq!(hub.sd.prop(STRAY_UNIT, "ActiveState"), "active");
 }
 
+/// The real idle culler (jupyterhub 6's venv, which the test set-up gives it), with
+/// short times, and the role the packaged example config gives it.
+fn culler_service() -> String {
+    let venv = std::env::var("SINGLEUSER_VENV_6")
+        .unwrap_or_else(|_| "/var/cache/jupyterhub-rs-tests/venv-6".into());
+    format!(
+        "[[JupyterHub.services]]\nname = \"idle-culler\"\n\
+         command = [\"{venv}/bin/python\", \"-m\", \"jupyterhub_idle_culler\", \"--timeout=3\", \"--cull-every=1\"]\n\
+         [[JupyterHub.load_roles]]\nname = \"idle-culler\"\n\
+         scopes = [\"list:users\", \"read:users:activity\", \"read:servers\", \"delete:servers\"]\n\
+         services = [\"idle-culler\"]\n"
+    )
+}
+
 async fn managed_services_are_units_that_outlive_the_hub(hub: &Hub<'_>) {
-    hub.set_services(&hub.echo_service(""));
+    // First the idle culler, as a unit, culls an idle server.
+    let user = crowd_user(2);
+    if hub.server(&user).await.is_none() {
+        let (status, _, body) = hub
+            .call(
+                reqwest::Method::POST,
+                &format!("/users/{user}/server"),
+                None,
+            )
+            .await;
+        assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
+    }
+    hub.wait_ready(&user).await;
+    hub.set_services(&format!("{}\n{}", hub.echo_service(""), culler_service()));
     hub.restart();
+    assert_eq!(
+        hub.sd
+            .prop("jupyterhub-service-idle-culler.service", "ActiveState"),
+        "active"
+    );
+    hub.wait_stopped(&user).await;
+
     let first = hub.echo_answer("0").await;
     assert_eq!(first["whoami"]["kind"], json!("service"), "{first}");
     assert_eq!(first["whoami"]["name"], json!("echo"), "{first}");
