@@ -239,7 +239,7 @@ poll_interval = 3600
                 .await
                 && response.status() == StatusCode::OK
                 && let Ok(body) = response.json::<Value>().await
-                && body["pid"].to_string() != not_pid
+                && body["pid"].as_u64().map(|p| p.to_string()).as_deref() != Some(not_pid)
             {
                 return body;
             }
