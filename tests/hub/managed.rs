@@ -147,7 +147,8 @@ async fn the_real_idle_culler_culls_an_idle_server() {
     );
     // As the packaged example config has it, with short times.
     let services = format!(
-        r#"
+        r#"allow_named_servers = true
+
 [[JupyterHub.services]]
 name = "idle-culler"
 command = ["{python}", "-m", "jupyterhub_idle_culler", "--timeout=3", "--cull-every=1"]
@@ -170,6 +171,17 @@ services = ["idle-culler"]
     let (status, body) = call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
     assert!(status == 201 || status == 202, "{status} {body}");
     wait_ready(&hub, &admin, &user, "").await;
+    // Named servers are culled too.
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{user}/servers/lab"),
+        &admin,
+        None,
+    )
+    .await;
+    assert!(status == 201 || status == 202, "{status} {body}");
+    wait_ready(&hub, &admin, &user, "lab").await;
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let (_, model) = call(&hub, "GET", &format!("/users/{user}"), &admin, None).await;

@@ -806,11 +806,27 @@ async fn managed_services_are_units_that_outlive_the_hub(hub: &Hub<'_>) {
 
     // A changed environment restarts it at the next start.
     let invocation = sd.prop(SERVICE_UNIT, "InvocationID");
-    hub.set_services(&hub.echo_service("environment = { COLOUR = \"blue\" }"));
+    let account = crowd_user(3);
+    hub.set_services(&hub.echo_service(&format!(
+        "environment = {{ COLOUR = \"blue\" }}\nuser = \"{account}\""
+    )));
     hub.restart();
     let changed = hub.echo_answer("0").await;
     assert_eq!(changed["env"]["COLOUR"], json!("blue"), "{changed}");
     assert_ne!(sd.prop(SERVICE_UNIT, "InvocationID"), invocation);
+    // Now as the configured account, in its home.
+    assert_eq!(sd.prop(SERVICE_UNIT, "User"), account);
+    assert_eq!(sd.prop(SERVICE_UNIT, "DynamicUser"), "no");
+    assert_eq!(
+        changed["cwd"],
+        json!(format!("/home/{account}")),
+        "{changed}"
+    );
+    assert_eq!(
+        changed["env"]["JUPYTERHUB_USER"],
+        json!(account),
+        "{changed}"
+    );
 
     // Gone from the config, it is stopped at the next start.
     hub.set_services("");
