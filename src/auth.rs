@@ -153,6 +153,12 @@ pub trait Authenticator: Send + Sync + 'static {
     fn allows_all_by_default(&self) -> bool {
         false
     }
+    /// Upstream's `add_user` check for a user already in the database: `Err(why)` when the
+    /// authenticator could no longer log them in (PAM: the system account is gone).
+    fn check_existing_user(&self, name: &str) -> Result<(), String> {
+        let _ = name;
+        Ok(())
+    }
 }
 
 /// Any name logs in, with `password` if set. For development and tests only.

@@ -268,7 +268,9 @@ pub struct AuthenticatorConfig {
     pub username_map: BTreeMap<String, String>,
     pub auto_login: bool,
     pub enable_auth_state: bool,
-    /// Remove users from the database whose names the authenticator no longer accepts.
+    /// At start-up, delete users from the database the authenticator no longer accepts (a
+    /// name outside `username_pattern`, a PAM user whose system account is gone); without it
+    /// they are kept and logged, as upstream's `init_users`.
     pub delete_invalid_users: bool,
 }
 
@@ -471,7 +473,8 @@ impl Default for SystemdSpawnerConfig {
             slice: "jupyter-users.slice".into(),
             isolate_tmp: false,
             isolate_devices: false,
-            disable_user_sudo: false,
+            // systemdspawner's default since 1.0: no sudo or setuid gains inside servers.
+            disable_user_sudo: true,
             readonly_paths: Vec::new(),
             readwrite_paths: Vec::new(),
             unit_extra_properties: Vec::new(),
@@ -784,6 +787,29 @@ impl Config {
                     "Proxy.{key}: {value} must be more than 0 and at most 86400 seconds"
                 ));
             }
+        }
+        // Parsed for upstream's configs, but not built yet: refused rather than ignored.
+        if hub.subdomain_host.as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(
+                "JupyterHub.subdomain_host: per-user subdomains are not supported yet; remove \
+                 the key (servers are then served under /user/NAME/ on the hub's host)"
+                    .into(),
+            );
+        }
+        if self.authenticator.auto_login {
+            return Err(format!(
+                "Authenticator.auto_login: the {:?} authenticator has no login page of its own \
+                 to send people to; remove the key",
+                hub.authenticator_class
+            ));
+        }
+        if let Some((scheme, _)) = hub.db_url.split_once("://")
+            && scheme != "sqlite"
+        {
+            return Err(format!(
+                "JupyterHub.db_url: only SQLite is supported (sqlite:///PATH, or a file path), \
+                 not {scheme}://"
+            ));
         }
         for property in &self.systemd_spawner.unit_extra_properties {
             if !property.contains('=') {

@@ -422,6 +422,7 @@ fn local_request(launch: &Launch) -> SpawnRequest {
         ip: String::new(),
         port: 0,
         limits: LimitsSpec::default(),
+        groups: Vec::new(),
     }
 }
 

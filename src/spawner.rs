@@ -73,6 +73,11 @@ pub struct SpawnRequest {
     pub ip: String,
     pub port: u16,
     pub limits: LimitsSpec,
+    /// The user's groups that have `group_limits`: the privileged helper recomputes the
+    /// limits from its own config for exactly these (a hub can name no group the config
+    /// does not give limits, and no limit the config does not give those groups).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// Limits in the units systemd and cgroups use.

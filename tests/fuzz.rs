@@ -424,6 +424,7 @@ fn spawn_request() -> impl Strategy<Value = SpawnRequest> {
                 ip,
                 port,
                 limits,
+                groups: Vec::new(),
             },
         )
 }

@@ -78,6 +78,7 @@ fn request(argv: &[&str], env: &[(&str, &str)], port: u16) -> SpawnRequest {
         ip: "127.0.0.1".into(),
         port,
         limits: Default::default(),
+        groups: Vec::new(),
     }
 }
 

@@ -357,3 +357,45 @@ fn no_source_file_is_over_900_lines_before_its_tests() {
         "over {MAX_LINES_BEFORE_TESTS} lines before #[cfg(test)]: {long:?}"
     );
 }
+
+/// Every field of the config's structs (`pub NAME:` in src/config.rs) is read somewhere as
+/// `.NAME`: an option the hub accepts does something or is refused in `Config::validate`,
+/// never parsed and ignored.
+#[test]
+fn every_config_key_is_read_somewhere() {
+    let config = std::fs::read_to_string(root().join("src/config.rs")).expect("config.rs");
+    let before_tests = config.split("#[cfg(test)]").next().unwrap_or(&config);
+    let fields: Vec<&str> = before_tests
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub "))
+        .filter_map(|rest| rest.split_once(':').map(|(name, _)| name))
+        .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .filter(|name| !["fn", "const", "struct", "enum", "use", "mod", "type"].contains(name))
+        .collect();
+    assert!(fields.len() > 50, "found only {fields:?}");
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let texts: Vec<String> = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read"))
+        .collect();
+    let unread: Vec<&str> = fields
+        .into_iter()
+        .filter(|field| {
+            let needle = format!(".{field}");
+            !texts.iter().any(|text| {
+                text.match_indices(&needle).any(|(at, _)| {
+                    // `.field` as a whole word, not the start of a longer name.
+                    !text[at + needle.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+            })
+        })
+        .collect();
+    assert!(
+        unread.is_empty(),
+        "config keys nothing reads (use them, or refuse them in Config::validate): {unread:?}"
+    );
+}

@@ -217,6 +217,16 @@ impl super::Authenticator for Pam {
         true
     }
 
+    /// As upstream's `LocalAuthenticator.add_user`: a PAM user needs their system account.
+    fn check_existing_user(&self, name: &str) -> Result<(), String> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(format!("system user {name:?} does not exist")),
+            // The user database could not be read: not a reason to drop anyone.
+            Err(_) => Ok(()),
+        }
+    }
+
     async fn authenticate(
         &self,
         username: &str,

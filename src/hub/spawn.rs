@@ -252,8 +252,9 @@ impl Hub {
             )?;
             Ok(token)
         })?;
-        let groups = self.db.read(|c| db::user_groups(c, user.id))?;
+        let mut groups = self.db.read(|c| db::user_groups(c, user.id))?;
         let limits = LimitsSpec::from(&spawner_config.limits_for(&user.name, &groups));
+        groups.retain(|g| spawner_config.group_limits.contains_key(g));
         let ip = spawner_config.ip.clone();
         let port = free_port(&ip)?;
         let env = self.build_env(user, &row.name, &token, &ip, port, &limits);
@@ -273,6 +274,7 @@ impl Hub {
             ip: ip.clone(),
             port,
             limits,
+            groups,
         };
         if let Some(dev) = &self.config.dev {
             self.dev_request(dev, &key, &mut request).await?;

@@ -202,3 +202,32 @@ impl Hub {
             })
     }
 }
+
+impl Hub {
+    /// Upstream's `init_users`: users already in the database that the authenticator no
+    /// longer accepts (name outside the pattern, PAM account gone) are deleted with
+    /// `delete_invalid_users`, else kept and named in the log. Blocked users are left alone.
+    pub(super) fn check_existing_users(&self) -> Result<()> {
+        let delete = self.config.authenticator.delete_invalid_users;
+        let blocked = &self.config.authenticator.blocked_users;
+        for user in self.db.read(db::all_users)? {
+            if blocked.iter().any(|b| b.eq_ignore_ascii_case(&user.name)) {
+                continue;
+            }
+            let why = match self.policy.normalize(&user.name) {
+                Ok(_) => match self.authenticator.check_existing_user(&user.name) {
+                    Ok(()) => continue,
+                    Err(why) => why,
+                },
+                Err(e) => e.to_string(),
+            };
+            if delete {
+                tracing::warn!(user = %user.name, reason = %why, "deleting invalid user from the database (delete_invalid_users)");
+                self.db.write(|tx| db::delete_user(tx, user.id))?;
+            } else {
+                tracing::warn!(user = %user.name, reason = %why, "user in the database no longer passes the authenticator's checks; set Authenticator.delete_invalid_users = true to delete such users at start-up");
+            }
+        }
+        Ok(())
+    }
+}

@@ -90,6 +90,10 @@ pub fn validate(request: &SpawnRequest, config: &Config) -> Result<(), Error> {
                 .limits_for(&request.user, std::slice::from_ref(g)),
         )
     }))
+    // A user in several groups: the combination, as the hub computes it.
+    .chain(std::iter::once(LimitsSpec::from(
+        &config.spawner.limits_for(&request.user, &request.groups),
+    )))
     .collect();
     if !allowed.contains(&request.limits) {
         return refuse("the limits are not ones the config gives this user".into());
@@ -308,6 +312,7 @@ mod tests {
             ip: "127.0.0.1".into(),
             port: 1234,
             limits: LimitsSpec::default(),
+            groups: Vec::new(),
         }
     }
 
@@ -326,6 +331,75 @@ mod tests {
         )
         .expect_err("missing");
         assert!(err.to_string().contains("not a system account"), "{err}");
+    }
+
+    #[test]
+    fn a_user_in_several_groups_gets_their_combined_limits() {
+        let mut config = Config::default();
+        config.systemd_spawner.dynamic_users = true;
+        let limits =
+            |text: &str| -> crate::config::Limits { toml::from_str(text).expect("limits") };
+        config
+            .spawner
+            .group_limits
+            .insert("big-memory".into(), limits("mem_limit = \"4G\""));
+        config
+            .spawner
+            .group_limits
+            .insert("many-cpus".into(), limits("cpu_limit = 4"));
+        let mut both = request("alice", &[]);
+        both.argv = {
+            let mut argv = config.spawner.cmd.clone();
+            argv.extend(config.spawner.args.iter().cloned());
+            argv
+        };
+        both.groups = vec!["big-memory".into(), "many-cpus".into()];
+        both.limits = LimitsSpec::from(&config.spawner.limits_for("alice", &both.groups));
+        assert_eq!(both.limits.mem_limit, Some(4 << 30));
+        assert_eq!(both.limits.cpu_limit, Some(4.0));
+        validate(&both, &config).expect("the combination of her groups");
+        // Without naming the groups, the combination is more than any one gives.
+        let mut unnamed = both.clone();
+        unnamed.groups.clear();
+        assert!(validate(&unnamed, &config).is_err());
+        // Naming a group the config gives no limits changes nothing.
+        let mut other = both.clone();
+        other.groups.push("made-up".into());
+        validate(&other, &config).expect("unknown groups add nothing");
+        other.limits.mem_limit = Some(8 << 30);
+        assert!(validate(&other, &config).is_err());
+    }
+
+    #[test]
+    fn service_starts_name_a_managed_service_and_carry_only_the_hubs_variables() {
+        let mut config = Config::default();
+        config.hub.services.push(crate::config::ServiceConfig {
+            name: "culler".into(),
+            command: vec!["/usr/bin/python3".into(), "-m".into(), "culler".into()],
+            environment: [("LEVEL".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        });
+        config.hub.services.push(crate::config::ServiceConfig {
+            name: "external".into(),
+            url: Some("http://127.0.0.1:1".into()),
+            ..Default::default()
+        });
+        let env: std::collections::BTreeMap<String, String> =
+            [("JUPYTERHUB_API_TOKEN".to_string(), "t".to_string())].into();
+        let launch = validate_service("culler", &env, "0a1b", &config).expect("managed");
+        // Command and environment come from the helper's config.
+        assert_eq!(launch.argv[2], "culler");
+        assert_eq!(launch.env()["LEVEL"], "1");
+        for (name, fingerprint) in [("nope", "0a1b"), ("external", "0a1b"), ("culler", "x y")] {
+            assert!(
+                validate_service(name, &env, fingerprint, &config).is_err(),
+                "{name}"
+            );
+        }
+        let mut foreign = env.clone();
+        foreign.insert("LD_PRELOAD".into(), "/tmp/x.so".into());
+        let err = validate_service("culler", &foreign, "0a1b", &config).expect_err("refused");
+        assert!(err.to_string().contains("LD_PRELOAD"), "{err}");
     }
 
     /// Send `line` as a request over a socket pair to `serve_connection` and read the

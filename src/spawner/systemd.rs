@@ -626,6 +626,7 @@ mod tests {
                 mem_limit: Some(1024),
                 ..Default::default()
             },
+            groups: Vec::new(),
         };
         let contents = |request: &SpawnRequest| {
             crate::systemd::unit::environment_file_contents(&env_vars(request, false))

@@ -82,6 +82,89 @@ fn check_config_names_file_line_and_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
 }
 
+/// Options upstream has and this hub does not build yet are refused, naming the key, rather
+/// than accepted and ignored.
+#[test]
+fn options_not_built_yet_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("jupyterhub.toml");
+    for (text, key) in [
+        (
+            "[JupyterHub]\nsubdomain_host = \"https://hub.example.org\"\n",
+            "subdomain_host",
+        ),
+        ("[Authenticator]\nauto_login = true\n", "auto_login"),
+        (
+            "[JupyterHub]\ndb_url = \"postgresql://hub@db/jupyterhub\"\n",
+            "db_url",
+        ),
+    ] {
+        std::fs::write(&path, text).expect("write");
+        let out = Command::new(BIN)
+            .args(["check-config", "-f"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text} was accepted");
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    // SQLite URLs and plain paths are fine.
+    for url in [
+        "sqlite:///jupyterhub.sqlite",
+        "/var/lib/jupyterhub/hub.sqlite",
+    ] {
+        std::fs::write(&path, format!("[JupyterHub]\ndb_url = \"{url}\"\n")).expect("write");
+        let out = Command::new(BIN)
+            .args(["check-config", "-f"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Upstream's `init_users`: users the authenticator no longer accepts are kept (and logged)
+/// unless `delete_invalid_users`, then deleted at start-up.
+#[tokio::test]
+async fn delete_invalid_users_at_start_up() {
+    let mut hub = TestHub::start("", "").await;
+    let admin = hub.admin_token();
+    for name in ["alice", "carol"] {
+        let (status, body) = call(&hub, "POST", &format!("/users/{name}"), &admin, None).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    hub.stop();
+    // Only names starting with a or the admin are valid now.
+    let text = std::fs::read_to_string(&hub.config).expect("config");
+    let text = text.replace(
+        "[Authenticator]\n",
+        "[Authenticator]\nusername_pattern = \"(a.*)\"\n",
+    );
+    std::fs::write(&hub.config, &text).expect("write");
+    hub.launch().await;
+    let (status, _) = call(&hub, "GET", "/users/carol", &admin, None).await;
+    assert_eq!(status, 200, "kept without delete_invalid_users");
+    assert!(hub.log().contains("delete_invalid_users"), "{}", hub.log());
+    hub.stop();
+    let text = text.replace(
+        "[Authenticator]\n",
+        "[Authenticator]\ndelete_invalid_users = true\n",
+    );
+    std::fs::write(&hub.config, &text).expect("write");
+    hub.launch().await;
+    let (status, _) = call(&hub, "GET", "/users/carol", &admin, None).await;
+    assert_eq!(status, 404, "carol was not deleted:\n{}", hub.log());
+    let (status, _) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    assert_eq!(status, 200, "a valid user was deleted");
+    let (status, _) = call(&hub, "GET", "/users/admin", &admin, None).await;
+    assert_eq!(status, 200, "the admin was deleted");
+}
+
 #[test]
 fn cookie_secret_readable_by_others_is_refused() {
     let dir = tempfile::tempdir().expect("dir");

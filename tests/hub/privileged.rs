@@ -27,6 +27,7 @@ fn spawn_request(system_user: &str, argv: &[&str]) -> SpawnRequest {
         ip: "127.0.0.1".into(),
         port: 40000,
         limits: LimitsSpec::default(),
+        groups: Vec::new(),
     }
 }
 
