@@ -46,6 +46,11 @@ pub fn router() -> Router<Hub> {
             "/users/{name}/server/progress",
             get(servers::progress_default),
         )
+        .route("/users/{name}/server/usage", get(servers::usage_default))
+        .route(
+            "/users/{name}/servers/{server}/usage",
+            get(servers::usage_named),
+        )
         .route(
             "/users/{name}/servers/{server}",
             get(servers::get_named)

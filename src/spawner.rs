@@ -171,6 +171,25 @@ pub trait Spawner: Send + Sync + 'static {
         let _ = known;
         Ok(Vec::new())
     }
+    /// Memory and CPU time of the running server described by `state`.
+    async fn usage(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<Usage, Error> {
+        let _ = (user, server_name, state);
+        Ok(Usage::default())
+    }
+}
+
+/// Live resource use of a running server (ours, not upstream's: `GET …/usage`); `None` where
+/// the spawner cannot tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub memory_bytes: Option<u64>,
+    /// CPU time used since the server started, in nanoseconds.
+    pub cpu_nsec: Option<u64>,
 }
 
 /// A server the database says runs: user, server name, the state `start` returned.

@@ -322,6 +322,35 @@ fn progress_events(
     })
 }
 
+/// `GET /users/{name}/server/usage` (ours, beside upstream's API): live memory and CPU of a
+/// running server with its limits, for `read:servers`. Sample `cpu_seconds` twice and divide
+/// by the time between for the CPUs in use.
+pub async fn usage_default(
+    State(hub): State<Hub>,
+    Auth(identity): Auth,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    usage(&hub, &identity, &user, "").await
+}
+
+pub async fn usage_named(
+    State(hub): State<Hub>,
+    Auth(identity): Auth,
+    Path((user, server)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    usage(&hub, &identity, &user, &server).await
+}
+
+async fn usage(
+    hub: &Hub,
+    identity: &Identity,
+    user: &str,
+    server: &str,
+) -> Result<Json<Value>, ApiError> {
+    let row = authorize_server(hub, identity, user, server, &["read:servers"])?;
+    Ok(Json(hub.server_usage(&row, server).await?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -475,3 +475,37 @@ impl Hub {
 fn wait_for(seconds: f64) -> Duration {
     Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX)
 }
+
+impl Hub {
+    /// Live memory and CPU of `user`'s running server `server_name` beside its limits (ours:
+    /// `GET …/usage`), as JSON; `NotFound` when it does not run.
+    pub async fn server_usage(&self, user: &UserRow, server_name: &str) -> Result<Value> {
+        let row = self
+            .db
+            .read(|c| db::spawner(c, user.id, server_name))?
+            .filter(|row| row.url.is_some())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{} has no running server {server_name:?}",
+                    user.name
+                ))
+            })?;
+        let groups = self.user_groups(user)?;
+        let limits =
+            crate::spawner::LimitsSpec::from(&self.config.spawner.limits_for(&user.name, &groups));
+        let usage = self
+            .spawner
+            .usage(&user.name, server_name, &row.state)
+            .await?;
+        Ok(json!({
+            "user": user.name,
+            "server_name": server_name,
+            "spawner": self.spawner.name(),
+            "memory_bytes": usage.memory_bytes,
+            "mem_limit": limits.mem_limit,
+            "cpu_seconds": usage.cpu_nsec.map(|n| n as f64 / 1e9),
+            "cpu_limit": limits.cpu_limit,
+            "time": crate::time::iso(crate::time::now()),
+        }))
+    }
+}

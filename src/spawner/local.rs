@@ -384,4 +384,78 @@ impl Spawner for LocalSpawner {
     fn subscribe_exits(&self) -> Option<broadcast::Receiver<Exited>> {
         Some(self.exits.subscribe())
     }
+
+    /// The resident memory and CPU time of the server's process group (the server and
+    /// what it started: kernels, terminals), from `/proc`.
+    async fn usage(
+        &self,
+        _user: &str,
+        _server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<super::Usage, Error> {
+        let (pid, start) = pid_of(state);
+        if !alive(pid, start) {
+            return Ok(super::Usage::default());
+        }
+        Ok(tokio::task::spawn_blocking(move || group_usage(pid))
+            .await
+            .unwrap_or_default())
+    }
+}
+
+/// Sum RSS (`statm` pages) and utime + stime (`stat` ticks) over processes in group `pgid`.
+fn group_usage(pgid: i32) -> super::Usage {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as u64;
+    let (mut rss, mut cpu_ticks, mut seen) = (0u64, 0u64, false);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return super::Usage::default();
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command name's last ')': state ppid pgrp ... utime(12) stime(13).
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
+            continue;
+        }
+        seen = true;
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        cpu_ticks += field(11) + field(12);
+        if let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) {
+            rss += statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                * page;
+        }
+    }
+    if !seen {
+        return super::Usage::default();
+    }
+    super::Usage {
+        memory_bytes: Some(rss),
+        cpu_nsec: Some(cpu_ticks * (1_000_000_000 / ticks)),
+    }
 }

@@ -396,12 +396,6 @@ impl SystemdSpawner {
             .collect())
     }
 
-    /// Live memory (bytes) and CPU time (ns) of a running unit; `None` when unknown.
-    pub async fn usage(&self, unit: &str) -> Result<(Option<u64>, Option<u64>), Error> {
-        let usage = self.systemd.usage(unit).await?;
-        Ok((usage.memory_bytes, usage.cpu_nsec))
-    }
-
     fn unit_of(user: &str, server: &str, state: &serde_json::Value) -> String {
         state
             .get("unit")
@@ -517,6 +511,21 @@ impl Spawner for SystemdSpawner {
 
     fn subscribe_exits(&self) -> Option<broadcast::Receiver<Exited>> {
         Some(self.exits.subscribe())
+    }
+
+    /// `MemoryCurrent` and `CPUUsageNSec` of the unit (readable by anyone on the bus).
+    async fn usage(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<super::Usage, Error> {
+        let unit = Self::unit_of(user, server_name, state);
+        let usage = self.systemd.usage(&unit).await?;
+        Ok(super::Usage {
+            memory_bytes: usage.memory_bytes,
+            cpu_nsec: usage.cpu_nsec,
+        })
     }
 
     /// Running `jupyter-*.service` units that none of `known` maps to: started by hand, left

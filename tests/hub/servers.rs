@@ -440,3 +440,66 @@ async fn control_characters_in_server_names_are_refused() {
         "a newline forged a log line:\n{log}"
     );
 }
+
+/// Ours beside upstream's API: a running server's live memory and CPU time with its limits,
+/// for `read:servers`.
+#[tokio::test]
+async fn usage_of_a_running_server() {
+    let spawner = format!("{}mem_limit = \"1G\"\n", stub_spawner_config());
+    let hub = TestHub::start("", &spawner).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    let (status, body) = call(
+        &hub,
+        "GET",
+        &format!("/users/{user}/server/usage"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "not running: {body}");
+    call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
+    wait_ready(&hub, &admin, &user, "").await;
+    let (status, usage) = call(
+        &hub,
+        "GET",
+        &format!("/users/{user}/server/usage"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{usage}");
+    // The stub is a Python process: some megabytes resident, some CPU time spent.
+    let memory = usage["memory_bytes"].as_u64().expect("memory");
+    assert!(memory > 1 << 20 && memory < 1 << 30, "{usage}");
+    assert!(
+        usage["cpu_seconds"].as_f64().is_some_and(|c| c > 0.0),
+        "{usage}"
+    );
+    assert_eq!(usage["mem_limit"], 1u64 << 30);
+    assert_eq!(usage["spawner"], "local");
+    // Someone else's server needs read:servers for it.
+    let other = hub.token("someone-else", &[]);
+    let (status, _) = call(
+        &hub,
+        "GET",
+        &format!("/users/{user}/server/usage"),
+        &other,
+        None,
+    )
+    .await;
+    assert!(status == 403 || status == 404, "{status}");
+    let reader = hub.token("admin", &["read:servers"]);
+    let (status, _) = call(
+        &hub,
+        "GET",
+        &format!("/users/{user}/server/usage"),
+        &reader,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&hub, "GET", "/users/nobody-here/server/usage", &admin, None).await;
+    assert_eq!(status, 404);
+}

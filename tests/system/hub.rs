@@ -516,6 +516,28 @@ async fn servers_survive_kill_9_of_the_hub(hub: &Hub<'_>) {
     let (status, answer) = hub.through_proxy(&user).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["user"], json!(user), "{answer}");
+    // Live use, read from systemd: the unit's own MemoryCurrent, and its CPU time.
+    let usage = hub.get(&format!("/users/{user}/server/usage")).await;
+    let memory = usage["memory_bytes"].as_f64().expect("memory");
+    let current: f64 = hub
+        .sd
+        .prop(&unit, "MemoryCurrent")
+        .parse()
+        .expect("MemoryCurrent");
+    assert!(
+        memory > 0.0 && (memory - current).abs() <= current * 0.5,
+        "usage {usage} against MemoryCurrent={current}"
+    );
+    // CPU time as systemd knows it: none where the container gives systemd no CPU figure.
+    let systemd_cpu = hub.sd.prop(&unit, "CPUUsageNSec");
+    match systemd_cpu.parse::<u64>() {
+        Ok(_) => assert!(
+            usage["cpu_seconds"].as_f64().is_some_and(|c| c > 0.0),
+            "{usage} against CPUUsageNSec={systemd_cpu}"
+        ),
+        Err(_) => assert_eq!(usage["cpu_seconds"], Value::Null, "{usage} {systemd_cpu}"),
+    }
+    assert_eq!(usage["spawner"], json!("systemd"));
     // The same process of the same unit run: nothing was spawned again.
     assert_eq!(hub.sd.prop(&unit, "InvocationID"), invocation);
     assert_eq!(hub.sd.prop(&unit, "ExecMainPID"), main_pid);
