@@ -526,6 +526,21 @@ impl ProxyConfig {
     }
 }
 
+/// A managed (or runtime) service's name: it is part of a unit name and of URLs.
+pub fn valid_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name.len() <= 200
+}
+
+/// A shell variable name (what an environment file can carry).
+pub fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// One entry of `[[JupyterHub.services]]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -725,7 +740,7 @@ impl Config {
                         service.name
                     ));
                 }
-            } else if !crate::services::valid_name(&service.name) {
+            } else if !valid_service_name(&service.name) {
                 return Err(format!(
                     "JupyterHub.services[{i}].name: {:?}: a managed service's name is letters, \
                      digits, '.', '_' and '-', starting with a letter or digit",
@@ -733,7 +748,7 @@ impl Config {
                 ));
             }
             for key in service.environment.keys() {
-                if !crate::services::valid_env_name(key) {
+                if !valid_env_name(key) {
                     return Err(format!(
                         "JupyterHub.services[{i}].environment: {key:?} is not a variable name"
                     ));

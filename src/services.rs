@@ -36,20 +36,7 @@ pub enum Error {
     Spawner(#[from] spawner::Error),
 }
 
-/// A managed service's name: it is part of a unit name and of URLs.
-pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && name.len() <= 200
-}
-
-/// A shell variable name (what an environment file can carry).
-pub fn valid_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+pub use crate::config::{valid_env_name, valid_service_name as valid_name};
 
 /// The variables the hub itself gives a service (upstream's `get_env` set); the helper takes
 /// no other key from the hub.
@@ -237,7 +224,7 @@ impl Supervisor {
                         );
                     }
                     (Some(_), _) => {
-                        tracing::info!(service = %listed.service, unit = %listed.unit, "the service's config changed: restarting it");
+                        tracing::info!(service = %listed.service, unit = %listed.unit, state = %listed.active_state, "the service's unit is not running or its config changed: starting it anew");
                         unit::stop(systemd, &listed.unit).await;
                     }
                     (None, _) => {
