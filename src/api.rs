@@ -89,7 +89,20 @@ pub fn router() -> Router<Hub> {
                 .post(services::create)
                 .delete(services::delete),
         )
-        .route("/proxy", get(proxy::proxy_routes).post(proxy::proxy_sync))
+        .route(
+            "/proxy",
+            get(proxy::proxy_routes)
+                .post(proxy::proxy_sync)
+                .patch(proxy::proxy_update),
+        )
+        .route(
+            "/authorizations/cookie/{cookie_name}",
+            get(auth::authorization_cookie_in_body),
+        )
+        .route(
+            "/authorizations/cookie/{cookie_name}/{cookie_value}",
+            get(auth::authorization_cookie),
+        )
         .route("/authorizations/token", post(auth::authorizations_removed))
         .route(
             "/authorizations/token/{token}",

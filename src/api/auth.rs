@@ -1,11 +1,14 @@
 //! Upstream's `apihandlers/auth.py`: `/hub/api/user` (whoami) and the deprecated
-//! `/authorizations/token` endpoints.
+//! `/authorizations/token` and `/authorizations/cookie` endpoints.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use crate::hub::{Hub, Principal};
+use crate::auth::cookie;
+use crate::hub::{Hub, Identity, Principal};
 
 use super::error::ApiError;
 use super::extract::Auth;
@@ -69,4 +72,81 @@ pub async fn authorization_token(
             json!({"kind": "service", "name": service.name, "admin": service.admin}),
         )),
     }
+}
+
+/// Upstream's `@token_authenticated`: only a token in `Authorization` counts (no cookie), and
+/// anything else is tornado's bare 403.
+fn token_caller(hub: &Hub, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let forbidden = || ApiError::new(StatusCode::FORBIDDEN, "Forbidden");
+    let token = cookie::bearer_token(headers).ok_or_else(forbidden)?;
+    hub.identify_token(token)?.ok_or_else(forbidden)
+}
+
+/// Python's `urllib.parse.quote(name, safe='')`, which upstream applies to the cookie's name
+/// before checking the signature (the name is part of what is signed).
+fn quote(name: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(name, SET).to_string()
+}
+
+/// The user a signed login cookie belongs to, in the caller's view of users (upstream's
+/// `CookieAPIHandler.get`): 404 for a forged, expired or unknown cookie.
+fn cookie_owner(
+    hub: &Hub,
+    headers: &HeaderMap,
+    cookie_name: &str,
+    cookie_value: &str,
+) -> Result<Json<Value>, ApiError> {
+    let caller = token_caller(hub, headers)?;
+    tracing::warn!(
+        "/authorizations/cookie endpoint is deprecated in JupyterHub 2.0. Use /api/user with OAuth tokens."
+    );
+    let not_found = || ApiError::not_found("Not Found");
+    let max_age = (hub.config().hub.cookie_max_age_days * 86400.0) as i64;
+    let cookie_id = hub
+        .secret()
+        .verify(
+            &quote(cookie_name),
+            cookie_value,
+            max_age,
+            cookie::now_secs(),
+        )
+        .ok_or_else(not_found)?;
+    let owner = hub
+        .identify_cookie(&cookie_id, None)?
+        .ok_or_else(not_found)?;
+    let Principal::User(user) = &owner.principal else {
+        return Err(not_found());
+    };
+    Ok(Json(hub.user_model(&caller, user, false)?))
+}
+
+/// `GET /hub/api/authorizations/cookie/{cookie_name}/{cookie_value}` (deprecated, token only).
+pub async fn authorization_cookie(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path((cookie_name, cookie_value)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    cookie_owner(&hub, &headers, &cookie_name, &cookie_value)
+}
+
+/// `GET /hub/api/authorizations/cookie/{cookie_name}` with the cookie's value as the body
+/// (deprecated twice over upstream, still served).
+pub async fn authorization_cookie_in_body(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(cookie_name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    tracing::warn!("Cookie values in request body is deprecated, use `/cookie_name/cookie_value`");
+    cookie_owner(
+        &hub,
+        &headers,
+        &cookie_name,
+        &String::from_utf8_lossy(&body),
+    )
 }

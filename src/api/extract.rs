@@ -138,11 +138,15 @@ impl Page {
         let number = |key: &str| -> Result<Option<i64>, ApiError> {
             match query.iter().find(|(k, _)| k == key) {
                 None => Ok(None),
+                // Python's int(), which upstream uses, allows surrounding whitespace.
                 Some((_, v)) => v
+                    .trim()
                     .parse::<i64>()
                     .map(|n| Some(n.saturating_abs()))
                     .map_err(|_| {
-                        ApiError::bad_request(format!("{key} must be an integer, not {v:?}"))
+                        ApiError::bad_request(
+                            "Invalid argument type, offset and limit must be integers",
+                        )
                     }),
             }
         };
@@ -163,22 +167,44 @@ impl Page {
         uri: &axum::http::Uri,
         host: Option<&str>,
     ) -> serde_json::Value {
+        self.wrap_value(serde_json::Value::Array(items), total, uri, host)
+    }
+
+    /// Like `wrap`, for a page of any shape (the proxy's routes are an object).
+    pub fn wrap_value(
+        &self,
+        items: serde_json::Value,
+        total: usize,
+        uri: &axum::http::Uri,
+        host: Option<&str>,
+    ) -> serde_json::Value {
         if !self.envelope {
-            return serde_json::Value::Array(items);
+            return items;
         }
         let next_offset = self.offset + self.limit;
         let next = if next_offset < total {
+            // As upstream's `paginated_model`: the request's own query with `offset` and
+            // `limit` replaced where they were, or added (offset first) when they were not.
             let mut query: Vec<(String, String)> = uri
                 .query()
-                .map(|q| {
-                    form_urlencoded::parse(q.as_bytes())
-                        .into_owned()
-                        .filter(|(k, _)| k != "offset" && k != "limit")
-                        .collect()
-                })
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default();
-            query.push(("limit".into(), self.limit.to_string()));
-            query.push(("offset".into(), next_offset.to_string()));
+            for (key, value) in [
+                ("offset", next_offset.to_string()),
+                ("limit", self.limit.to_string()),
+            ] {
+                match query.iter().position(|(k, _)| k == key) {
+                    Some(first) => {
+                        query[first].1 = value;
+                        let mut index = 0;
+                        query.retain(|(k, _)| {
+                            index += 1;
+                            k != key || index - 1 == first
+                        });
+                    }
+                    None => query.push((key.to_owned(), value)),
+                }
+            }
             let encoded = form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(query)
                 .finish();

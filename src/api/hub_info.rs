@@ -2,6 +2,7 @@
 //! `/shutdown`, and the API's 404.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +12,7 @@ use crate::hub::Hub;
 use crate::rbac::Resource;
 
 use super::error::ApiError;
-use super::extract::{Auth, JsonBody};
+use super::extract::Auth;
 
 /// `GET /hub/api/`: the version, for anyone (single-user servers check it at start).
 pub async fn root() -> Response {
@@ -39,23 +40,38 @@ pub async fn info(State(hub): State<Hub>, Auth(identity): Auth) -> Result<Json<V
     })))
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ShutdownBody {
-    proxy: Option<bool>,
-    servers: Option<bool>,
-}
-
-/// `POST /hub/api/shutdown`: stops the hub; user servers keep running unless `servers`.
+/// `POST /hub/api/shutdown` (shutdown): stops the hub; user servers keep running unless
+/// `servers`. The scope is checked before the body is read, as upstream's `@needs_scope`.
 pub async fn shutdown(
     State(hub): State<Hub>,
     Auth(identity): Auth,
-    JsonBody(body): JsonBody<Option<ShutdownBody>>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     identity.require(&["shutdown"], &Resource::Hub)?;
-    let body = body.unwrap_or_default();
-    let _ = body.proxy;
-    if body.servers == Some(true) {
+    let mut servers = false;
+    if !body.trim_ascii().is_empty() {
+        let data: Value = serde_json::from_slice(body.trim_ascii())
+            .map_err(|_| ApiError::bad_request("Invalid JSON in body of request"))?;
+        // Upstream reads the keys of a dict and ignores anything else it is sent; its check
+        // is `value in {True, False}`, which 1 and 0 pass too.
+        if let Value::Object(data) = &data {
+            for key in ["proxy", "servers"] {
+                let Some(value) = data.get(key) else {
+                    continue;
+                };
+                let Some(flag) = python_bool(value) else {
+                    return Err(ApiError::bad_request(format!(
+                        "{key} must be true or false, got {}",
+                        python_repr(value)
+                    )));
+                };
+                if key == "servers" {
+                    servers = flag;
+                }
+            }
+        }
+    }
+    if servers {
         hub.stop_all_servers().await?;
     }
     tracing::info!(by = %identity.principal.name(), "shutdown requested through the API");
@@ -65,6 +81,50 @@ pub async fn shutdown(
         Json(json!({"message": "Shutting down Hub"})),
     )
         .into_response())
+}
+
+/// A value equal to Python's `True` or `False` (`true`, `false`, 1, 0, 1.0, 0.0).
+fn python_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_f64() {
+            Some(1.0) => Some(true),
+            Some(0.0) => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// How Python's `repr` shows a JSON value, for upstream's messages.
+fn python_repr(value: &Value) -> String {
+    match value {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if s.contains('\'') && !s.contains('"') => {
+            format!("\"{}\"", s.replace('\\', "\\\\"))
+        }
+        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(python_repr).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}: {}",
+                        python_repr(&Value::String(k.clone())),
+                        python_repr(v)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+    }
 }
 
 pub async fn not_found() -> ApiError {

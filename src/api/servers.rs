@@ -100,6 +100,14 @@ async fn stop(
         &server,
         &["delete:servers", "servers"],
     )?;
+    // Upstream's order, after the scope check: named servers enabled, then the default
+    // server is never removed.
+    if !server.is_empty() && !hub.config().hub.allow_named_servers {
+        return Err(ApiError::bad_request("Named servers are not enabled."));
+    }
+    if server.is_empty() && remove {
+        return Err(ApiError::bad_request("Cannot delete the default server"));
+    }
     let outcome = match hub.stop_server(&row, &server).await? {
         StopOutcome::NotFound => {
             return Err(ApiError::not_found(format!(
@@ -110,12 +118,8 @@ async fn stop(
         StopOutcome::NotRunning | StopOutcome::Stopped => Outcome::Done,
     };
     if remove {
-        if outcome == Outcome::Pending {
-            return Err(ApiError::bad_request(
-                "Server is stopping; remove it once it has stopped",
-            ));
-        }
-        hub.remove_server_record(&row, &server)?;
+        // While it stops, the record goes once the stop has succeeded (upstream's 202).
+        hub.remove_server_when_stopped(&row, &server)?;
     }
     Ok(plain(if outcome == Outcome::Done {
         StatusCode::NO_CONTENT
@@ -148,15 +152,7 @@ pub async fn stop_default(
     Path(user): Path<String>,
     JsonBody(body): JsonBody<Option<Value>>,
 ) -> Result<Response, ApiError> {
-    if body
-        .as_ref()
-        .and_then(|b| b.get("remove"))
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        return Err(ApiError::bad_request("Cannot remove the default server"));
-    }
-    stop(hub, identity, user, String::new(), false).await
+    stop(hub, identity, user, String::new(), removes(&body)).await
 }
 
 pub async fn stop_named(
@@ -165,12 +161,15 @@ pub async fn stop_named(
     Path((user, server)): Path<(String, String)>,
     JsonBody(body): JsonBody<Option<Value>>,
 ) -> Result<Response, ApiError> {
-    let remove = body
-        .as_ref()
+    stop(hub, identity, user, server, removes(&body)).await
+}
+
+/// Upstream's `(options or {}).get('remove', False)`, read as a flag.
+fn removes(body: &Option<Value>) -> bool {
+    body.as_ref()
         .and_then(|b| b.get("remove"))
         .and_then(Value::as_bool)
-        == Some(true);
-    stop(hub, identity, user, server, remove).await
+        == Some(true)
 }
 
 /// `GET /users/{name}/servers/{server}` (6.x).

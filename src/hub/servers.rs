@@ -22,6 +22,9 @@ pub type Progress = Value;
 pub struct ServerState {
     pub(super) pending: Option<&'static str>,
     pub(super) ready: bool,
+    /// Delete the server's record once the stop under way has succeeded
+    /// (`DELETE …/servers/NAME` with `remove` while it was stopping).
+    pub(super) remove_when_stopped: bool,
     /// Events so far; the stream sends each new one.
     pub events: watch::Sender<Vec<Progress>>,
 }
@@ -31,6 +34,7 @@ impl ServerState {
         ServerState {
             pending,
             ready: false,
+            remove_when_stopped: false,
             events: watch::channel(Vec::new()).0,
         }
     }
@@ -394,11 +398,33 @@ impl Hub {
         }
         self.mark_stopped(user, &row.name, None);
         tracing::info!(user = %user.name, server = %row.name, "server {why}");
-        self.servers
+        let state = self
+            .servers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+        if result.is_ok()
+            && state.is_some_and(|s| s.remove_when_stopped)
+            && let Err(e) = self.remove_server_record(user, &row.name)
+        {
+            tracing::warn!(user = %user.name, server = %row.name, error = %e, "could not remove a stopped server");
+        }
         result.map_err(Error::from)
+    }
+
+    /// Delete a server's record, or, while it is stopping, once that stop has succeeded (as
+    /// upstream, which leaves the record when a stop fails).
+    pub fn remove_server_when_stopped(&self, user: &UserRow, server_name: &str) -> Result<()> {
+        {
+            let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(state) = servers.get_mut(&(user.id, server_name.to_owned()))
+                && state.pending == Some("stop")
+            {
+                state.remove_when_stopped = true;
+                return Ok(());
+            }
+        }
+        self.remove_server_record(user, server_name)
     }
 
     /// Forget a server that is gone: route, URL, credentials; `failure` is kept for the user.

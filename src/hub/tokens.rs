@@ -82,20 +82,39 @@ pub(super) fn store_token(
 }
 
 impl Hub {
-    /// The token model (contract §2.3), with expanded scopes.
+    /// The token model (contract §2.3). Its scopes are what the token may do, as upstream's
+    /// `get_scopes_for(token)`: the owner's for `inherit`, otherwise the expanded token scopes
+    /// with the owner's identify scopes (and an OAuth client's access scope), intersected
+    /// with the owner's: the same scopes a request with the token is given.
     pub fn token_model(&self, user: &UserRow, row: &TokenRow) -> Result<Value> {
         let principal = Principal::User(user.clone());
-        let (owner_scopes, groups) = self.owner_scopes(&principal)?;
-        let expanded = rbac::expand(&row.scopes, &Owner::User { name: &user.name })?;
-        let _ = groups;
-        let scopes = rbac::intersect(&expanded, &owner_scopes, &self.membership());
-        let client = if row.client_id == "jupyterhub" {
-            "JupyterHub".to_owned()
+        let (owner_scopes, _groups) = self.owner_scopes(&principal)?;
+        let oauth_client = if row.client_id == "jupyterhub" {
+            None
         } else {
-            self.db
-                .read(|c| db::oauth_client(c, &row.client_id))?
-                .map(|c| c.description)
-                .unwrap_or_else(|| row.client_id.clone())
+            self.db.read(|c| db::oauth_client(c, &row.client_id))?
+        };
+        let client = oauth_client.as_ref().and_then(|c| match &c.owner {
+            db::ClientOwner::Server { user, server } => Some(rbac::Client::Spawner {
+                user: user.as_str(),
+                server: server.as_str(),
+            }),
+            db::ClientOwner::Service(name) => Some(rbac::Client::Service {
+                name: name.as_str(),
+            }),
+            db::ClientOwner::Hub => None,
+        });
+        let scopes = rbac::token_scopes(
+            &row.scopes,
+            &Owner::User { name: &user.name },
+            client.as_ref(),
+            &owner_scopes,
+            &self.membership(),
+        )?;
+        let client = match (&oauth_client, row.client_id.as_str()) {
+            (_, "jupyterhub") => "JupyterHub".to_owned(),
+            (Some(c), _) if !c.description.is_empty() => c.description.clone(),
+            _ => row.client_id.clone(),
         };
         Ok(json!({
             "id": format!("a{}", row.id),
@@ -160,10 +179,10 @@ impl Hub {
         let _ = groups;
         let excess = rbac::excess(&requested, &owner_scopes, &self.membership());
         if !excess.is_empty() {
-            return Err(Error::Forbidden(format!(
-                "Not assigning requested scopes {} not held by {} {}",
-                excess.join(", "),
-                "user",
+            // Upstream's `_check_token_scopes` ValueError, which its handler answers with 400.
+            return Err(Error::BadRequest(format!(
+                "Not assigning requested scopes {} not held by User {}",
+                excess.join(","),
                 user.name
             )));
         }

@@ -11,6 +11,7 @@ mod managed;
 mod oauth;
 mod pam;
 mod privileged;
+mod rest;
 mod robustness;
 mod servers;
 mod services;

@@ -124,7 +124,10 @@ async fn token_requests_are_validated() {
         Some(json!({"scopes": ["admin:users"]})),
     )
     .await;
-    assert_eq!(status, 403, "scopes beyond the owner's: {body}");
+    assert_eq!(
+        status, 400,
+        "scopes beyond the owner's, as upstream: {body}"
+    );
     let (status, body) = call(
         &hub,
         "POST",
