@@ -82,14 +82,18 @@ async fn hub_headers(
         "x-jupyterhub-version",
         HeaderValue::from_static(crate::JUPYTERHUB_VERSION),
     );
+    // The report URI follows base_url, as upstream's `csp_report_uri`.
+    let report = format!("{}hub/security/csp-report", hub.base_url());
     let csp = if api {
-        "frame-ancestors 'none'; report-uri /hub/security/csp-report; default-src 'none'"
+        format!("frame-ancestors 'none'; report-uri {report}; default-src 'none'")
     } else {
-        "frame-ancestors 'none'; report-uri /hub/security/csp-report"
+        format!("frame-ancestors 'none'; report-uri {report}")
     };
-    headers
-        .entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static(csp));
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        headers
+            .entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert(csp);
+    }
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("accept, content-type, authorization"),

@@ -175,6 +175,8 @@ pub struct HubConfig {
     pub ssl_cert: Option<PathBuf>,
     pub ssl_key: Option<PathBuf>,
     pub subdomain_host: Option<String>,
+    /// An image served at `/hub/logo` (upstream's `logo_file`).
+    pub logo_file: Option<PathBuf>,
     /// Page to send logged-in users to instead of their server.
     pub default_url: Option<String>,
     pub redirect_to_server: bool,
@@ -231,6 +233,7 @@ impl Default for HubConfig {
             ssl_cert: None,
             ssl_key: None,
             subdomain_host: None,
+            logo_file: None,
             default_url: None,
             redirect_to_server: true,
             shutdown_on_logout: false,

@@ -159,6 +159,11 @@ pub fn router() -> Router<Hub> {
         .route("/error/{code}", get(errors::error_page))
         .route("/metrics", get(pages::metrics))
         .route(
+            "/security/csp-report",
+            axum::routing::post(pages::csp_report),
+        )
+        .route("/logo", get(pages::logo))
+        .route(
             "/health",
             get(|| async { StatusCode::OK }).head(|| async { StatusCode::OK }),
         )

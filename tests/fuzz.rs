@@ -50,6 +50,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "ssl_cert",
             "ssl_key",
             "subdomain_host",
+            "logo_file",
             "default_url",
             "redirect_to_server",
             "shutdown_on_logout",

@@ -251,3 +251,39 @@ pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Respons
     )
         .into_response())
 }
+
+/// `POST /hub/security/csp-report` (upstream's `CSPReportHandler`): a browser reporting a
+/// Content-Security-Policy violation on our pages. Logged (escaped, at most 4 KiB) for a
+/// logged-in user; anyone else gets 403, so the endpoint cannot be used to fill the log.
+pub async fn csp_report(session: Session, body: axum::body::Bytes) -> StatusCode {
+    let Some(user) = session.user_name() else {
+        return StatusCode::FORBIDDEN;
+    };
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    tracing::warn!(%user, report = ?text, "Content security violation");
+    StatusCode::NO_CONTENT
+}
+
+/// `GET /hub/logo` (upstream's `LogoHandler`): `JupyterHub.logo_file`, or 404 when none is
+/// configured.
+pub async fn logo(State(hub): State<Hub>) -> Response {
+    let Some(path) = hub.config().hub.logo_file.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let content_type = match path.extension().and_then(|e| e.to_str()) {
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("ico") => "image/x-icon",
+        Some("webp") => "image/webp",
+        _ => "application/octet-stream",
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "logo_file cannot be read");
+            StatusCode::NOT_FOUND.into_response()
+        }
+    }
+}

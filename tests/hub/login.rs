@@ -535,3 +535,57 @@ async fn a_repeated_next_parameter_is_read_as_tornado_does_not_refused() {
         "the first `next` counts"
     );
 }
+
+/// Upstream's `/hub/security/csp-report` (the CSP header names it) and `/hub/logo`.
+#[tokio::test]
+async fn csp_reports_are_logged_for_users_and_the_logo_is_served() {
+    let dir = tempfile::tempdir().expect("dir");
+    let logo = dir.path().join("logo.png");
+    std::fs::write(&logo, b"\x89PNG\r\n\x1a\nnot really").expect("logo");
+    let hub = TestHub::start(&format!("logo_file = \"{}\"", logo.display()), "").await;
+    let page = reqwest::get(format!("{}/hub/login", hub.url))
+        .await
+        .expect("login page");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(csp.contains("report-uri /hub/security/csp-report"), "{csp}");
+    let report = r#"{"csp-report": {"violated-directive": "script-src"}}"#;
+    let anonymous = reqwest::Client::new()
+        .post(format!("{}/hub/security/csp-report", hub.url))
+        .body(report)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(anonymous.status(), 403);
+    let (browser, _) = crate::support::login(&hub, "alice", "pw").await;
+    let r = browser
+        .post(format!("{}/hub/security/csp-report", hub.url))
+        .header("content-type", "application/csp-report")
+        .body(report)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 204);
+    assert!(
+        hub.log().contains("Content security violation")
+            && hub.log().contains("violated-directive"),
+        "{}",
+        hub.log()
+    );
+    let r = reqwest::get(format!("{}/hub/logo", hub.url))
+        .await
+        .expect("logo");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(
+        &r.bytes().await.expect("bytes")[..],
+        b"\x89PNG\r\n\x1a\nnot really"
+    );
+    let plain = TestHub::start("", "").await;
+    let r = reqwest::get(format!("{}/hub/logo", plain.url))
+        .await
+        .expect("logo");
+    assert_eq!(r.status(), 404);
+}
