@@ -5,7 +5,6 @@
 use std::sync::atomic::AtomicI64;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -27,7 +26,10 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Histogram>,
     pub spawns: Family<StatusLabel, Histogram>,
-    pub logins: Family<StatusLabel, Counter>,
+    /// Upstream's `login_duration_seconds{status}`.
+    pub logins: Family<StatusLabel, Histogram>,
+    /// Upstream's `logout_duration_seconds`.
+    pub logouts: Histogram,
     pub total_users: Gauge<i64, AtomicI64>,
     pub running_servers: Gauge<i64, AtomicI64>,
     pub pending_servers: Gauge<i64, AtomicI64>,
@@ -54,7 +56,14 @@ impl Metrics {
                 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0,
             ])
         });
-        let logins = Family::<StatusLabel, Counter>::default();
+        // prometheus_client's (Python) default buckets, as upstream's histograms use.
+        const DEFAULT_BUCKETS: [f64; 14] = [
+            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        ];
+        let logins = Family::<StatusLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(DEFAULT_BUCKETS)
+        });
+        let logouts = Histogram::new(DEFAULT_BUCKETS);
         let total_users = Gauge::<i64, AtomicI64>::default();
         let running_servers = Gauge::<i64, AtomicI64>::default();
         let pending_servers = Gauge::<i64, AtomicI64>::default();
@@ -68,7 +77,16 @@ impl Metrics {
             "Time taken for server spawning operation",
             spawns.clone(),
         );
-        registry.register("login", "Login attempts by outcome", logins.clone());
+        registry.register(
+            "login_duration_seconds",
+            "Time taken for login",
+            logins.clone(),
+        );
+        registry.register(
+            "logout_duration_seconds",
+            "duration for all logout requests",
+            logouts.clone(),
+        );
         registry.register("total_users", "Total number of users", total_users.clone());
         registry.register(
             "running_servers",
@@ -85,6 +103,7 @@ impl Metrics {
             requests,
             spawns,
             logins,
+            logouts,
             total_users,
             running_servers,
             pending_servers,

@@ -91,7 +91,21 @@ impl LoginLimiter {
 
 impl Hub {
     /// Check credentials and return the (possibly new) user. `client` is the client's address.
+    /// Log in, timed in upstream's `login_duration_seconds{status}` (success or failure).
     pub async fn login(&self, raw_name: &str, password: &str, client: &str) -> Result<UserRow> {
+        let started = std::time::Instant::now();
+        let result = self.login_checked(raw_name, password, client).await;
+        let status = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .logins
+            .get_or_create(&crate::metrics::StatusLabel {
+                status: status.into(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn login_checked(&self, raw_name: &str, password: &str, client: &str) -> Result<UserRow> {
         let name = self
             .policy
             .normalize(raw_name)
@@ -149,7 +163,17 @@ impl Hub {
     }
 
     /// Logout: tokens issued to this browser session (OAuth tokens of servers) are revoked.
+    /// Log out, timed in upstream's `logout_duration_seconds`.
     pub async fn logout(&self, user: &UserRow, session_id: Option<&str>) -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.logout_session(user, session_id).await;
+        self.metrics
+            .logouts
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn logout_session(&self, user: &UserRow, session_id: Option<&str>) -> Result<()> {
         if let Some(session_id) = session_id {
             self.db
                 .write(|tx| db::delete_session_tokens(tx, user.id, session_id))?;

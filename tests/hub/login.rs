@@ -589,3 +589,36 @@ async fn csp_reports_are_logged_for_users_and_the_logo_is_served() {
         .expect("logo");
     assert_eq!(r.status(), 404);
 }
+
+/// Upstream's `login_duration_seconds{status}` and `logout_duration_seconds` move.
+#[tokio::test]
+async fn logins_and_logouts_are_timed_in_upstreams_metrics() {
+    let hub = TestHub::start("", "[DummyAuthenticator]\npassword = \"sesame\"\n").await;
+    let (_, r) = login(&hub, "alice", "wrong").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (alice, r) = login(&hub, "alice", "sesame").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = alice
+        .get(format!("{}/hub/logout", hub.url))
+        .send()
+        .await
+        .expect("logout");
+    assert!(r.status().is_redirection() || r.status().is_success());
+    let admin = hub.admin_token();
+    let text = reqwest::Client::new()
+        .get(format!("{}/hub/metrics", hub.url))
+        .header("Authorization", format!("token {admin}"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "jupyterhub_login_duration_seconds_count{status=\"success\"} 1",
+        "jupyterhub_login_duration_seconds_count{status=\"failure\"} 1",
+        "jupyterhub_logout_duration_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+}
