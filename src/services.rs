@@ -126,6 +126,21 @@ struct Live {
     retry_at: Option<Instant>,
 }
 
+impl Live {
+    /// A failed start or an exit: not running, and the next start after the back-off.
+    fn failed(&mut self, reason: String, log_tail: Vec<String>) {
+        self.running = false;
+        self.pid = 0;
+        self.failures += 1;
+        self.retry_at = Some(Instant::now() + backoff(self.failures));
+        self.failure = Some(Failure {
+            reason,
+            log_tail,
+            time: crate::time::now(),
+        });
+    }
+}
+
 enum Runner {
     Local(LocalSpawner),
     Systemd {
@@ -284,15 +299,7 @@ impl Supervisor {
                     other => (other.to_string(), Vec::new()),
                 };
                 tracing::error!(service = %launch.name, %reason, log = ?log_tail, "the managed service failed to start");
-                entry.running = false;
-                entry.pid = 0;
-                entry.failures += 1;
-                entry.retry_at = Some(Instant::now() + backoff(entry.failures));
-                entry.failure = Some(Failure {
-                    reason,
-                    log_tail,
-                    time: crate::time::now(),
-                });
+                entry.failed(reason, log_tail);
             }
         }
     }
@@ -340,18 +347,10 @@ impl Supervisor {
                     }
                     Some((reason, log_tail)) => {
                         tracing::error!(service = %launch.name, %reason, log = ?log_tail, "the managed service stopped; starting it again");
-                        entry.running = false;
-                        entry.pid = 0;
                         if entry.started.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
                             entry.failures = 0;
                         }
-                        entry.failures += 1;
-                        entry.retry_at = Some(Instant::now() + backoff(entry.failures));
-                        entry.failure = Some(Failure {
-                            reason,
-                            log_tail,
-                            time: crate::time::now(),
-                        });
+                        entry.failed(reason, log_tail);
                     }
                 }
             }

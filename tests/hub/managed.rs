@@ -9,15 +9,25 @@ use serde_json::{Value, json};
 
 use crate::support::{TestHub, call, reserve_port, server_user, stub_spawner_config, wait_ready};
 
-/// The fixture service, copied where any account (a root hub runs it as `nobody`) can read it.
-fn env_service() -> String {
-    let source =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/env_service.py");
-    let target = std::env::temp_dir().join("jupyterhub-rs-env_service.py");
-    std::fs::copy(&source, &target).expect("copy service");
+/// A fixture program, copied where any account (a root hub runs services as `nobody`) can
+/// read it.
+fn fixture(name: &str) -> String {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let target = std::env::temp_dir().join(format!("jupyterhub-rs-{name}"));
+    std::fs::copy(&source, &target).expect("copy fixture");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     target.display().to_string()
+}
+
+/// The jupyterhub 6 venv `tests/run.sh` makes (with jupyterhub-idle-culler).
+fn venv_6() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var("SINGLEUSER_VENV_6")
+            .unwrap_or_else(|_| "/var/cache/jupyterhub-rs-tests/venv-6".into()),
+    )
 }
 
 /// What the service answers through the hub's proxy, once it answers with a pid other than
@@ -57,7 +67,7 @@ command = ["/usr/bin/python3", "{script}"]
 environment = {{ EXTRA = "from-config", JUPYTERHUB_BASE_URL = "/" }}
 "#,
         port = port.port,
-        script = env_service()
+        script = fixture("env_service.py")
     );
     let mut hub = TestHub::start(&services, "").await;
     let admin = hub.admin_token();
@@ -132,10 +142,7 @@ environment = {{ EXTRA = "from-config", JUPYTERHUB_BASE_URL = "/" }}
 
 #[tokio::test]
 async fn the_real_idle_culler_culls_an_idle_server() {
-    let venv = std::path::PathBuf::from(
-        std::env::var("SINGLEUSER_VENV_6")
-            .unwrap_or_else(|_| "/var/cache/jupyterhub-rs-tests/venv-6".into()),
-    );
+    let venv = venv_6();
     let python = venv.join("bin/python");
     assert!(
         std::process::Command::new(&python)
@@ -252,16 +259,8 @@ async fn follow(hub: &TestHub, client: &reqwest::Client, url: String) -> (u16, S
 
 #[tokio::test]
 async fn a_hub_oauth_service_logs_users_in_and_refuses_those_without_access() {
-    let venv = std::path::PathBuf::from(
-        std::env::var("SINGLEUSER_VENV_6")
-            .unwrap_or_else(|_| "/var/cache/jupyterhub-rs-tests/venv-6".into()),
-    );
-    let source =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/whoami_service.py");
-    let script = std::env::temp_dir().join("jupyterhub-rs-whoami_service.py");
-    std::fs::copy(&source, &script).expect("copy service");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let venv = venv_6();
+    let script = fixture("whoami_service.py");
     let port = reserve_port();
     let services = format!(
         r#"
@@ -278,7 +277,6 @@ users = ["alice"]
 "#,
         port = port.port,
         python = venv.join("bin/python").display(),
-        script = script.display()
     );
     let hub = TestHub::start(&services, "").await;
     // Wait until the service listens (it answers 302 to the login then).
