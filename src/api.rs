@@ -1,6 +1,7 @@
 //! The REST API under `{base_url}hub/api`: JupyterHub's paths, JSON shapes and status codes.
 //! Handlers parse input, check scopes, call one `Hub` method and shape the answer.
 
+mod admin;
 mod auth;
 pub mod error;
 pub mod extract;
@@ -83,6 +84,14 @@ pub fn router() -> Router<Hub> {
             axum::routing::put(groups::set_properties),
         )
         .route("/services", get(services::services))
+        // Ours (docs/admin-api.md): what the admin panel reads.
+        .route("/usage", get(admin::usage))
+        .route("/users/{name}/server/log", get(admin::server_log_default))
+        .route(
+            "/users/{name}/servers/{server}/log",
+            get(admin::server_log_named),
+        )
+        .route("/services/{name}/log", get(admin::service_log))
         .route(
             "/services/{name}",
             get(services::service)

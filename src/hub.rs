@@ -8,6 +8,7 @@ mod identity;
 mod login;
 mod managed;
 mod oauth;
+mod observe;
 mod reconcile;
 mod routes;
 mod servers;

@@ -122,6 +122,8 @@ struct Live {
     failure: Option<Failure>,
     /// Consecutive failed runs, for the back-off.
     failures: u32,
+    /// Failed runs since the hub started (each followed by a start of the hub's own).
+    failed_runs: u32,
     started: Option<Instant>,
     retry_at: Option<Instant>,
 }
@@ -132,6 +134,7 @@ impl Live {
         self.running = false;
         self.pid = 0;
         self.failures += 1;
+        self.failed_runs += 1;
         self.retry_at = Some(Instant::now() + backoff(self.failures));
         self.failure = Some(Failure {
             reason,
@@ -206,6 +209,29 @@ impl Supervisor {
     /// Why the service last stopped or failed to start, if it did.
     pub fn failure(&self, name: &str) -> Option<Failure> {
         self.live().get(name).and_then(|l| l.failure.clone())
+    }
+
+    /// How often the service was started again after failing: by the hub since it started,
+    /// plus systemd's own restarts of the current unit (`NRestarts`).
+    pub async fn restarts(&self, name: &str) -> u32 {
+        let ours = self.live().get(name).map_or(0, |l| l.failed_runs);
+        let theirs = match &self.runner {
+            Runner::Systemd { systemd, .. } => systemd
+                .service_property::<u32>(&unit::unit_name(name), "NRestarts")
+                .await
+                .unwrap_or(0),
+            Runner::Local(_) => 0,
+        };
+        ours + theirs
+    }
+
+    /// The unit whose journal holds the service's output; `None` for child processes (their
+    /// output is in the hub's log).
+    pub fn log_unit(&self, name: &str) -> Option<String> {
+        match &self.runner {
+            Runner::Systemd { .. } => Some(unit::unit_name(name)),
+            Runner::Local(_) => None,
+        }
     }
 
     /// At start-up: adopt what runs unchanged, restart what changed, stop units of services

@@ -181,6 +181,35 @@ pub trait Spawner: Send + Sync + 'static {
         let _ = (user, server_name, state);
         Ok(Usage::default())
     }
+    /// The last `lines` lines the server described by `state` logged (this run or earlier
+    /// ones); `None` when this spawner keeps no log of its own (the server's output goes to
+    /// the hub's).
+    async fn log(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+        lines: usize,
+    ) -> Result<Option<Vec<String>>, Error> {
+        let _ = (user, server_name, state, lines);
+        Ok(None)
+    }
+    /// The same last `lines`, then each new line as it comes, until the stream is dropped.
+    fn follow_log(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+        lines: usize,
+    ) -> Result<Option<LogStream>, Error> {
+        let _ = (user, server_name, state, lines);
+        Ok(None)
+    }
+    /// What all servers of this spawner use together, with the ceiling they share (the
+    /// systemd spawner's slice); `None` when the spawner has no such grouping.
+    async fn total_usage(&self) -> Result<Option<TotalUsage>, Error> {
+        Ok(None)
+    }
 }
 
 /// Live resource use of a running server (ours, not upstream's: `GET …/usage`); `None` where
@@ -190,6 +219,19 @@ pub struct Usage {
     pub memory_bytes: Option<u64>,
     /// CPU time used since the server started, in nanoseconds.
     pub cpu_nsec: Option<u64>,
+}
+
+/// Log lines as they come (`Spawner::follow_log`).
+pub type LogStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>;
+
+/// All servers together (`Spawner::total_usage`): the group's name (a slice), its memory and
+/// CPU time, and its memory ceiling; `None` where unknown or unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TotalUsage {
+    pub group: String,
+    pub memory_bytes: Option<u64>,
+    pub cpu_nsec: Option<u64>,
+    pub memory_max: Option<u64>,
 }
 
 /// A server the database says runs: user, server name, the state `start` returned.

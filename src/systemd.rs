@@ -13,7 +13,7 @@ pub mod unit;
 pub mod watch;
 
 pub use properties::Property;
-pub use unit::{ExitInfo, Systemd, TransientUnit};
+pub use unit::{ExitInfo, SliceUsage, Systemd, TransientUnit};
 
 /// What can go wrong talking to systemd.
 #[derive(Debug, thiserror::Error)]

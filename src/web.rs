@@ -136,6 +136,7 @@ pub fn router() -> Router<Hub> {
         .route("/home", get(pages::home))
         .route("/token", get(pages::token_page))
         .route("/admin", get(admin::admin_page))
+        .route("/static/js/admin.js", get(admin::admin_script))
         .route(
             "/spawn",
             get(spawn::spawn_self).post(spawn::spawn_self_post),

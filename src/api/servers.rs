@@ -19,7 +19,7 @@ use crate::rbac::Resource;
 use super::error::ApiError;
 use super::extract::{Auth, JsonBody};
 
-fn authorize_server(
+pub(super) fn authorize_server(
     hub: &Hub,
     identity: &Identity,
     user: &str,

@@ -528,6 +528,39 @@ impl Spawner for SystemdSpawner {
         })
     }
 
+    async fn log(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+        lines: usize,
+    ) -> Result<Option<Vec<String>>, Error> {
+        let unit = Self::unit_of(user, server_name, state);
+        Ok(Some(journal::tail(&unit, lines, 0).await))
+    }
+
+    fn follow_log(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+        lines: usize,
+    ) -> Result<Option<super::LogStream>, Error> {
+        let unit = Self::unit_of(user, server_name, state);
+        Ok(Some(Box::pin(journal::follow(&unit, lines)?)))
+    }
+
+    async fn total_usage(&self) -> Result<Option<super::TotalUsage>, Error> {
+        let slice = &self.config.systemd_spawner.slice;
+        let usage = self.systemd.slice_usage(slice).await?;
+        Ok(Some(super::TotalUsage {
+            group: slice.clone(),
+            memory_bytes: usage.memory_bytes,
+            cpu_nsec: usage.cpu_nsec,
+            memory_max: usage.memory_max,
+        }))
+    }
+
     /// Running `jupyter-*.service` units that none of `known` maps to: started by hand, left
     /// by a hub that died between starting a unit and recording it, or by another hub.
     async fn unknown_servers(&self, known: &[KnownServer]) -> Result<Vec<String>, Error> {

@@ -102,6 +102,20 @@ pub trait Service {
     fn control_group(&self) -> zbus::Result<String>;
 }
 
+#[proxy(
+    interface = "org.freedesktop.systemd1.Slice",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Slice {
+    #[zbus(property(emits_changed_signal = "false"), name = "MemoryCurrent")]
+    fn memory_current(&self) -> zbus::Result<u64>;
+    #[zbus(property(emits_changed_signal = "false"), name = "CPUUsageNSec")]
+    fn cpu_usage_nsec(&self) -> zbus::Result<u64>;
+    /// `MemoryMax=`; `u64::MAX` is "infinity".
+    #[zbus(property, name = "MemoryMax")]
+    fn memory_max(&self) -> zbus::Result<u64>;
+}
+
 /// The object path systemd gives a unit: bytes outside `[A-Za-z0-9]` (and a leading digit)
 /// become `_xx` in lowercase hex.
 pub fn unit_object_path(unit: &str) -> String {

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use futures_util::Stream;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
 use super::Error;
 
 /// How long `journalctl` may take before we give up on it.
@@ -68,4 +71,36 @@ pub async fn kernel_oom_killed(unit: &str, since_usec: u64) -> bool {
         }
     }
     false
+}
+
+/// `unit`'s last `lines` lines, then each new line as it is logged, for as long as the stream
+/// is kept: dropping it ends `journalctl -f` (killed on drop). One process, so no line falls
+/// between the tail and the follow.
+pub fn follow(
+    unit: &str,
+    lines: usize,
+) -> Result<impl Stream<Item = String> + Send + use<>, Error> {
+    let n = lines.to_string();
+    #[allow(clippy::disallowed_methods)] // reads the journal; the unit name is one argv entry
+    let mut child = tokio::process::Command::new("journalctl")
+        .args(["--no-pager", "-q", "-o", "cat", "-f", "-n", &n, "-u", unit])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Io(std::io::Error::other("journalctl has no stdout")))?;
+    let reader = BufReader::new(stdout).lines();
+    Ok(futures_util::stream::unfold(
+        (child, reader),
+        |(child, mut reader)| async move {
+            match reader.next_line().await {
+                Ok(Some(line)) => Some((line, (child, reader))),
+                _ => None,
+            }
+        },
+    ))
 }

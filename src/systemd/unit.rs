@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use zbus::{Connection, OwnedObjectPath, Variant};
 
-use super::dbus::{self, ManagerProxy, ServiceProxy, UnitProxy};
+use super::dbus::{self, ManagerProxy, ServiceProxy, SliceProxy, UnitProxy};
 use super::properties::{Property, prop};
 use super::{Error, journal};
 
@@ -242,6 +242,15 @@ pub struct ListedUnit {
 pub struct Usage {
     pub memory_bytes: Option<u64>,
     pub cpu_nsec: Option<u64>,
+}
+
+/// Live resource use of a slice and its ceiling (`MemoryMax=`); `None` where systemd does
+/// not know or sets no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SliceUsage {
+    pub memory_bytes: Option<u64>,
+    pub cpu_nsec: Option<u64>,
+    pub memory_max: Option<u64>,
 }
 
 /// How a service's main process ended, as systemd recorded it.
@@ -582,6 +591,32 @@ impl Systemd {
         Ok(Usage {
             memory_bytes,
             cpu_nsec,
+        })
+    }
+
+    /// Live memory and CPU time of a slice (all it holds) and its memory ceiling; every
+    /// figure `None` when systemd does not know (no such slice loaded, accounting off).
+    pub async fn slice_usage(&self, name: &str) -> Result<SliceUsage, Error> {
+        let slice = SliceProxy::builder(&self.conn)
+            .path(dbus::unit_object_path(name))
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(Error::bus("slice proxy"))?;
+        let known = |v: u64| (v != u64::MAX).then_some(v);
+        Ok(SliceUsage {
+            memory_bytes: timed("MemoryCurrent", slice.memory_current())
+                .await?
+                .ok()
+                .and_then(known),
+            cpu_nsec: timed("CPUUsageNSec", slice.cpu_usage_nsec())
+                .await?
+                .ok()
+                .and_then(known),
+            memory_max: timed("MemoryMax", slice.memory_max())
+                .await?
+                .ok()
+                .and_then(known),
         })
     }
 

@@ -1,8 +1,9 @@
-//! Upstream's admin page handler: the page the admin panel's scripts run in (`admin-ui`).
+//! Upstream's admin page handler: the page the admin panel's script runs in (`admin-ui`), and
+//! the script itself (`static/admin.js`, built in: no Node or build step on the hub host).
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::hub::{self, Hub};
@@ -35,6 +36,55 @@ pub async fn admin_page(
         &session,
         StatusCode::OK,
         "admin.html",
-        json!({"allow_named_servers": hub.config().hub.allow_named_servers}),
+        json!({
+            "allow_named_servers": hub.config().hub.allow_named_servers,
+            "static_version": script_version(),
+            // The script shows only the controls these allow (expanded, with filters).
+            "jhdata": {
+                "scopes": session.identity.as_ref().map(|i| i.scopes.sorted()).unwrap_or_default(),
+                "allow_named_servers": hub.config().hub.allow_named_servers,
+            },
+        }),
     ))
+}
+
+const SCRIPT: &str = include_str!("static/admin.js");
+
+/// A digest of the script, so a new hub's page never runs an old cached script.
+fn script_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(SCRIPT.as_bytes())[..8])
+    })
+}
+
+/// `GET /hub/static/js/admin.js`: cached for a day when asked for by its version (as the
+/// page does), revalidated otherwise.
+pub async fn admin_script(uri: Uri, headers: HeaderMap) -> Response {
+    let etag = format!("\"{}\"", script_version());
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let versioned = uri.query().is_some_and(|q| q.contains(script_version()));
+    let cache = if versioned {
+        "public, max-age=86400"
+    } else {
+        "no-cache"
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8".to_owned(),
+            ),
+            (header::CACHE_CONTROL, cache.to_owned()),
+            (header::ETAG, etag),
+        ],
+        SCRIPT,
+    )
+        .into_response()
 }

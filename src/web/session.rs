@@ -89,7 +89,13 @@ impl Session {
                 "xsrf_token": self.xsrf_token,
             },
         });
-        if let (Some(object), Value::Object(extra)) = (context.as_object_mut(), extra) {
+        if let (Some(object), Value::Object(mut extra)) = (context.as_object_mut(), extra) {
+            // A page's own `jhdata` keys join the common ones instead of replacing them.
+            if let (Some(Value::Object(own)), Some(Value::Object(common))) =
+                (extra.remove("jhdata"), object.get_mut("jhdata"))
+            {
+                common.extend(own);
+            }
             object.extend(extra);
         }
         context

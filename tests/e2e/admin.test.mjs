@@ -1,0 +1,345 @@
+// The admin panel in Debian's Chromium, against a real hub (--dev: servers are the stub
+// single-user server, run as this account): every control is clicked and its effect checked
+// through the REST API. Screenshots go to $E2E_SCREENSHOTS (default target/e2e-screenshots).
+//
+// Environment: JUPYTERHUB_BIN (default target/debug/jupyterhub).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync, readFileSync, openSync, mkdirSync, copyFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import net from "node:net";
+import { chromium } from "playwright-core";
+
+const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
+const SHOTS = resolve(process.env.E2E_SCREENSHOTS || "target/e2e-screenshots");
+const STUB = resolve("tests/fixtures/stub_singleuser.py");
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+async function until(what, check, ms = 20000) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+}
+
+async function startHub() {
+  const dir = mkdtempSync(join(tmpdir(), "jh-admin-"));
+  const stub = join(dir, "stub_singleuser.py");
+  copyFileSync(STUB, stub);
+  const port = await freePort();
+  const hubPort = await freePort();
+  const config = join(dir, "jupyterhub.toml");
+  writeFileSync(config, `
+[JupyterHub]
+ip = "127.0.0.1"
+port = ${port}
+hub_bind_url = "http://127.0.0.1:${hubPort}"
+db_url = "sqlite:///${join(dir, "jupyterhub.sqlite")}"
+cookie_secret_file = "${join(dir, "cookie_secret")}"
+allow_named_servers = true
+
+[[JupyterHub.load_roles]]
+name = "viewer"
+scopes = ["admin-ui", "list:users", "read:users"]
+users = ["viewer"]
+
+[[JupyterHub.services]]
+name = "sleeper"
+command = ["/usr/bin/python3", "-c", "import time; print('sleeper up', flush=True); time.sleep(100000)"]
+
+[Spawner]
+cmd = ["/usr/bin/python3", "${stub}"]
+http_timeout = 20
+start_timeout = 20
+`);
+  const log = openSync(join(dir, "hub.log"), "a");
+  const child = spawn(BIN, ["--dev", "-f", config], { cwd: dir, stdio: ["ignore", log, log] });
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  const url = `http://127.0.0.1:${port}`;
+  await until("the hub", async () => (await fetch(`${url}/hub/api/`)).ok, 30000);
+  return { url, dir, child, exited, log: () => readFileSync(join(dir, "hub.log"), "utf8") };
+}
+
+async function login(page, hub, name) {
+  await page.goto(`${hub.url}/hub/login`);
+  await page.fill("#username_input", name);
+  await page.fill("#password_input", "any");
+  await page.click("#login_submit");
+  await page.waitForURL(/\/hub\/(spawn|home|user|spawn-pending)|\/user\//, { timeout: 20000 });
+}
+
+// The REST API as the logged-in page sees it (cookie + XSRF token), for checks and set-up.
+async function apiCall(page, method, path, body) {
+  return page.evaluate(async ([method, path, body]) => {
+    const r = await hubApi(method, path, body === null ? undefined : body);
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : null };
+  }, [method, path, body ?? null]);
+}
+
+function row(page, user) {
+  return page.locator(`tr.user-row[data-user="${user}"]`);
+}
+
+test("the admin panel: every control, checked through the REST API", { timeout: 300000 }, async (t) => {
+  mkdirSync(SHOTS, { recursive: true });
+  const hub = await startHub();
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+  });
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    hub.child.kill("SIGTERM");
+  });
+  const context = await browser.newContext({ viewport: { width: 1500, height: 1000 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("dialog", (d) => d.accept());
+  const shot = async (name) => {
+    const path = join(SHOTS, `admin-${name}.png`);
+    await page.screenshot({ path, fullPage: true });
+    console.log(`screenshot: ${path}`);
+  };
+  const admin = async () => {
+    await page.goto(`${hub.url}/hub/admin`);
+    await page.waitForSelector("tr.user-row");
+  };
+  try {
+    await login(page, hub, "admin");
+    // Logging in started admin's own server: stop it, so the figures below count only ours.
+    await page.goto(`${hub.url}/hub/home`);
+    await apiCall(page, "DELETE", "/users/admin/server");
+    await until("admin's server stopped", async () => (await apiCall(page, "GET", "/users/admin")).body.server === null);
+    await admin();
+
+    // Add Users: several at once, with the admin toggle.
+    const names = Array.from({ length: 27 }, (_, i) => `u${String(i + 1).padStart(2, "0")}`);
+    await page.click("#add-users");
+    await page.fill("#add-usernames", ["alice", "bob", "carol", "viewer", ...names].join("\n"));
+    await page.click("#add-users-submit");
+    await until("the new users in the table", () => row(page, "u05").count());
+    for (const n of ["alice", "carol", "u27"]) assert.equal((await apiCall(page, "GET", `/users/${n}`)).status, 200);
+    assert.equal((await apiCall(page, "GET", "/users/alice")).body.admin, false);
+    await page.click("#add-users");
+    await page.fill("#add-usernames", "dana");
+    await page.check("#add-admin");
+    await page.click("#add-users-submit");
+    await until("dana as admin", async () => (await apiCall(page, "GET", "/users/dana")).body?.admin === true);
+    // A refused request shows the hub's message in the dialog (all exist: 409).
+    await page.click("#add-users");
+    await page.fill("#add-usernames", "carol");
+    await page.click("#add-users-submit");
+    await page.waitForSelector("#add-users-dialog .dialog-error:not([hidden])");
+    await page.click("#add-users-dialog >> text=Cancel");
+
+    // Items per page and paging, kept in the URL across a reload.
+    await page.selectOption("#page-limit", "25");
+    await until("25 rows", async () => (await page.locator("tr.user-row").count()) === 25);
+    await page.click("#next-page");
+    await until("the second page", async () => /Displaying 26-/.test(await page.textContent("#page-info")));
+    assert.match(page.url(), /offset=25/);
+    await page.reload();
+    await until("the second page after a reload", async () => /Displaying 26-/.test(await page.textContent("#page-info")));
+    await page.click("#prev-page");
+    await until("the first page", async () => /Displaying 1-25/.test(await page.textContent("#page-info")));
+
+    // Sort by name, descending, from the header; kept across a reload.
+    await page.click('th[data-sort="name"] button');
+    await page.click('th[data-sort="name"] button');
+    await until("descending names", async () => (await page.locator("tr.user-row .user-name").first().textContent()) === "viewer");
+    assert.match(page.url(), /sort=-name/);
+    await page.reload();
+    await until("the sort after a reload", async () => (await page.locator("tr.user-row .user-name").first().textContent()) === "viewer");
+    assert.equal(await page.getAttribute('th[data-sort="name"]', "aria-sort"), "descending");
+    await page.click('th[data-sort="name"] button');
+
+    // Search: the name filter, in the URL.
+    await page.fill("#user-search", "car");
+    await until("only carol", async () => (await page.locator("tr.user-row").count()) === 1 && (await row(page, "carol").count()) === 1);
+    assert.match(page.url(), /name_filter=car/);
+
+    // Start Server, Access Server, Stop Server on one user.
+    await row(page, "carol").locator(".start-server").click();
+    await until("carol's server ready", async () => (await apiCall(page, "GET", "/users/carol")).body.servers?.[""]?.ready === true);
+    await until("the Access Server link", () => row(page, "carol").locator(".access-server").count());
+    // Live use appears without a reload (the local spawner reads the process's memory).
+    await until("carol's memory figure", async () => /[KMG]iB/.test(await row(page, "carol").locator("td.memory").textContent()));
+    await until("the hub figures", async () => (await page.textContent('[data-figure="Running servers"]')) === "1");
+    await shot("running");
+    const href = await row(page, "carol").locator(".access-server").getAttribute("href");
+    assert.match(href, /\/user\/carol\/$/);
+    await page.goto(new URL(href, hub.url).toString());
+    assert.match(await page.textContent("body"), /"user": "carol"/);
+    await page.goBack();
+    await page.waitForSelector('tr.user-row[data-user="carol"]');
+    await row(page, "carol").locator(".stop-server").click();
+    await until("carol's server stopped", async () => (await apiCall(page, "GET", "/users/carol")).body.server === null);
+
+    // A named server: its row under the user's expanded row, Start, Stop, Delete.
+    assert.equal((await apiCall(page, "POST", "/users/carol/servers/nb1")).status < 300, true);
+    await until("nb1 ready", async () => (await apiCall(page, "GET", "/users/carol")).body.servers?.nb1?.ready === true);
+    await page.reload();
+    await row(page, "carol").locator("button.expand").click();
+    const nb1 = page.locator('tr.server-row[data-user="carol"][data-server="nb1"]');
+    await nb1.waitFor();
+    assert.equal(await row(page, "carol").locator("button.expand").getAttribute("aria-expanded"), "true");
+    await nb1.locator(".stop-server").click();
+    await until("nb1 stopped", async () => !(await apiCall(page, "GET", "/users/carol")).body.servers?.nb1?.ready);
+    await page.locator('tr.server-row[data-user="carol"][data-server="nb1"] .start-server').click();
+    await until("nb1 ready again", async () => (await apiCall(page, "GET", "/users/carol")).body.servers?.nb1?.ready === true);
+    await page.locator('tr.server-row[data-user="carol"][data-server="nb1"] .stop-server').click();
+    await until("nb1 stopped again", async () => !(await apiCall(page, "GET", "/users/carol")).body.servers?.nb1?.ready);
+    await page.locator('tr.server-row[data-user="carol"][data-server="nb1"] .delete-server').click();
+    await until("nb1 deleted", async () => !("nb1" in ((await apiCall(page, "GET", "/users/carol?include_stopped_servers=1")).body.servers || {})));
+    // The spawn page link of a stopped server goes to the options form.
+    const spawnHref = await row(page, "carol").locator(".spawn-page").getAttribute("href");
+    assert.match(spawnHref, /\/hub\/spawn\/carol$/);
+
+    // Why a server is not running: kill it behind the hub's back; the row says so.
+    await row(page, "carol").locator(".start-server").click();
+    await until("carol ready", async () => (await apiCall(page, "GET", "/users/carol")).body.servers?.[""]?.ready === true);
+    const state = (await apiCall(page, "GET", "/users/carol")).body.servers[""].state;
+    assert.ok(state && state.pid, `a pid in the server state: ${JSON.stringify(state)}`);
+    process.kill(state.pid, "SIGKILL");
+    await until("the failure in carol's row", async () => /Last failure/.test(await row(page, "carol").locator(".failure").textContent()), 30000);
+    await shot("failure");
+    // The log viewer: the local spawner keeps none of its own and says where it is.
+    await row(page, "carol").locator(".view-log").click();
+    await until("the log dialog", async () => /hub's own log/.test(await page.textContent("#log-status")));
+    assert.match(await page.textContent("#log-status"), /last failure/);
+    await page.click("#log-dialog >> text=Close");
+
+    // Edit User: rename and make admin; then delete another user.
+    await page.fill("#user-search", "");
+    await until("all users again", async () => (await page.locator("tr.user-row").count()) === 25);
+    await page.fill("#user-search", "alice");
+    await until("alice's row", () => row(page, "alice").count());
+    await row(page, "alice").locator(".edit-user").click();
+    await page.fill("#edit-username", "alicia");
+    await page.check("#edit-admin");
+    await page.click("#edit-apply");
+    await until("alicia", async () => (await apiCall(page, "GET", "/users/alicia")).body?.admin === true);
+    assert.equal((await apiCall(page, "GET", "/users/alice")).status, 404);
+    await page.fill("#user-search", "bob");
+    await until("bob's row", () => row(page, "bob").count());
+    await row(page, "bob").locator(".edit-user").click();
+    await page.click("#edit-delete");
+    await until("bob deleted", async () => (await apiCall(page, "GET", "/users/bob")).status === 404);
+
+    // Start All / Stop All act on every user the filter matches (two pages of 25 here).
+    await page.fill("#user-search", "u");
+    await until("27 matching u", async () => /of 27/.test(await page.textContent("#page-info")));
+    await page.click("#start-all");
+    await until("Start All finished", async () => /27 of 27 done/.test(await page.textContent("#bulk-progress")), 60000);
+    await until("27 servers running", async () => {
+      const list = await apiCall(page, "GET", "/users?state=ready&name_filter=u");
+      return list.body.length === 27;
+    }, 60000);
+    assert.equal((await apiCall(page, "GET", "/users/admin")).body.server, null, "admin is not matched by 'u'");
+    await page.selectOption("#state-filter", "ready");
+    await until("ready filter", async () => /of 27/.test(await page.textContent("#page-info")));
+    assert.match(page.url(), /state=ready/);
+    await shot("start-all");
+    await page.click("#stop-all");
+    await until("Stop All finished", async () => /27 of 27 done/.test(await page.textContent("#bulk-progress")), 60000);
+    await until("no server running", async () => (await apiCall(page, "GET", "/users?state=active")).body.length === 0, 60000);
+    await page.selectOption("#state-filter", "");
+    await page.fill("#user-search", "");
+
+    // Groups: create, members, properties, delete.
+    await page.click("#manage-groups");
+    await page.fill("#new-group-name", "staff");
+    await page.click("#create-group");
+    await page.waitForSelector('#groups-table tr[data-group="staff"]');
+    assert.equal((await apiCall(page, "GET", "/groups/staff")).status, 200);
+    await page.click('#groups-table tr[data-group="staff"] .edit-group');
+    await page.fill("#add-member", "carol");
+    await page.click("#add-member-button");
+    await page.fill("#add-member", "dana");
+    await page.click("#add-member-button");
+    await page.click("#add-property");
+    await page.fill("#group-properties tr:last-child .prop-key", "course");
+    await page.fill("#group-properties tr:last-child .prop-value", "101");
+    await page.click("#group-apply");
+    await until("staff's members and properties", async () => {
+      const g = (await apiCall(page, "GET", "/groups/staff")).body;
+      return g.users.sort().join(",") === "carol,dana" && g.properties.course === "101";
+    });
+    await page.waitForSelector('#groups-table tr[data-group="staff"]');
+    await shot("groups");
+    await page.click('#groups-table tr[data-group="staff"] .edit-group');
+    await page.click('#group-members li:has-text("carol") button');
+    await page.click("#group-properties tr:last-child button");
+    await page.click("#group-apply");
+    await until("carol removed, property gone", async () => {
+      const g = (await apiCall(page, "GET", "/groups/staff")).body;
+      return g.users.join(",") === "dana" && !("course" in g.properties);
+    });
+    await page.click('#groups-table tr[data-group="staff"] .edit-group');
+    await page.click("#delete-group");
+    await until("staff deleted", async () => (await apiCall(page, "GET", "/groups/staff")).status === 404);
+    await page.click("#groups-dialog >> text=Close");
+
+    // Services: the managed service runs, with its pid and restarts.
+    await page.reload();
+    await until("the service row", async () => /running \(pid \d+\)/.test(await page.textContent('#services-table tr[data-service="sleeper"] .service-state')));
+    assert.equal(await page.textContent('#services-table tr[data-service="sleeper"] .restarts'), "0");
+    // Times read as words, the exact time on hover.
+    const time = page.locator('tr.user-row[data-user="carol"] td.last-activity time');
+    assert.match(await time.textContent(), /ago|just now/);
+    assert.match(await time.getAttribute("title"), /\d{4}-\d\d-\d\dT/);
+    await shot("panel");
+
+    // RBAC: a user with admin-ui + list:users sees the list and no control it may not use.
+    const viewerContext = await browser.newContext({ viewport: { width: 1500, height: 1000 } });
+    const viewer = await viewerContext.newPage();
+    viewer.on("pageerror", (e) => errors.push(String(e)));
+    await login(viewer, hub, "viewer");
+    await viewer.goto(`${hub.url}/hub/admin`);
+    await viewer.waitForSelector('tr.user-row[data-user="carol"]');
+    for (const selector of [".start-server", ".stop-server", ".edit-user", ".view-log", ".delete-server", ".access-server", ".spawn-page"]) {
+      assert.equal(await viewer.locator(`tr.user-row:not([data-user="viewer"]) ${selector}`).count(), 0, `viewer sees no ${selector} for others`);
+    }
+    for (const id of ["#start-all", "#stop-all", "#shutdown-hub", "#add-users"]) {
+      assert.equal(await viewer.isVisible(id), false, `viewer sees no ${id}: ${await viewer.evaluate(() => JSON.stringify(window.jhdata))}`);
+    }
+    // Their own row offers what `self` allows (their own server).
+    assert.equal(await viewer.locator('tr.user-row[data-user="viewer"]').locator('.start-server, .stop-server').count(), 1);
+    await viewer.screenshot({ path: join(SHOTS, "admin-viewer.png"), fullPage: true });
+    console.log(`screenshot: ${join(SHOTS, "admin-viewer.png")}`);
+    await viewerContext.close();
+
+    assert.deepEqual(errors, [], "no script errors");
+
+    // Shutdown Hub, last: the hub process ends.
+    await page.click("#shutdown-hub");
+    const exit = await Promise.race([hub.exited, new Promise((r) => setTimeout(() => r(null), 20000))]);
+    assert.ok(exit, "the hub exits after Shutdown Hub");
+  } catch (e) {
+    await shot("failure-state").catch(() => {});
+    console.log(hub.log());
+    throw e;
+  }
+});
