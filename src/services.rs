@@ -206,6 +206,18 @@ impl Supervisor {
             .map_or(0, |l| l.pid)
     }
 
+    /// The main pid as systemd knows it now: a unit systemd restarted by itself has a new one
+    /// before the next round of `check` notices. For child processes, `pid`.
+    pub async fn current_pid(&self, name: &str) -> u32 {
+        match &self.runner {
+            Runner::Systemd { systemd, .. } => systemd
+                .service_property::<u32>(&unit::unit_name(name), "MainPID")
+                .await
+                .unwrap_or_else(|_| self.pid(name)),
+            Runner::Local(_) => self.pid(name),
+        }
+    }
+
     /// Why the service last stopped or failed to start, if it did.
     pub fn failure(&self, name: &str) -> Option<Failure> {
         self.live().get(name).and_then(|l| l.failure.clone())

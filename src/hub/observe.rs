@@ -199,7 +199,7 @@ impl Hub {
             "name": name,
             "unit": unit,
             "available": unit.is_some(),
-            "pid": self.services.pid(name),
+            "pid": self.services.current_pid(name).await,
             "restarts": self.services.restarts(name).await,
             "lines": lines,
             "last_failure": self.services.failure(name).map(|f| json!({

@@ -2,7 +2,13 @@
 // single-user server, run as this account): every control is clicked and its effect checked
 // through the REST API. Screenshots go to $E2E_SCREENSHOTS (default target/e2e-screenshots).
 //
-// Environment: JUPYTERHUB_BIN (default target/debug/jupyterhub).
+// With E2E_SPAWNER=systemd (tests/e2e/with-systemd.sh: the hub in a contained systemd, servers
+// as transient units) the test is what only a systemd hub shows: a server's memory against its
+// limit following what it allocates, its journal followed live, and "out of memory" with its
+// last lines in its row once the kernel kills it.
+//
+// Environment: JUPYTERHUB_BIN (default target/debug/jupyterhub), E2E_SPAWNER (local or
+// systemd), E2E_DIR (where the hub's files go; the contained systemd's /tmp is private).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -15,6 +21,7 @@ import { chromium } from "playwright-core";
 const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const SHOTS = resolve(process.env.E2E_SCREENSHOTS || "target/e2e-screenshots");
 const STUB = resolve("tests/fixtures/stub_singleuser.py");
+const SPAWNER = process.env.E2E_SPAWNER || "local";
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -80,6 +87,64 @@ start_timeout = 20
   return { url, dir, child, exited, log: () => readFileSync(join(dir, "hub.log"), "utf8") };
 }
 
+// The hub in the contained systemd (BIN enters it), root, servers as dynamic users with a
+// memory limit for alice.
+async function startSystemdHub() {
+  const base = process.env.E2E_DIR || tmpdir();
+  const dir = mkdtempSync(join(base, "jh-admin-"));
+  // Servers run as dynamic users: the stub must be where they can read it.
+  const stub = join(base, "admin_stub_singleuser.py");
+  copyFileSync(STUB, stub);
+  const port = await freePort();
+  const hubPort = await freePort();
+  const config = join(dir, "jupyterhub.toml");
+  writeFileSync(config, `
+[JupyterHub]
+ip = "127.0.0.1"
+port = ${port}
+hub_bind_url = "http://127.0.0.1:${hubPort}"
+db_url = "sqlite:///${join(dir, "jupyterhub.sqlite")}"
+cookie_secret_file = "${join(dir, "cookie_secret")}"
+authenticator_class = "dummy"
+spawner_class = "systemd"
+
+[Authenticator]
+admin_users = ["admin"]
+
+[SystemdSpawner]
+dynamic_users = true
+
+[Spawner]
+cmd = ["/usr/bin/python3", "${stub}"]
+http_timeout = 30
+start_timeout = 30
+
+[Spawner.user_limits.alice]
+mem_limit = "96M"
+cpu_limit = 0.5
+`);
+  const log = openSync(join(dir, "hub.log"), "a");
+  const child = spawn(BIN, ["-f", config], { cwd: dir, stdio: ["ignore", log, log] });
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  const url = `http://127.0.0.1:${port}`;
+  await until("the hub", async () => (await fetch(`${url}/hub/api/`)).ok, 30000);
+  return { url, dir, child, exited, log: () => readFileSync(join(dir, "hub.log"), "utf8") };
+}
+
+async function launchBrowser() {
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+  });
+}
+
+// "12.3 MiB / 96 MiB" -> bytes of the first figure.
+function shownBytes(text) {
+  const m = /([\d.]+) (B|KiB|MiB|GiB)/.exec(text || "");
+  if (!m) return null;
+  return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m[2]];
+}
+
 async function login(page, hub, name) {
   await page.goto(`${hub.url}/hub/login`);
   await page.fill("#username_input", name);
@@ -101,13 +166,10 @@ function row(page, user) {
   return page.locator(`tr.user-row[data-user="${user}"]`);
 }
 
-test("the admin panel: every control, checked through the REST API", { timeout: 300000 }, async (t) => {
+if (SPAWNER === "local") test("the admin panel: every control, checked through the REST API", { timeout: 300000 }, async (t) => {
   mkdirSync(SHOTS, { recursive: true });
   const hub = await startHub();
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  const browser = await launchBrowser();
   t.after(async () => {
     await browser.close().catch(() => {});
     hub.child.kill("SIGTERM");
@@ -186,6 +248,8 @@ test("the admin panel: every control, checked through the REST API", { timeout: 
     await until("the Access Server link", () => row(page, "carol").locator(".access-server").count());
     // Live use appears without a reload (the local spawner reads the process's memory).
     await until("carol's memory figure", async () => /[KMG]iB/.test(await row(page, "carol").locator("td.memory").textContent()));
+    // CPU over the last interval between two polls (no cpu_limit here: in CPUs).
+    await until("carol's CPU use", async () => /^\d+\.\d\d CPUs$/.test(await row(page, "carol").locator("td.cpu").textContent()), 20000);
     await until("the hub figures", async () => (await page.textContent('[data-figure="Running servers"]')) === "1");
     await shot("running");
     const href = await row(page, "carol").locator(".access-server").getAttribute("href");
@@ -337,6 +401,82 @@ test("the admin panel: every control, checked through the REST API", { timeout: 
     await page.click("#shutdown-hub");
     const exit = await Promise.race([hub.exited, new Promise((r) => setTimeout(() => r(null), 20000))]);
     assert.ok(exit, "the hub exits after Shutdown Hub");
+  } catch (e) {
+    await shot("failure-state").catch(() => {});
+    console.log(hub.log());
+    throw e;
+  }
+});
+
+if (SPAWNER === "systemd") test("the admin panel under systemd: live memory against the limit, the journal, out of memory", { timeout: 300000 }, async (t) => {
+  mkdirSync(SHOTS, { recursive: true });
+  const hub = await startSystemdHub();
+  const browser = await launchBrowser();
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    hub.child.kill("SIGTERM");
+    await Promise.race([hub.exited, new Promise((r) => setTimeout(r, 10000))]);
+  });
+  const page = await (await browser.newContext({ viewport: { width: 1500, height: 1000 } })).newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  const shot = async (name) => {
+    const path = join(SHOTS, `admin-systemd-${name}.png`);
+    await page.screenshot({ path, fullPage: true });
+    console.log(`screenshot: ${path}`);
+  };
+  const server = (path) => fetch(`${hub.url}/user/alice/${path}`);
+  try {
+    await login(page, hub, "admin");
+    await page.goto(`${hub.url}/hub/home`);
+    assert.equal((await apiCall(page, "POST", "/users/alice")).status, 201);
+    assert.ok((await apiCall(page, "POST", "/users/alice/server")).status < 300);
+    await until("alice's server ready", async () => (await apiCall(page, "GET", "/users/alice")).body.servers?.[""]?.ready === true, 60000);
+    await page.goto(`${hub.url}/hub/admin?name_filter=alice`);
+    const memoryCell = row(page, "alice").locator("td.memory");
+    await until("alice's memory next to her limit", async () => /iB \/ 96\.0 MiB|iB \/ 96 MiB/.test(await memoryCell.textContent()), 20000);
+    const before = shownBytes(await memoryCell.textContent());
+    assert.ok(before > 1024 ** 2, `a python process uses more than 1 MiB: ${await memoryCell.textContent()}`);
+    // The hub's figures name the slice the servers share.
+    await until("the slice's memory", async () => /iB/.test(await page.textContent('[data-figure="Memory in use"]')));
+    // CPU: a share of alice's 0.5 CPUs, or "n/a" where systemd accounts no CPU (cgroup v1
+    // with cpuacct apart from cpu); the API says which.
+    const cpuSeconds = (await apiCall(page, "GET", "/usage?user=alice")).body.servers[0].cpu_seconds;
+    const cpuCell = row(page, "alice").locator("td.cpu");
+    if (cpuSeconds === null) {
+      await until("CPU not available", async () => (await cpuCell.textContent()) === "n/a");
+    } else {
+      await until("CPU as a share of the quota", async () => /% of 0\.5 CPUs/.test(await cpuCell.textContent()), 20000);
+    }
+
+    // 40 MiB more inside the server: the row follows without a reload.
+    assert.equal((await server("alloc?mb=40")).status, 200);
+    await until("the memory figure to grow by 40 MiB", async () => shownBytes(await memoryCell.textContent()) >= before + 35 * 1024 ** 2, 20000);
+    await shot("running");
+
+    // Its journal: what it printed, then a new line while following.
+    const said = `said-by-alice-${process.pid}`;
+    assert.equal((await server(`say?line=${said}`)).status, 200);
+    await row(page, "alice").locator(".view-log").click();
+    await until("the line in the log dialog", async () => (await page.textContent("#log-lines")).includes(said), 20000);
+    await page.check("#log-follow");
+    await until("following", async () => (await page.textContent("#log-status")) === "Following", 20000);
+    const later = `${said}-while-following`;
+    assert.equal((await server(`say?line=${later}`)).status, 200);
+    await until("the new line, live", async () => (await page.textContent("#log-lines")).includes(later), 20000);
+    await shot("log");
+    await page.click("#log-dialog >> text=Close");
+
+    // Past its limit the kernel kills it; its row says so, with its last lines.
+    await server("alloc?mb=200").catch(() => {});
+    const failure = row(page, "alice").locator(".failure");
+    await until("out of memory in alice's row", async () => /Last failure: .*out of memory/.test(await failure.textContent()), 60000);
+    assert.ok((await failure.locator("pre").textContent()).includes(later), "the log tail in the row");
+    await failure.locator("summary").click();
+    await shot("out-of-memory");
+    const overview = (await apiCall(page, "GET", "/usage?user=alice")).body;
+    assert.match(overview.servers[0].last_failure.reason, /out of memory/);
+    assert.deepEqual(errors, [], "no script errors");
   } catch (e) {
     await shot("failure-state").catch(() => {});
     console.log(hub.log());

@@ -237,6 +237,17 @@ async fn server_logs_answer_by_scope_and_say_when_there_is_none() {
     let reader = hub.token("admin", &["read:servers"]);
     let (status, body) = call(&hub, "GET", &log_path, &reader, None).await;
     assert_eq!(status, 403, "{body}");
+
+    // Local servers outlive the hub by design: stop this one.
+    let (status, body) = call(
+        &hub,
+        "DELETE",
+        &format!("/users/{user}/server"),
+        &admin,
+        None,
+    )
+    .await;
+    assert!(status == 202 || status == 204, "{status} {body}");
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! driven over its REST API and public port from outside (the network namespace is shared):
 //! user servers survive `kill -9` of the hub and are picked up again before it reports ready;
 //! stray `jupyter-*` units are reported and left alone; a unit that dies on its own loses its
-//! route and keeps its reason; `concurrent_spawn_limit` holds with 20 real users at once.
+//! route and keeps its reason; an admin reads a server's memory (its cgroup's) against its
+//! limit, its journal (followed live) and "out of memory" once the kernel kills it;
+//! `concurrent_spawn_limit` holds with 20 real users at once.
 //! Needs root (fails, saying so, otherwise).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +25,10 @@ const STRAY_UNIT: &str = "jupyter-stray-x.service";
 const SPAWN_LIMIT: usize = 5;
 /// How many real users fire a spawn at once.
 const CROWD: usize = 20;
+
+/// The crowd user whose server has a memory limit of its own (`LIMITED_MEMORY`).
+const LIMITED_USER: usize = 4;
+const LIMITED_MEMORY: &str = "96M";
 
 fn crowd_user(i: usize) -> String {
     format!("jh-sys-{i:02}")
@@ -146,7 +152,11 @@ start_timeout = 60
 http_timeout = 60
 # Exits must be noticed through systemd's signals, not a periodic poll.
 poll_interval = 3600
+
+[Spawner.user_limits."{limited}"]
+mem_limit = "{LIMITED_MEMORY}"
 "#,
+            limited = crowd_user(LIMITED_USER),
             db = dir.join("jupyterhub.sqlite").display(),
             secret = dir.join("cookie_secret").display(),
             stub = work.stub.display(),
@@ -371,9 +381,14 @@ poll_interval = 3600
 
     /// A request through the public port (the proxy) to the user's server.
     async fn through_proxy(&self, user: &str) -> (StatusCode, Value) {
+        self.through_proxy_path(user, "api").await
+    }
+
+    /// A request for `path` under the user's server, through the proxy.
+    async fn through_proxy_path(&self, user: &str, path: &str) -> (StatusCode, Value) {
         let response = self
             .http
-            .get(format!("{}/user/{user}/api", self.public))
+            .get(format!("{}/user/{user}/{path}", self.public))
             .header("Authorization", format!("token {}", self.token))
             .send()
             .await
@@ -421,6 +436,7 @@ fn hub_with_systemd_spawner() {
             stray_units_are_reported_and_left_alone(&hub).await;
             servers_survive_kill_9_of_the_hub(&hub).await;
             a_unit_that_dies_loses_its_route_and_keeps_the_reason(&hub).await;
+            admins_read_live_use_logs_and_out_of_memory(&hub).await;
             concurrent_spawn_limit_holds(&hub).await;
             managed_services_are_units_that_outlive_the_hub(&hub).await;
         });
@@ -591,6 +607,171 @@ async fn a_unit_that_dies_loses_its_route_and_keeps_the_reason(hub: &Hub<'_>) {
         events.contains("\"failed\":true") && events.contains("SIGTERM"),
         "{events}"
     );
+}
+
+/// What the admin panel reads (docs/admin-api.md), from systemd: a server's memory in use
+/// (its cgroup's) next to its limit, the slice's, its journal as lines and as a followed
+/// stream, and, once the kernel kills it for its limit, "out of memory" with its last lines.
+async fn admins_read_live_use_logs_and_out_of_memory(hub: &Hub<'_>) {
+    let user = crowd_user(LIMITED_USER);
+    let unit = server_unit(&user);
+    let (status, _, body) = hub
+        .call(
+            reqwest::Method::POST,
+            &format!("/users/{user}/server"),
+            None,
+        )
+        .await;
+    assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
+    hub.wait_ready(&user).await;
+    let limit: u64 = 96 << 20;
+    assert_eq!(hub.sd.prop(&unit, "MemoryMax"), limit.to_string());
+
+    let usage = |overview: &Value| -> Value {
+        overview["servers"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["user"] == json!(user)))
+            .cloned()
+            .unwrap_or_else(|| panic!("no server of {user}: {overview}"))
+    };
+    let path = format!("/usage?user={user}");
+    let overview = hub.get(&path).await;
+    let before = usage(&overview);
+    assert_eq!(overview["spawner"], json!("systemd"), "{overview}");
+    assert_eq!(before["running"], json!(true), "{overview}");
+    assert_eq!(before["mem_limit"], json!(limit), "{overview}");
+    let memory = before["memory_bytes"].as_u64().expect("memory_bytes");
+    let cgroup: u64 = hub
+        .sd
+        .prop(&unit, "MemoryCurrent")
+        .parse()
+        .expect("MemoryCurrent");
+    assert!(
+        memory > 1 << 20 && memory < limit,
+        "{memory} bytes in use; the cgroup says {cgroup}"
+    );
+    // CPU time as systemd accounts it; where it cannot (cgroup v1 with cpuacct mounted
+    // apart from cpu, as on some CI hosts), systemd says "[not set]" and the API null.
+    match hub.sd.prop(&unit, "CPUUsageNSec").parse::<u64>() {
+        Ok(nsec) => {
+            let seconds = before["cpu_seconds"].as_f64().expect("cpu_seconds");
+            assert!(
+                seconds > 0.0 && seconds <= nsec as f64 / 1e9 + 1e-9,
+                "{seconds} s read before systemd said {nsec} ns"
+            );
+        }
+        Err(_) => assert_eq!(before["cpu_seconds"], Value::Null, "{overview}"),
+    }
+    let figures = &overview["hub"];
+    assert_eq!(figures["group"], json!("jupyter-users.slice"), "{overview}");
+    assert!(
+        figures["memory_bytes"]
+            .as_u64()
+            .is_some_and(|m| m >= memory),
+        "the slice holds the server: {overview}"
+    );
+    assert!(
+        figures["running_servers"].as_u64().is_some_and(|n| n >= 1),
+        "{overview}"
+    );
+
+    // 40 MiB more in the server: the figure follows the cgroup.
+    let (status, _) = hub.through_proxy_path(&user, "alloc?mb=40").await;
+    assert_eq!(status, StatusCode::OK);
+    let grown = usage(&hub.get(&path).await)["memory_bytes"]
+        .as_u64()
+        .expect("memory_bytes");
+    assert!(
+        grown >= memory + (35 << 20),
+        "after allocating 40 MiB: {grown} bytes, before {memory}"
+    );
+
+    // Its log: what it printed, from the journal of its unit, and followed live.
+    let said = format!("a-line-from-the-server-{}", std::process::id());
+    let (status, _) = hub
+        .through_proxy_path(&user, &format!("say?line={said}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let log_path = format!("/users/{user}/server/log?lines=50");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = hub.get(&log_path).await;
+        assert_eq!(log["available"], json!(true), "{log}");
+        let lines = log["lines"].as_array().expect("lines");
+        if lines
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains(&said)))
+        {
+            assert!(lines.len() <= 50, "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never in the log: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut stream = hub
+        .http
+        .get(hub.api(&format!("/users/{user}/server/log?follow=1&lines=1")))
+        .header("Authorization", format!("token {}", hub.token))
+        .send()
+        .await
+        .expect("follow the log");
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let later = format!("{said}-later");
+    let (status, _) = hub
+        .through_proxy_path(&user, &format!("say?line={later}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut events = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !events.contains(&later) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => events.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the followed log ended or stalled ({other:?}): {events}"),
+        }
+    }
+    let event = events
+        .lines()
+        .find(|l| l.contains(&later))
+        .and_then(|l| l.strip_prefix("data: "))
+        .expect("a data event");
+    let event: Value = serde_json::from_str(event).expect("an event is JSON");
+    assert!(
+        event["line"].as_str().is_some_and(|l| l.contains(&later)),
+        "{event}"
+    );
+    drop(stream);
+
+    // Past its limit the kernel kills it: the row says why, with its last lines.
+    let _ = hub.through_proxy_path(&user, "alloc?mb=200").await;
+    hub.wait_stopped(&user).await;
+    let stopped = usage(&hub.get(&path).await);
+    assert_eq!(stopped["running"], json!(false), "{stopped}");
+    assert_eq!(stopped["memory_bytes"], Value::Null, "{stopped}");
+    let failure = &stopped["last_failure"];
+    assert!(
+        failure["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("out of memory")),
+        "{stopped}\n{}",
+        hub.journal()
+    );
+    assert!(
+        failure["log_tail"].as_array().is_some_and(|t| t
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains(&later)))),
+        "the tail holds its last lines: {failure}"
+    );
+    // The log of the run that failed is still there to read.
+    let log = hub.get(&log_path).await;
+    assert!(
+        log["lines"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains(&later)))),
+        "{log}"
+    );
+    assert_eq!(&log["last_failure"], failure, "{log}");
 }
 
 async fn concurrent_spawn_limit_holds(hub: &Hub<'_>) {
@@ -825,6 +1006,29 @@ async fn managed_services_are_units_that_outlive_the_hub(hub: &Hub<'_>) {
     let again = hub.echo_answer(&main_pid).await;
     assert_eq!(again["whoami"]["name"], json!("echo"), "{again}");
     assert_ne!(sd.prop(SERVICE_UNIT, "MainPID"), main_pid);
+    // The admin reads that restart, and what the new process printed, from its journal.
+    let pid = sd.prop(SERVICE_UNIT, "MainPID");
+    let printed = format!(" pid {pid}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = hub.get("/services/echo/log?lines=100").await;
+        assert_eq!(log["unit"], json!(SERVICE_UNIT), "{log}");
+        assert_eq!(log["available"], json!(true), "{log}");
+        assert_eq!(log["pid"].to_string(), pid, "{log}");
+        assert!(log["restarts"].as_u64().is_some_and(|n| n >= 1), "{log}");
+        let lines = log["lines"].as_array().expect("lines");
+        if lines.iter().any(|l| {
+            l.as_str()
+                .is_some_and(|l| l.contains("echo service listening on") && l.ends_with(&printed))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{printed:?} never in the service's log: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A changed environment restarts it at the next start.
     let invocation = sd.prop(SERVICE_UNIT, "InvocationID");
