@@ -196,6 +196,9 @@ pub struct HubConfig {
     pub authenticate_prometheus: bool,
     /// Directory of templates that override the built-in ones.
     pub template_paths: Vec<PathBuf>,
+    /// Extra variables for every page's template (upstream's `template_vars`), e.g.
+    /// `announcement`, or `announcement_login`/`_home`/`_spawn`/`_logout` for one page.
+    pub template_vars: BTreeMap<String, serde_json::Value>,
     /// Tokens given by the admin: token -> user name.
     pub api_tokens: BTreeMap<String, Secret>,
     pub services: Vec<ServiceConfig>,
@@ -247,6 +250,7 @@ impl Default for HubConfig {
             oauth_token_expires_in: None,
             authenticate_prometheus: true,
             template_paths: Vec::new(),
+            template_vars: BTreeMap::new(),
             api_tokens: BTreeMap::new(),
             services: Vec::new(),
             load_roles: Vec::new(),

@@ -253,6 +253,28 @@ impl Scopes {
         self.set.iter().cloned().collect()
     }
 
+    /// Upstream's `parsed_scopes` as templates see it: each base scope held, to `"*"` when
+    /// held unfiltered or to its filters (`{"user": ["alice"]}`), so `'admin-ui' in
+    /// parsed_scopes` reads as it does in JupyterHub's templates.
+    pub fn parsed_json(&self) -> serde_json::Value {
+        let object = self
+            .parsed
+            .iter()
+            .map(|(base, held)| {
+                let value = match held {
+                    Held::All => serde_json::Value::from("*"),
+                    Held::Filtered(map) => map
+                        .iter()
+                        .map(|(kind, names)| (kind.as_str().to_owned(), serde_json::json!(names)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into(),
+                };
+                (base.clone(), value)
+            })
+            .collect::<serde_json::Map<_, _>>();
+        object.into()
+    }
+
     pub fn len(&self) -> usize {
         self.set.len()
     }

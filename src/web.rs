@@ -46,7 +46,17 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("token.html", include_str!("web/templates/token.html")),
     ("admin.html", include_str!("web/templates/admin.html")),
     ("oauth.html", include_str!("web/templates/oauth.html")),
+    (
+        "stop_pending.html",
+        include_str!("web/templates/stop_pending.html"),
+    ),
 ];
+
+/// The version of the hub's static files, for `?v=` cache busting (upstream's
+/// `version_hash`): a hash of what they are.
+pub(crate) fn static_version() -> &'static str {
+    admin::script_version()
+}
 
 /// The template environment for these `template_paths`, built once per set of paths (a
 /// process may run several hubs, as the tests do) and kept for the life of the process:
@@ -84,8 +94,18 @@ fn build_environment(template_paths: &[PathBuf]) -> Environment<'static> {
         }
         minijinja::escape_formatter(out, state, value)
     });
+    env.add_function("static_url", static_url);
+    env.add_function("url_path_join", url_path_join);
     let paths = template_paths.to_vec();
     env.set_loader(move |name| {
+        // `templates/NAME` is always the built-in one, as in upstream's loader, so a custom
+        // `page.html` can extend the page it replaces.
+        if let Some(builtin) = name.strip_prefix("templates/") {
+            return Ok(TEMPLATES
+                .iter()
+                .find(|(n, _)| *n == builtin)
+                .map(|(_, text)| text.to_string()));
+        }
         for dir in &paths {
             let path = dir.join(name);
             if path.is_file() {
@@ -100,6 +120,46 @@ fn build_environment(template_paths: &[PathBuf]) -> Environment<'static> {
             .map(|(_, text)| text.to_string()))
     });
     env
+}
+
+/// Upstream's `static_url(path, include_version=True)` in templates: under the page's
+/// `base_url` (the hub's), versioned for caching.
+fn static_url(
+    state: &minijinja::State<'_, '_>,
+    path: String,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<String, minijinja::Error> {
+    let versioned = kwargs
+        .get::<Option<bool>>("include_version")?
+        .unwrap_or(true);
+    kwargs.assert_all_used()?;
+    let base = state
+        .lookup("base_url")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "/hub/".to_owned());
+    let url = format!("{base}static/{}", path.trim_start_matches('/'));
+    Ok(if versioned {
+        format!("{url}?v={}", static_version())
+    } else {
+        url
+    })
+}
+
+/// Upstream's `url_path_join(*pieces)`: joined with exactly one `/` between pieces.
+fn url_path_join(pieces: minijinja::value::Rest<String>) -> String {
+    let mut out = String::new();
+    for piece in pieces.iter().filter(|p| !p.is_empty()) {
+        if out.is_empty() {
+            out.push_str(piece);
+        } else {
+            out = format!(
+                "{}/{}",
+                out.trim_end_matches('/'),
+                piece.trim_start_matches('/')
+            );
+        }
+    }
+    out
 }
 
 pub(crate) fn render_with(env: &Environment<'_>, name: &str, context: Value) -> String {

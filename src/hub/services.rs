@@ -10,7 +10,7 @@ use crate::auth::{self, PROVIDED_ROUNDS};
 use crate::config::ServiceConfig;
 use crate::db::{self, ClientOwner, RoleOwner, ServiceRow, TokenOwner};
 use crate::proxy::Target;
-use crate::rbac::{self, Owner};
+use crate::rbac::{self, Owner, Resource};
 
 use super::tokens::{TokenGrant, store_token};
 use super::{Error, Hub, Identity, Principal, Result};
@@ -153,6 +153,31 @@ impl Hub {
         spec.from_config = false;
         spec.admin = row.admin;
         Some(spec)
+    }
+
+    /// The services a page lists for `identity` (upstream's `get_accessible_services`): those
+    /// with a URL, shown (`display`), that it may access; name, link and info each.
+    pub fn visible_services(&self, identity: &Identity) -> Vec<Value> {
+        let rows = self.services().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read services for the page");
+            Vec::new()
+        });
+        rows.iter()
+            .filter_map(|row| self.service_spec_of(row))
+            .filter(|spec| spec.url.is_some() && spec.display)
+            .filter(|spec| {
+                identity.allows("access:services", &Resource::Service { name: &spec.name })
+            })
+            .map(|spec| {
+                serde_json::json!({
+                    "name": spec.name,
+                    "href": spec.prefix(self.base_url()),
+                    "url": spec.url,
+                    "info": spec.info,
+                    "display": spec.display,
+                })
+            })
+            .collect()
     }
 
     /// Route `/services/NAME/` to every service with a URL, config and runtime alike (at

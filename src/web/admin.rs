@@ -51,7 +51,7 @@ pub async fn admin_page(
 const SCRIPT: &str = include_str!("static/admin.js");
 
 /// A digest of the script, so a new hub's page never runs an old cached script.
-fn script_version() -> &'static str {
+pub(super) fn script_version() -> &'static str {
     static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     VERSION.get_or_init(|| {
         use sha2::Digest;

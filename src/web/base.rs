@@ -40,12 +40,39 @@ pub(super) fn page(
     template: &str,
     extra: Value,
 ) -> Response {
-    let html = render(hub, template, session.context(hub, extra));
+    let html = render(
+        hub,
+        template,
+        session.context(hub, with_announcement(hub, template, extra)),
+    );
     let mut response = (status, Html(html)).into_response();
     response
         .headers_mut()
         .append(header::SET_COOKIE, session.xsrf_cookie(hub));
     response
+}
+
+/// Upstream's per-page announcements: `template_vars.announcement_login` (and `_home`,
+/// `_spawn`, `_logout`) replaces `announcement` on that page.
+fn with_announcement(hub: &Hub, template: &str, mut extra: Value) -> Value {
+    let key = match template {
+        "login.html" => "announcement_login",
+        "home.html" => "announcement_home",
+        "spawn.html" | "spawn_pending.html" => "announcement_spawn",
+        "logout.html" => "announcement_logout",
+        _ => return extra,
+    };
+    let own = hub
+        .config()
+        .hub
+        .template_vars
+        .get(key)
+        .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        .cloned();
+    if let (Some(own), Some(object)) = (own, extra.as_object_mut()) {
+        object.entry("announcement").or_insert(own);
+    }
+    extra
 }
 
 pub(super) fn found(location: &str) -> Response {

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::Environment;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::hub::{self, Hub};
 use crate::status::Failure;
@@ -28,18 +28,26 @@ impl PageError {
         }
     }
 
-    fn render(&self, env: &Environment<'_>) -> String {
-        render_with(
-            env,
-            "error.html",
-            json!({
-                "status_code": self.status.as_u16(),
-                "status_message": self.status.canonical_reason().unwrap_or(""),
-                "message": self.message,
-                "base_url": "/",
-                "jhdata": {"base_url": "/"},
-            }),
-        )
+    /// `error.html` with upstream's names for the hub's URLs, under `prefix` (the hub's
+    /// `base_url`), and `extra` (the config's `template_vars`).
+    fn render(&self, env: &Environment<'_>, prefix: &str, extra: &Map<String, Value>) -> String {
+        let hub_url = format!("{prefix}hub/");
+        let mut context = json!({
+            "status_code": self.status.as_u16(),
+            "status_message": self.status.canonical_reason().unwrap_or(""),
+            "message": self.message,
+            "base_url": hub_url,
+            "prefix": prefix,
+            "login_url": format!("{hub_url}login"),
+            "logout_url": format!("{hub_url}logout"),
+            "jhdata": {"base_url": hub_url, "prefix": prefix},
+        });
+        if let Some(object) = context.as_object_mut() {
+            for (key, value) in extra {
+                object.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        render_with(env, "error.html", context)
     }
 }
 
@@ -52,23 +60,28 @@ impl From<crate::hub::Error> for PageError {
 
 impl IntoResponse for PageError {
     /// Rendered with the built-in templates here, where no hub is at hand; the app's
-    /// `error_pages` layer renders it again with the hub's `template_paths` if it has any.
+    /// `error_pages` layer renders it again with the hub's base URL, `template_paths` and
+    /// `template_vars`.
     fn into_response(self) -> Response {
-        let body = self.render(&environment(&[]));
+        let body = self.render(&environment(&[]), "/", &Map::new());
         let mut response = (self.status, Html(body)).into_response();
         response.extensions_mut().insert(self);
         response
     }
 }
 
-/// Middleware: error pages honour `template_paths`, whoever produced them.
+/// Middleware: error pages honour the hub's base URL, `template_paths` and
+/// `template_vars`, whoever produced them.
 pub async fn error_pages(State(hub): State<Hub>, mut response: Response) -> Response {
-    if hub.config().hub.template_paths.is_empty() {
-        return response;
-    }
     if let Some(error) = response.extensions_mut().remove::<PageError>() {
-        let env = environment(&hub.config().hub.template_paths);
-        *response.body_mut() = axum::body::Body::from(error.render(&env));
+        let config = &hub.config().hub;
+        let env = environment(&config.template_paths);
+        let vars: Map<String, Value> = config
+            .template_vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        *response.body_mut() = axum::body::Body::from(error.render(&env, hub.base_url(), &vars));
         response
             .headers_mut()
             .remove(axum::http::header::CONTENT_LENGTH);

@@ -13,6 +13,16 @@ use crate::rbac::Resource;
 
 use super::PageError;
 
+/// `name` as it reads inside a JSON string, without the quotes.
+fn json_escaped(name: &str) -> String {
+    let quoted = serde_json::to_string(name).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// Who is looking at a page.
 pub struct Session {
     pub identity: Option<Identity>,
@@ -70,25 +80,51 @@ impl Session {
             .map(|u| u.name.as_str())
     }
 
-    /// Common template context: user, base URL, admin link, data for the page's scripts.
+    /// Common template context, with upstream's names (`BaseHandler.template_namespace`), so
+    /// a template written for JupyterHub renders: `base_url` is the hub's (`/hub/`),
+    /// `prefix` the whole hub's; then `template_vars` from the config; then the page's own
+    /// `extra` (which wins, as upstream's render arguments do).
     pub fn context(&self, hub: &Hub, extra: Value) -> Value {
         let user = self.identity.as_ref().and_then(|i| i.user());
         let can_admin = self
             .identity
             .as_ref()
             .is_some_and(|i| i.allows("admin-ui", &Resource::Hub) || i.scopes.has("admin-ui"));
+        let prefix = hub.base_url();
+        let hub_url = format!("{prefix}hub/");
+        let scopes = self.identity.as_ref().map(|i| &i.scopes);
         let mut context = json!({
-            "base_url": hub.base_url(),
-            "user": user.map(|u| json!({"name": u.name, "admin": u.admin})),
+            "base_url": hub_url,
+            "prefix": prefix,
+            "user": user.map(|u| json!({
+                "name": u.name,
+                "admin": u.admin,
+                // The name as it goes inside a JSON string (upstream's `json_escaped_name`).
+                "json_escaped_name": json_escaped(&u.name),
+            })),
+            "login_url": format!("{hub_url}login"),
+            "logout_url": format!("{hub_url}logout"),
+            "version_hash": super::static_version(),
+            "services": self.identity.as_ref().map(|i| hub.visible_services(i)).unwrap_or_default(),
+            "parsed_scopes": scopes.map(|s| s.parsed_json()).unwrap_or_else(|| json!({})),
+            "expanded_scopes": scopes.map(|s| s.sorted()).unwrap_or_default(),
+            "admin_access": hub.config().hub.admin_access,
             "can_admin": can_admin,
+            "xsrf": self.xsrf_token,
             "xsrf_token": self.xsrf_token,
             "jhdata": {
-                "base_url": hub.base_url(),
-                "prefix": hub.base_url(),
+                "base_url": hub_url,
+                "prefix": prefix,
                 "user": user.map(|u| u.name.clone()),
+                "admin_access": hub.config().hub.admin_access,
                 "xsrf_token": self.xsrf_token,
             },
         });
+        if let Some(object) = context.as_object_mut() {
+            for (key, value) in &hub.config().hub.template_vars {
+                object.insert(key.clone(), value.clone());
+            }
+        }
         if let (Some(object), Value::Object(mut extra)) = (context.as_object_mut(), extra) {
             // A page's own `jhdata` keys join the common ones instead of replacing them.
             if let (Some(Value::Object(own)), Some(Value::Object(common))) =

@@ -332,6 +332,16 @@ async fn spawn_pending(
             }),
         ));
     }
+    if hub.server_pending(&key) == Some("stop") {
+        // Upstream's stop_pending.html: it reloads until the stop is done.
+        return Ok(page(
+            &hub,
+            &session,
+            StatusCode::OK,
+            "stop_pending.html",
+            json!({"server_name": server}),
+        ));
+    }
     let row = hub.server_record(&owner, &server)?;
     let failure = row.and_then(|r| r.last_failure);
     let spawn_url = with_next(spawn_path(&hub, &owner.name, &server), next.as_deref());

@@ -17,5 +17,6 @@ mod robustness;
 mod servers;
 mod services;
 mod systemd_integration;
+mod templates;
 mod tokens;
 mod users;

@@ -399,16 +399,21 @@ pub fn server_user() -> String {
 /// `[Spawner]` settings that run the stub single-user server (tests/fixtures), copied where
 /// any user can read it.
 pub fn stub_spawner_config() -> String {
+    format!(
+        "[Spawner]\ncmd = [\"/usr/bin/python3\", \"{}\"]\nhttp_timeout = 20\nstart_timeout = 20\n",
+        stub_path().display()
+    )
+}
+
+/// The stub single-user server (tests/fixtures), copied where any user can read it.
+pub fn stub_path() -> PathBuf {
     let source =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stub_singleuser.py");
     let target = std::env::temp_dir().join("jupyterhub-rs-stub_singleuser.py");
     std::fs::copy(&source, &target).expect("copy stub");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).expect("chmod stub");
-    format!(
-        "[Spawner]\ncmd = [\"/usr/bin/python3\", \"{}\"]\nhttp_timeout = 20\nstart_timeout = 20\n",
-        target.display()
-    )
+    target
 }
 
 /// A venv with `jupyterhub` (5.3), `jupyterlab` and `jupyterhub-idle-culler` from PyPI.

@@ -6,7 +6,8 @@
 "use strict";
 
 const jh = window.jhdata;
-const BASE = jh.base_url;
+const BASE = jh.base_url; // the hub's: /hub/ (upstream's jhdata.base_url)
+const PREFIX = jh.prefix; // the whole hub's: /
 const POLL_MS = 5000;
 const LIMITS = [25, 50, 100, 200];
 
@@ -152,7 +153,7 @@ function listParams(offset, limit) {
 }
 
 async function fetchUsers(offset, limit) {
-  const r = await fetch(`${BASE}hub/api/users?${listParams(offset, limit)}`, {
+  const r = await fetch(`${BASE}api/users?${listParams(offset, limit)}`, {
     headers: { Accept: "application/jupyterhub-pagination+json", "X-XSRFToken": jh.xsrf_token },
     credentials: "same-origin",
   });
@@ -219,10 +220,10 @@ function serverActions(u, s) {
     }), { "aria-label": `Delete Server ${label}` }));
   }
   if (s.ready && can("access:servers", target)) {
-    actions.push(h("a", { class: "btn btn-sm btn-primary access-server", href: s.url || `${BASE}user/${enc(u.name)}/${s.name ? enc(s.name) + "/" : ""}`, "aria-label": `Access Server ${label}` }, "Access Server"));
+    actions.push(h("a", { class: "btn btn-sm btn-primary access-server", href: s.url || `${PREFIX}user/${enc(u.name)}/${s.name ? enc(s.name) + "/" : ""}`, "aria-label": `Access Server ${label}` }, "Access Server"));
   }
   if (!s.ready && !s.pending && (can("servers", target) || can("start:servers", target))) {
-    actions.push(h("a", { class: "btn btn-sm spawn-page", href: `${BASE}hub/spawn/${enc(u.name)}${s.name ? "/" + enc(s.name) : ""}`, "aria-label": `Spawn Page ${label}` }, "Spawn Page"));
+    actions.push(h("a", { class: "btn btn-sm spawn-page", href: `${BASE}spawn/${enc(u.name)}${s.name ? "/" + enc(s.name) : ""}`, "aria-label": `Spawn Page ${label}` }, "Spawn Page"));
   }
   if (can("servers", target)) {
     actions.push(btn("View Log", "view-log", () => openLog(`${path}/log`, `Log of ${label}`), { "aria-label": `View Log ${label}` }));
@@ -620,7 +621,7 @@ async function openLog(path, title) {
     if (source) { source.close(); source = null; }
     if (!follow.checked) return;
     pre.textContent = "";
-    source = new EventSource(`${BASE}hub/api${path}?follow=1&lines=200&_xsrf=${enc(jh.xsrf_token)}`, { withCredentials: true });
+    source = new EventSource(`${BASE}api${path}?follow=1&lines=200&_xsrf=${enc(jh.xsrf_token)}`, { withCredentials: true });
     source.onmessage = (event) => {
       pre.textContent += (pre.textContent ? "\n" : "") + JSON.parse(event.data).line;
       scroll();
