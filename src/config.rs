@@ -2,6 +2,7 @@
 //! option names (`c.Spawner.mem_limit` is `[Spawner] mem_limit`). Every value is validated
 //! while it is parsed, so every error carries the file, line and key.
 
+mod profiles;
 mod value;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use profiles::Profile;
 pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
 
 /// Where the hub looks for its configuration when `-f` is not given.
@@ -379,6 +381,9 @@ pub struct SpawnerConfig {
     pub poll_interval: u64,
     /// HTML fields shown before spawning; the answers become `user_options`.
     pub options_form: Option<String>,
+    /// Server profiles to choose from (as KubeSpawner's `profile_list`, declarative): shown
+    /// as the options form when `options_form` is unset, chosen by `user_options.profile`.
+    pub profiles: Vec<Profile>,
     /// A command run before each spawn with the user name as argument and the spawn
     /// environment (less secrets); a non-zero exit fails the spawn.
     pub pre_spawn_hook: Vec<String>,
@@ -445,6 +450,7 @@ impl Default for SpawnerConfig {
             http_timeout: 30,
             poll_interval: 30,
             options_form: None,
+            profiles: Vec::new(),
             pre_spawn_hook: Vec::new(),
             ip: "127.0.0.1".into(),
             debug: false,
@@ -840,7 +846,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        self.validate_profiles()
     }
 
     /// The SQLite file named by `db_url`.

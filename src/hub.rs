@@ -9,6 +9,7 @@ mod login;
 mod managed;
 mod oauth;
 mod observe;
+mod profiles;
 mod reconcile;
 mod routes;
 mod servers;

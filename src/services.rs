@@ -447,6 +447,7 @@ fn local_request(launch: &Launch) -> SpawnRequest {
         port: 0,
         limits: LimitsSpec::default(),
         groups: Vec::new(),
+        profile: None,
     }
 }
 

@@ -78,6 +78,10 @@ pub struct SpawnRequest {
     /// does not give limits, and no limit the config does not give those groups).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The `[[Spawner.profiles]]` slug the server runs with; the helper takes its command,
+    /// limits and unit properties from its own config.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 /// Limits in the units systemd and cgroups use.

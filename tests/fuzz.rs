@@ -426,6 +426,7 @@ fn spawn_request() -> impl Strategy<Value = SpawnRequest> {
                 port,
                 limits,
                 groups: Vec::new(),
+                profile: None,
             },
         )
 }

@@ -79,6 +79,7 @@ fn request(argv: &[&str], env: &[(&str, &str)], port: u16) -> SpawnRequest {
         port,
         limits: Default::default(),
         groups: Vec::new(),
+        profile: None,
     }
 }
 

@@ -230,6 +230,14 @@ impl Hub {
         let user = self.user(user_name)?;
         let key: ServerKey = (user.id, server_name.to_owned());
         let existing = self.db.read(|c| db::spawner(c, user.id, server_name))?;
+        // A profile that does not exist or is not the user's is refused now, not in the
+        // background spawn.
+        self.profile_for(
+            &user,
+            user_options
+                .as_ref()
+                .or(existing.as_ref().map(|r| &r.user_options)),
+        )?;
         if !server_name.is_empty() && existing.is_none() && hub.named_server_limit_per_user > 0 {
             let count = self.db.read(|c| db::count_named_spawners(c, user.id))?;
             if count >= i64::from(hub.named_server_limit_per_user) {

@@ -253,13 +253,24 @@ impl Hub {
             Ok(token)
         })?;
         let mut groups = self.db.read(|c| db::user_groups(c, user.id))?;
-        let limits = LimitsSpec::from(&spawner_config.limits_for(&user.name, &groups));
-        groups.retain(|g| spawner_config.group_limits.contains_key(g));
+        let profile = self.profile_for(user, Some(&row.user_options))?;
+        let limits =
+            LimitsSpec::from(&spawner_config.limits_with_profile(&user.name, &groups, profile));
+        // What the privileged helper needs to re-derive limits and profile access from its
+        // own config: the groups that give limits or open a profile.
+        groups.retain(|g| {
+            spawner_config.group_limits.contains_key(g)
+                || spawner_config.profiles.iter().any(|p| p.groups.contains(g))
+        });
         let ip = spawner_config.ip.clone();
         let port = free_port(&ip)?;
-        let env = self.build_env(user, &row.name, &token, &ip, port, &limits);
-        let mut argv = spawner_config.cmd.clone();
-        argv.extend(spawner_config.args.iter().cloned());
+        let mut env = self.build_env(user, &row.name, &token, &ip, port, &limits);
+        if let Some(profile) = profile {
+            for (k, v) in &profile.environment {
+                env.insert(k.clone(), v.replace("{username}", &user.name));
+            }
+        }
+        let argv = spawner_config.argv_for(profile);
         let mut request = SpawnRequest {
             user: user.name.clone(),
             server_name: row.name.clone(),
@@ -275,6 +286,7 @@ impl Hub {
             port,
             limits,
             groups,
+            profile: profile.map(|p| p.slug.clone()),
         };
         if let Some(dev) = &self.config.dev {
             self.dev_request(dev, &key, &mut request).await?;

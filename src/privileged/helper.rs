@@ -72,29 +72,46 @@ pub fn validate(request: &SpawnRequest, config: &Config) -> Result<(), Error> {
     if request.user.contains('/') || request.server_name.contains('/') {
         return refuse("user and server names must not contain '/'".into());
     }
-    let mut argv = config.spawner.cmd.clone();
-    argv.extend(config.spawner.args.iter().cloned());
+    // A profile of this config, open to one of the groups the hub says the user is in (the
+    // helper cannot read the hub's groups; it holds the hub to the config's profiles).
+    let spawner = &config.spawner;
+    let profile = match &request.profile {
+        Some(slug) => {
+            let profile = spawner.profile(slug).ok_or_else(|| {
+                Error::Refused(format!("{slug:?} is not a profile of the config"))
+            })?;
+            if !profile.groups.is_empty()
+                && !profile.groups.iter().any(|g| request.groups.contains(g))
+            {
+                return refuse(format!(
+                    "the profile {slug:?} is not open to the user's groups"
+                ));
+            }
+            Some(profile)
+        }
+        None if spawner.profiles.is_empty() => None,
+        None => return refuse("the config has profiles: a spawn must name one".into()),
+    };
+    let argv = spawner.argv_for(profile);
     if request.argv != argv {
         return refuse(format!(
             "the command {:?} is not the configured Spawner.cmd + args",
             request.argv
         ));
     }
-    let allowed: Vec<LimitsSpec> = std::iter::once(LimitsSpec::from(
-        &config.spawner.limits_for(&request.user, &[]),
-    ))
-    .chain(config.spawner.group_limits.keys().map(|g| {
-        LimitsSpec::from(
-            &config
-                .spawner
-                .limits_for(&request.user, std::slice::from_ref(g)),
+    let with = |groups: &[String]| {
+        LimitsSpec::from(&spawner.limits_with_profile(&request.user, groups, profile))
+    };
+    let allowed: Vec<LimitsSpec> = std::iter::once(with(&[]))
+        .chain(
+            spawner
+                .group_limits
+                .keys()
+                .map(|g| with(std::slice::from_ref(g))),
         )
-    }))
-    // A user in several groups: the combination, as the hub computes it.
-    .chain(std::iter::once(LimitsSpec::from(
-        &config.spawner.limits_for(&request.user, &request.groups),
-    )))
-    .collect();
+        // A user in several groups: the combination, as the hub computes it.
+        .chain(std::iter::once(with(&request.groups)))
+        .collect();
     if !allowed.contains(&request.limits) {
         return refuse("the limits are not ones the config gives this user".into());
     }
@@ -313,6 +330,7 @@ mod tests {
             port: 1234,
             limits: LimitsSpec::default(),
             groups: Vec::new(),
+            profile: None,
         }
     }
 
@@ -368,6 +386,54 @@ mod tests {
         validate(&other, &config).expect("unknown groups add nothing");
         other.limits.mem_limit = Some(8 << 30);
         assert!(validate(&other, &config).is_err());
+    }
+
+    #[test]
+    fn a_profile_is_held_to_the_configs_command_limits_and_groups() {
+        let mut config = Config::default();
+        config.systemd_spawner.dynamic_users = true;
+        let profiles: crate::config::SpawnerConfig = toml::from_str(
+            "[[profiles]]\nslug = \"small\"\nmem_limit = \"1G\"\n\
+             [[profiles]]\nslug = \"gpu\"\ngroups = [\"staff\"]\ncpu_limit = 8\n\
+             cmd = [\"/opt/gpu/bin/jupyterhub-singleuser\"]\n",
+        )
+        .expect("profiles");
+        config.spawner.profiles = profiles.profiles;
+        let for_profile = |slug: &str, groups: &[&str]| {
+            let mut r = request("alice", &[]);
+            let profile = config.spawner.profile(slug);
+            r.profile = Some(slug.to_owned());
+            r.groups = groups.iter().map(|g| g.to_string()).collect();
+            r.argv = config.spawner.argv_for(profile);
+            r.limits = LimitsSpec::from(
+                &config
+                    .spawner
+                    .limits_with_profile("alice", &r.groups, profile),
+            );
+            r
+        };
+        let small = for_profile("small", &[]);
+        assert_eq!(small.limits.mem_limit, Some(1 << 30));
+        validate(&small, &config).expect("an open profile");
+        // The config has profiles: a request must name one of them.
+        let mut none = small.clone();
+        none.profile = None;
+        assert!(validate(&none, &config).is_err());
+        let mut unknown = small.clone();
+        unknown.profile = Some("huge".into());
+        assert!(validate(&unknown, &config).is_err());
+        // Another profile's limits, or the default command for gpu, are refused.
+        let mut bigger = small.clone();
+        bigger.limits.mem_limit = Some(2 << 30);
+        assert!(validate(&bigger, &config).is_err());
+        let gpu = for_profile("gpu", &["staff"]);
+        assert_eq!(gpu.argv, ["/opt/gpu/bin/jupyterhub-singleuser"]);
+        validate(&gpu, &config).expect("staff may use gpu");
+        let mut wrong_command = gpu.clone();
+        wrong_command.argv = config.spawner.argv_for(None);
+        assert!(validate(&wrong_command, &config).is_err());
+        // Not in the profile's groups.
+        assert!(validate(&for_profile("gpu", &[]), &config).is_err());
     }
 
     #[test]

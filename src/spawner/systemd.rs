@@ -268,8 +268,20 @@ pub async fn start_unit(
             request.user
         )));
     }
+    let mut properties = unit_properties(request, sd)?;
+    // The profile's own unit settings come from this config (the helper's, when it starts
+    // the unit), never from the request.
+    if let Some(slug) = &request.profile {
+        let profile = config
+            .spawner
+            .profile(slug)
+            .ok_or_else(|| Error::Refused(format!("{slug:?} is not a profile of the config")))?;
+        for entry in &profile.unit_extra_properties {
+            properties.push(parse_extra_property(entry)?);
+        }
+    }
     let transient = TransientUnit {
-        properties: unit_properties(request, sd)?,
+        properties,
         environment: Some(EnvironmentFile {
             path: env_file_path(sd, &unit),
             vars: env_vars(request, sd.dynamic_users),
@@ -356,7 +368,13 @@ impl SystemdSpawner {
 
     /// As `connect`, over a connection the caller made.
     pub async fn with_systemd(systemd: Systemd, config: Arc<Config>) -> Result<Self, Error> {
-        for entry in &config.systemd_spawner.unit_extra_properties {
+        for entry in config.systemd_spawner.unit_extra_properties.iter().chain(
+            config
+                .spawner
+                .profiles
+                .iter()
+                .flat_map(|p| &p.unit_extra_properties),
+        ) {
             parse_extra_property(entry)?;
         }
         let (exits, _) = broadcast::channel(256);
@@ -669,6 +687,7 @@ mod tests {
                 ..Default::default()
             },
             groups: Vec::new(),
+            profile: None,
         };
         let contents = |request: &SpawnRequest| {
             crate::systemd::unit::environment_file_contents(&env_vars(request, false))

@@ -69,7 +69,21 @@ async fn spawn_page(
             next.as_deref(),
         )));
     }
+    // Profiles make the form (a choice among those open to the user), as an options form.
+    let profiles = hub.profile_choices(&owner)?;
+    // Where the form posts: this page (the router sees its path without `{base_url}hub`).
+    let spawn_url = with_next(spawn_path(&hub, &owner.name, &server), next.as_deref());
+    let spawn_url = spawn_url.as_str();
     let options = match (&hub.config().spawner.options_form, form) {
+        (_, None) if !profiles.is_empty() => {
+            return Ok(page(
+                &hub,
+                &session,
+                StatusCode::OK,
+                "spawn.html",
+                json!({"profiles": profiles, "spawn_url": spawn_url}),
+            ));
+        }
         (Some(options_form), None) if !options_form.trim().is_empty() => {
             return Ok(page(
                 &hub,
@@ -78,7 +92,7 @@ async fn spawn_page(
                 "spawn.html",
                 json!({
                     "options_form": options_form,
-                    "spawn_url": uri.path_and_query().map(|p| p.as_str()).unwrap_or(""),
+                    "spawn_url": spawn_url,
                 }),
             ));
         }
@@ -100,6 +114,16 @@ async fn spawn_page(
             next.as_deref(),
         ))),
         Ok(Err(e)) => {
+            if !profiles.is_empty() {
+                let failure = crate::status::Failure::from(e);
+                return Ok(page(
+                    &hub,
+                    &session,
+                    failure.status,
+                    "spawn.html",
+                    json!({"profiles": profiles, "error": failure.message, "spawn_url": spawn_url}),
+                ));
+            }
             if let Some(form) = &hub.config().spawner.options_form {
                 let failure = crate::status::Failure::from(e);
                 return Ok(page(
@@ -109,7 +133,7 @@ async fn spawn_page(
                     "spawn.html",
                     json!({
                         "options_form": form, "error": failure.message,
-                        "spawn_url": uri.path_and_query().map(|p| p.as_str()).unwrap_or(""),
+                        "spawn_url": spawn_url,
                     }),
                 ));
             }

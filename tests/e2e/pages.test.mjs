@@ -3,13 +3,17 @@
 // revoke it from "Authorized Applications". Each step is checked through the REST API.
 // Screenshots go to $E2E_SCREENSHOTS (default target/e2e-screenshots).
 //
-// Environment: JUPYTERHUB_BIN (default target/debug/jupyterhub). Runs with the local set-up
+// Also the spawn form of a hub with server profiles: pick one, start, and the server runs with
+// its limits.
+//
+// Environment: JUPYTERHUB_BIN (default target/debug/jupyterhub), E2E_USER (the system user
+// the local spawner runs servers as when the tests run as root). Runs with the local set-up
 // only (E2E_SPAWNER unset or "local"): the page needs no server, and the contained systemd's
 // run of tests/e2e/ is for what differs there.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync, readFileSync, openSync, mkdirSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync, readFileSync, openSync, mkdirSync, copyFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import net from "node:net";
@@ -19,6 +23,8 @@ const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const SHOTS = resolve(process.env.E2E_SCREENSHOTS || "target/e2e-screenshots");
 const SPAWNER = process.env.E2E_SPAWNER || "local";
 const SERVICE_SECRET = "grader-service-secret-0123456789";
+const USER = process.env.E2E_USER || "jh-e2e";
+const STUB = resolve("tests/fixtures/stub_singleuser.py");
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -46,7 +52,7 @@ async function until(what, check, ms = 20000) {
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
 }
 
-async function startHub() {
+async function startHub(extra = "") {
   const dir = mkdtempSync(join(tmpdir(), "jh-pages-"));
   const port = await freePort();
   const hubPort = await freePort();
@@ -70,6 +76,7 @@ api_token = "${SERVICE_SECRET}"
 name = "graders"
 scopes = ["access:services!service=grader"]
 users = ["alice"]
+${extra}
 `);
   const log = openSync(join(dir, "hub.log"), "a");
   const child = spawn(BIN, ["-f", config], { cwd: dir, stdio: ["ignore", log, log] });
@@ -176,6 +183,72 @@ if (SPAWNER === "local") test("the token page: request, revoke, authorized appli
     assert.deepEqual(errors, [], "no script errors");
   } catch (e) {
     await shot("failure-state").catch(() => {});
+    console.log(hub.log());
+    throw e;
+  }
+});
+
+if (SPAWNER === "local") test("the spawn form with server profiles: pick one, start, its limits apply", { timeout: 120000 }, async (t) => {
+  mkdirSync(SHOTS, { recursive: true });
+  // The server runs as another account: the stub must be readable by it.
+  const stubDir = mkdtempSync(join(tmpdir(), "jh-pages-stub-"));
+  chmodSync(stubDir, 0o755);
+  const stub = join(stubDir, "stub_singleuser.py");
+  copyFileSync(STUB, stub);
+  chmodSync(stub, 0o644);
+  const hub = await startHub(`
+[Spawner]
+cmd = ["/usr/bin/python3", "${stub}"]
+http_timeout = 20
+start_timeout = 20
+
+[[Spawner.profiles]]
+slug = "standard"
+display_name = "Standard"
+default = true
+
+[[Spawner.profiles]]
+slug = "small"
+display_name = "Small: 512 MiB"
+description = "For <em>light</em> work"
+mem_limit = "512M"
+`);
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+  });
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    hub.child.kill("SIGTERM");
+    if (process.getuid && process.getuid() === 0) spawnSync("pkill", ["-u", USER, "-f", "stub_singleuser"]);
+  });
+  const page = await (await browser.newContext({ viewport: { width: 1300, height: 900 } })).newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  const user = process.getuid && process.getuid() === 0 ? USER : (process.env.USER || "root");
+  try {
+    await page.goto(`${hub.url}/hub/login`);
+    await page.fill("#username_input", user);
+    await page.fill("#password_input", "any");
+    await page.click("#login_submit");
+    // Logging in goes to the spawn page, which is the profile form.
+    await page.waitForSelector("#profile-list");
+    assert.ok(await page.isChecked("#profile-item-standard"), "the default is chosen");
+    assert.match(await page.textContent("#profile-list"), /For light work/);
+    const shot = join(SHOTS, "spawn-profiles.png");
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`screenshot: ${shot}`);
+    await page.check("#profile-item-small");
+    await page.click("#spawn_form input[type=submit]");
+    await page.waitForURL(new RegExp(`/user/${user}/`), { timeout: 30000 });
+    await page.goto(`${hub.url}/hub/home`);
+    const model = await apiCall(page, "GET", `/users/${user}`);
+    assert.equal(model.body.servers[""].user_options.profile, "small", JSON.stringify(model.body));
+    const env = await (await fetch(`${hub.url}/user/${user}/env`)).json();
+    assert.equal(env.MEM_LIMIT, String(512 * 1024 * 1024), JSON.stringify(env));
+    assert.equal((await apiCall(page, "DELETE", `/users/${user}/server`)).status < 300, true);
+    assert.deepEqual(errors, [], "no script errors");
+  } catch (e) {
     console.log(hub.log());
     throw e;
   }

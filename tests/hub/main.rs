@@ -12,6 +12,7 @@ mod managed;
 mod oauth;
 mod pam;
 mod privileged;
+mod profiles;
 mod rest;
 mod robustness;
 mod servers;

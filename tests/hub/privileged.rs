@@ -28,6 +28,7 @@ fn spawn_request(system_user: &str, argv: &[&str]) -> SpawnRequest {
         port: 40000,
         limits: LimitsSpec::default(),
         groups: Vec::new(),
+        profile: None,
     }
 }
 

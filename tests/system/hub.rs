@@ -3,7 +3,8 @@
 //! user servers survive `kill -9` of the hub and are picked up again before it reports ready;
 //! stray `jupyter-*` units are reported and left alone; a unit that dies on its own loses its
 //! route and keeps its reason; an admin reads a server's memory (its cgroup's) against its
-//! limit, its journal (followed live) and "out of memory" once the kernel kills it;
+//! limit, its journal (followed live) and "out of memory" once the kernel kills it; a
+//! profile's limits and properties are its unit's;
 //! `concurrent_spawn_limit` holds with 20 real users at once.
 //! Needs root (fails, saying so, otherwise).
 
@@ -155,6 +156,17 @@ poll_interval = 3600
 
 [Spawner.user_limits."{limited}"]
 mem_limit = "{LIMITED_MEMORY}"
+
+# The default profile changes nothing; "tiny" sets the unit's limits and a property.
+[[Spawner.profiles]]
+slug = "standard"
+default = true
+
+[[Spawner.profiles]]
+slug = "tiny"
+mem_limit = "48M"
+cpu_limit = 0.5
+unit_extra_properties = ["IOWeight=42"]
 "#,
             limited = crowd_user(LIMITED_USER),
             db = dir.join("jupyterhub.sqlite").display(),
@@ -437,6 +449,7 @@ fn hub_with_systemd_spawner() {
             servers_survive_kill_9_of_the_hub(&hub).await;
             a_unit_that_dies_loses_its_route_and_keeps_the_reason(&hub).await;
             admins_read_live_use_logs_and_out_of_memory(&hub).await;
+            a_profile_sets_the_units_limits(&hub).await;
             concurrent_spawn_limit_holds(&hub).await;
             managed_services_are_units_that_outlive_the_hub(&hub).await;
         });
@@ -772,6 +785,42 @@ async fn admins_read_live_use_logs_and_out_of_memory(hub: &Hub<'_>) {
         "{log}"
     );
     assert_eq!(&log["last_failure"], failure, "{log}");
+}
+
+/// `[[Spawner.profiles]]`: the chosen profile's limits and unit properties are the unit's.
+async fn a_profile_sets_the_units_limits(hub: &Hub<'_>) {
+    let user = crowd_user(5);
+    let unit = server_unit(&user);
+    let (status, _, body) = hub
+        .call(
+            reqwest::Method::POST,
+            &format!("/users/{user}/server"),
+            Some(json!({"profile": "tiny"})),
+        )
+        .await;
+    assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
+    hub.wait_ready(&user).await;
+    assert_eq!(hub.sd.prop(&unit, "MemoryMax"), (48u64 << 20).to_string());
+    assert_eq!(hub.sd.prop(&unit, "CPUQuotaPerSecUSec"), "500ms");
+    assert_eq!(hub.sd.prop(&unit, "IOWeight"), "42");
+    let (status, _, body) = hub
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/users/{user}/server"),
+            None,
+        )
+        .await;
+    assert!(matches!(status.as_u16(), 202 | 204), "{status} {body}");
+    hub.wait_stopped(&user).await;
+    // Unknown profiles are refused before any unit starts.
+    let (status, _, body) = hub
+        .call(
+            reqwest::Method::POST,
+            &format!("/users/{user}/server"),
+            Some(json!({"profile": "huge"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 async fn concurrent_spawn_limit_holds(hub: &Hub<'_>) {
