@@ -1,8 +1,9 @@
-//! Who is asking: authenticators (PAM, dummy, shared password, null), the username policy
+//! Who is asking: authenticators (PAM, dummy, shared password, first use, null), the username policy
 //! shared by all of them (normalisation, allow/block/admin lists), and API token hashing
 //! that is byte-compatible with JupyterHub's `hash_token`.
 
 pub mod cookie;
+pub mod first_use;
 pub mod pam;
 
 use std::collections::{BTreeSet, HashMap};
@@ -27,6 +28,11 @@ pub enum Error {
     Pam(String),
     #[error("the privileged helper failed: {0}")]
     Helper(String),
+    /// A new password the authenticator refuses; the message is for the person choosing it.
+    #[error("{0}")]
+    PasswordRejected(String),
+    #[error("password store: {0}")]
+    Password(String),
 }
 
 /// Hash rounds for tokens the hub generated (random, so one round suffices) and for tokens

@@ -47,6 +47,8 @@ pub struct Config {
     pub dummy: DummyConfig,
     #[serde(rename = "SharedPasswordAuthenticator")]
     pub shared_password: SharedPasswordConfig,
+    #[serde(rename = "FirstUseAuthenticator")]
+    pub first_use: FirstUseConfig,
     #[serde(rename = "Spawner")]
     pub spawner: SpawnerConfig,
     #[serde(rename = "SystemdSpawner")]
@@ -322,6 +324,26 @@ pub struct DummyConfig {
 pub struct SharedPasswordConfig {
     pub user_password: Option<Secret>,
     pub admin_password: Option<Secret>,
+}
+
+/// `[FirstUseAuthenticator]` (TLJH's default, firstuseauthenticator's option names): the first
+/// login of a name sets its password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirstUseConfig {
+    /// Names the hub does not know yet may sign up by logging in; when false, only users
+    /// already added (by an admin, or in `allowed_users`) may set their password.
+    pub create_users: bool,
+    pub min_password_length: usize,
+}
+
+impl Default for FirstUseConfig {
+    fn default() -> Self {
+        FirstUseConfig {
+            create_users: true,
+            min_password_length: 7,
+        }
+    }
 }
 
 /// Resource limits; each may be overridden per user or per group.
@@ -663,7 +685,7 @@ impl Config {
     /// Cross-field checks that serde cannot express; messages name the key.
     pub fn validate(&self) -> Result<(), String> {
         let hub = &self.hub;
-        let known_auth = ["pam", "dummy", "shared-password", "null"];
+        let known_auth = ["pam", "dummy", "shared-password", "firstuse", "null"];
         if !known_auth.contains(&hub.authenticator_class.as_str()) {
             return Err(format!(
                 "JupyterHub.authenticator_class: unknown authenticator {:?}, expected one of {}",

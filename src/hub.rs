@@ -101,7 +101,8 @@ pub struct Hub(Arc<Inner>);
 /// from here): handlers call `Hub` verbs, and read what they may through the accessors below.
 pub struct Inner {
     config: Config,
-    db: Db,
+    /// Shared with the first-use authenticator's password store.
+    db: Arc<Db>,
     secret: CookieSecret,
     authenticator: Arc<dyn Authenticator>,
     policy: Policy,
@@ -160,8 +161,13 @@ fn crypt_keys() -> Result<Option<fernet::MultiFernet>> {
     Ok((!keys.is_empty()).then(|| fernet::MultiFernet::new(keys)))
 }
 
-fn make_authenticator(config: &Config) -> Arc<dyn Authenticator> {
+fn make_authenticator(config: &Config, db: &Arc<Db>) -> Arc<dyn Authenticator> {
     match config.hub.authenticator_class.as_str() {
+        "firstuse" => Arc::new(auth::first_use::FirstUse {
+            store: Arc::new(login::Passwords(Arc::clone(db))),
+            create_users: config.first_use.create_users,
+            min_password_length: config.first_use.min_password_length,
+        }),
         "dummy" => Arc::new(auth::Dummy {
             password: config
                 .dummy
@@ -200,7 +206,7 @@ impl Hub {
     /// Open the database, load secrets, sync config-defined roles, groups, services and
     /// tokens. In `Mode::Serve` the caller then binds listeners and calls `reconcile`.
     pub async fn open(config: Config, mode: Mode) -> Result<Hub> {
-        let db = Db::open(&config.db_path(), config.hub.upgrade_db)?;
+        let db = Arc::new(Db::open(&config.db_path(), config.hub.upgrade_db)?);
         let env_secret = std::env::var("JPY_COOKIE_SECRET").ok();
         let secret = CookieSecret::load(&config.hub.cookie_secret_file, env_secret.as_deref())?;
         let crypt = crypt_keys()?;
@@ -209,7 +215,7 @@ impl Hub {
                 "enable_auth_state requires JUPYTERHUB_CRYPT_KEY".into(),
             ));
         }
-        let authenticator = make_authenticator(&config);
+        let authenticator = make_authenticator(&config, &db);
         let policy = Policy::from_config(&config, authenticator.allows_all_by_default());
         // CLI commands never spawn, so they need no D-Bus connection.
         let spawner: Arc<dyn Spawner> = match spawner_class(&config) {

@@ -38,6 +38,8 @@ pub fn login_failure(error: hub::Error) -> Failure {
         hub::Error::Auth(A::NotAllowed(_) | A::InvalidCredentials | A::InvalidName { .. }) => {
             refused("Invalid username or password")
         }
+        // A first login's password that is refused: say why, so a better one can be chosen.
+        hub::Error::Auth(A::PasswordRejected(message)) => refused(&message),
         e => {
             tracing::error!(error = %e, "login failed");
             Failure {
@@ -79,7 +81,10 @@ impl From<hub::Error> for Failure {
                     (StatusCode::FORBIDDEN, e.to_string())
                 }
                 crate::auth::Error::NoLogin => (StatusCode::NOT_FOUND, e.to_string()),
-                crate::auth::Error::Pam(_) | crate::auth::Error::Helper(_) => {
+                crate::auth::Error::PasswordRejected(m) => (StatusCode::BAD_REQUEST, m.clone()),
+                crate::auth::Error::Pam(_)
+                | crate::auth::Error::Helper(_)
+                | crate::auth::Error::Password(_) => {
                     tracing::error!(error = %e, "authentication backend failed");
                     (
                         StatusCode::INTERNAL_SERVER_ERROR,

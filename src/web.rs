@@ -47,6 +47,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("admin.html", include_str!("web/templates/admin.html")),
     ("oauth.html", include_str!("web/templates/oauth.html")),
     (
+        "change_password.html",
+        include_str!("web/templates/change_password.html"),
+    ),
+    (
         "stop_pending.html",
         include_str!("web/templates/stop_pending.html"),
     ),
@@ -193,6 +197,14 @@ pub fn router() -> Router<Hub> {
         .route("/", get(pages::hub_root))
         .route("/login", get(login::login_form).post(login::login_submit))
         .route("/logout", get(login::logout))
+        .route(
+            "/auth/change-password",
+            get(login::change_password_form).post(login::change_password_submit),
+        )
+        .route(
+            "/auth/change-password/{user}",
+            get(login::change_password_form).post(login::change_password_submit),
+        )
         .route("/home", get(pages::home))
         .route("/token", get(pages::token_page))
         .route("/admin", get(admin::admin_page))

@@ -19,6 +19,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "003_runtime_services",
         include_str!("../../migrations/003_runtime_services.sql"),
     ),
+    (
+        "004_first_use_passwords",
+        include_str!("../../migrations/004_first_use_passwords.sql"),
+    ),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

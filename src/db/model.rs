@@ -5,6 +5,7 @@
 
 mod group;
 mod oauth;
+mod password;
 mod role;
 mod service;
 mod spawner;
@@ -20,6 +21,7 @@ use super::{Error, Result};
 
 pub use group::*;
 pub use oauth::*;
+pub use password::*;
 pub use role::*;
 pub use service::*;
 pub use spawner::*;

@@ -9,6 +9,31 @@ use crate::db::{self, UserRow};
 
 use super::{Error, Hub, Result};
 
+/// The first-use authenticator's passwords, in the hub's database.
+pub(super) struct Passwords(pub(super) std::sync::Arc<db::Db>);
+
+impl crate::auth::first_use::PasswordStore for Passwords {
+    fn hash_of(&self, name: &str) -> std::result::Result<Option<String>, String> {
+        self.0
+            .read(|c| db::first_use_password(c, name))
+            .map_err(|e| e.to_string())
+    }
+
+    fn set_hash(&self, name: &str, hash: &str) -> std::result::Result<(), String> {
+        let now = crate::time::now();
+        self.0
+            .write(|tx| db::set_first_use_password(tx, name, hash, now))
+            .map_err(|e| e.to_string())
+    }
+
+    fn user_exists(&self, name: &str) -> std::result::Result<bool, String> {
+        self.0
+            .read(|c| db::user_by_name(c, name))
+            .map(|u| u.is_some())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The first wait once a pair is over the limit; each further failure doubles it.
 const FIRST_LOCKOUT: Duration = Duration::from_secs(5);
 
@@ -160,6 +185,63 @@ impl Hub {
         }
         tracing::info!(user = %user.name, client, "user logged in");
         Ok(user)
+    }
+
+    /// Whether logins set and check passwords the hub keeps (the first-use authenticator).
+    pub fn has_own_passwords(&self) -> bool {
+        self.config.hub.authenticator_class == "firstuse"
+    }
+
+    /// Change `target`'s first-use password. `current` is the password the person changing
+    /// their own gives (checked); an admin resetting another user's gives none (the caller
+    /// holds `admin:users` on them, which the page checks).
+    pub async fn change_password(
+        &self,
+        target: &UserRow,
+        current: Option<&str>,
+        new: &str,
+        confirmation: &str,
+    ) -> Result<()> {
+        use crate::auth::first_use;
+        if !self.has_own_passwords() {
+            return Err(Error::NotFound(
+                "This hub's authenticator keeps no passwords of its own".into(),
+            ));
+        }
+        if let Some(current) = current {
+            let hash = self.db.read(|c| db::first_use_password(c, &target.name))?;
+            let current = current.to_owned();
+            let ok = match hash {
+                Some(hash) => {
+                    tokio::task::spawn_blocking(move || first_use::verify_password(&hash, &current))
+                        .await
+                        .unwrap_or(false)
+                }
+                None => false,
+            };
+            if !ok {
+                return Err(Error::Forbidden(
+                    "Your current password is not correct.".into(),
+                ));
+            }
+        }
+        if new != confirmation {
+            return Err(Error::BadRequest(
+                "The new password and its confirmation do not match.".into(),
+            ));
+        }
+        first_use::check_new_password(new, self.config.first_use.min_password_length)
+            .map_err(Error::Auth)?;
+        let new = new.to_owned();
+        let hash = tokio::task::spawn_blocking(move || first_use::hash_password(&new))
+            .await
+            .map_err(|e| Error::Unavailable(format!("hashing failed: {e}")))?
+            .map_err(Error::Auth)?;
+        let now = crate::time::now();
+        self.db
+            .write(|tx| db::set_first_use_password(tx, &target.name, &hash, now))?;
+        tracing::info!(user = %target.name, by_self = current.is_some(), "password changed");
+        Ok(())
     }
 
     /// Logout: tokens issued to this browser session (OAuth tokens of servers) are revoked.

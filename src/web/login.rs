@@ -118,3 +118,175 @@ pub async fn logout(State(hub): State<Hub>, session: Session) -> Response {
     set_cookies(&mut response, logout_cookies(&hub));
     response
 }
+
+#[derive(serde::Deserialize)]
+pub struct ChangePasswordForm {
+    #[serde(default)]
+    current_password: Option<String>,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirmation: String,
+    #[serde(rename = "_xsrf")]
+    xsrf: Option<String>,
+}
+
+/// Whose password a change-password page is for: the logged-in user's own, or (for a holder
+/// of `admin:users` on them) another user's.
+fn password_target(
+    hub: &Hub,
+    session: &Session,
+    uri: &axum::http::Uri,
+    name: Option<String>,
+) -> Result<Result<(hub::UserRow, bool), Response>, PageError> {
+    if !hub.has_own_passwords() {
+        return Err(hub::Error::NotFound(
+            "This hub's authenticator keeps no passwords of its own".into(),
+        )
+        .into());
+    }
+    let me = match super::base::require_user(hub, session, uri) {
+        Ok(me) => me,
+        Err(redirect) => return Ok(Err(redirect)),
+    };
+    let Some(name) = name.filter(|n| *n != me.name) else {
+        return Ok(Ok((me, false)));
+    };
+    let identity = session
+        .identity
+        .as_ref()
+        .ok_or_else(|| hub::Error::Forbidden("not logged in".into()))?;
+    let target = hub
+        .user(&name)
+        .map_err(|_| hub::Error::NotFound(format!("No such user: {name}")))?;
+    let groups = hub.user_groups(&target)?;
+    if !identity.allows(
+        "admin:users",
+        &crate::rbac::Resource::User {
+            name: &target.name,
+            groups: &groups,
+        },
+    ) {
+        return Err(hub::Error::Forbidden(format!("You may not set {name}'s password")).into());
+    }
+    Ok(Ok((target, true)))
+}
+
+fn password_page(
+    hub: &Hub,
+    session: &Session,
+    status: StatusCode,
+    target: &hub::UserRow,
+    for_other: bool,
+    outcome: (Option<&str>, Option<&str>),
+) -> Response {
+    let action = if for_other {
+        format!(
+            "{}hub/auth/change-password/{}",
+            hub.base_url(),
+            encode(&target.name)
+        )
+    } else {
+        format!("{}hub/auth/change-password", hub.base_url())
+    };
+    page(
+        hub,
+        session,
+        status,
+        "change_password.html",
+        json!({
+            "action": action,
+            "target": target.name,
+            "for_other": for_other,
+            "min_length": hub.config().first_use.min_password_length,
+            "error": outcome.0,
+            "result": outcome.1,
+        }),
+    )
+}
+
+/// `GET /hub/auth/change-password[/{user}]`.
+pub async fn change_password_form(
+    State(hub): State<Hub>,
+    session: Session,
+    uri: axum::http::Uri,
+    name: Option<axum::extract::Path<String>>,
+) -> Result<Response, PageError> {
+    let (target, for_other) = match password_target(&hub, &session, &uri, name.map(|p| p.0))? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    Ok(password_page(
+        &hub,
+        &session,
+        StatusCode::OK,
+        &target,
+        for_other,
+        (None, None),
+    ))
+}
+
+/// `POST /hub/auth/change-password[/{user}]`.
+pub async fn change_password_submit(
+    State(hub): State<Hub>,
+    session: Session,
+    uri: axum::http::Uri,
+    name: Option<axum::extract::Path<String>>,
+    Form(form): Form<ChangePasswordForm>,
+) -> Result<Response, PageError> {
+    let (target, for_other) = match password_target(&hub, &session, &uri, name.map(|p| p.0))? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    if !session.check_form_xsrf(&hub, form.xsrf.as_deref()) {
+        return Ok(password_page(
+            &hub,
+            &session,
+            StatusCode::FORBIDDEN,
+            &target,
+            for_other,
+            (Some("The form is invalid or expired. Try again."), None),
+        ));
+    }
+    let current = if for_other {
+        None
+    } else {
+        Some(form.current_password.as_deref().unwrap_or(""))
+    };
+    let answer = hub
+        .change_password(
+            &target,
+            current,
+            &form.password,
+            &form.password_confirmation,
+        )
+        .await;
+    Ok(match answer {
+        Ok(()) => {
+            let done = if for_other {
+                format!("The password of {} has been changed.", target.name)
+            } else {
+                "Your password has been changed successfully!".to_owned()
+            };
+            password_page(
+                &hub,
+                &session,
+                StatusCode::OK,
+                &target,
+                for_other,
+                (None, Some(&done)),
+            )
+        }
+        Err(e) => {
+            let failure = crate::status::Failure::from(e);
+            password_page(
+                &hub,
+                &session,
+                failure.status,
+                &target,
+                for_other,
+                (Some(&failure.message), None),
+            )
+        }
+    })
+}

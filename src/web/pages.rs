@@ -62,6 +62,7 @@ pub async fn home(
             "named_servers": spawners.iter().filter(|r| !r.name.is_empty()).map(describe).collect::<Vec<_>>(),
             "allow_named_servers": hub.config().hub.allow_named_servers,
             "failure": failure,
+            "change_password_url": hub.has_own_passwords().then(|| format!("{}hub/auth/change-password", hub.base_url())),
         }),
     ))
 }

@@ -6,6 +6,7 @@ mod support;
 mod admin_api;
 mod cli;
 mod dev;
+mod first_use;
 mod groups;
 mod login;
 mod managed;
