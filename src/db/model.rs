@@ -1,5 +1,5 @@
 //! Rows and the queries on them, a file per table (`model/user.rs`, `spawner.rs`, `group.rs`,
-//! `role.rs`, `service.rs`, `token.rs`, `oauth.rs`), all re-exported here so `db::foo` names
+//! `role.rs`, `service.rs`, `share.rs`, `token.rs`, `oauth.rs`), all re-exported here so `db::foo` names
 //! them. Functions take a `&Connection` (reads) or a `&Transaction` (writes) so callers
 //! compose several into one transaction.
 
@@ -7,6 +7,7 @@ mod group;
 mod oauth;
 mod role;
 mod service;
+mod share;
 mod spawner;
 mod token;
 mod user;
@@ -22,6 +23,7 @@ pub use group::*;
 pub use oauth::*;
 pub use role::*;
 pub use service::*;
+pub use share::*;
 pub use spawner::*;
 pub use token::*;
 pub use user::*;
