@@ -42,7 +42,10 @@ fn require_on_owner(
     owner: &str,
     server: Option<&str>,
 ) -> Result<(), ApiError> {
-    let groups = hub.user(owner).and_then(|u| hub.user_groups(&u)).unwrap_or_default();
+    let groups = hub
+        .user(owner)
+        .and_then(|u| hub.user_groups(&u))
+        .unwrap_or_default();
     let resource = match server {
         Some(server) => Resource::Server {
             user: owner,
@@ -328,7 +331,11 @@ pub async fn user_share(
     }): Path<SharePath>,
 ) -> Result<Json<Value>, ApiError> {
     require_on_owner(&hub, &identity, "read:users:shares", &name, None)?;
-    Ok(Json(hub.share(ShareTarget::User(&name), &owner, &server)?))
+    Ok(Json(hub.share(
+        ShareTarget::User(&name),
+        &owner,
+        &server,
+    )?))
 }
 
 /// `DELETE /users/{name}/shared/{owner}/{server}` (users:shares): give a share up.
@@ -375,7 +382,11 @@ pub async fn group_share(
     }): Path<SharePath>,
 ) -> Result<Json<Value>, ApiError> {
     require_on_group(&identity, "read:groups:shares", &name)?;
-    Ok(Json(hub.share(ShareTarget::Group(&name), &owner, &server)?))
+    Ok(Json(hub.share(
+        ShareTarget::Group(&name),
+        &owner,
+        &server,
+    )?))
 }
 
 /// `DELETE /groups/{name}/shared/{owner}/{server}` (groups:shares).
@@ -392,4 +403,3 @@ pub async fn delete_group_share(
     hub.delete_share(ShareTarget::Group(&name), &owner, &server)?;
     Ok(StatusCode::NO_CONTENT)
 }
-

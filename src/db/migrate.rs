@@ -19,7 +19,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "003_runtime_services",
         include_str!("../../migrations/003_runtime_services.sql"),
     ),
-    ("004_shares", include_str!("../../migrations/004_shares.sql")),
+    (
+        "004_shares",
+        include_str!("../../migrations/004_shares.sql"),
+    ),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

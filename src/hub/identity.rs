@@ -180,7 +180,11 @@ impl Hub {
         // Upstream's `get_scopes_for`: what is shared with the user, directly or with one of
         // the user's groups, joins the user's own scopes (always `!server=`-filtered).
         if let Principal::User(user) = principal {
-            raw.extend(db::shared_scopes_of_user(conn, user.id, crate::time::now())?);
+            raw.extend(db::shared_scopes_of_user(
+                conn,
+                user.id,
+                crate::time::now(),
+            )?);
         }
         let groups = match principal {
             Principal::User(user) => db::user_groups(conn, user.id)?,

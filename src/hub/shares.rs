@@ -184,7 +184,13 @@ impl Hub {
                     Some(row) => self.user_groups(row)?,
                     None => Vec::new(),
                 };
-                if !identity.allows("read:users:name", &Resource::User { name, groups: &groups }) {
+                if !identity.allows(
+                    "read:users:name",
+                    &Resource::User {
+                        name,
+                        groups: &groups,
+                    },
+                ) {
                     return Err(Error::Forbidden(
                         "Need scope 'read:users:name' to share with users by name".into(),
                     ));
@@ -232,8 +238,7 @@ impl Hub {
                     db::insert_share(tx, owner.id, row.id, with, scopes, crate::time::now())?;
                 }
             }
-            db::share_of(tx, row.id, with)?
-                .ok_or_else(|| db::Error::NotFound("share".into()))
+            db::share_of(tx, row.id, with)?.ok_or_else(|| db::Error::NotFound("share".into()))
         })?;
         tracing::info!(owner = %owner.name, server = %row.name, scopes = ?share.scopes, "shared");
         Ok(share)
@@ -292,7 +297,9 @@ impl Hub {
     /// `DELETE /shares/{owner}/{server}`: every share of the server.
     pub fn delete_server_shares(&self, owner: &str, server: &str) -> Result<()> {
         if let Some(row) = self.shared_server(owner, server)?.row {
-            let n = self.db.write(|tx| db::delete_shares_of_server(tx, row.id))?;
+            let n = self
+                .db
+                .write(|tx| db::delete_shares_of_server(tx, row.id))?;
             tracing::info!(owner, server, deleted = n, "deleted shares");
         }
         Ok(())
@@ -305,7 +312,9 @@ impl Hub {
             .read(|c| db::user_by_name(c, name))?
             .ok_or_else(|| Error::NotFound(format!("No such user: {name}")))?;
         let now = crate::time::now();
-        let rows = self.db.read(|c| db::shares(c, ShareQuery::User(user.id), now))?;
+        let rows = self
+            .db
+            .read(|c| db::shares(c, ShareQuery::User(user.id), now))?;
         Ok(rows.iter().map(|s| self.share_model(s)).collect())
     }
 
@@ -373,7 +382,10 @@ impl Hub {
         };
         let now = crate::time::now();
         let rows = self.db.read(|c| db::share_codes(c, query, now))?;
-        Ok(rows.iter().map(|c| self.share_code_model(c, None)).collect())
+        Ok(rows
+            .iter()
+            .map(|c| self.share_code_model(c, None))
+            .collect())
     }
 
     /// `POST /share-codes/{owner}/{server}`: a new code, shown (with its accept URL) once.
@@ -557,6 +569,9 @@ mod tests {
     fn codes_are_url_safe_and_long() {
         let code = new_share_code();
         assert_eq!(code.len(), 43);
-        assert!(code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            code.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
     }
 }
