@@ -339,7 +339,7 @@ fn accept_share_next(
 pub async fn accept_share(
     State(hub): State<Hub>,
     session: Session,
-    uri: Uri,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     super::base::FirstQuery(query): super::base::FirstQuery<AcceptShareQuery>,
 ) -> Result<Response, PageError> {
     let user = match require_user(&hub, &session, &uri) {
@@ -389,7 +389,7 @@ pub async fn accept_share(
 pub async fn accept_share_post(
     State(hub): State<Hub>,
     session: Session,
-    uri: Uri,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     super::base::FirstQuery(query): super::base::FirstQuery<AcceptShareQuery>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
