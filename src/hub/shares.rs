@@ -538,14 +538,14 @@ mod tests {
             "read:servers!server=alice/nb".to_owned(),
         ];
         assert_eq!(
-            apply_server_filter(&scopes, "alice", "nb").unwrap(),
+            apply_server_filter(&scopes, "alice", "nb").expect("filtered"),
             vec![
                 "access:servers!server=alice/nb".to_owned(),
                 "read:servers!server=alice/nb".to_owned()
             ]
         );
         let other = vec!["access:servers!user=alice".to_owned()];
-        let err = apply_server_filter(&other, "alice", "nb").unwrap_err();
+        let err = apply_server_filter(&other, "alice", "nb").expect_err("refused");
         assert_eq!(
             err.to_string(),
             "!user=alice not allowed on sharing access:servers!user=alice, only !server=alice/nb"
@@ -555,11 +555,11 @@ mod tests {
     #[test]
     fn default_scope_is_access_to_the_server() {
         assert_eq!(
-            requested_scopes(None, "alice", "").unwrap(),
+            requested_scopes(None, "alice", "").expect("default"),
             vec!["access:servers!server=alice/".to_owned()]
         );
         assert_eq!(
-            requested_scopes(Some(&[]), "alice", "").unwrap(),
+            requested_scopes(Some(&[]), "alice", "").expect("default"),
             vec!["access:servers!server=alice/".to_owned()]
         );
         assert!(requested_scopes(Some(&["nope".to_owned()]), "alice", "").is_err());

@@ -1,6 +1,6 @@
 //! Upstream's `pages.py`: `/hub/` and where it sends you, home, the token page, the
-//! `/hub/user/…` and `/hub/user-redirect/…` fallbacks for servers without a route, and
-//! metrics; with the helpers every page handler shares (rendering, redirects, `next`).
+//! `/hub/user/…` and `/hub/user-redirect/…` fallbacks for servers without a route, the
+//! accept-share page and metrics; with the helpers every page handler shares (rendering, redirects, `next`).
 
 use std::time::Duration;
 
