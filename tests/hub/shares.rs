@@ -455,3 +455,45 @@ async fn accept_share_page_exchanges_a_code() {
         .expect("page");
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn share_lists_are_paginated() {
+    let (hub, _admin) = hub_with_users().await;
+    let alice = hub.token("alice", &[]);
+    for user in ["bob", "carol"] {
+        let (status, _) = call(
+            &hub,
+            "POST",
+            "/shares/alice/",
+            &alice,
+            Some(json!({"user": user})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let page = |path: &str| {
+        reqwest::Client::new()
+            .get(hub.api(path))
+            .header("Authorization", format!("token {alice}"))
+            .header("Accept", "application/jupyterhub-pagination+json")
+            .send()
+    };
+    let body: Value = page("/shares/alice/?limit=1")
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["items"][0]["user"]["name"], "bob");
+    assert_eq!(body["_pagination"]["total"], 2);
+    assert_eq!(body["_pagination"]["next"]["offset"], 1);
+    let body: Value = page("/shares/alice?offset=1")
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["items"][0]["user"]["name"], "carol", "{body}");
+    assert_eq!(body["_pagination"]["next"], Value::Null);
+}
