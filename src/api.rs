@@ -10,6 +10,7 @@ mod hub_info;
 mod proxy;
 mod servers;
 mod services;
+mod shares;
 mod tokens;
 mod users;
 
@@ -82,6 +83,63 @@ pub fn router() -> Router<Hub> {
         .route(
             "/groups/{name}/properties",
             axum::routing::put(groups::set_properties),
+        )
+        .route(
+            "/shares/{owner}",
+            get(shares::owner_shares)
+                .post(shares::owner_shares_other)
+                .patch(shares::owner_shares_other)
+                .delete(shares::owner_shares_other),
+        )
+        .route(
+            "/shares/{owner}/",
+            get(shares::server_shares)
+                .post(shares::grant)
+                .patch(shares::revoke)
+                .delete(shares::delete_all),
+        )
+        .route(
+            "/shares/{owner}/{server}",
+            get(shares::server_shares)
+                .post(shares::grant)
+                .patch(shares::revoke)
+                .delete(shares::delete_all),
+        )
+        .route(
+            "/share-codes/{owner}",
+            get(shares::owner_codes)
+                .post(shares::owner_codes_other)
+                .delete(shares::owner_codes_other),
+        )
+        .route(
+            "/share-codes/{owner}/",
+            get(shares::server_codes)
+                .post(shares::create_code)
+                .delete(shares::delete_codes),
+        )
+        .route(
+            "/share-codes/{owner}/{server}",
+            get(shares::server_codes)
+                .post(shares::create_code)
+                .delete(shares::delete_codes),
+        )
+        .route("/users/{name}/shared", get(shares::user_shared))
+        .route(
+            "/users/{name}/shared/{owner}/",
+            get(shares::user_share).delete(shares::delete_user_share),
+        )
+        .route(
+            "/users/{name}/shared/{owner}/{server}",
+            get(shares::user_share).delete(shares::delete_user_share),
+        )
+        .route("/groups/{name}/shared", get(shares::group_shared))
+        .route(
+            "/groups/{name}/shared/{owner}/",
+            get(shares::group_share).delete(shares::delete_group_share),
+        )
+        .route(
+            "/groups/{name}/shared/{owner}/{server}",
+            get(shares::group_share).delete(shares::delete_group_share),
         )
         .route("/services", get(services::services))
         // Ours (docs/admin-api.md): what the admin panel reads.

@@ -14,6 +14,7 @@ mod reconcile;
 mod routes;
 mod servers;
 mod services;
+mod shares;
 mod spawn;
 mod sync;
 mod tokens;
@@ -40,6 +41,7 @@ pub use login::LoginLimiter;
 pub use oauth::CodeRequest;
 pub use servers::{Outcome, Progress, ServerKey, ServerState, StopOutcome, escape_path};
 pub use services::ServiceSpec;
+pub use shares::{DEFAULT_CODE_EXPIRES_IN, ShareTarget};
 pub use tokens::TokenRequest;
 pub use users::UserListQuery;
 

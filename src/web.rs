@@ -51,6 +51,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("web/templates/change_password.html"),
     ),
     (
+        "accept-share.html",
+        include_str!("web/templates/accept-share.html"),
+    ),
+    (
         "stop_pending.html",
         include_str!("web/templates/stop_pending.html"),
     ),
@@ -207,6 +211,10 @@ pub fn router() -> Router<Hub> {
         )
         .route("/home", get(pages::home))
         .route("/token", get(pages::token_page))
+        .route(
+            "/accept-share",
+            get(pages::accept_share).post(pages::accept_share_post),
+        )
         .route("/admin", get(admin::admin_page))
         .route("/static/js/admin.js", get(admin::admin_script))
         .route(

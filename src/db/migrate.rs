@@ -20,8 +20,12 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/003_runtime_services.sql"),
     ),
     (
-        "004_first_use_passwords",
-        include_str!("../../migrations/004_first_use_passwords.sql"),
+        "004_shares",
+        include_str!("../../migrations/004_shares.sql"),
+    ),
+    (
+        "005_first_use_passwords",
+        include_str!("../../migrations/005_first_use_passwords.sql"),
     ),
 ];
 

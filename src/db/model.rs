@@ -1,5 +1,5 @@
 //! Rows and the queries on them, a file per table (`model/user.rs`, `spawner.rs`, `group.rs`,
-//! `role.rs`, `service.rs`, `token.rs`, `oauth.rs`), all re-exported here so `db::foo` names
+//! `role.rs`, `service.rs`, `share.rs`, `token.rs`, `oauth.rs`), all re-exported here so `db::foo` names
 //! them. Functions take a `&Connection` (reads) or a `&Transaction` (writes) so callers
 //! compose several into one transaction.
 
@@ -8,6 +8,7 @@ mod oauth;
 mod password;
 mod role;
 mod service;
+mod share;
 mod spawner;
 mod token;
 mod user;
@@ -24,6 +25,7 @@ pub use oauth::*;
 pub use password::*;
 pub use role::*;
 pub use service::*;
+pub use share::*;
 pub use spawner::*;
 pub use token::*;
 pub use user::*;

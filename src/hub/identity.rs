@@ -1,5 +1,6 @@
 //! Who a request acts as and with which scopes: token lookup, login-cookie lookup, and the
-//! owner's scopes from roles (direct, through groups, and the implicit `user`/`admin` roles).
+//! owner's scopes from roles (direct, through groups, and the implicit `user`/`admin` roles)
+//! and from servers shared with the user.
 
 use std::collections::HashMap;
 
@@ -175,7 +176,16 @@ impl Hub {
         conn: &rusqlite::Connection,
         principal: &Principal,
     ) -> Result<(Scopes, Vec<String>)> {
-        let raw = self.role_scopes(conn, principal)?;
+        let mut raw = self.role_scopes(conn, principal)?;
+        // Upstream's `get_scopes_for`: what is shared with the user, directly or with one of
+        // the user's groups, joins the user's own scopes (always `!server=`-filtered).
+        if let Principal::User(user) = principal {
+            raw.extend(db::shared_scopes_of_user(
+                conn,
+                user.id,
+                crate::time::now(),
+            )?);
+        }
         let groups = match principal {
             Principal::User(user) => db::user_groups(conn, user.id)?,
             Principal::Service(_) => Vec::new(),

@@ -1,6 +1,6 @@
 //! Upstream's `pages.py`: `/hub/` and where it sends you, home, the token page, the
-//! `/hub/user/…` and `/hub/user-redirect/…` fallbacks for servers without a route, and
-//! metrics; with the helpers every page handler shares (rendering, redirects, `next`).
+//! `/hub/user/…` and `/hub/user-redirect/…` fallbacks for servers without a route, the
+//! accept-share page and metrics; with the helpers every page handler shares (rendering, redirects, `next`).
 
 use std::time::Duration;
 
@@ -287,4 +287,153 @@ pub async fn logo(State(hub): State<Hub>) -> Response {
             StatusCode::NOT_FOUND.into_response()
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+pub struct AcceptShareQuery {
+    code: Option<String>,
+    next: Option<String>,
+}
+
+/// Upstream's scope descriptions for people (`describe_raw_scopes`).
+fn describe_share_scopes(scopes: &[String], username: &str) -> Vec<serde_json::Value> {
+    scopes
+        .iter()
+        .map(|raw| {
+            let (scope, filter) = raw.split_once('!').unwrap_or((raw, ""));
+            let filter_text = match filter.split_once('=') {
+                _ if filter.is_empty() => String::new(),
+                None if filter == "user" => "only you".to_owned(),
+                Some(("user", name)) if name == username => "only you".to_owned(),
+                Some(("group", name)) => format!("users in group {name}"),
+                Some((kind, name)) => format!("{kind} {name}"),
+                None => filter.to_owned(),
+            };
+            json!({
+                "scope": scope,
+                "description": crate::rbac::scope_description(scope).unwrap_or_default(),
+                "filter": filter_text,
+            })
+        })
+        .collect()
+}
+
+/// Where accepting leads: a valid `next`, else the shared server (upstream's `_get_next_url`).
+fn accept_share_next(
+    hub: &Hub,
+    session: &Session,
+    next: Option<&str>,
+    owner: &str,
+    server: &str,
+) -> String {
+    let host = super::base::host(session);
+    let next = next
+        .map(|n| super::base::validate_next_url(n, host))
+        .unwrap_or_default();
+    if !next.is_empty() {
+        return next;
+    }
+    super::base::validate_next_url(&hub.server_url(owner, server), host)
+}
+
+/// `GET /hub/accept-share?code=…`: what accepting the invitation grants, and a form to do it.
+pub async fn accept_share(
+    State(hub): State<Hub>,
+    session: Session,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    super::base::FirstQuery(query): super::base::FirstQuery<AcceptShareQuery>,
+) -> Result<Response, PageError> {
+    let user = match require_user(&hub, &session, &uri) {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect),
+    };
+    let code = query
+        .code
+        .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, "Missing argument code"))?;
+    let share_code = hub
+        .share_code(&code)?
+        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "Share not found or expired"))?;
+    if share_code.owner_id == user.id {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "You can't share with yourself!",
+        ));
+    }
+    let key = (share_code.owner_id, share_code.server.clone());
+    let ready = hub.server_ready(&key) && hub.server_pending(&key).is_none();
+    let spawner_url = hub.server_url(&share_code.owner, &share_code.server);
+    let next = accept_share_next(
+        &hub,
+        &session,
+        query.next.as_deref(),
+        &share_code.owner,
+        &share_code.server,
+    );
+    Ok(page(
+        &hub,
+        &session,
+        StatusCode::OK,
+        "accept-share.html",
+        json!({
+            "code": code,
+            "owner": {"name": share_code.owner},
+            "spawner": {"name": share_code.server, "ready": ready},
+            "spawner_ready": ready,
+            "spawner_url": spawner_url,
+            "scope_descriptions": describe_share_scopes(&share_code.scopes, &user.name),
+            "next_url": next,
+        }),
+    ))
+}
+
+/// `POST /hub/accept-share`: exchange the code for a share, then go to the server.
+pub async fn accept_share_post(
+    State(hub): State<Hub>,
+    session: Session,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    super::base::FirstQuery(query): super::base::FirstQuery<AcceptShareQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let user = match require_user(&hub, &session, &uri) {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect),
+    };
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |key: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    if !session.check_form_xsrf(&hub, field("_xsrf").as_deref()) {
+        return Err(
+            hub::Error::Forbidden("XSRF cookie does not match POST argument".into()).into(),
+        );
+    }
+    // Tornado's get_argument reads the query and the form body alike.
+    let code = field("code")
+        .or(query.code)
+        .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, "Missing argument code"))?;
+    let share_code = hub.share_code(&code)?.ok_or_else(|| {
+        PageError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid share code: {code}"),
+        )
+    })?;
+    if share_code.owner_id == user.id {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "You can't share with yourself!",
+        ));
+    }
+    let share = hub.accept_share_code(&user, &share_code)?;
+    let next = field("next").or(query.next);
+    Ok(found(&accept_share_next(
+        &hub,
+        &session,
+        next.as_deref(),
+        &share.owner,
+        &share.server,
+    )))
 }

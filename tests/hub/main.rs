@@ -18,6 +18,7 @@ mod rest;
 mod robustness;
 mod servers;
 mod services;
+mod shares;
 mod systemd_integration;
 mod templates;
 mod tokens;
