@@ -88,7 +88,7 @@ async fn spawn_page(
     // Upstream waits up to a second, then shows the progress page.
     match tokio::time::timeout(
         Duration::from_secs(1),
-        hub.start_server(&owner.name, &server, options),
+        hub.start_server(&owner.name, &server, None, options),
     )
     .await
     {
