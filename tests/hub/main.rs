@@ -15,6 +15,7 @@ mod privileged;
 mod rest;
 mod robustness;
 mod servers;
+mod servers6;
 mod services;
 mod systemd_integration;
 mod tokens;
