@@ -1,7 +1,7 @@
 //! JupyterHub 6.x's server endpoints: `PUT` (create without starting), `PATCH` (rename,
 //! display name, user options), `GET` of one server, the 6.x start body beside 5.x's bare
-//! options, display names on the home page; and `JupyterHub.custom_scopes` in roles and
-//! tokens.
+//! options, display names on the home page and from the spawn page's query; and
+//! `JupyterHub.custom_scopes` in roles and tokens.
 
 use std::process::Command;
 
@@ -289,6 +289,46 @@ async fn patch_renames_and_edits_stopped_servers() {
     assert_eq!(model["display_name"], "fresh");
     assert_eq!(model["user_options"], json!({"answer": 42}));
     let (status, _) = call(&hub, "DELETE", &path("fresh"), &admin, None).await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn the_spawn_page_takes_a_display_name() {
+    let hub = TestHub::start("allow_named_servers = true", &stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    let (client, _) = login(&hub, &user, "any").await;
+    let spawn = |query: &str| format!("{}/hub/spawn/{user}/box{query}", hub.url);
+    let r = client
+        .get(spawn("?display_name=Bad%09tab"))
+        .send()
+        .await
+        .expect("spawn");
+    assert_eq!(r.status(), 400, "an invalid display name is refused");
+    let r = client
+        .get(spawn("?display_name=My%20Box"))
+        .send()
+        .await
+        .expect("spawn");
+    assert!(r.status().is_redirection(), "{}", r.status());
+    wait_ready(&hub, &admin, &user, "box").await;
+    let (_, model) = call(
+        &hub,
+        "GET",
+        &format!("/users/{user}/servers/box"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(model["display_name"], "My Box");
+    let (status, _) = call(
+        &hub,
+        "DELETE",
+        &format!("/users/{user}/servers/box"),
+        &admin,
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
 }
 
