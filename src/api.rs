@@ -42,7 +42,11 @@ pub fn router() -> Router<Hub> {
         .route("/users/{name}/admin-access", post(users::admin_access))
         .route(
             "/users/{name}/server",
-            post(servers::start_default).delete(servers::stop_default),
+            get(servers::get_default)
+                .put(servers::create_default)
+                .patch(servers::update_default)
+                .post(servers::start_default)
+                .delete(servers::stop_default),
         )
         .route(
             "/users/{name}/server/progress",
@@ -56,6 +60,8 @@ pub fn router() -> Router<Hub> {
         .route(
             "/users/{name}/servers/{server}",
             get(servers::get_named)
+                .put(servers::create_named)
+                .patch(servers::update_named)
                 .post(servers::start_named)
                 .delete(servers::stop_named),
         )

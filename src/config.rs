@@ -2,6 +2,7 @@
 //! option names (`c.Spawner.mem_limit` is `[Spawner] mem_limit`). Every value is validated
 //! while it is parsed, so every error carries the file, line and key.
 
+mod authenticators;
 mod profiles;
 mod value;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use authenticators::{DummyConfig, FirstUseConfig, PamConfig, SharedPasswordConfig};
 pub use profiles::Profile;
 pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
 
@@ -208,6 +210,9 @@ pub struct HubConfig {
     pub services: Vec<ServiceConfig>,
     pub load_roles: Vec<RoleConfig>,
     pub load_groups: BTreeMap<String, GroupConfig>,
+    /// Scopes of the deployment's own, for roles and tokens (upstream 6.x): name (`custom:…`)
+    /// → description and subscopes.
+    pub custom_scopes: BTreeMap<String, CustomScopeConfig>,
     /// Failed logins of one user from one client address within `login_rate_window` before
     /// that pair waits (5 s, doubling per further failure, at most `login_rate_window`).
     pub login_rate_limit: u32,
@@ -259,6 +264,7 @@ impl Default for HubConfig {
             services: Vec::new(),
             load_roles: Vec::new(),
             load_groups: BTreeMap::new(),
+            custom_scopes: BTreeMap::new(),
             login_rate_limit: 10,
             login_rate_window: 300,
             trusted_downstream_ips: Vec::new(),
@@ -283,67 +289,6 @@ pub struct AuthenticatorConfig {
     /// name outside `username_pattern`, a PAM user whose system account is gone); without it
     /// they are kept and logged, as upstream's `init_users`.
     pub delete_invalid_users: bool,
-}
-
-/// `[PAMAuthenticator]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PamConfig {
-    /// PAM service name (`/etc/pam.d/NAME`).
-    pub service: String,
-    /// Members of these system groups are admins.
-    pub admin_groups: Vec<String>,
-    /// Members of these system groups may log in.
-    pub allowed_groups: Vec<String>,
-    /// Run PAM's account stage (expired accounts, `pam_nologin`).
-    pub check_account: bool,
-}
-
-impl Default for PamConfig {
-    fn default() -> Self {
-        PamConfig {
-            service: "jupyterhub".into(),
-            admin_groups: Vec::new(),
-            allowed_groups: Vec::new(),
-            check_account: true,
-        }
-    }
-}
-
-/// `[DummyAuthenticator]`: any name logs in; for development only.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DummyConfig {
-    /// When set, every user must give this password.
-    pub password: Option<Secret>,
-}
-
-/// `[SharedPasswordAuthenticator]` (JupyterHub 5).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SharedPasswordConfig {
-    pub user_password: Option<Secret>,
-    pub admin_password: Option<Secret>,
-}
-
-/// `[FirstUseAuthenticator]` (TLJH's default, firstuseauthenticator's option names): the first
-/// login of a name sets its password.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FirstUseConfig {
-    /// Names the hub does not know yet may sign up by logging in; when false, only users
-    /// already added (by an admin, or in `allowed_users`) may set their password.
-    pub create_users: bool,
-    pub min_password_length: usize,
-}
-
-impl Default for FirstUseConfig {
-    fn default() -> Self {
-        FirstUseConfig {
-            create_users: true,
-            min_password_length: 7,
-        }
-    }
 }
 
 /// Resource limits; each may be overridden per user or per group.
@@ -627,6 +572,15 @@ pub struct RoleConfig {
     pub services: Vec<String>,
 }
 
+/// One entry of `[JupyterHub.custom_scopes."custom:NAME"]`; a description is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomScopeConfig {
+    pub description: String,
+    #[serde(default)]
+    pub subscopes: Vec<String>,
+}
+
 /// One entry of `[JupyterHub.load_groups.NAME]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -818,12 +772,21 @@ impl Config {
                 ));
             }
         }
+        let custom_scopes = self.custom_scopes();
+        crate::rbac::check_custom_scopes(&custom_scopes)
+            .map_err(|e| format!("JupyterHub.custom_scopes: {e}"))?;
         for (i, role) in hub.load_roles.iter().enumerate() {
             if role.name.is_empty() {
                 return Err(format!(
                     "JupyterHub.load_roles[{i}].name: must not be empty"
                 ));
             }
+            crate::rbac::validate_with(&role.scopes, &custom_scopes).map_err(|e| {
+                format!(
+                    "JupyterHub.load_roles[{i}].scopes: role {:?}: {e}",
+                    role.name
+                )
+            })?;
         }
         let proxy = &self.proxy;
         for (key, value) in [
@@ -869,6 +832,19 @@ impl Config {
             }
         }
         self.validate_profiles()
+    }
+
+    /// `JupyterHub.custom_scopes` as the scope registry takes them.
+    pub fn custom_scopes(&self) -> Vec<crate::rbac::CustomScope> {
+        self.hub
+            .custom_scopes
+            .iter()
+            .map(|(name, scope)| crate::rbac::CustomScope {
+                name: name.clone(),
+                description: scope.description.clone(),
+                subscopes: scope.subscopes.clone(),
+            })
+            .collect()
     }
 
     /// The SQLite file named by `db_url`.
@@ -962,6 +938,50 @@ mod tests {
     fn base_url_is_normalized() {
         let config = Config::parse("[JupyterHub]\nbase_url = \"jh\"\n").expect("parses");
         assert_eq!(config.hub.base_url, "/jh/");
+    }
+
+    #[test]
+    fn custom_scopes_are_checked_with_the_roles_using_them() {
+        let good = "[JupyterHub.custom_scopes.\"custom:read:thing\"]\ndescription = \"read things\"\nsubscopes = [\"custom:read:thing:part\"]\n\
+                    [JupyterHub.custom_scopes.\"custom:read:thing:part\"]\ndescription = \"part of things\"\n\
+                    [[JupyterHub.load_roles]]\nname = \"thing-reader\"\nscopes = [\"custom:read:thing!user=alice\"]\n";
+        let config = Config::parse(good).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.custom_scopes().len(), 2);
+        for (text, needle) in [
+            (
+                "[JupyterHub.custom_scopes.\"notcustom:x\"]\ndescription = \"d\"\n",
+                "notcustom:x",
+            ),
+            (
+                "[JupyterHub.custom_scopes.\"custom:x-\"]\ndescription = \"d\"\n",
+                "Invalid scope name",
+            ),
+            (
+                "[JupyterHub.custom_scopes.\"custom:abc\"]\ndescription = \"d\"\nsubscopes = [\"custom:nope\"]\n",
+                "subscope custom:nope in custom:abc not found",
+            ),
+            (
+                "[JupyterHub.custom_scopes.\"custom:abc\"]\ndescription = \"d\"\nsubscopes = [\"read:users\"]\n",
+                "non-custom subscope read:users",
+            ),
+            (
+                "[[JupyterHub.load_roles]]\nname = \"r1x\"\nscopes = [\"custom:undefined\"]\n",
+                "JupyterHub.load_roles[0].scopes",
+            ),
+        ] {
+            let config = Config::parse(text).expect(text);
+            let err = config.validate().expect_err(text);
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let err = Config::parse("[JupyterHub.custom_scopes.\"custom:abc\"]\nsubscopes = []\n")
+            .expect_err("no description");
+        assert!(err.contains("description"), "{err}");
+        let err = Config::parse(
+            "[JupyterHub.custom_scopes.\"custom:abc\"]\ndescription = \"d\"\nsubscope = []\n",
+        )
+        .expect_err("unknown key");
+        assert!(err.contains("subscope"), "{err}");
     }
 
     #[test]

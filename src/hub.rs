@@ -39,7 +39,9 @@ pub use crate::db::{
 pub use identity::{Identity, Principal};
 pub use login::LoginLimiter;
 pub use oauth::CodeRequest;
-pub use servers::{Outcome, Progress, ServerKey, ServerState, StopOutcome, escape_path};
+pub use servers::{
+    Outcome, Progress, ServerKey, ServerPatch, ServerState, StopOutcome, escape_path,
+};
 pub use services::ServiceSpec;
 pub use shares::{DEFAULT_CODE_EXPIRES_IN, ShareTarget};
 pub use tokens::TokenRequest;

@@ -6,9 +6,9 @@
 mod definitions;
 
 pub use definitions::{
-    CustomScope, RoleDef, SCOPE_DEFINITIONS, ScopeDef, default_roles, define_custom_scopes,
-    find_role, is_defined, roles_to_scopes, scope_definition, scope_description,
-    validate_role_name,
+    CustomScope, RoleDef, SCOPE_DEFINITIONS, ScopeDef, check_custom_scopes, default_roles,
+    define_custom_scopes, find_role, is_defined, roles_to_scopes, scope_definition,
+    scope_description, validate_role_name,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -389,9 +389,15 @@ const EXACT_FILTERS: &[&str] = &["!user", "!service", "!server"];
 /// Validate raw scopes (from roles or token requests): defined names and well-formed filters.
 /// Upstream `_check_scopes_exist`, plus the empty-value check `parse_scopes` would raise later.
 pub fn validate(raw: &[String]) -> Result<(), Error> {
+    validate_with(raw, &[])
+}
+
+/// `validate`, with `custom` counted as defined too (a config's scopes, checked before
+/// they are defined).
+pub fn validate_with(raw: &[String], custom: &[CustomScope]) -> Result<(), Error> {
     for scope in raw {
         let base = split(scope).0;
-        if !is_defined(base) {
+        if !is_defined(base) && !custom.iter().any(|c| c.name == base) {
             return Err(Error::UnknownScope(scope.clone()));
         }
         if scope.contains('!') {

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::hub::{Hub, Identity};
-use crate::hub::{Outcome, StopOutcome};
+use crate::hub::{Outcome, ServerPatch, StopOutcome};
 use crate::rbac::Resource;
 
 use super::error::ApiError;
@@ -48,21 +48,91 @@ fn plain(status: StatusCode) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], "").into_response()
 }
 
-/// 5.3 sends the whole body as user_options; 6.x wraps it as `{"user_options": {...}}`.
-fn user_options(body: Option<Value>) -> Result<Option<Value>, ApiError> {
-    match body {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(mut object)) => {
-            if object.contains_key("user_options") || object.contains_key("display_name") {
-                Ok(object.remove("user_options").filter(|v| !v.is_null()))
-            } else {
-                Ok(Some(Value::Object(object)))
-            }
-        }
+/// A start or create request's body (upstream 6.x's `get_server_json_body`).
+#[derive(Debug, Default, PartialEq)]
+struct ServerBody {
+    display_name: Option<String>,
+    user_options: Option<Value>,
+}
+
+/// 6.x sends `{"display_name": …, "user_options": {…}}`; 5.x sends the options themselves.
+/// A body with either key is the 6.x form, anything else is 5.x's options.
+fn server_body(body: Option<Value>) -> Result<ServerBody, ApiError> {
+    let object = match body {
+        None | Some(Value::Null) => return Ok(ServerBody::default()),
+        Some(Value::Object(object)) if object.is_empty() => return Ok(ServerBody::default()),
+        Some(Value::Object(object)) => object,
+        Some(_) => return Err(ApiError::bad_request("Body must be a JSON object")),
+    };
+    let display_name = match object.get("display_name") {
+        None => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err(ApiError::bad_request("display_name must be a string")),
+    };
+    match object.get("user_options") {
+        None if display_name.is_none() => Ok(ServerBody {
+            display_name: None,
+            user_options: Some(Value::Object(object)),
+        }),
+        None | Some(Value::Null) => Ok(ServerBody {
+            display_name,
+            user_options: None,
+        }),
+        Some(options @ Value::Object(_)) => Ok(ServerBody {
+            display_name,
+            user_options: Some(options.clone()),
+        }),
         Some(_) => Err(ApiError::bad_request(
-            "The request body must be a JSON object",
+            "user_options must be an object or null",
         )),
     }
+}
+
+/// A `PATCH` body: upstream's three fields, each checked.
+fn server_patch(body: Option<Value>) -> Result<ServerPatch, ApiError> {
+    const SUPPORTED: &str = "display_name, name, user_options";
+    let object = match body {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(object)) => object,
+        Some(_) => return Err(ApiError::bad_request("Body must be a JSON object")),
+    };
+    if object.is_empty() {
+        return Err(ApiError::bad_request(
+            "Must specify at least one field to modify.",
+        ));
+    }
+    let unexpected: Vec<&str> = object
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !matches!(*k, "name" | "display_name" | "user_options"))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Unexpected fields: {}, supported fields: {SUPPORTED}",
+            unexpected.join(", ")
+        )));
+    }
+    let name = match object.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err(ApiError::bad_request("name must be a string")),
+    };
+    // Upstream ignores a null or empty display name.
+    let display_name = match object.get("display_name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err(ApiError::bad_request("display_name must be a string")),
+    };
+    let user_options = match object.get("user_options") {
+        None => None,
+        Some(options @ Value::Object(_)) => Some(options.clone()),
+        Some(_) => return Err(ApiError::bad_request("user_options must be a dict")),
+    };
+    Ok(ServerPatch {
+        name,
+        display_name,
+        user_options,
+    })
 }
 
 async fn start(
@@ -79,11 +149,82 @@ async fn start(
         &server,
         &["servers", "start:servers"],
     )?;
-    let options = user_options(body)?;
-    match hub.start_server(&row.name, &server, options).await? {
+    let body = server_body(body)?;
+    match hub
+        .start_server(
+            &row.name,
+            &server,
+            body.display_name.as_deref(),
+            body.user_options,
+        )
+        .await?
+    {
         Outcome::Done => Ok(plain(StatusCode::CREATED)),
         Outcome::Pending => Ok(plain(StatusCode::ACCEPTED)),
     }
+}
+
+/// The server model for a caller, with `state` if it holds `admin:server_state` for it.
+fn model_for(
+    hub: &Hub,
+    identity: &Identity,
+    user: &crate::hub::UserRow,
+    spawner: &crate::hub::SpawnerRow,
+) -> Result<Value, ApiError> {
+    let groups = hub.user_groups(user)?;
+    let with_state = identity.allows(
+        "admin:server_state",
+        &Resource::Server {
+            user: &user.name,
+            server: &spawner.name,
+            groups: &groups,
+        },
+    );
+    Ok(hub.server_model(user, spawner, with_state))
+}
+
+async fn create(
+    hub: Hub,
+    identity: Identity,
+    user: String,
+    server: String,
+    body: Option<Value>,
+) -> Result<Response, ApiError> {
+    let row = authorize_server(
+        &hub,
+        &identity,
+        &user,
+        &server,
+        &["servers", "start:servers"],
+    )?;
+    let body = server_body(body)?;
+    let spawner = hub.create_server(
+        &row,
+        &server,
+        body.display_name.as_deref(),
+        body.user_options,
+    )?;
+    let model = model_for(&hub, &identity, &row, &spawner)?;
+    Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+async fn update(
+    hub: Hub,
+    identity: Identity,
+    user: String,
+    server: String,
+    body: Option<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let row = authorize_server(
+        &hub,
+        &identity,
+        &user,
+        &server,
+        &["servers", "start:servers"],
+    )?;
+    let patch = server_patch(body)?;
+    let spawner = hub.update_server(&row, &server, &patch)?;
+    Ok(Json(model_for(&hub, &identity, &row, &spawner)?))
 }
 
 async fn stop(
@@ -172,26 +313,75 @@ fn removes(body: &Option<Value>) -> bool {
         == Some(true)
 }
 
+/// `PUT /users/{name}/server`: upstream's 409 (the default server always exists).
+pub async fn create_default(
+    State(hub): State<Hub>,
+    Auth(identity): Auth,
+    Path(user): Path<String>,
+    JsonBody(body): JsonBody<Option<Value>>,
+) -> Result<Response, ApiError> {
+    create(hub, identity, user, String::new(), body).await
+}
+
+/// `PUT /users/{name}/servers/{server}` (6.x): create a named server without starting it.
+pub async fn create_named(
+    State(hub): State<Hub>,
+    Auth(identity): Auth,
+    Path((user, server)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Option<Value>>,
+) -> Result<Response, ApiError> {
+    create(hub, identity, user, server, body).await
+}
+
+/// `PATCH /users/{name}/server` (6.x).
+pub async fn update_default(
+    State(hub): State<Hub>,
+    Auth(identity): Auth,
+    Path(user): Path<String>,
+    JsonBody(body): JsonBody<Option<Value>>,
+) -> Result<Json<Value>, ApiError> {
+    update(hub, identity, user, String::new(), body).await
+}
+
+/// `PATCH /users/{name}/servers/{server}` (6.x): rename, display name, user options.
+pub async fn update_named(
+    State(hub): State<Hub>,
+    Auth(identity): Auth,
+    Path((user, server)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Option<Value>>,
+) -> Result<Json<Value>, ApiError> {
+    update(hub, identity, user, server, body).await
+}
+
+/// `GET /users/{name}/server` (6.x).
+pub async fn get_default(
+    State(hub): State<Hub>,
+    Auth(identity): Auth,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    get(hub, identity, user, String::new())
+}
+
 /// `GET /users/{name}/servers/{server}` (6.x).
 pub async fn get_named(
     State(hub): State<Hub>,
     Auth(identity): Auth,
     Path((user, server)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    get(hub, identity, user, server)
+}
+
+fn get(
+    hub: Hub,
+    identity: Identity,
+    user: String,
+    server: String,
+) -> Result<Json<Value>, ApiError> {
     let row = authorize_server(&hub, &identity, &user, &server, &["read:servers"])?;
     let spawner = hub
         .server_record(&row, &server)?
         .ok_or_else(|| ApiError::not_found(format!("{user} has no server named '{server}'")))?;
-    let groups = hub.user_groups(&row)?;
-    let with_state = identity.allows(
-        "admin:server_state",
-        &Resource::Server {
-            user: &row.name,
-            server: &server,
-            groups: &groups,
-        },
-    );
-    Ok(Json(hub.server_model(&row, &spawner, with_state)))
+    Ok(Json(model_for(&hub, &identity, &row, &spawner)?))
 }
 
 pub async fn progress_default(
@@ -353,6 +543,79 @@ async fn usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_bodies_of_5x_and_6x() {
+        let body = |v: Value| server_body(Some(v)).map_err(|e| e.message.clone());
+        let options = |o: Value| ServerBody {
+            display_name: None,
+            user_options: Some(o),
+        };
+        assert_eq!(server_body(None).ok(), Some(ServerBody::default()));
+        assert_eq!(body(json!({})), Ok(ServerBody::default()));
+        assert_eq!(body(json!({"cpu": 2})), Ok(options(json!({"cpu": 2}))));
+        assert_eq!(
+            body(json!({"user_options": {"cpu": 2}, "other": 1})),
+            Ok(options(json!({"cpu": 2})))
+        );
+        assert_eq!(
+            body(json!({"display_name": "My box", "cpu": 2})),
+            Ok(ServerBody {
+                display_name: Some("My box".into()),
+                user_options: None,
+            })
+        );
+        assert_eq!(
+            body(json!({"display_name": "x", "user_options": null})),
+            Ok(ServerBody {
+                display_name: Some("x".into()),
+                user_options: None,
+            })
+        );
+        for (bad, message) in [
+            (json!([1]), "Body must be a JSON object"),
+            (json!({"display_name": 3}), "display_name must be a string"),
+            (
+                json!({"display_name": null}),
+                "display_name must be a string",
+            ),
+            (
+                json!({"user_options": [1]}),
+                "user_options must be an object or null",
+            ),
+        ] {
+            assert_eq!(body(bad.clone()), Err(message.to_owned()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patch_bodies() {
+        let patch = |v: Value| server_patch(Some(v)).map_err(|e| e.message.clone());
+        let p = patch(json!({"name": "new", "display_name": "New", "user_options": {"a": 1}}))
+            .expect("all three");
+        assert_eq!(p.name.as_deref(), Some("new"));
+        assert_eq!(p.display_name.as_deref(), Some("New"));
+        assert_eq!(p.user_options, Some(json!({"a": 1})));
+        let p = patch(json!({"display_name": null})).expect("null display name");
+        assert!(p.name.is_none() && p.display_name.is_none() && p.user_options.is_none());
+        for (bad, message) in [
+            (json!({}), "Must specify at least one field to modify."),
+            (json!([]), "Body must be a JSON object"),
+            (
+                json!({"state": {}, "name": "x"}),
+                "Unexpected fields: state, supported fields: display_name, name, user_options",
+            ),
+            (json!({"name": 1}), "name must be a string"),
+            (json!({"display_name": 1}), "display_name must be a string"),
+            (json!({"user_options": null}), "user_options must be a dict"),
+        ] {
+            assert_eq!(patch(bad.clone()).err(), Some(message.to_owned()), "{bad}");
+        }
+        assert_eq!(
+            server_patch(None).err().map(|e| e.message.clone()),
+            Some("Must specify at least one field to modify.".to_owned())
+        );
+    }
 
     #[tokio::test]
     async fn progress_follows_events_until_ready() {

@@ -209,24 +209,19 @@ impl Hub {
         &self,
         user_name: &str,
         server_name: &str,
+        display_name: Option<&str>,
         user_options: Option<Value>,
     ) -> Result<Outcome> {
         let hub = &self.config.hub;
         if !server_name.is_empty() && !hub.allow_named_servers {
             return Err(Error::BadRequest("Named servers are not enabled.".into()));
         }
-        if server_name.contains('/') {
-            return Err(Error::BadRequest(format!(
-                "Invalid server_name: {server_name:?}"
-            )));
-        }
-        // As user names (`auth::validate_username`): a newline would forge lines in the log,
-        // a NUL cannot reach the unit name, the environment or the journal.
-        if server_name.chars().any(char::is_control) {
-            return Err(Error::BadRequest(format!(
-                "Invalid server_name {server_name:?}: server names may not contain control characters"
-            )));
-        }
+        check_server_name(server_name)?;
+        // The default server has no display name of its own (upstream ignores one).
+        let display_name = display_name
+            .filter(|d| !d.is_empty() && !server_name.is_empty())
+            .map(valid_display_name)
+            .transpose()?;
         let user = self.user(user_name)?;
         let key: ServerKey = (user.id, server_name.to_owned());
         let existing = self.db.read(|c| db::spawner(c, user.id, server_name))?;
@@ -291,6 +286,12 @@ impl Hub {
             let mut row = db::ensure_spawner(tx, user.id, server_name)?;
             if let Some(options) = &user_options {
                 row.user_options = options.clone();
+            }
+            // A new named server is shown by its name unless the request names it otherwise.
+            match &display_name {
+                Some(given) => row.display_name = given.clone(),
+                None if existing.is_none() => row.display_name = server_name.to_owned(),
+                None => {}
             }
             row.last_failure = None;
             db::update_spawner(tx, &row)?;
@@ -504,6 +505,233 @@ impl Hub {
     }
 }
 
+/// What `PATCH /users/{name}/servers/{server}` changes; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct ServerPatch {
+    /// A new name (a rename).
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub user_options: Option<Value>,
+}
+
+/// A server name the hub can route and log: no `/` (it is one path segment) and, as user
+/// names (`auth::validate_username`), no control characters (a newline would forge lines in
+/// the log, a NUL cannot reach the unit name, the environment or the journal).
+fn check_server_name(server_name: &str) -> Result<()> {
+    if server_name.contains('/') {
+        return Err(Error::BadRequest(format!(
+            "Invalid server_name: {server_name:?}"
+        )));
+    }
+    if server_name.chars().any(char::is_control) {
+        return Err(Error::BadRequest(format!(
+            "Invalid server_name {server_name:?}: server names may not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Upstream 6.x's `normalise_unicode` (NFC) then `is_valid_display_name`: 1 to 255
+/// characters, printable (letters, marks, numbers, punctuation, symbols) or single spaces
+/// between them. Returns the normalised name.
+pub fn valid_display_name(given: &str) -> Result<String> {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory as G;
+    let name = icu_normalizer::ComposingNormalizerBorrowed::new_nfc()
+        .normalize(given)
+        .into_owned();
+    let categories = CodePointMapData::<G>::new();
+    let printable = |c: char| {
+        !matches!(
+            categories.get(c),
+            G::Control
+                | G::Format
+                | G::Unassigned
+                | G::PrivateUse
+                | G::Surrogate
+                | G::SpaceSeparator
+                | G::LineSeparator
+                | G::ParagraphSeparator
+        )
+    };
+    let ok = (1..=255).contains(&name.chars().count())
+        && !name.contains("  ")
+        && !name.starts_with(' ')
+        && !name.ends_with(' ')
+        && name.chars().all(|c| c == ' ' || printable(c));
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::BadRequest(format!(
+            "Invalid display_name: {given:?}"
+        )))
+    }
+}
+
+impl Hub {
+    /// Upstream's `_check_named_server_request` limit: a new named server may not exceed
+    /// `named_server_limit_per_user`.
+    fn check_named_server_limit(
+        tx: &rusqlite::Connection,
+        limit: u32,
+        user: &UserRow,
+    ) -> Result<()> {
+        if limit > 0 && db::count_named_spawners(tx, user.id)? >= i64::from(limit) {
+            return Err(Error::BadRequest(format!(
+                "User {} already has the maximum of {limit} named servers.  One must be deleted before a new server can be created",
+                user.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// `PUT /users/{name}/servers/{server}` (6.x): a named server's record, not started.
+    /// Upstream's order: 409 for the default server or an existing one, then the named-server
+    /// checks (enabled, the limit, a valid name and display name).
+    pub fn create_server(
+        &self,
+        user: &UserRow,
+        server_name: &str,
+        display_name: Option<&str>,
+        user_options: Option<Value>,
+    ) -> Result<SpawnerRow> {
+        if server_name.is_empty() {
+            return Err(Error::Conflict(format!(
+                "User {} already has a default server",
+                user.name
+            )));
+        }
+        let exists = || {
+            Error::Conflict(format!(
+                "User {} already has server {server_name}",
+                user.name
+            ))
+        };
+        if self.server_record(user, server_name)?.is_some() {
+            return Err(exists());
+        }
+        let hub = &self.config.hub;
+        if !hub.allow_named_servers {
+            return Err(Error::BadRequest("Named servers are not enabled.".into()));
+        }
+        check_server_name(server_name)?;
+        let display_name = match display_name.filter(|d| !d.is_empty()) {
+            Some(given) => valid_display_name(given)?,
+            None => server_name.to_owned(),
+        };
+        // Upstream stores only options that say something (`if user_options:`).
+        let user_options = user_options.filter(|o| o.as_object().is_some_and(|m| !m.is_empty()));
+        let limit = hub.named_server_limit_per_user;
+        // The checks run again in the transaction, so two concurrent requests create one.
+        self.db
+            .write(|tx| {
+                if db::spawner(tx, user.id, server_name)?.is_some() {
+                    return Ok(Err(exists()));
+                }
+                if let Err(e) = Hub::check_named_server_limit(tx, limit, user) {
+                    return Ok(Err(e));
+                }
+                let mut row = db::ensure_spawner(tx, user.id, server_name)?;
+                row.display_name = display_name.clone();
+                if let Some(options) = &user_options {
+                    row.user_options = options.clone();
+                }
+                db::update_spawner(tx, &row)?;
+                Ok(Ok(row))
+            })
+            .map_err(Error::from)
+            .and_then(|created| created)
+    }
+
+    /// `PATCH /users/{name}/servers/{server}` (6.x): rename a stopped server, or set its
+    /// display name or user options. As upstream: a rename or a display name needs named
+    /// servers, renaming the default server counts against the limit, an active server is
+    /// refused (400) and a taken name is 409.
+    pub fn update_server(
+        &self,
+        user: &UserRow,
+        server_name: &str,
+        patch: &ServerPatch,
+    ) -> Result<SpawnerRow> {
+        let hub = &self.config.hub;
+        let display_name = patch.display_name.as_deref().filter(|d| !d.is_empty());
+        if (patch.name.is_some() || display_name.is_some()) && !hub.allow_named_servers {
+            return Err(Error::BadRequest("Named servers are not enabled.".into()));
+        }
+        if let Some(new_name) = &patch.name {
+            if new_name.is_empty() {
+                return Err(Error::BadRequest(format!(
+                    "Invalid server_name: {new_name:?}"
+                )));
+            }
+            check_server_name(new_name)?;
+        }
+        let display_name = display_name.map(valid_display_name).transpose()?;
+        let key: ServerKey = (user.id, server_name.to_owned());
+        // Held until the record is written, so no start of this server begins in between
+        // (nothing takes this lock inside a database write, so the order cannot deadlock).
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(record) = self.server_record(user, server_name)? else {
+            return Err(Error::NotFound(format!(
+                "User {} has no such server {server_name}",
+                user.name
+            )));
+        };
+        let running = servers
+            .get(&key)
+            .is_some_and(|s| s.pending.is_some() || s.ready);
+        if record.url.is_some() || running {
+            let log_name = if server_name.is_empty() {
+                user.name.clone()
+            } else {
+                format!("{}:{server_name}", user.name)
+            };
+            return Err(Error::BadRequest(format!(
+                "{log_name} is active. Please stop it before modifying it."
+            )));
+        }
+        let limit = hub.named_server_limit_per_user;
+        let row = self
+            .db
+            .write(|tx| {
+                let Some(mut row) = db::spawner(tx, user.id, server_name)? else {
+                    return Err(db::Error::NotFound(format!("server {server_name}")));
+                };
+                if let Some(new_name) = &patch.name {
+                    if db::spawner(tx, user.id, new_name)?.is_some() {
+                        return Ok(Err(Error::Conflict(format!(
+                            "User {} already has server {new_name:?}",
+                            user.name
+                        ))));
+                    }
+                    // Renaming the default server makes one more named server.
+                    if server_name.is_empty()
+                        && let Err(e) = Hub::check_named_server_limit(tx, limit, user)
+                    {
+                        return Ok(Err(e));
+                    }
+                    row.name = new_name.clone();
+                }
+                if let Some(options) = &patch.user_options {
+                    row.user_options = options.clone();
+                }
+                if let Some(display_name) = &display_name {
+                    row.display_name = display_name.clone();
+                }
+                db::update_spawner(tx, &row)?;
+                Ok(Ok(row))
+            })
+            .map_err(Error::from)
+            .and_then(|updated| updated)?;
+        if let Some(new_name) = &patch.name {
+            // The old name's leftover events (a failed spawn's) are not the new name's.
+            servers.remove(&key);
+            tracing::info!(user = %user.name, server = %server_name, new_name = %new_name, "server renamed");
+        }
+        Ok(row)
+    }
+}
+
 /// `slow_spawn_timeout` / `slow_stop_timeout` as a wait: NaN or less than 0 is no wait, and
 /// more than a `Duration` holds (`inf`, `1e300`, which TOML allows) is forever, not a panic.
 fn wait_for(seconds: f64) -> Duration {
@@ -541,5 +769,40 @@ impl Hub {
             "cpu_limit": limits.cpu_limit,
             "time": crate::time::iso(crate::time::now()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_as_upstream() {
+        for good in ["My server", "Ünïcödé ✓", "a", "x-y_z.1", &"n".repeat(255)] {
+            assert_eq!(
+                valid_display_name(good).ok().as_deref(),
+                Some(good),
+                "{good:?}"
+            );
+        }
+        // NFC: `e` and a combining acute accent become one character.
+        assert_eq!(
+            valid_display_name("e\u{301}").ok().as_deref(),
+            Some("\u{e9}")
+        );
+        for bad in [
+            "",
+            " lead",
+            "trail ",
+            "two  spaces",
+            "tab\there",
+            "new\nline",
+            "nbsp\u{a0}x",
+            "zero\u{200b}width",
+            "private\u{e000}",
+            &"n".repeat(256),
+        ] {
+            assert!(valid_display_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -63,6 +63,12 @@ fn ensure_token(
 impl Hub {
     pub(super) fn sync_config(&self) -> Result<()> {
         let hub = &self.config.hub;
+        // Before the roles, which may use them (upstream's `init_role_creation`).
+        let custom_scopes = self.config.custom_scopes();
+        if !custom_scopes.is_empty() {
+            tracing::info!("Defining {} custom scopes.", custom_scopes.len());
+            rbac::define_custom_scopes(&custom_scopes)?;
+        }
         for role in &hub.load_roles {
             rbac::validate(&role.scopes)?;
         }

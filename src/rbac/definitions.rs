@@ -303,6 +303,21 @@ fn is_custom_scope_name(name: &str) -> bool {
 /// of the batch is defined. Subscopes must be custom scopes of the same batch or defined earlier.
 pub fn define_custom_scopes(scopes: &[CustomScope]) -> Result<(), Error> {
     let mut registry = CUSTOM_SCOPES.write().unwrap_or_else(|e| e.into_inner());
+    *registry = with_custom_scopes(&registry, scopes)?;
+    Ok(())
+}
+
+/// Whether `define_custom_scopes` would accept `scopes` in a process that has none yet, for
+/// checking a config without defining anything.
+pub fn check_custom_scopes(scopes: &[CustomScope]) -> Result<(), Error> {
+    with_custom_scopes(&BTreeMap::new(), scopes).map(drop)
+}
+
+/// `registry` with `scopes` added, or why they cannot be.
+fn with_custom_scopes(
+    registry: &BTreeMap<String, CustomScope>,
+    scopes: &[CustomScope],
+) -> Result<BTreeMap<String, CustomScope>, Error> {
     let mut next = registry.clone();
     for scope in scopes {
         let bad = |msg: String| Err(Error::InvalidCustomScope(msg));
@@ -347,8 +362,7 @@ pub fn define_custom_scopes(scopes: &[CustomScope]) -> Result<(), Error> {
             }
         }
     }
-    *registry = next;
-    Ok(())
+    Ok(next)
 }
 
 /// A role: a named set of raw scopes.

@@ -42,6 +42,7 @@ pub async fn home(
         let key = (user.id, row.name.clone());
         json!({
             "name": row.name,
+            "display_name": row.display_name,
             "url": hub.server_url(&user.name, &row.name),
             "running": hub.server_ready(&key),
             "pending": hub.server_pending(&key),

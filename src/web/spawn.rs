@@ -19,6 +19,14 @@ use super::base::{
 };
 use super::session::Session;
 
+/// The spawn page's query: `next`, and 6.x's `display_name` for a named server (upstream
+/// reads it on the GET; the options form posts back to the same URL, so the POST has it too).
+#[derive(serde::Deserialize, Default)]
+pub struct SpawnQuery {
+    next: Option<String>,
+    display_name: Option<String>,
+}
+
 /// Shared by GET and POST `/hub/spawn[/{user}[/{server}]]`.
 async fn spawn_page(
     hub: Hub,
@@ -27,7 +35,7 @@ async fn spawn_page(
     user: Option<String>,
     server: String,
     form: Option<Value>,
-    query: NextQuery,
+    query: SpawnQuery,
 ) -> Result<Response, PageError> {
     let me = match require_user(&hub, &session, &uri) {
         Ok(user) => user,
@@ -102,7 +110,7 @@ async fn spawn_page(
     // Upstream waits up to a second, then shows the progress page.
     match tokio::time::timeout(
         Duration::from_secs(1),
-        hub.start_server(&owner.name, &server, options),
+        hub.start_server(&owner.name, &server, query.display_name.as_deref(), options),
     )
     .await
     {
@@ -230,7 +238,7 @@ pub async fn spawn_self(
     State(hub): State<Hub>,
     session: Session,
     uri: Uri,
-    FirstQuery(query): FirstQuery<NextQuery>,
+    FirstQuery(query): FirstQuery<SpawnQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, None, String::new(), None, query).await
 }
@@ -239,7 +247,7 @@ pub async fn spawn_self_post(
     State(hub): State<Hub>,
     session: Session,
     uri: Uri,
-    FirstQuery(query): FirstQuery<NextQuery>,
+    FirstQuery(query): FirstQuery<SpawnQuery>,
     request: Request,
 ) -> Result<Response, PageError> {
     let form = read_form(&session, &hub, request).await?;
@@ -251,7 +259,7 @@ pub async fn spawn_user(
     session: Session,
     uri: Uri,
     Path(user): Path<String>,
-    FirstQuery(query): FirstQuery<NextQuery>,
+    FirstQuery(query): FirstQuery<SpawnQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, Some(user), String::new(), None, query).await
 }
@@ -261,7 +269,7 @@ pub async fn spawn_user_post(
     session: Session,
     uri: Uri,
     Path(user): Path<String>,
-    FirstQuery(query): FirstQuery<NextQuery>,
+    FirstQuery(query): FirstQuery<SpawnQuery>,
     request: Request,
 ) -> Result<Response, PageError> {
     let form = read_form(&session, &hub, request).await?;
@@ -282,7 +290,7 @@ pub async fn spawn_named(
     session: Session,
     uri: Uri,
     Path((user, server)): Path<(String, String)>,
-    FirstQuery(query): FirstQuery<NextQuery>,
+    FirstQuery(query): FirstQuery<SpawnQuery>,
 ) -> Result<Response, PageError> {
     spawn_page(hub, session, uri, Some(user), server, None, query).await
 }
@@ -292,7 +300,7 @@ pub async fn spawn_named_post(
     session: Session,
     uri: Uri,
     Path((user, server)): Path<(String, String)>,
-    FirstQuery(query): FirstQuery<NextQuery>,
+    FirstQuery(query): FirstQuery<SpawnQuery>,
     request: Request,
 ) -> Result<Response, PageError> {
     let form = read_form(&session, &hub, request).await?;

@@ -234,6 +234,11 @@ async fn upgrade_db_migrates_an_old_schema_after_a_backup() {
              ALTER TABLE oauth_clients DROP COLUMN owner_service;
              ALTER TABLE services DROP COLUMN from_config;
              ALTER TABLE services DROP COLUMN spec;
+             DROP TABLE share_codes;
+             DROP TABLE shares;
+             DROP TRIGGER first_use_passwords_follow_rename;
+             DROP TRIGGER first_use_passwords_go_with_user;
+             DROP TABLE first_use_passwords;
              PRAGMA user_version = 1;",
         )
         .expect("downgrade");

@@ -17,6 +17,7 @@ mod profiles;
 mod rest;
 mod robustness;
 mod servers;
+mod servers6;
 mod services;
 mod shares;
 mod systemd_integration;

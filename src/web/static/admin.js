@@ -195,6 +195,12 @@ function failureBox(user, server) {
   return h("div", { class: "failure", dataset: { key: `${user}/${server}` }, hidden: true });
 }
 
+// A named server by its name, and its 6.x display name when that says something else.
+function serverLabel(s) {
+  if (!s.name) return "(default)";
+  return s.display_name && s.display_name !== s.name ? `${s.name} (${s.display_name})` : s.name;
+}
+
 function serverActions(u, s) {
   const target = { user: u.name, server: s.name, groups: u.groups };
   const path = serverPath(u.name, s.name);
@@ -266,7 +272,7 @@ function renderUsers(page) {
         h("table", { class: "servers-table" },
           h("thead", {}, h("tr", {}, ["Server", "Status", "Last Activity", "Started", "Memory", "CPU", "Actions"].map((t) => h("th", {}, t)))),
           h("tbody", {}, servers.map((s) => h("tr", { class: "server-row", dataset: { user: u.name, server: s.name } },
-            h("td", {}, s.name || "(default)"),
+            h("td", {}, serverLabel(s)),
             h("td", {}, serverStatus(s), failureBox(u.name, s.name)),
             h("td", {}, when(s.last_activity)),
             h("td", {}, when(s.started)),
