@@ -207,9 +207,15 @@ pub(super) fn require_user(
 ) -> Result<crate::hub::UserRow, Response> {
     match session.identity.as_ref().and_then(|i| i.user()) {
         Some(user) => Ok(user.clone()),
+        // Pages are nested under `{base_url}hub`, which the router strips from `uri`: put it
+        // back, so the login sends the browser to this page and not to `/token`.
         None => Err(login_redirect(
             hub,
-            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/hub/"),
+            &format!(
+                "{}hub{}",
+                hub.base_url(),
+                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            ),
         )),
     }
 }

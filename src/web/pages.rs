@@ -341,7 +341,7 @@ fn accept_share_next(
 pub async fn accept_share(
     State(hub): State<Hub>,
     session: Session,
-    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    uri: Uri,
     super::base::FirstQuery(query): super::base::FirstQuery<AcceptShareQuery>,
 ) -> Result<Response, PageError> {
     let user = match require_user(&hub, &session, &uri) {
@@ -391,7 +391,7 @@ pub async fn accept_share(
 pub async fn accept_share_post(
     State(hub): State<Hub>,
     session: Session,
-    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    uri: Uri,
     super::base::FirstQuery(query): super::base::FirstQuery<AcceptShareQuery>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {

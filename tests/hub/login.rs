@@ -622,3 +622,44 @@ async fn logins_and_logouts_are_timed_in_upstreams_metrics() {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
 }
+
+/// Pages that need a login send the browser back to themselves: `next` is the page's whole
+/// path, `/hub/…` included (the router sees it without the prefix).
+#[tokio::test]
+async fn a_login_returns_to_the_page_that_asked_for_it() {
+    let hub = TestHub::start("", "").await;
+    for (page, next) in [
+        ("/hub/token", "%2Fhub%2Ftoken"),
+        ("/hub/home", "%2Fhub%2Fhome"),
+        ("/hub/admin", "%2Fhub%2Fadmin"),
+        (
+            "/hub/accept-share?code=x",
+            "%2Fhub%2Faccept-share%3Fcode%3Dx",
+        ),
+    ] {
+        let r = crate::support::browser()
+            .get(format!("{}{page}", hub.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 302, "{page}");
+        assert_eq!(
+            r.headers()["location"],
+            format!("/hub/login?next={next}").as_str(),
+            "{page}"
+        );
+    }
+    let client = crate::support::browser();
+    let xsrf = crate::support::page_xsrf(&client, &format!("{}/hub/login", hub.url)).await;
+    let r = client
+        .post(format!("{}/hub/login?next=%2Fhub%2Ftoken", hub.url))
+        .form(&[
+            ("_xsrf", xsrf.as_str()),
+            ("username", "alice"),
+            ("password", "x"),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.headers()["location"], "/hub/token");
+}
