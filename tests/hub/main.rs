@@ -9,6 +9,7 @@ mod dev;
 mod groups;
 mod login;
 mod managed;
+mod metrics;
 mod oauth;
 mod pam;
 mod privileged;
