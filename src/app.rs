@@ -131,12 +131,22 @@ async fn hub_headers(
 
 /// `request_duration_seconds`'s `handler`: upstream names the Tornado handler class; ours is
 /// the route's template without the base URL (`/hub/api/users/{name}`), as stable and as few.
-/// Requests no route matched are `prefix_redirect` (upstream's `PrefixRedirectHandler`).
+/// Requests no route matched are named as upstream's catch-all handlers: `api_404` under
+/// `hub/api/` (`API404`), `page_404` elsewhere under `hub/` (`Template404`), and
+/// `prefix_redirect` outside it (`PrefixRedirectHandler`).
 fn handler_label(hub: &Hub, request: &Request) -> String {
-    let Some(matched) = request.extensions().get::<axum::extract::MatchedPath>() else {
-        return "prefix_redirect".into();
-    };
     let base = hub.base_url().trim_end_matches('/');
+    let Some(matched) = request.extensions().get::<axum::extract::MatchedPath>() else {
+        let path = request.uri().path().strip_prefix(base).unwrap_or_default();
+        return if path.starts_with("/hub/api/") {
+            "api_404"
+        } else if path.starts_with("/hub/") {
+            "page_404"
+        } else {
+            "prefix_redirect"
+        }
+        .into();
+    };
     let path = matched.as_str();
     path.strip_prefix(base)
         .filter(|p| p.starts_with('/'))

@@ -132,6 +132,29 @@ async fn every_upstream_metric_is_served_at_both_paths_and_needs_read_metrics() 
         ) >= 1.0,
         "{text}"
     );
+    // Paths no route matches are named as upstream's catch-all handlers.
+    let (status, _) = call(&hub, "GET", "/no-such-thing", &admin, None).await;
+    assert_eq!(status, 404);
+    let r = reqwest::get(format!("{}/hub/no-such-page", hub.url))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    let r = reqwest::get(format!("{}/elsewhere", hub.url))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    let text = scrape(&hub, &admin).await;
+    for (handler, code) in [
+        ("api_404", 404),
+        ("page_404", 404),
+        ("prefix_redirect", 404),
+        ("/hub/api/", 200),
+    ] {
+        let series = format!(
+            "jupyterhub_request_duration_seconds_count{{method=\"GET\",handler=\"{handler}\",code=\"{code}\"}}"
+        );
+        assert!(value(&text, &series) >= 1.0, "{series}\n{text}");
+    }
     // The probe observes every 50 ms from start-up.
     wait_for(
         &hub,
