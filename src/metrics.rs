@@ -90,23 +90,30 @@ impl MetricConstructor<Histogram> for Buckets {
 
 /// Upstream's `JUPYTERHUB_SERVER_SPAWN_DURATION_SECONDS_BUCKETS` and
 /// `…_STOP_DURATION_SECONDS_BUCKETS`: comma-separated seconds replacing the defaults.
-/// An unparsable list is reported and the defaults kept (upstream fails to import instead).
 fn buckets_from_env(var: &str, default: &[f64]) -> Buckets {
-    let Ok(text) = std::env::var(var) else {
-        return Buckets(default.into());
-    };
-    if text.trim().is_empty() {
-        return Buckets(default.into());
-    }
-    let parsed: Result<Vec<f64>, _> = text.split(',').map(|s| s.trim().parse::<f64>()).collect();
-    match parsed {
-        // `+Inf` is added by the encoder; upstream lists it explicitly.
-        Ok(values) => Buckets(values.into_iter().filter(|v| v.is_finite()).collect()),
+    let text = std::env::var(var).ok();
+    match parse_buckets(text.as_deref()) {
+        Ok(Some(values)) => Buckets(values.into()),
+        Ok(None) => Buckets(default.into()),
+        // Upstream fails to import instead; a hub that starts with the defaults is kinder.
         Err(e) => {
-            tracing::warn!(%var, value = %text, error = %e, "not a list of numbers; default buckets kept");
+            tracing::warn!(%var, error = %e, "not a list of numbers; default buckets kept");
             Buckets(default.into())
         }
     }
+}
+
+/// `None` for no value or an empty one; `+Inf` is dropped (the encoder always adds it,
+/// upstream lists it explicitly).
+fn parse_buckets(text: Option<&str>) -> Result<Option<Vec<f64>>, std::num::ParseFloatError> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let values = text
+        .split(',')
+        .map(|s| s.trim().parse::<f64>())
+        .collect::<Result<Vec<f64>, _>>()?;
+    Ok(Some(values.into_iter().filter(|v| v.is_finite()).collect()))
 }
 
 pub type StatusHistograms = Family<StatusLabel, Histogram, Buckets>;
@@ -428,6 +435,17 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line}\n{text}");
         }
+    }
+
+    #[test]
+    fn bucket_lists_parse_as_upstreams() {
+        assert_eq!(parse_buckets(None), Ok(None));
+        assert_eq!(parse_buckets(Some("  ")), Ok(None));
+        assert_eq!(
+            parse_buckets(Some("1, 2.5,10,inf")),
+            Ok(Some(vec![1.0, 2.5, 10.0]))
+        );
+        assert!(parse_buckets(Some("1,two")).is_err());
     }
 
     #[test]

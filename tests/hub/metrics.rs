@@ -353,19 +353,11 @@ async fn servers_move_spawn_poll_route_stop_and_usage_metrics() {
     assert!(!text.contains(&memory), "{text}");
 }
 
-/// A server that died while the hub was down is polled `stopped` at start-up.
-#[tokio::test]
-async fn a_server_gone_while_the_hub_was_down_is_polled_stopped() {
-    let mut hub = TestHub::start("", &stub_spawner_config()).await;
-    let admin = hub.admin_token();
-    let user = server_user();
-    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
-    call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
-    let model = wait_ready(&hub, &admin, &user, "").await;
+/// SIGKILL a server's process and wait until it is gone.
+async fn kill_server(model: &serde_json::Value) {
     let pid = model["servers"][""]["state"]["pid"]
         .as_i64()
         .unwrap_or_else(|| panic!("the local spawner's state has the pid: {model}"));
-    hub.stop();
     let pid = nix::unistd::Pid::from_raw(pid as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill the server");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -373,6 +365,20 @@ async fn a_server_gone_while_the_hub_was_down_is_polled_stopped() {
         assert!(Instant::now() < deadline, "the server outlived SIGKILL");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A server that died while the hub was down is polled `stopped` at start-up; one that dies
+/// while it runs has its route deleted.
+#[tokio::test]
+async fn servers_that_die_are_polled_stopped_and_lose_their_route() {
+    let mut hub = TestHub::start("", &stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
+    let model = wait_ready(&hub, &admin, &user, "").await;
+    hub.stop();
+    kill_server(&model).await;
     hub.launch().await;
     let text = scrape(&hub, &admin).await;
     assert_eq!(
@@ -386,4 +392,16 @@ async fn a_server_gone_while_the_hub_was_down_is_polled_stopped() {
         value(&text, "jupyterhub_init_spawners_duration_seconds_count"),
         1.0
     );
+
+    call(&hub, "POST", &format!("/users/{user}/server"), &admin, None).await;
+    let model = wait_ready(&hub, &admin, &user, "").await;
+    kill_server(&model).await;
+    // Noticed by the exit watch (or the poll), which removes the route.
+    wait_for(
+        &hub,
+        &admin,
+        "jupyterhub_proxy_delete_duration_seconds_count{status=\"success\"}",
+        1.0,
+    )
+    .await;
 }
