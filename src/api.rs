@@ -30,6 +30,8 @@ pub fn router() -> Router<Hub> {
         .route("/info", get(hub_info::info))
         .route("/user", get(auth::whoami))
         .route("/health", get(hub_info::health).head(hub_info::health))
+        // Upstream serves its metrics handler here too; the page's handler answers both.
+        .route("/metrics", get(crate::web::metrics))
         .route("/users", get(users::list).post(users::create_many))
         .route(
             "/users/{name}",

@@ -73,6 +73,7 @@ async fn hub_headers(
     next: Next,
 ) -> Response {
     let api = request.uri().path().contains("/hub/api");
+    let handler = handler_label(&hub, &request);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
@@ -99,23 +100,14 @@ async fn hub_headers(
         HeaderValue::from_static("accept, content-type, authorization"),
     );
     let status = response.status().as_u16();
-    {
-        let handler = if api {
-            "api"
-        } else if path.contains("/hub/") {
-            "page"
-        } else {
-            "redirect"
-        };
-        hub.metrics()
-            .requests
-            .get_or_create(&crate::metrics::RequestLabels {
-                method: method.to_string(),
-                handler: handler.into(),
-                code: status,
-            })
-            .observe(started.elapsed().as_secs_f64());
-    }
+    hub.metrics()
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            method: method.to_string(),
+            handler,
+            code: status,
+        })
+        .observe(started.elapsed().as_secs_f64());
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     // Upstream's access log: one line per request, quiet for health checks and static files;
     // the fields become journal fields (METHOD=, PATH=, STATUS=, DURATION_MS=).
@@ -135,6 +127,31 @@ async fn hub_headers(
         access_log!(info);
     }
     response
+}
+
+/// `request_duration_seconds`'s `handler`: upstream names the Tornado handler class; ours is
+/// the route's template without the base URL (`/hub/api/users/{name}`), as stable and as few.
+/// Requests no route matched are named as upstream's catch-all handlers: `api_404` under
+/// `hub/api/` (`API404`), `page_404` elsewhere under `hub/` (`Template404`), and
+/// `prefix_redirect` outside it (`PrefixRedirectHandler`).
+fn handler_label(hub: &Hub, request: &Request) -> String {
+    let base = hub.base_url().trim_end_matches('/');
+    let Some(matched) = request.extensions().get::<axum::extract::MatchedPath>() else {
+        let path = request.uri().path().strip_prefix(base).unwrap_or_default();
+        return if path.starts_with("/hub/api/") {
+            "api_404"
+        } else if path.starts_with("/hub/") {
+            "page_404"
+        } else {
+            "prefix_redirect"
+        }
+        .into();
+    };
+    let path = matched.as_str();
+    path.strip_prefix(base)
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path)
+        .to_owned()
 }
 
 /// Paths that reach the hub without being under `{base_url}hub/` (upstream's
@@ -231,6 +248,11 @@ pub async fn serve(
     hub.add_service_routes();
     // Managed services are adopted or started before READY: the API they call is bound.
     hub.start_services().await;
+    // As upstream once its services run: the table matches what runs.
+    if let Err(e) = hub.check_routes() {
+        tracing::warn!(error = %e, "could not check routes");
+    }
+    hub.start_metrics_collectors();
     let stop = hub.shutdown_token().clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -271,6 +293,7 @@ pub async fn serve(
         tokio::spawn(crate::proxy::serve_app(internal, router, limits, stop))
     };
     // Listeners are bound and routes are in place: connections queued meanwhile are served.
+    hub.record_startup();
     crate::systemd::notify::ready(&hub.status_line());
     let status_hub = hub.clone();
     crate::systemd::notify::spawn_watchdog(
@@ -289,7 +312,8 @@ pub async fn serve(
 
 fn spawn_activity_flush(hub: &Hub) {
     let hub = hub.clone();
-    // Proxy activity lives in memory per route; it reaches the database at most this often.
+    // Proxy activity lives in memory per route; it reaches the database at most this often,
+    // and the routes are checked then, as upstream's `update_last_activity` does.
     let every = Duration::from_secs(hub.config().hub.last_activity_interval.clamp(1, 300));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
@@ -300,6 +324,9 @@ fn spawn_activity_flush(hub: &Hub) {
                 _ = ticker.tick() => {
                     if let Err(e) = hub.flush_route_activity() {
                         tracing::warn!(error = %e, "could not save activity");
+                    }
+                    if let Err(e) = hub.check_routes() {
+                        tracing::warn!(error = %e, "could not check routes");
                     }
                 }
             }

@@ -7,6 +7,7 @@ mod groups;
 mod identity;
 mod login;
 mod managed;
+mod metrics;
 mod oauth;
 mod observe;
 mod profiles;
@@ -127,6 +128,8 @@ pub struct Inner {
     /// Identities of recent API tokens, valid while the database is unwritten since.
     token_identities: identity::TokenIdentities,
     metrics: crate::metrics::Metrics,
+    /// When `open` began, for `hub_startup_duration_seconds`.
+    opened: std::time::Instant,
 }
 
 impl std::ops::Deref for Hub {
@@ -210,6 +213,7 @@ impl Hub {
     /// Open the database, load secrets, sync config-defined roles, groups, services and
     /// tokens. In `Mode::Serve` the caller then binds listeners and calls `reconcile`.
     pub async fn open(config: Config, mode: Mode) -> Result<Hub> {
+        let opened = std::time::Instant::now();
         let db = Arc::new(Db::open(&config.db_path(), config.hub.upgrade_db)?);
         let env_secret = std::env::var("JPY_COOKIE_SECRET").ok();
         let secret = CookieSecret::load(&config.hub.cookie_secret_file, env_secret.as_deref())?;
@@ -262,6 +266,7 @@ impl Hub {
             verified_tokens: Default::default(),
             token_identities: Default::default(),
             metrics: crate::metrics::Metrics::new(),
+            opened,
         }));
         hub.sync_config()?;
         if mode == Mode::Serve {
@@ -289,6 +294,13 @@ impl Hub {
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+
+    /// Upstream's `hub_startup_duration_seconds`: from opening the hub to serving.
+    pub fn record_startup(&self) {
+        self.metrics
+            .hub_startup
+            .observe(self.opened.elapsed().as_secs_f64());
     }
 
     /// Signs and checks the login cookie and XSRF tokens.

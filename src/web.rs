@@ -26,7 +26,7 @@ use crate::hub::Hub;
 
 pub use base::FirstQuery;
 pub use errors::{PageError, error_pages};
-pub use pages::hub_root;
+pub use pages::{hub_root, metrics};
 pub use session::{Session, login_cookies, logout_cookies};
 
 const TEMPLATES: &[(&str, &str)] = &[

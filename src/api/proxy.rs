@@ -43,13 +43,13 @@ pub async fn proxy_routes(
     )))
 }
 
-/// `POST /hub/api/proxy`: re-check routes against running servers.
+/// `POST /hub/api/proxy`: re-check routes against running servers (`check_routes`).
 pub async fn proxy_sync(
     State(hub): State<Hub>,
     Auth(identity): Auth,
 ) -> Result<StatusCode, ApiError> {
     identity.require(&["proxy"], &Resource::Hub)?;
-    hub.reconcile().await?;
+    hub.check_routes()?;
     Ok(StatusCode::OK)
 }
 
@@ -79,6 +79,6 @@ pub async fn proxy_update(
             );
         }
     }
-    hub.reconcile().await?;
+    hub.check_routes()?;
     Ok(StatusCode::OK)
 }

@@ -121,12 +121,7 @@ impl Hub {
         let started = std::time::Instant::now();
         let result = self.login_checked(raw_name, password, client).await;
         let status = if result.is_ok() { "success" } else { "failure" };
-        self.metrics
-            .logins
-            .get_or_create(&crate::metrics::StatusLabel {
-                status: status.into(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+        crate::metrics::Metrics::observe(&self.metrics.logins, status, started);
         result
     }
 

@@ -16,13 +16,15 @@ use super::{Hub, Result};
 impl Hub {
     /// After a restart: servers the database says run are polled; live ones get their routes
     /// back, dead ones are cleared. Runs before the hub declares itself ready.
+    /// Timed as upstream's `init_spawners_duration_seconds`.
     pub async fn reconcile(&self) -> Result<()> {
+        let started = std::time::Instant::now();
         let rows = self.db.read(db::all_spawners)?;
         for row in rows.into_iter().filter(|r| r.url.is_some()) {
             let Some(user) = self.db.read(|c| db::user_by_id(c, row.user_id))? else {
                 continue;
             };
-            let status = self.spawner.poll(&user.name, &row.name, &row.state).await;
+            let status = self.poll_server(&user.name, &row.name, &row.state).await;
             match status {
                 Ok(Status::Running) => {
                     let prefix = self.server_url(&user.name, &row.name);
@@ -54,6 +56,9 @@ impl Hub {
                 }
             }
         }
+        self.metrics
+            .init_spawners
+            .observe(started.elapsed().as_secs_f64());
         self.report_unknown_servers().await
     }
 
@@ -125,7 +130,7 @@ impl Hub {
                 continue;
             }
             if let Ok(Status::Stopped { reason, log_tail }) =
-                self.spawner.poll(&user.name, &row.name, &row.state).await
+                self.poll_server(&user.name, &row.name, &row.state).await
             {
                 self.server_exited(&user.name, &row.name, &reason, &log_tail);
             }
@@ -144,7 +149,7 @@ impl Hub {
                 return;
             };
             if let Ok(Status::Stopped { reason, log_tail }) =
-                hub.spawner.poll(&user, &server_name, &row.state).await
+                hub.poll_server(&user, &server_name, &row.state).await
             {
                 hub.server_exited(&user, &server_name, &reason, &log_tail);
             }

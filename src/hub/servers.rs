@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::db::{self, SpawnerRow, TokenOwner, UserRow};
+use crate::metrics::{self, Metrics, spawn_status};
 
 use super::{Error, Hub, Result};
 
@@ -212,6 +213,8 @@ impl Hub {
         display_name: Option<&str>,
         user_options: Option<Value>,
     ) -> Result<Outcome> {
+        // Refusals are timed from here, as upstream's `spawn_single_user` times them.
+        let requested = std::time::Instant::now();
         let hub = &self.config.hub;
         if !server_name.is_empty() && !hub.allow_named_servers {
             return Err(Error::BadRequest("Named servers are not enabled.".into()));
@@ -243,6 +246,11 @@ impl Hub {
             }
         }
         if hub.active_server_limit > 0 && self.running_count() >= hub.active_server_limit as usize {
+            Metrics::observe(
+                &self.metrics.spawns,
+                spawn_status::TOO_MANY_USERS,
+                requested,
+            );
             return Err(Error::TooManyRequests {
                 message: "Active user limit exceeded. Try again in a few minutes.".into(),
                 retry_after: 30,
@@ -251,6 +259,13 @@ impl Hub {
         {
             let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(state) = servers.get(&key) {
+                if state.pending.is_some() {
+                    Metrics::observe(
+                        &self.metrics.spawns,
+                        spawn_status::ALREADY_PENDING,
+                        requested,
+                    );
+                }
                 match state.pending {
                     Some("spawn") => return Ok(Outcome::Pending),
                     Some("stop") => {
@@ -270,6 +285,7 @@ impl Hub {
                 .filter(|s| s.pending == Some("spawn"))
                 .count();
             if limit > 0 && pending >= limit {
+                Metrics::observe(&self.metrics.spawns, spawn_status::THROTTLED, requested);
                 return Err(Error::TooManyRequests {
                     message: format!(
                         "Too many users trying to log in right now. Try again in {} seconds.",
@@ -397,13 +413,21 @@ impl Hub {
     async fn stop_task(&self, user: &UserRow, row: SpawnerRow, why: &str) -> Result<()> {
         let key: ServerKey = (user.id, row.name.clone());
         let prefix = self.server_url(&user.name, &row.name);
+        // Timed as upstream's `stop_single_user`: the route's removal (in-process, so it
+        // cannot fail), then the spawner's stop.
+        let started = std::time::Instant::now();
         self.routes.remove(&prefix);
+        Metrics::observe(&self.metrics.proxy_delete, metrics::SUCCESS, started);
         let result = self
             .spawner
             .stop(&user.name, &row.name, &row.state, false)
             .await;
-        if let Err(e) = &result {
-            tracing::warn!(user = %user.name, server = %row.name, error = %e, "stopping failed");
+        match &result {
+            Ok(()) => Metrics::observe(&self.metrics.stops, metrics::SUCCESS, started),
+            Err(e) => {
+                Metrics::observe(&self.metrics.stops, metrics::FAILURE, started);
+                tracing::warn!(user = %user.name, server = %row.name, error = %e, "stopping failed");
+            }
         }
         self.mark_stopped(user, &row.name, None);
         tracing::info!(user = %user.name, server = %row.name, "server {why}");
@@ -477,6 +501,11 @@ impl Hub {
             }
         }
         tracing::warn!(user = %user_name, server = %server_name, reason, "server stopped unexpectedly");
+        // Upstream's `user_stopped` times the route's removal.
+        let started = std::time::Instant::now();
+        self.routes
+            .remove(&self.server_url(&user.name, server_name));
+        Metrics::observe(&self.metrics.proxy_delete, metrics::SUCCESS, started);
         self.mark_stopped(
             &user,
             server_name,

@@ -98,7 +98,7 @@ fn valid_service_name(name: &str) -> bool {
 }
 
 /// An `http`/`https` URL with a host, as the proxy can forward to.
-fn service_target(name: &str, url: &str) -> Result<http::Uri> {
+pub(super) fn service_target(name: &str, url: &str) -> Result<http::Uri> {
     let unsupported = || {
         Error::BadRequest(format!(
             "Unsupported scheme in URL for service {name}: {url}. Must be http[s]"
@@ -195,7 +195,7 @@ impl Hub {
         }
     }
 
-    fn add_service_route(&self, spec: &ServiceSpec) {
+    pub(super) fn add_service_route(&self, spec: &ServiceSpec) {
         let Some(url) = &spec.url else { return };
         match service_target(&spec.name, url) {
             Ok(target) => self.routes.add(

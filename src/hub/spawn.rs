@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::db::{self, OAuthClientRow, SpawnerRow, TokenOwner, UserRow};
+use crate::metrics::{Metrics, spawn_status};
 use crate::proxy::Target;
 use crate::rbac;
 use crate::spawner::{LimitsSpec, SpawnRequest, Status};
@@ -162,12 +163,7 @@ impl Hub {
         let result = self.spawn_inner(&user, &mut row).await;
         match &result {
             Ok(()) => {
-                self.metrics
-                    .spawns
-                    .get_or_create(&crate::metrics::StatusLabel {
-                        status: "success".into(),
-                    })
-                    .observe(started_at.elapsed().as_secs_f64());
+                Metrics::observe(&self.metrics.spawns, spawn_status::SUCCESS, started_at);
                 let url = self.server_url(&user.name, &row.name);
                 tracing::info!(user = %user.name, server = %row.name, spawn_seconds = started_at.elapsed().as_secs_f64(), "server ready");
                 let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,12 +177,7 @@ impl Hub {
                 }
             }
             Err(e) => {
-                self.metrics
-                    .spawns
-                    .get_or_create(&crate::metrics::StatusLabel {
-                        status: "failure".into(),
-                    })
-                    .observe(started_at.elapsed().as_secs_f64());
+                Metrics::observe(&self.metrics.spawns, spawn_status::FAILURE, started_at);
                 let message = format!("Spawn failed: {e}");
                 tracing::warn!(user = %user.name, server = %row.name, error = %e, "spawn failed");
                 let failure = json!({"reason": e.to_string(), "log_tail": match e {
@@ -341,11 +332,14 @@ impl Hub {
                 started.url
             ))
         })?;
+        // The table is in-process: adding cannot fail, so only `success` moves.
+        let adding = std::time::Instant::now();
         self.routes.add(
             &prefix,
             Target::Url(target),
             json!({"user": user.name, "server_name": row.name}),
         );
+        Metrics::observe(&self.metrics.proxy_add, crate::metrics::SUCCESS, adding);
         Ok(())
     }
 
@@ -458,7 +452,7 @@ impl Hub {
                 .map(|r| r.state)
                 .unwrap_or(Value::Null);
             if let Ok(Status::Stopped { reason, log_tail }) =
-                self.spawner.poll(&user.name, server_name, &state).await
+                self.poll_server(&user.name, server_name, &state).await
             {
                 return Err(Error::Spawner(crate::spawner::Error::StartFailed {
                     reason,

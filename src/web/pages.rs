@@ -230,8 +230,8 @@ pub async fn user_redirect(
     found(&with_next(spawn_path(&hub, &me.name, ""), Some(&target)))
 }
 
-/// `GET /hub/metrics`: Prometheus metrics; needs `read:metrics` unless
-/// `authenticate_prometheus = false`.
+/// `GET /hub/metrics` and `GET /hub/api/metrics` (upstream's `MetricsHandler` serves both):
+/// Prometheus metrics; needs `read:metrics` unless `authenticate_prometheus = false`.
 pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Response, PageError> {
     if hub.config().hub.authenticate_prometheus {
         let identity = match bearer_token(&session.headers) {
@@ -240,10 +240,13 @@ pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Respons
         };
         let allowed = identity.is_some_and(|i| i.allows("read:metrics", &Resource::Hub));
         if !allowed {
-            return Err(hub::Error::Forbidden("read:metrics is required".into()).into());
+            return Err(hub::Error::Forbidden(
+                "Access to metrics requires scope 'read:metrics'".into(),
+            )
+            .into());
         }
     }
-    hub.refresh_gauges();
+    hub.refresh_metrics().await;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -257,10 +260,15 @@ pub async fn metrics(State(hub): State<Hub>, session: Session) -> Result<Respons
 /// `POST /hub/security/csp-report` (upstream's `CSPReportHandler`): a browser reporting a
 /// Content-Security-Policy violation on our pages. Logged (escaped, at most 4 KiB) for a
 /// logged-in user; anyone else gets 403, so the endpoint cannot be used to fill the log.
-pub async fn csp_report(session: Session, body: axum::body::Bytes) -> StatusCode {
+pub async fn csp_report(
+    State(hub): State<Hub>,
+    session: Session,
+    body: axum::body::Bytes,
+) -> StatusCode {
     let Some(user) = session.user_name() else {
         return StatusCode::FORBIDDEN;
     };
+    hub.metrics().csp_reports.inc();
     let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
     tracing::warn!(%user, report = ?text, "Content security violation");
     StatusCode::NO_CONTENT

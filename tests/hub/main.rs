@@ -10,6 +10,7 @@ mod first_use;
 mod groups;
 mod login;
 mod managed;
+mod metrics;
 mod oauth;
 mod pam;
 mod privileged;

@@ -64,6 +64,15 @@ pub fn count_users(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
 }
 
+/// Users active at or after `since` (UTC microseconds), for `active_users{period}`.
+pub fn count_users_active_since(conn: &Connection, since: i64) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM users WHERE last_activity >= ?1",
+        [since],
+        |r| r.get(0),
+    )?)
+}
+
 pub fn insert_user(tx: &Connection, name: &str, admin: bool) -> Result<UserRow> {
     let cookie_id = uuid::Uuid::new_v4().simple().to_string();
     let created = crate::time::now();
