@@ -26,6 +26,12 @@ fn free_port(ip: &str) -> Result<u16> {
         .port())
 }
 
+/// The first wait between readiness checks of a starting server; each later one is half as
+/// long again, at most a second.
+const FIRST_RETRY: Duration = Duration::from_millis(10);
+/// How often a readiness wait asks the spawner whether the server died.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
 impl Hub {
     fn build_env(
         &self,
@@ -429,7 +435,12 @@ impl Hub {
             .parse()
             .map_err(|e| Error::SpawnFailed(format!("invalid server URL {url}: {e}")))?;
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_millis(200);
+        // Most servers listen within a few hundred milliseconds of exec: try again soon at
+        // first (a refused local connect costs microseconds), then back off, so the wait
+        // after a server comes up stays a fraction of its own start-up, without busy polling
+        // (about ten tries in the first second, then one a second).
+        let mut delay = FIRST_RETRY;
+        let mut last_poll = tokio::time::Instant::now();
         loop {
             let request = http::Request::get(uri.clone())
                 .body(http_body_util::Empty::new())
@@ -446,23 +457,28 @@ impl Hub {
                     timeout.as_secs()
                 )));
             }
-            let state = self
-                .db
-                .read(|c| db::spawner(c, user.id, server_name))?
-                .map(|r| r.state)
-                .unwrap_or(Value::Null);
-            if let Ok(Status::Stopped { reason, log_tail }) =
-                self.poll_server(&user.name, server_name, &state).await
-            {
-                return Err(Error::Spawner(crate::spawner::Error::StartFailed {
-                    reason,
-                    log_tail,
-                }));
+            // Whether it died meanwhile: asked of the spawner at most every POLL_EVERY, not
+            // at every early retry.
+            if last_poll.elapsed() >= POLL_EVERY {
+                last_poll = tokio::time::Instant::now();
+                let state = self
+                    .db
+                    .read(|c| db::spawner(c, user.id, server_name))?
+                    .map(|r| r.state)
+                    .unwrap_or(Value::Null);
+                if let Ok(Status::Stopped { reason, log_tail }) =
+                    self.poll_server(&user.name, server_name, &state).await
+                {
+                    return Err(Error::Spawner(crate::spawner::Error::StartFailed {
+                        reason,
+                        log_tail,
+                    }));
+                }
             }
             tokio::time::sleep(delay).await;
             // Upstream caps the backoff at 5 s; a local check is cheap, and 1 s keeps the
             // wait after a server comes up short.
-            delay = (delay * 2).min(Duration::from_secs(1));
+            delay = (delay * 3 / 2).min(Duration::from_secs(1));
         }
     }
 }
