@@ -32,6 +32,12 @@ pub enum Error {
         found: usize,
         known: usize,
     },
+    #[error(
+        "{path} is Python JupyterHub's database (alembic revision {revision}), which this hub does not read: \
+         move it away (its users, groups and tokens do not carry over; recreate them with \
+         load_groups, admin_users and api_tokens) or set db_url to a new file"
+    )]
+    PythonDatabase { path: PathBuf, revision: String },
     #[error("cannot back up the database: {0}")]
     Backup(std::io::Error),
     #[error("{0} not found")]
@@ -74,8 +80,17 @@ impl Db {
     /// the newest schema; an old one is upgraded only when `upgrade` is true.
     pub fn open(path: &Path, upgrade: bool) -> Result<Db> {
         let conn = Connection::open(path)?;
+        // Before `configure`, which switches the file to WAL: a database that is not ours is
+        // refused without a byte of it changed.
+        let state = migrate::state(&conn)?;
+        if let SchemaState::Python(revision) = state {
+            return Err(Error::PythonDatabase {
+                path: path.to_owned(),
+                revision,
+            });
+        }
         configure(&conn)?;
-        match migrate::state(&conn)? {
+        match state {
             SchemaState::Current => {}
             SchemaState::Empty => migrate::apply(&conn)?,
             SchemaState::Old(found) if upgrade => {
@@ -104,6 +119,12 @@ impl Db {
                     known: MIGRATIONS.len(),
                 });
             }
+            SchemaState::Python(revision) => {
+                return Err(Error::PythonDatabase {
+                    path: path.to_owned(),
+                    revision,
+                });
+            }
         }
         let writer = Connection::open(path)?;
         configure(&writer)?;
@@ -130,8 +151,11 @@ impl Db {
     /// Returns the backup's path, or `None` when nothing was pending.
     pub fn upgrade(path: &Path) -> Result<Option<PathBuf>> {
         let conn = Connection::open(path)?;
-        configure(&conn)?;
-        match migrate::state(&conn)? {
+        let state = migrate::state(&conn)?;
+        if !matches!(state, SchemaState::Python(_)) {
+            configure(&conn)?;
+        }
+        match state {
             SchemaState::Current => Ok(None),
             SchemaState::Empty => {
                 migrate::apply(&conn)?;
@@ -141,6 +165,10 @@ impl Db {
                 path: path.to_owned(),
                 found,
                 known: MIGRATIONS.len(),
+            }),
+            SchemaState::Python(revision) => Err(Error::PythonDatabase {
+                path: path.to_owned(),
+                revision,
             }),
             SchemaState::Old(_) => {
                 drop(conn);

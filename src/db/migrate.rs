@@ -32,6 +32,9 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 #[derive(Debug, PartialEq, Eq)]
 pub enum SchemaState {
     Empty,
+    /// Python JupyterHub's database (alembic's `alembic_version` table, no `user_version`):
+    /// not ours to migrate.
+    Python(String),
     Current,
     Old(usize),
     TooNew(usize),
@@ -45,6 +48,18 @@ pub fn state(conn: &Connection) -> Result<SchemaState> {
         [],
         |row| row.get(0),
     )?;
+    if version == 0 && tables > 0 {
+        let alembic: Option<String> = conn
+            .query_row(
+                "SELECT version_num FROM alembic_version LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .ok();
+        if let Some(revision) = alembic {
+            return Ok(SchemaState::Python(revision));
+        }
+    }
     Ok(match version {
         0 if tables == 0 => SchemaState::Empty,
         v if v == MIGRATIONS.len() => SchemaState::Current,

@@ -275,3 +275,43 @@ async fn upgrade_db_migrates_an_old_schema_after_a_backup() {
     let (status, alice) = call(&hub, "GET", "/users/alice", &admin, None).await;
     assert_eq!(status, 200, "data survived the upgrade: {alice}");
 }
+
+/// Python JupyterHub's database (Debian's `jupyterhub` package leaves one behind) is named as
+/// such, by the hub and by `upgrade-db`, and left untouched.
+#[tokio::test]
+async fn a_python_jupyterhub_database_is_refused_by_name() {
+    let mut hub = TestHub::start("", "").await;
+    hub.stop();
+    let db = hub.dir.path().join("jupyterhub.sqlite");
+    std::fs::remove_file(&db).expect("remove ours");
+    {
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY);
+             INSERT INTO alembic_version VALUES ('4621fec11365');
+             CREATE TABLE users (id INTEGER PRIMARY KEY, name VARCHAR(255), admin BOOLEAN);
+             INSERT INTO users (name, admin) VALUES ('alice', 1);",
+        )
+        .expect("a Python JupyterHub schema");
+    }
+    let before = std::fs::read(&db).expect("read");
+    let out = Command::new(BIN)
+        .arg("-f")
+        .arg(&hub.config)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Python JupyterHub's database (alembic revision 4621fec11365)"),
+        "{stderr}"
+    );
+    let out = hub.cli(&["upgrade-db"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Python JupyterHub's database"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&db).expect("read") == before, "the file was changed");
+}

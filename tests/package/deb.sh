@@ -55,8 +55,17 @@ cleanup() {
 trap cleanup EXIT
 
 step "apt install ./$(basename "$deb")"
+# As over Debian's own jupyterhub package: its Python config is left behind, and named.
+mkdir -p /etc/jupyterhub
+old_config=/etc/jupyterhub/jupyterhub_config.py
+[ -e "$old_config" ] && fail "$old_config exists already; this test would remove it"
+echo 'c = get_config()  # noqa' >"$old_config"
 DEBIAN_FRONTEND=noninteractive inside apt-get install -y -qq "$deb" >"$work/apt.log" 2>&1 \
-  || { cat "$work/apt.log"; fail "apt install"; }
+  || { rm -f "$old_config"; cat "$work/apt.log"; fail "apt install"; }
+grep -q "NOTE: /etc/jupyterhub/jupyterhub_config.py is Python JupyterHub's configuration" "$work/apt.log" \
+  || { rm -f "$old_config"; cat "$work/apt.log"; fail "no note about the old jupyterhub_config.py"; }
+[ -f "$old_config" ] || fail "the old config was removed"
+rm -f "$old_config"
 id jupyterhub
 id -nG jupyterhub | grep -qw systemd-journal || fail "jupyterhub is not in systemd-journal"
 [ "$(stat -c '%U:%G %a' /etc/jupyterhub/jupyterhub.toml)" = "root:jupyterhub 640" ] \
