@@ -175,6 +175,13 @@ pub trait Spawner: Send + Sync + 'static {
         let _ = known;
         Ok(Vec::new())
     }
+
+    /// The user and server name one of `unknown_servers`' names stands for, when the
+    /// naming scheme says.
+    fn server_of(&self, name: &str) -> Option<(String, String)> {
+        let _ = name;
+        None
+    }
     /// Memory and CPU time of the running server described by `state`.
     async fn usage(
         &self,

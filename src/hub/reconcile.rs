@@ -78,6 +78,9 @@ impl Hub {
         match self.spawner.unknown_servers(&known).await {
             Ok(units) => {
                 for unit in units {
+                    if self.stop_unrecorded(&unit).await {
+                        continue;
+                    }
                     tracing::warn!(%unit, "a server runs that the database does not know; leaving it alone");
                 }
             }
@@ -85,6 +88,44 @@ impl Hub {
             Err(e) => tracing::warn!(error = %e, "cannot list servers to look for unknown ones"),
         }
         Ok(())
+    }
+
+    /// A server of a user and server record the database has, running though never recorded
+    /// as started: a spawn the hub was killed in the middle of (between starting it and
+    /// writing it down). Nobody was told it runs and its credentials may be half made, so it
+    /// is stopped, and the record says why. `false` when `name` is no such server.
+    async fn stop_unrecorded(&self, name: &str) -> bool {
+        let Some((user_name, server_name)) = self.spawner.server_of(name) else {
+            return false;
+        };
+        let Ok(Some(user)) = self.db.read(|c| db::user_by_name(c, &user_name)) else {
+            return false;
+        };
+        let Ok(Some(row)) = self.db.read(|c| db::spawner(c, user.id, &server_name)) else {
+            return false;
+        };
+        if row.url.is_some() {
+            return false;
+        }
+        tracing::warn!(unit = %name, user = %user.name, server = %server_name, "a server the hub started but never recorded (it was stopped mid-spawn); stopping it");
+        if let Err(e) = self
+            .spawner
+            .stop(&user.name, &server_name, &json!({"unit": name}), true)
+            .await
+        {
+            tracing::warn!(unit = %name, error = %e, "cannot stop the unrecorded server");
+            return true;
+        }
+        self.cleanup_server_credentials(&user, &server_name);
+        self.mark_stopped(
+            &user,
+            &server_name,
+            Some(json!({
+                "reason": "the hub restarted while this server was starting; it was stopped, start it again",
+                "log_tail": [],
+            })),
+        );
+        true
     }
 
     /// Background: servers that exit on their own, and a periodic poll as a safety net.

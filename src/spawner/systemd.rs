@@ -600,6 +600,10 @@ impl Spawner for SystemdSpawner {
         strays.sort();
         Ok(strays)
     }
+
+    fn server_of(&self, name: &str) -> Option<(String, String)> {
+        parse_unit_name(name)
+    }
 }
 
 /// Announce every `jupyter-*` unit that becomes inactive or failed without our asking.

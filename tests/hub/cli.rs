@@ -313,5 +313,8 @@ async fn a_python_jupyterhub_database_is_refused_by_name() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(std::fs::read(&db).expect("read") == before, "the file was changed");
+    assert!(
+        std::fs::read(&db).expect("read") == before,
+        "the file was changed"
+    );
 }

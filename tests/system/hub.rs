@@ -4,7 +4,9 @@
 //! stray `jupyter-*` units are reported and left alone; a unit that dies on its own loses its
 //! route and keeps its reason; an admin reads a server's memory (its cgroup's) against its
 //! limit, its journal (followed live) and "out of memory" once the kernel kills it; a
-//! profile's limits and properties are its unit's;
+//! profile's limits and properties are its unit's; a unit a hub killed mid-spawn started
+//! but never recorded is stopped at the next start; `kill -9` at random moments of spawns
+//! and stops loses no user, token or server and leaves no unit orphaned;
 //! `concurrent_spawn_limit` holds with 20 real users at once.
 //! Needs root (fails, saying so, otherwise).
 
@@ -451,6 +453,8 @@ fn hub_with_systemd_spawner() {
             admins_read_live_use_logs_and_out_of_memory(&hub).await;
             a_profile_sets_the_units_limits(&hub).await;
             concurrent_spawn_limit_holds(&hub).await;
+            a_unit_started_but_never_recorded_is_stopped(&hub).await;
+            kill_9_at_random_points_of_spawns_and_stops_loses_nothing(&hub).await;
             managed_services_are_units_that_outlive_the_hub(&hub).await;
         });
     sd.run(&["systemctl", "stop", HUB_UNIT]);
@@ -960,6 +964,202 @@ async fn concurrent_spawn_limit_holds(hub: &Hub<'_>) {
 
 /// The real idle culler (jupyterhub 6's venv, which the test set-up gives it), with
 /// short times, and the role the packaged example config gives it.
+/// `kill -9` of the hub and a restart, waiting until systemd has it inactive first.
+async fn kill_9_and_restart(hub: &Hub<'_>) {
+    hub.sd.run_ok(&[
+        "systemctl",
+        "kill",
+        "--kill-who=main",
+        "--signal=KILL",
+        HUB_UNIT,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hub.sd.prop(HUB_UNIT, "ActiveState") == "active" {
+        assert!(Instant::now() < deadline, "the hub survived SIGKILL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hub.start();
+}
+
+/// A spawn the hub was killed in the middle of, between starting the unit and recording it:
+/// made here by starting the user's unit by hand while the hub is down. At the next start
+/// the hub stops it and says why, rather than leaving a server nobody was told about.
+async fn a_unit_started_but_never_recorded_is_stopped(hub: &Hub<'_>) {
+    let user = crowd_user(7);
+    let unit = server_unit(&user);
+    assert!(hub.server(&user).await.is_none(), "{user} has no server");
+    hub.sd.run_ok(&["systemctl", "stop", HUB_UNIT]);
+    hub.sd.run_ok(&[
+        "systemd-run",
+        "--unit",
+        &unit,
+        &format!("--property=User={user}"),
+        "/bin/sleep",
+        "infinity",
+    ]);
+    assert_eq!(hub.sd.prop(&unit, "ActiveState"), "active");
+    hub.start();
+    let state = hub.sd.prop(&unit, "ActiveState");
+    assert!(
+        state != "active" && state != "activating",
+        "the unrecorded unit still runs ({state}):\n{}",
+        hub.journal()
+    );
+    let model = hub
+        .get(&format!("/users/{user}?include_stopped_servers=1"))
+        .await;
+    assert!(model["server"].is_null(), "{model}");
+    let overview = hub.get(&format!("/usage?user={user}")).await;
+    let reason = overview["servers"][0]["last_failure"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("hub restarted while this server was starting"),
+        "{overview}"
+    );
+    // A unit of no user the database has is still only reported (the stray scenario).
+    assert_eq!(hub.sd.prop(STRAY_UNIT, "ActiveState"), "active");
+    // The user can start again.
+    let (status, _, body) = hub
+        .call(
+            reqwest::Method::POST,
+            &format!("/users/{user}/server"),
+            None,
+        )
+        .await;
+    assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
+    hub.wait_ready(&user).await;
+    let (status, _, body) = hub
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/users/{user}/server"),
+            None,
+        )
+        .await;
+    assert!(matches!(status.as_u16(), 202 | 204), "{status} {body}");
+    hub.wait_stopped(&user).await;
+}
+
+/// `kill -9` of the hub at random moments of spawns and stops, several times: after each
+/// restart every server is either running (unit active, routed to its user) or stopped
+/// (no unit left running), nothing stays pending, and users and tokens are all still there.
+async fn kill_9_at_random_points_of_spawns_and_stops_loses_nothing(hub: &Hub<'_>) {
+    let users: Vec<String> = (8..=10).map(crowd_user).collect();
+    let (status, _, token) = hub
+        .call(
+            reqwest::Method::POST,
+            &format!("/users/{}/tokens", users[0]),
+            Some(json!({"note": "before the chaos"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{token}");
+    let token = token["token"].as_str().expect("token").to_owned();
+    let user_count = hub.get("/users?limit=200").await.as_array().map(Vec::len);
+    // A small deterministic generator: the same moments in every run of this process.
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..6 {
+        let user = &users[round % users.len()];
+        let running = hub.server(user).await.is_some();
+        let method = if running {
+            reqwest::Method::DELETE
+        } else {
+            reqwest::Method::POST
+        };
+        let request = hub
+            .http
+            .request(method.clone(), hub.api(&format!("/users/{user}/server")))
+            .header("Authorization", format!("token {}", hub.token))
+            .send();
+        // The request runs while the hub is killed; its answer (or the lost connection)
+        // does not matter, only what the hub knows after its restart.
+        let pending = tokio::spawn(request);
+        let wait = next() % 700;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        kill_9_and_restart(hub).await;
+        let _ = pending.await;
+        // Consistency once nothing is pending any more.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut settled = true;
+            for u in &users {
+                let model = hub.get(&format!("/users/{u}")).await;
+                let server = &model["servers"][""];
+                let unit = hub.sd.prop(&server_unit(u), "ActiveState");
+                if !server["pending"].is_null() {
+                    settled = false;
+                } else if server["ready"] == json!(true) {
+                    assert_eq!(
+                        unit,
+                        "active",
+                        "round {round} ({method} {user} after {wait} ms): {u} is ready without a unit\n{}",
+                        hub.journal()
+                    );
+                    let (status, answer) = hub.through_proxy(u).await;
+                    assert_eq!(
+                        answer["user"],
+                        json!(u),
+                        "round {round}: {u}'s route: {status} {answer}"
+                    );
+                } else if unit == "active" || unit == "activating" {
+                    // A unit still running that the hub does not show: orphaned, unless a
+                    // stop is still under way (deactivating).
+                    settled = false;
+                }
+            }
+            if settled {
+                let after = hub.server(user).await.is_some();
+                eprintln!(
+                    "chaos round {round}: {method} {user}, kill -9 after {wait} ms: {}",
+                    if after { "running" } else { "stopped" }
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round} ({method} {user} after {wait} ms): never consistent\n{}",
+                hub.journal()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    // Nothing acknowledged before was lost.
+    let r = hub
+        .http
+        .get(hub.api("/user"))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .expect("whoami");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["name"],
+        json!(users[0])
+    );
+    assert_eq!(
+        hub.get("/users?limit=200").await.as_array().map(Vec::len),
+        user_count
+    );
+    for user in &users {
+        if hub.server(user).await.is_some() {
+            let _ = hub
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/users/{user}/server"),
+                    None,
+                )
+                .await;
+            hub.wait_stopped(user).await;
+        }
+    }
+}
+
 fn culler_service() -> String {
     let venv = std::env::var("SINGLEUSER_VENV_6")
         .unwrap_or_else(|_| "/var/cache/jupyterhub-rs-tests/venv-6".into());
