@@ -365,6 +365,24 @@ impl Hub {
         }
     }
 
+    /// At start-up, the accounts of `admin_users` and `allowed_users` (upstream's
+    /// `init_users` calls `add_user` on them). A failure is logged, not fatal: the user's
+    /// login or spawn then fails with the reason.
+    pub(crate) async fn add_config_accounts(&self) {
+        if !self.config.create_system_users() {
+            return;
+        }
+        let auth = &self.config.authenticator;
+        for name in auth.admin_users.iter().chain(&auth.allowed_users) {
+            let Ok(name) = self.policy.normalize(name) else {
+                continue;
+            };
+            if let Err(e) = self.ensure_system_account(&name).await {
+                tracing::error!(user = %name, error = %e, "no system account for a user of the config");
+            }
+        }
+    }
+
     /// An added user whose account cannot be made is removed again, as upstream's
     /// `POST /users` does when `add_user` fails: 400 with the reason.
     async fn add_system_account_or_undo(&self, user: &UserRow) -> Result<()> {

@@ -708,6 +708,24 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
 /// `POST /users` answers 400 and removes the user when `add_user` fails).
 #[tokio::test]
 async fn a_user_without_a_valid_system_account_name_is_not_added() {
+    /// The test hub's `admin` gets `jupyter-admin` at start-up (when the tests run as root);
+    /// removed again unless it was there before.
+    struct MadeAccount(Option<&'static str>);
+    impl Drop for MadeAccount {
+        fn drop(&mut self) {
+            if let Some(name) = self.0 {
+                let _ = std::process::Command::new("userdel")
+                    .args(["--remove", name])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let existed = nix::unistd::User::from_name("jupyter-admin")
+        .ok()
+        .flatten()
+        .is_some();
+    let _made = MadeAccount((!existed).then_some("jupyter-admin"));
     let hub = TestHub::start(
         "authenticator_class = \"firstuse\"",
         "[LocalAuthenticator]\ncreate_system_users = true\n\

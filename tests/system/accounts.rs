@@ -1,6 +1,6 @@
 //! `create_system_users` with `username_template = "jupyter-{USERNAME}"` (TLJH's naming):
-//! the hub (root, `systemd` spawner, first-use logins) as a unit of a contained systemd. An
-//! admin adds a user and the account exists (home, locked password, not in sudo); another
+//! the hub (root, `systemd` spawner, first-use logins) as a unit of a contained systemd. The
+//! config's admin has an account from the start; an admin adds a user and the account exists (home, locked password, not in sudo); another
 //! user signs up by logging in and gets theirs; a server runs as the account; deleting the
 //! user keeps the account and its home.
 //! Needs root (fails, saying so, otherwise).
@@ -20,6 +20,8 @@ const HUB_UNIT: &str = "jupyterhub-accounts-systest.service";
 const ADDED: &str = "jh-acct-added";
 /// Unknown to the hub until their first login.
 const SIGNUP: &str = "jh-acct-signup";
+/// The config's admin: their account is made at start-up.
+const ADMIN: &str = "jh-acct-admin";
 
 fn account(user: &str) -> String {
     format!("jupyter-{user}")
@@ -143,10 +145,10 @@ fn create_system_users_makes_accounts_servers_run_as() {
     let bin = shared.join(format!("jupyterhub-accounts-{id}"));
     let stub = shared.join(format!("stub_singleuser-accounts-{id}.py"));
     let _cleanup = Cleanup {
-        accounts: [ADDED, SIGNUP].iter().map(|u| account(u)).collect(),
+        accounts: [ADDED, SIGNUP, ADMIN].iter().map(|u| account(u)).collect(),
         files: vec![dir.clone(), bin.clone(), stub.clone()],
     };
-    for user in [ADDED, SIGNUP] {
+    for user in [ADDED, SIGNUP, ADMIN] {
         assert!(
             nix::unistd::User::from_name(&account(user))
                 .ok()
@@ -180,10 +182,10 @@ db_url = "sqlite:///{db}"
 cookie_secret_file = "{secret}"
 spawner_class = "systemd"
 authenticator_class = "firstuse"
-api_tokens = {{ "{token}" = "admin" }}
+api_tokens = {{ "{token}" = "{ADMIN}" }}
 
 [Authenticator]
-admin_users = ["admin"]
+admin_users = ["{ADMIN}"]
 allow_all = true
 
 [LocalAuthenticator]
@@ -238,6 +240,8 @@ http_timeout = 60
         .expect("runtime")
         .block_on(async {
             use reqwest::Method;
+            // The config's users have theirs from the start (upstream's init_users).
+            assert_locked_account_with_home(&sd, &account(ADMIN));
             // The admin adds a user: the account is made before the API answers.
             let (status, body) = call(
                 &http,
