@@ -2,6 +2,7 @@
 //! shared by all of them (normalisation, allow/block/admin lists), and API token hashing
 //! that is byte-compatible with JupyterHub's `hash_token`.
 
+pub mod accounts;
 pub mod cookie;
 pub mod first_use;
 pub mod pam;

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use authenticators::{DummyConfig, FirstUseConfig, PamConfig, SharedPasswordConfig};
+pub use authenticators::{
+    DummyConfig, FirstUseConfig, LocalConfig, PamConfig, SharedPasswordConfig,
+};
 pub use profiles::Profile;
 pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
 
@@ -43,6 +45,8 @@ pub struct Config {
     pub hub: HubConfig,
     #[serde(rename = "Authenticator")]
     pub authenticator: AuthenticatorConfig,
+    #[serde(rename = "LocalAuthenticator")]
+    pub local: LocalConfig,
     #[serde(rename = "PAMAuthenticator")]
     pub pam: PamConfig,
     #[serde(rename = "DummyAuthenticator")]
@@ -445,6 +449,9 @@ pub struct SystemdSpawnerConfig {
     pub helper_socket: PathBuf,
     /// Directory for the root-only environment files of user units.
     pub env_dir: PathBuf,
+    /// The system account a hub user's servers run as (systemdspawner's option; TLJH's
+    /// `jupyter-{USERNAME}`). Also the local spawner's: one account per user either way.
+    pub username_template: String,
 }
 
 impl Default for SystemdSpawnerConfig {
@@ -461,6 +468,7 @@ impl Default for SystemdSpawnerConfig {
             dynamic_users: false,
             helper_socket: "/run/jupyterhub-helper.sock".into(),
             env_dir: "/run/jupyterhub-units".into(),
+            username_template: crate::auth::accounts::USERNAME.into(),
         }
     }
 }
@@ -824,6 +832,7 @@ impl Config {
                  not {scheme}://"
             ));
         }
+        authenticators::check_system_accounts(self)?;
         for property in &self.systemd_spawner.unit_extra_properties {
             if !property.contains('=') {
                 return Err(format!(
@@ -999,10 +1008,43 @@ mod tests {
                 "[JupyterHub]\nauthenticator_class = \"shared-password\"\n",
                 "user_password",
             ),
+            (
+                "[JupyterHub]\nauthenticator_class = \"dummy\"\n\
+                 [LocalAuthenticator]\ncreate_system_users = true\n",
+                "LocalAuthenticator.create_system_users",
+            ),
+            (
+                "[JupyterHub]\nauthenticator_class = \"null\"\n\
+                 [PAMAuthenticator]\ncreate_system_users = true\n",
+                "PAMAuthenticator.create_system_users",
+            ),
+            (
+                "[LocalAuthenticator]\ncreate_system_users = true\n\
+                 [SystemdSpawner]\ndynamic_users = true\n",
+                "dynamic_users",
+            ),
+            (
+                "[SystemdSpawner]\nusername_template = \"jupyter\"\n",
+                "SystemdSpawner.username_template",
+            ),
+            (
+                "[SystemdSpawner]\nusername_template = \"j/{USERNAME}\"\n",
+                "SystemdSpawner.username_template",
+            ),
         ] {
             let config = Config::parse(text).expect("parses");
             let err = config.validate().expect_err(text);
             assert!(err.contains(needle), "{text}: {err}");
+        }
+        for text in [
+            "[LocalAuthenticator]\ncreate_system_users = true\n\
+             [SystemdSpawner]\nusername_template = \"jupyter-{USERNAME}\"\n",
+            "[JupyterHub]\nauthenticator_class = \"firstuse\"\n\
+             [PAMAuthenticator]\ncreate_system_users = true\n",
+        ] {
+            let config = Config::parse(text).expect("parses");
+            config.validate().expect(text);
+            assert!(config.create_system_users());
         }
     }
 }

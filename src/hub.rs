@@ -271,6 +271,7 @@ impl Hub {
         hub.sync_config()?;
         if mode == Mode::Serve {
             hub.check_existing_users()?;
+            hub.add_config_accounts().await;
             hub.db
                 .write(|tx| db::purge_expired_tokens(tx, crate::time::now()))?;
         }

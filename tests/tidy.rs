@@ -91,6 +91,7 @@ fn migrations_are_numbered_consecutively_and_embedded() {
 /// The files in src that may run programs. Everything else asks one of them, so what the
 /// hub executes (and with which environment) is found in a few places.
 const MAY_RUN_PROGRAMS: &[&str] = &[
+    "src/auth/accounts.rs",    // useradd (create_system_users)
     "src/hub/spawn.rs",        // pre_spawn_hook
     "src/spawner.rs",          // setup_user_env: the admin creates the servers' venv
     "src/spawner/local.rs",    // user servers as child processes

@@ -66,7 +66,9 @@ pub async fn create_many(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     identity.require(&["admin:users"], &Resource::Hub)?;
     let body = body.ok_or_else(|| ApiError::bad_request("Must specify usernames"))?;
-    let created = hub.create_users(&identity, &body.usernames, body.admin)?;
+    let created = hub
+        .create_users(&identity, &body.usernames, body.admin)
+        .await?;
     Ok((StatusCode::CREATED, Json(Value::Array(created))))
 }
 
@@ -147,7 +149,9 @@ pub async fn create(
             groups: &[],
         },
     )?;
-    let model = hub.create_user(&identity, &name, body.unwrap_or_default().admin)?;
+    let model = hub
+        .create_user(&identity, &name, body.unwrap_or_default().admin)
+        .await?;
     Ok((StatusCode::CREATED, Json(model)))
 }
 

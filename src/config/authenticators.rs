@@ -1,9 +1,10 @@
 //! The sections of single authenticators: `[PAMAuthenticator]`, `[DummyAuthenticator]`,
-//! `[SharedPasswordAuthenticator]`, `[FirstUseAuthenticator]`.
+//! `[SharedPasswordAuthenticator]`, `[FirstUseAuthenticator]`, and `[LocalAuthenticator]`
+//! (upstream's base class of PAM's, whose options PAM's section takes too).
 
 use serde::Deserialize;
 
-use super::Secret;
+use super::{Config, Secret};
 
 /// `[PAMAuthenticator]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,6 +18,9 @@ pub struct PamConfig {
     pub allowed_groups: Vec<String>,
     /// Run PAM's account stage (expired accounts, `pam_nologin`).
     pub check_account: bool,
+    /// Inherited from `LocalAuthenticator` (upstream's PAMAuthenticator is one); either
+    /// section turns it on.
+    pub create_system_users: bool,
 }
 
 impl Default for PamConfig {
@@ -26,6 +30,7 @@ impl Default for PamConfig {
             admin_groups: Vec::new(),
             allowed_groups: Vec::new(),
             check_account: true,
+            create_system_users: false,
         }
     }
 }
@@ -64,4 +69,50 @@ impl Default for FirstUseConfig {
             min_password_length: 7,
         }
     }
+}
+
+/// `[LocalAuthenticator]`: upstream's authenticators backed by system accounts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Create the system account (`SystemdSpawner.username_template` applied to the name) of
+    /// a user added by an admin or logging in for the first time, when it does not exist.
+    pub create_system_users: bool,
+}
+
+impl Config {
+    /// Whether users' system accounts are created (`[LocalAuthenticator]` or, inherited,
+    /// `[PAMAuthenticator]` `create_system_users`).
+    pub fn create_system_users(&self) -> bool {
+        self.local.create_system_users || self.pam.create_system_users
+    }
+}
+
+/// `username_template` and `create_system_users` against the rest of the config.
+pub(super) fn check_system_accounts(config: &Config) -> Result<(), String> {
+    crate::auth::accounts::check_template(&config.systemd_spawner.username_template)
+        .map_err(|e| format!("SystemdSpawner.username_template: {e}"))?;
+    if config.create_system_users() {
+        let key = if config.local.create_system_users {
+            "LocalAuthenticator.create_system_users"
+        } else {
+            "PAMAuthenticator.create_system_users"
+        };
+        // Upstream's LocalAuthenticator family is PAM; first-use is TLJH's, whose
+        // spawner makes the accounts. The others know no one a system account is for.
+        if !["pam", "firstuse"].contains(&config.hub.authenticator_class.as_str()) {
+            return Err(format!(
+                "{key}: only the pam and firstuse authenticators create system accounts, \
+                 not {:?}",
+                config.hub.authenticator_class
+            ));
+        }
+        if config.systemd_spawner.dynamic_users {
+            return Err(format!(
+                "{key}: servers run as DynamicUser= accounts \
+                 (SystemdSpawner.dynamic_users), so there is no account to create"
+            ));
+        }
+    }
+    Ok(())
 }

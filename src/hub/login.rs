@@ -159,6 +159,13 @@ impl Hub {
             return Err(Error::Auth(crate::auth::Error::NotAllowed(name)));
         }
         self.login_limiter.clear(&name, client);
+        // Before the user is recorded: a login whose account cannot be made fails whole
+        // (upstream's add_user on a new user's login). Existing users' accounts are made
+        // too, so turning the option on later covers users added before.
+        self.ensure_system_account(&name).await.map_err(|e| {
+            tracing::error!(user = %name, client, error = %e, "login refused: no system account");
+            e
+        })?;
         let user = self.db.write(|tx| {
             let user = match db::user_by_name(tx, &name)? {
                 Some(user) => user,

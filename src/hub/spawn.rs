@@ -271,7 +271,10 @@ impl Hub {
         let mut request = SpawnRequest {
             user: user.name.clone(),
             server_name: row.name.clone(),
-            system_user: user.name.clone(),
+            system_user: crate::auth::accounts::apply(
+                &self.config.systemd_spawner.username_template,
+                &user.name,
+            ),
             argv,
             env,
             working_dir: spawner_config

@@ -274,7 +274,7 @@ impl Hub {
 
     /// `POST /users`: create several users at once; existing names are skipped, all
     /// existing is 409.
-    pub fn create_users(
+    pub async fn create_users(
         &self,
         identity: &Identity,
         names: &[String],
@@ -313,6 +313,9 @@ impl Hub {
                 normalized.len()
             )));
         }
+        for user in &created {
+            self.add_system_account_or_undo(user).await?;
+        }
         created
             .iter()
             .map(|u| self.user_model(identity, u, false))
@@ -320,7 +323,7 @@ impl Hub {
     }
 
     /// `POST /users/{name}`.
-    pub fn create_user(&self, identity: &Identity, name: &str, admin: bool) -> Result<Value> {
+    pub async fn create_user(&self, identity: &Identity, name: &str, admin: bool) -> Result<Value> {
         if admin && !identity.scopes.has("admin:users") {
             return Err(Error::Forbidden(
                 "Only admins can create admin users".into(),
@@ -334,7 +337,61 @@ impl Hub {
                 db::Error::Conflict(_) => Error::Conflict(format!("User {name} already exists")),
                 other => Error::Db(other),
             })?;
+        self.add_system_account_or_undo(&user).await?;
         self.user_model(identity, &user, false)
+    }
+
+    /// `create_system_users`: make the user's system account (upstream's
+    /// `LocalAuthenticator.add_user`); off, nothing happens. The hub never deletes accounts.
+    pub(crate) async fn ensure_system_account(&self, name: &str) -> Result<()> {
+        if !self.config.create_system_users() {
+            return Ok(());
+        }
+        let spawner = &self.config.systemd_spawner;
+        match crate::auth::accounts::ensure(
+            &spawner.username_template,
+            name,
+            &spawner.helper_socket,
+        )
+        .await
+        {
+            Ok(outcome) => {
+                tracing::debug!(user = %name, ?outcome, "system account");
+                Ok(())
+            }
+            Err(e) => Err(Error::BadRequest(format!(
+                "Failed to create system user for {name}: {e}"
+            ))),
+        }
+    }
+
+    /// At start-up, the accounts of `admin_users` and `allowed_users` (upstream's
+    /// `init_users` calls `add_user` on them). A failure is logged, not fatal: the user's
+    /// login or spawn then fails with the reason.
+    pub(crate) async fn add_config_accounts(&self) {
+        if !self.config.create_system_users() {
+            return;
+        }
+        let auth = &self.config.authenticator;
+        for name in auth.admin_users.iter().chain(&auth.allowed_users) {
+            let Ok(name) = self.policy.normalize(name) else {
+                continue;
+            };
+            if let Err(e) = self.ensure_system_account(&name).await {
+                tracing::error!(user = %name, error = %e, "no system account for a user of the config");
+            }
+        }
+    }
+
+    /// An added user whose account cannot be made is removed again, as upstream's
+    /// `POST /users` does when `add_user` fails: 400 with the reason.
+    async fn add_system_account_or_undo(&self, user: &UserRow) -> Result<()> {
+        if let Err(e) = self.ensure_system_account(&user.name).await {
+            tracing::warn!(user = %user.name, error = %e, "removing the user just added");
+            self.db.write(|tx| db::delete_user(tx, user.id))?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// `PATCH /users/{name}`: `name`, `admin`, `auth_state`.
@@ -494,6 +551,17 @@ impl Hub {
             }
             db::delete_user(tx, user.id)
         })?;
+        if self.config.create_system_users() {
+            // Upstream never removes system accounts either; say so, so no one expects it.
+            tracing::info!(
+                user = %name,
+                account = %crate::auth::accounts::apply(
+                    &self.config.systemd_spawner.username_template,
+                    name
+                ),
+                "user deleted; the system account and its home directory are kept"
+            );
+        }
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The privileged helper (`jupyterhub privileged-helper`): a small root process, reachable
-//! only over a unix socket, that does exactly three things for an unprivileged hub: start a
+//! only over a unix socket, that does exactly four things for an unprivileged hub: start a
 //! user's server unit or a managed service's unit after re-checking the request against the
-//! root-owned config, and check a PAM login. Callers are identified with SO_PEERCRED; everything else is refused.
+//! root-owned config, check a PAM login, and create a user's system account when the
+//! root-owned config says so. Callers are identified with SO_PEERCRED; everything else is refused.
 //! It sits on top: the protocol, the systemd spawner's unit start and PAM are beneath it.
 
 use std::os::unix::fs::PermissionsExt;
@@ -56,6 +57,16 @@ fn uid_min() -> u32 {
 pub fn validate(request: &SpawnRequest, config: &Config) -> Result<(), Error> {
     let refuse = |why: String| Err(Error::Refused(why));
     if !config.systemd_spawner.dynamic_users {
+        // The account is the config's template applied to the user, not the hub's choice.
+        let expected =
+            crate::auth::accounts::apply(&config.systemd_spawner.username_template, &request.user);
+        if request.system_user != expected {
+            return refuse(format!(
+                "the account {:?} is not {expected:?}, SystemdSpawner.username_template \
+                 applied to {:?}",
+                request.system_user, request.user
+            ));
+        }
         let account = nix::unistd::User::from_name(&request.system_user)
             .ok()
             .flatten()
@@ -175,8 +186,44 @@ async fn start_service(
     }
 }
 
+/// A `create_account` request: the helper's own config must create accounts, and the name
+/// is its own template applied to the hub's user name, checked as safe for `useradd`.
+pub fn validate_account(user: &str, config: &Config) -> Result<String, Error> {
+    if !config.create_system_users() {
+        return Err(Error::Refused(
+            "the config does not set create_system_users".into(),
+        ));
+    }
+    crate::auth::accounts::account_name(&config.systemd_spawner.username_template, user)
+        .map_err(|e| Error::Refused(e.to_string()))
+}
+
 async fn handle(request: Request, config: &Config) -> Response {
     match request {
+        Request::CreateAccount { user } => {
+            tracing::info!(user = %user, "helper: create account requested");
+            let name = match validate_account(&user, config) {
+                Ok(name) => name,
+                Err(e) => {
+                    tracing::warn!(user = %user, error = %e, "helper: refused");
+                    return Response::Error {
+                        message: e.to_string(),
+                    };
+                }
+            };
+            let result =
+                tokio::task::spawn_blocking(move || crate::auth::accounts::ensure_as_root(&name))
+                    .await;
+            match result {
+                Ok(Ok(outcome)) => Response::Account { outcome },
+                Ok(Err(e)) => Response::Error {
+                    message: e.to_string(),
+                },
+                Err(e) => Response::Error {
+                    message: format!("account thread failed: {e}"),
+                },
+            }
+        }
         Request::StartService {
             name,
             env,
@@ -349,6 +396,49 @@ mod tests {
         )
         .expect_err("missing");
         assert!(err.to_string().contains("not a system account"), "{err}");
+    }
+
+    #[test]
+    fn the_account_is_the_configs_template_applied_to_the_user() {
+        let mut config = Config::default();
+        config.systemd_spawner.username_template = "jupyter-{USERNAME}".into();
+        // The hub may not pick another account, not even the user's own name.
+        let mut plain = request("alice", &["jupyterhub-singleuser"]);
+        let err = validate(&plain, &config).expect_err("not the template");
+        assert!(err.to_string().contains("username_template"), "{err}");
+        plain.system_user = "jupyter-alice".into();
+        // Past the template check: the account itself is checked next.
+        let err = validate(&plain, &config).expect_err("no such account here");
+        assert!(err.to_string().contains("not a system account"), "{err}");
+    }
+
+    #[test]
+    fn account_creation_follows_the_helpers_own_config() {
+        let mut config = Config::default();
+        let err = validate_account("alice", &config).expect_err("option off");
+        assert!(err.to_string().contains("create_system_users"), "{err}");
+        config.local.create_system_users = true;
+        assert_eq!(validate_account("alice", &config).expect("on"), "alice");
+        config.systemd_spawner.username_template = "jupyter-{USERNAME}".into();
+        assert_eq!(
+            validate_account("alice", &config).expect("template"),
+            "jupyter-alice"
+        );
+        for user in ["", "Alice", "a b", "a/b", "a:b", "root\n", &"x".repeat(30)] {
+            assert!(validate_account(user, &config).is_err(), "{user:?}");
+        }
+        // PAM's section turns it on too (upstream's PAMAuthenticator inherits it).
+        config.local.create_system_users = false;
+        config.pam.create_system_users = true;
+        assert!(validate_account("alice", &config).is_ok());
+        // Over the socket, a refused name is answered, nothing is run.
+        config.systemd_spawner.username_template = "{USERNAME}".into();
+        let line =
+            protocol::encode(&Request::CreateAccount { user: "-rf".into() }).expect("encode");
+        match answer(line.as_bytes(), &config) {
+            Response::Error { message } => assert!(message.contains("refused"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

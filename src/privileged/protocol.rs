@@ -29,6 +29,11 @@ pub enum Request {
         user: String,
         password: String,
     },
+    /// Make the system account of hub user `user` (`create_system_users`); the helper
+    /// derives the account name from its own `username_template`.
+    CreateAccount {
+        user: String,
+    },
     /// Start the managed service `name` of the helper's own config with the hub's variables
     /// (`JUPYTERHUB_*` only); `fingerprint` labels the unit for adoption.
     StartService {
@@ -44,7 +49,16 @@ pub enum Response {
     Started { started: StartedWire },
     Pam { valid: bool },
     ServiceStarted { pid: u32 },
+    Account { outcome: AccountOutcome },
     Error { message: String },
+}
+
+/// Whether a `CreateAccount` made the account now or found it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountOutcome {
+    Created,
+    Existed,
 }
 
 /// `Started` on the wire.

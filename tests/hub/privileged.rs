@@ -5,6 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use jupyterhub::privileged::protocol::AccountOutcome;
 use jupyterhub::privileged::{Request, Response, call};
 use jupyterhub::spawner::{LimitsSpec, SpawnRequest};
 
@@ -109,4 +110,93 @@ async fn helper_checks_pam_and_refuses_what_it_must() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!text.contains("\"pam\""), "nobody got an answer: {text}");
+}
+
+/// Accounts the helper test creates, removed with their homes on drop (also on failure).
+struct Accounts(&'static [&'static str]);
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        for name in self.0 {
+            let _ = Command::new("userdel")
+                .args(["--remove", name])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn helper_creates_accounts_only_as_its_config_says() {
+    const USER: &str = "jh-acct-helper";
+    let _accounts = Accounts(&[USER]);
+    assert!(
+        nix::unistd::User::from_name(USER).ok().flatten().is_none(),
+        "{USER} exists before the test"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let start = |text: &str| {
+        let config = dir.path().join("helper.toml");
+        std::fs::write(&config, text).expect("config");
+        let socket = dir.path().join("helper.sock");
+        let mut child = Command::new(crate::support::BIN)
+            .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
+            .arg(&socket)
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("helper");
+        let stderr = child.stderr.take().expect("stderr");
+        let helper = Helper(child);
+        crate::support::wait_for_lines(
+            stderr,
+            "privileged helper ready",
+            1,
+            Duration::from_secs(30),
+        );
+        (helper, socket)
+    };
+    let create = |user: &str| Request::CreateAccount { user: user.into() };
+    // The helper's own config does not create accounts: refused, whatever the hub thinks.
+    let (helper, socket) = start("");
+    match call(&socket, &create(USER)).await.expect("call") {
+        Response::Error { message } => {
+            assert!(message.contains("create_system_users"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(nix::unistd::User::from_name(USER).ok().flatten().is_none());
+    drop(helper);
+
+    let (_helper, socket) = start("[PAMAuthenticator]\ncreate_system_users = true\n");
+    match call(&socket, &create(USER)).await.expect("call") {
+        Response::Account { outcome } => assert_eq!(outcome, AccountOutcome::Created),
+        other => panic!("{other:?}"),
+    }
+    let account = nix::unistd::User::from_name(USER)
+        .ok()
+        .flatten()
+        .expect("the account exists");
+    assert!(
+        account.dir.is_dir(),
+        "{} was created",
+        account.dir.display()
+    );
+    match call(&socket, &create(USER)).await.expect("call") {
+        Response::Account { outcome } => assert_eq!(outcome, AccountOutcome::Existed),
+        other => panic!("{other:?}"),
+    }
+    // Existing accounts outside the login range, and names useradd must not see.
+    for (user, why) in [
+        ("daemon", "outside the range"),
+        ("root", "outside the range"),
+        ("-rf", "no valid system account name"),
+        ("Admin", "no valid system account name"),
+    ] {
+        match call(&socket, &create(user)).await.expect("call") {
+            Response::Error { message } => assert!(message.contains(why), "{user}: {message}"),
+            other => panic!("{user}: {other:?}"),
+        }
+    }
 }

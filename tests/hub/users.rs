@@ -703,3 +703,52 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
     let (status, body) = page("state=sleepy").await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// With `create_system_users`, a user whose account cannot be made is not added (upstream's
+/// `POST /users` answers 400 and removes the user when `add_user` fails).
+#[tokio::test]
+async fn a_user_without_a_valid_system_account_name_is_not_added() {
+    /// The test hub's `admin` gets `jupyter-admin` at start-up (when the tests run as root);
+    /// removed again unless it was there before.
+    struct MadeAccount(Option<&'static str>);
+    impl Drop for MadeAccount {
+        fn drop(&mut self) {
+            if let Some(name) = self.0 {
+                let _ = std::process::Command::new("userdel")
+                    .args(["--remove", name])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let existed = nix::unistd::User::from_name("jupyter-admin")
+        .ok()
+        .flatten()
+        .is_some();
+    let _made = MadeAccount((!existed).then_some("jupyter-admin"));
+    let hub = TestHub::start(
+        "authenticator_class = \"firstuse\"",
+        "[LocalAuthenticator]\ncreate_system_users = true\n\
+         [SystemdSpawner]\nusername_template = \"jupyter-{USERNAME}\"\n",
+    )
+    .await;
+    let token = hub.admin_token();
+    // '@' is a fine hub name but no account name: refused before useradd runs.
+    let (status, body) = call(&hub, "POST", "/users/ann@example.org", &token, None).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Failed to create system user"), "{body}");
+    let (status, _) = call(&hub, "GET", "/users/ann@example.org", &token, None).await;
+    assert_eq!(status, 404);
+    let (status, body) = call(
+        &hub,
+        "POST",
+        "/users",
+        &token,
+        Some(json!({"usernames": ["bob@example.org"]})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = call(&hub, "GET", "/users/bob@example.org", &token, None).await;
+    assert_eq!(status, 404);
+}

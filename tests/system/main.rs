@@ -1,5 +1,6 @@
 //! System tests: real systemd (a contained PID 1), real users. Run as root.
 
+mod accounts;
 mod harness;
 mod hub;
 mod spawner;
