@@ -4,6 +4,7 @@
 
 pub mod cookie;
 pub mod first_use;
+pub mod oauth2;
 pub mod pam;
 
 use std::collections::{BTreeSet, HashMap};

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use authenticators::{DummyConfig, FirstUseConfig, PamConfig, SharedPasswordConfig};
+pub use authenticators::{
+    DummyConfig, FirstUseConfig, GenericOAuthConfig, PamConfig, SharedPasswordConfig,
+};
 pub use profiles::Profile;
 pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub shared_password: SharedPasswordConfig,
     #[serde(rename = "FirstUseAuthenticator")]
     pub first_use: FirstUseConfig,
+    #[serde(rename = "GenericOAuthenticator")]
+    pub generic_oauth: GenericOAuthConfig,
     #[serde(rename = "Spawner")]
     pub spawner: SpawnerConfig,
     #[serde(rename = "SystemdSpawner")]
@@ -636,10 +640,60 @@ impl Config {
         self.hub.spawner_class = self.hub.spawner_class.to_ascii_lowercase();
     }
 
+    fn validate_oauth(&self) -> Result<(), String> {
+        let oauth = &self.generic_oauth;
+        let oidc = self.hub.authenticator_class == "oidc";
+        let mut required = vec![
+            ("client_id", Some(oauth.client_id.as_str())),
+            (
+                "oauth_callback_url",
+                Some(oauth.oauth_callback_url.as_str()),
+            ),
+        ];
+        if oidc {
+            required.push(("oidc_issuer", oauth.oidc_issuer.as_deref()));
+        } else {
+            required.push(("authorize_url", Some(oauth.authorize_url.as_str())));
+            required.push(("token_url", Some(oauth.token_url.as_str())));
+        }
+        for (key, value) in required {
+            let value = value.unwrap_or_default();
+            if value.is_empty() {
+                return Err(format!("GenericOAuthenticator.{key} must be set"));
+            }
+            if key != "client_id" {
+                url::Url::parse(value).map_err(|e| {
+                    format!("GenericOAuthenticator.{key}: invalid URL {value:?}: {e}")
+                })?;
+            }
+        }
+        if !oidc && oauth.userdata_url.is_none() && !oauth.userdata_from_id_token {
+            return Err(
+                "GenericOAuthenticator: set userdata_url, or userdata_from_id_token = true".into(),
+            );
+        }
+        if (oauth.manage_groups
+            || !oauth.allowed_groups.is_empty()
+            || !oauth.admin_groups.is_empty())
+            && oauth.groups_key().is_none()
+        {
+            return Err("GenericOAuthenticator: allowed_groups, admin_groups and manage_groups need auth_state_groups_key".into());
+        }
+        Ok(())
+    }
+
     /// Cross-field checks that serde cannot express; messages name the key.
     pub fn validate(&self) -> Result<(), String> {
         let hub = &self.hub;
-        let known_auth = ["pam", "dummy", "shared-password", "firstuse", "null"];
+        let known_auth = [
+            "pam",
+            "dummy",
+            "shared-password",
+            "firstuse",
+            "null",
+            "generic-oauth",
+            "oidc",
+        ];
         if !known_auth.contains(&hub.authenticator_class.as_str()) {
             return Err(format!(
                 "JupyterHub.authenticator_class: unknown authenticator {:?}, expected one of {}",
@@ -670,6 +724,9 @@ impl Config {
         }
         if hub.ssl_cert.is_some() != hub.ssl_key.is_some() {
             return Err("JupyterHub.ssl_cert and JupyterHub.ssl_key must be set together".into());
+        }
+        if ["generic-oauth", "oidc"].contains(&hub.authenticator_class.as_str()) {
+            self.validate_oauth()?;
         }
         if hub.authenticator_class == "shared-password" {
             let sp = &self.shared_password;
@@ -809,7 +866,9 @@ impl Config {
                     .into(),
             );
         }
-        if self.authenticator.auto_login {
+        if self.authenticator.auto_login
+            && !["generic-oauth", "oidc"].contains(&hub.authenticator_class.as_str())
+        {
             return Err(format!(
                 "Authenticator.auto_login: the {:?} authenticator has no login page of its own \
                  to send people to; remove the key",
