@@ -176,7 +176,7 @@ pub struct HubConfig {
     pub active_server_limit: u32,
     /// 0 means no limit.
     pub concurrent_spawn_limit: u32,
-    /// `pam`, `dummy`, `shared-password` or `null`.
+    /// `pam`, `dummy`, `shared-password`, `firstuse`, `null`, `generic-oauth` or `oidc`.
     pub authenticator_class: String,
     /// `systemd` or `local`; empty picks `systemd` when systemd is PID 1, else `local`.
     pub spawner_class: String,
