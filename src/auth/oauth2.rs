@@ -155,18 +155,124 @@ pub struct Client {
     /// `Some` for `oidc`: endpoints are discovered from here on first use.
     issuer: Option<String>,
     endpoints: tokio::sync::OnceCell<Endpoints>,
-    http: reqwest::Client,
+    http: Http,
+}
+
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// The hub's HTTP(S) client to the provider: rustls (ring) with the system's trust roots.
+struct Http(hyper_util::client::legacy::Client<Connector, http_body_util::Full<bytes::Bytes>>);
+
+/// How long one request to the provider may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The most of a provider's answer that is read.
+const MAX_ANSWER: usize = 1 << 20;
+
+impl Http {
+    fn new() -> Http {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        );
+        let connector = match builder {
+            Ok(b) => b.https_or_http().enable_http1().build(),
+            Err(e) => {
+                // No system roots: https providers fail with a message, http ones still work.
+                tracing::warn!(error = %e, "no TLS trust roots for the identity provider");
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(
+                        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                            rustls::crypto::ring::default_provider(),
+                        ))
+                        .with_safe_default_protocol_versions()
+                        .map(|b| {
+                            b.with_root_certificates(rustls::RootCertStore::empty())
+                                .with_no_client_auth()
+                        })
+                        .unwrap_or_else(|_| {
+                            rustls::ClientConfig::builder()
+                                .with_root_certificates(rustls::RootCertStore::empty())
+                                .with_no_client_auth()
+                        }),
+                    )
+                    .https_or_http()
+                    .enable_http1()
+                    .build()
+            }
+        };
+        Http(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector),
+        )
+    }
+
+    /// Send a request; the status and the answer parsed as JSON.
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(http::HeaderName, String)],
+        body: Option<String>,
+    ) -> Result<(http::StatusCode, Value), String> {
+        use http_body_util::BodyExt;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, "jupyterhub-rs");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if body.is_some() {
+            request = request.header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.unwrap_or_default(),
+            )))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let exchange = async {
+            let response = self.0.request(request).await.map_err(|e| {
+                use std::error::Error as _;
+                match e.source() {
+                    Some(source) => format!("{url}: {e}: {source}"),
+                    None => format!("{url}: {e}"),
+                }
+            })?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+                .to_bytes();
+            let value = serde_json::from_slice(&body)
+                .map_err(|e| format!("{url}: HTTP {status}, not JSON ({e})"))?;
+            Ok((status, value))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("{url}: no answer within {REQUEST_TIMEOUT:?}"))?
+    }
+
+    /// GET a JSON document that must answer 2xx.
+    async fn get_json(&self, url: &str, bearer: Option<&str>) -> Result<Value, String> {
+        let headers: Vec<_> = bearer
+            .map(|t| (http::header::AUTHORIZATION, format!("Bearer {t}")))
+            .into_iter()
+            .collect();
+        let (status, value) = self.send(http::Method::GET, url, &headers, None).await?;
+        if !status.is_success() {
+            return Err(format!("{url}: HTTP {status}"));
+        }
+        Ok(value)
+    }
 }
 
 impl Client {
     pub fn new(config: &GenericOAuthConfig, discover: bool) -> Client {
-        // The hub's other TLS uses ring; reqwest is built without a provider of its own.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(20))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let http = Http::new();
         Client {
             config: config.clone(),
             issuer: discover.then(|| config.oidc_issuer.clone().unwrap_or_default()),
@@ -200,16 +306,9 @@ impl Client {
                     url: url.clone(),
                     why,
                 };
-                let mut found: Endpoints = self
-                    .http
-                    .get(&url)
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .map_err(|e| failed(e.to_string()))?
-                    .json()
-                    .await
-                    .map_err(|e| failed(e.to_string()))?;
+                let document = self.http.get_json(&url, None).await.map_err(&failed)?;
+                let mut found: Endpoints =
+                    serde_json::from_value(document).map_err(|e| failed(e.to_string()))?;
                 if found.issuer.as_deref().map(|i| i.trim_end_matches('/'))
                     != Some(issuer.trim_end_matches('/'))
                 {
@@ -262,32 +361,17 @@ impl Client {
             .as_ref()
             .map(|s| s.expose().to_owned())
             .unwrap_or_default();
-        let mut form = vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", self.config.oauth_callback_url.clone()),
-            ("code_verifier", state.code_verifier.clone()),
-        ];
-        let mut request = self
+        let (body, headers) = self.token_request(code, state, &secret);
+        let (status, token_response) = self
             .http
-            .post(&endpoints.token_endpoint)
-            .header(reqwest::header::ACCEPT, "application/json");
-        if self.config.basic_auth {
-            request = request.basic_auth(&self.config.client_id, Some(&secret));
-        } else {
-            form.push(("client_id", self.config.client_id.clone()));
-            form.push(("client_secret", secret));
-        }
-        let response = request
-            .form(&form)
-            .send()
+            .send(
+                http::Method::POST,
+                &endpoints.token_endpoint,
+                &headers,
+                Some(body),
+            )
             .await
-            .map_err(|e| Error::TokenExchange(e.to_string()))?;
-        let status = response.status();
-        let token_response: Value = response
-            .json()
-            .await
-            .map_err(|e| Error::TokenExchange(format!("{status}: {e}")))?;
+            .map_err(Error::TokenExchange)?;
         if !status.is_success() || token_response.get("error").is_some() {
             return Err(Error::TokenExchange(provider_error(
                 &token_response,
@@ -315,21 +399,44 @@ impl Client {
             })?
         } else {
             let url = endpoints.userinfo_endpoint.as_deref().unwrap_or_default();
-            let response = self
-                .http
-                .get(url)
-                .bearer_auth(&access_token)
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
+            self.http
+                .get_json(url, Some(&access_token))
                 .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| Error::Userdata(e.to_string()))?;
-            response
-                .json::<Value>()
-                .await
-                .map_err(|e| Error::Userdata(e.to_string()))?
+                .map_err(Error::Userdata)?
         };
         self.user_from(userdata, access_token, id_token, token_response)
+    }
+
+    /// The token endpoint's form body and headers (kept out of the async fn: the form
+    /// serializer is not Send).
+    fn token_request(
+        &self,
+        code: &str,
+        state: &LoginState,
+        secret: &str,
+    ) -> (String, Vec<(http::HeaderName, String)>) {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "authorization_code")
+            .append_pair("code", code)
+            .append_pair("redirect_uri", &self.config.oauth_callback_url)
+            .append_pair("code_verifier", &state.code_verifier);
+        let mut headers = Vec::new();
+        if self.config.basic_auth {
+            // RFC 6749 2.3.1: each part form-urlencoded before the Basic encoding.
+            let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+            let pair = format!("{}:{}", enc(&self.config.client_id), enc(secret));
+            headers.push((
+                http::header::AUTHORIZATION,
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ),
+            ));
+        } else {
+            form.append_pair("client_id", &self.config.client_id)
+                .append_pair("client_secret", secret);
+        }
+        (form.finish(), headers)
     }
 
     /// The user, groups and auth_state from the claims (pure, apart from the config).
@@ -382,15 +489,12 @@ impl Client {
         let Some(jwks_uri) = &endpoints.jwks_uri else {
             return unverified_claims(token);
         };
-        let jwks: jsonwebtoken::jwk::JwkSet = self
+        let document = self
             .http
-            .get(jwks_uri)
-            .send()
+            .get_json(jwks_uri, None)
             .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| Error::IdToken(format!("fetching the JWKS: {e}")))?
-            .json()
-            .await
+            .map_err(|e| Error::IdToken(format!("fetching the JWKS: {e}")))?;
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(document)
             .map_err(|e| Error::IdToken(format!("reading the JWKS: {e}")))?;
         verify_id_token(
             token,
@@ -401,7 +505,7 @@ impl Client {
     }
 }
 
-fn provider_error(answer: &Value, status: reqwest::StatusCode) -> String {
+fn provider_error(answer: &Value, status: http::StatusCode) -> String {
     let error = answer.get("error").and_then(Value::as_str);
     let description = answer.get("error_description").and_then(Value::as_str);
     match (error, description) {

@@ -98,6 +98,48 @@ pub struct GenericOAuthConfig {
 }
 
 impl GenericOAuthConfig {
+    /// The options `generic-oauth` (`oidc` false) or `oidc` need; messages name the key.
+    pub(super) fn validate(&self, oidc: bool) -> Result<(), String> {
+        let oauth = self;
+        let mut required = vec![
+            ("client_id", Some(oauth.client_id.as_str())),
+            (
+                "oauth_callback_url",
+                Some(oauth.oauth_callback_url.as_str()),
+            ),
+        ];
+        if oidc {
+            required.push(("oidc_issuer", oauth.oidc_issuer.as_deref()));
+        } else {
+            required.push(("authorize_url", Some(oauth.authorize_url.as_str())));
+            required.push(("token_url", Some(oauth.token_url.as_str())));
+        }
+        for (key, value) in required {
+            let value = value.unwrap_or_default();
+            if value.is_empty() {
+                return Err(format!("GenericOAuthenticator.{key} must be set"));
+            }
+            if key != "client_id" {
+                url::Url::parse(value).map_err(|e| {
+                    format!("GenericOAuthenticator.{key}: invalid URL {value:?}: {e}")
+                })?;
+            }
+        }
+        if !oidc && oauth.userdata_url.is_none() && !oauth.userdata_from_id_token {
+            return Err(
+                "GenericOAuthenticator: set userdata_url, or userdata_from_id_token = true".into(),
+            );
+        }
+        if (oauth.manage_groups
+            || !oauth.allowed_groups.is_empty()
+            || !oauth.admin_groups.is_empty())
+            && oauth.groups_key().is_none()
+        {
+            return Err("GenericOAuthenticator: allowed_groups, admin_groups and manage_groups need auth_state_groups_key".into());
+        }
+        Ok(())
+    }
+
     pub fn groups_key(&self) -> Option<&str> {
         self.auth_state_groups_key
             .as_deref()
