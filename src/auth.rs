@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod cookie;
 pub mod first_use;
+pub mod oauth2;
 pub mod pam;
 
 use std::collections::{BTreeSet, HashMap};

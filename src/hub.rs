@@ -38,7 +38,7 @@ pub use crate::db::{
     ClientOwner, GroupRow, OAuthClientRow, ServiceRow, SpawnerRow, TokenRow, UserRow,
 };
 pub use identity::{Identity, Principal};
-pub use login::LoginLimiter;
+pub use login::{LoginLimiter, OAuthCallback};
 pub use oauth::CodeRequest;
 pub use servers::{
     Outcome, Progress, ServerKey, ServerPatch, ServerState, StopOutcome, escape_path,
@@ -87,6 +87,8 @@ pub enum Error {
     Cookie(#[from] auth::cookie::Error),
     #[error("auth_state: {0}")]
     Crypt(String),
+    #[error(transparent)]
+    OAuth(#[from] auth::oauth2::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -110,6 +112,8 @@ pub struct Inner {
     db: Arc<Db>,
     secret: CookieSecret,
     authenticator: Arc<dyn Authenticator>,
+    /// The identity provider's client, for `generic-oauth` and `oidc`.
+    oauth: Option<Arc<auth::oauth2::Client>>,
     policy: Policy,
     spawner: Arc<dyn Spawner>,
     /// Runs the config's managed services.
@@ -195,6 +199,7 @@ fn make_authenticator(config: &Config, db: &Arc<Db>) -> Arc<dyn Authenticator> {
                 .map(|p| p.expose().to_owned()),
         }),
         "null" => Arc::new(auth::Null),
+        "generic-oauth" | "oidc" => Arc::new(auth::oauth2::OAuth),
         _ => Arc::new(auth::pam::Pam::from_config(config)),
     }
 }
@@ -224,6 +229,14 @@ impl Hub {
             ));
         }
         let authenticator = make_authenticator(&config, &db);
+        let oauth = ["generic-oauth", "oidc"]
+            .contains(&config.hub.authenticator_class.as_str())
+            .then(|| {
+                Arc::new(auth::oauth2::Client::new(
+                    &config.generic_oauth,
+                    config.hub.authenticator_class == "oidc",
+                ))
+            });
         let policy = Policy::from_config(&config, authenticator.allows_all_by_default());
         // CLI commands never spawn, so they need no D-Bus connection.
         let spawner: Arc<dyn Spawner> = match spawner_class(&config) {
@@ -255,6 +268,7 @@ impl Hub {
             db,
             secret,
             authenticator,
+            oauth,
             policy,
             spawner,
             services,
@@ -328,6 +342,11 @@ impl Hub {
     }
 
     /// Whether the login page shows a username/password form.
+    /// The identity provider's client when logins go through one.
+    pub fn oauth(&self) -> Option<&auth::oauth2::Client> {
+        self.oauth.as_deref()
+    }
+
     pub fn has_login_form(&self) -> bool {
         self.authenticator.has_login_form()
     }

@@ -135,6 +135,18 @@ impl From<hub::Error> for Failure {
                 )
             }
             E::Crypt(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            E::OAuth(e) => {
+                use crate::auth::oauth2::Error as O;
+                let status = match e {
+                    O::Provider(_) | O::NoUsername(_) => StatusCode::FORBIDDEN,
+                    O::BadState | O::NoCode => StatusCode::BAD_REQUEST,
+                    O::Discovery { .. } | O::TokenExchange(_) | O::Userdata(_) | O::IdToken(_) => {
+                        tracing::warn!(error = %e, "identity provider login failed");
+                        StatusCode::BAD_GATEWAY
+                    }
+                };
+                (status, e.to_string())
+            }
         };
         Failure {
             status,

@@ -201,6 +201,8 @@ pub fn router() -> Router<Hub> {
         .route("/", get(pages::hub_root))
         .route("/login", get(login::login_form).post(login::login_submit))
         .route("/logout", get(login::logout))
+        .route("/oauth_login", get(login::oauth_login))
+        .route("/oauth_callback", get(login::oauth_callback))
         .route(
             "/auth/change-password",
             get(login::change_password_form).post(login::change_password_submit),

@@ -1,6 +1,7 @@
 //! The sections of single authenticators: `[PAMAuthenticator]`, `[DummyAuthenticator]`,
-//! `[SharedPasswordAuthenticator]`, `[FirstUseAuthenticator]`, and `[LocalAuthenticator]`
-//! (upstream's base class of PAM's, whose options PAM's section takes too).
+//! `[SharedPasswordAuthenticator]`, `[FirstUseAuthenticator]`, `[GenericOAuthenticator]`,
+//! and `[LocalAuthenticator]` (upstream's base class of PAM's, whose options PAM's section
+//! takes too).
 
 use serde::Deserialize;
 
@@ -115,4 +116,109 @@ pub(super) fn check_system_accounts(config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `[GenericOAuthenticator]`, OAuthenticator's option names, for `authenticator_class =
+/// "generic-oauth"` and `"oidc"` (the endpoints discovered from `oidc_issuer`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenericOAuthConfig {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// The hub's `/hub/oauth_callback` as the provider sees it.
+    pub oauth_callback_url: String,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub userdata_url: Option<String>,
+    /// For `oidc`: the issuer whose `/.well-known/openid-configuration` names the endpoints
+    /// and the JWKS. Not an OAuthenticator option (it has no discovery).
+    pub oidc_issuer: Option<String>,
+    pub scope: Vec<String>,
+    pub username_claim: String,
+    /// Take the user's claims from the ID token rather than `userdata_url`.
+    pub userdata_from_id_token: bool,
+    pub login_service: String,
+    /// Send the client's credentials with HTTP Basic auth (else in the form body).
+    pub basic_auth: bool,
+    pub auth_state_groups_key: Option<String>,
+    /// OAuthenticator's deprecated name for `auth_state_groups_key`.
+    pub claim_groups_key: Option<String>,
+    pub allowed_groups: Vec<String>,
+    pub admin_groups: Vec<String>,
+    /// Make the user's hub groups those of the claim at each login.
+    pub manage_groups: bool,
+}
+
+impl GenericOAuthConfig {
+    /// The options `generic-oauth` (`oidc` false) or `oidc` need; messages name the key.
+    pub(super) fn validate(&self, oidc: bool) -> Result<(), String> {
+        let oauth = self;
+        let mut required = vec![
+            ("client_id", Some(oauth.client_id.as_str())),
+            (
+                "oauth_callback_url",
+                Some(oauth.oauth_callback_url.as_str()),
+            ),
+        ];
+        if oidc {
+            required.push(("oidc_issuer", oauth.oidc_issuer.as_deref()));
+        } else {
+            required.push(("authorize_url", Some(oauth.authorize_url.as_str())));
+            required.push(("token_url", Some(oauth.token_url.as_str())));
+        }
+        for (key, value) in required {
+            let value = value.unwrap_or_default();
+            if value.is_empty() {
+                return Err(format!("GenericOAuthenticator.{key} must be set"));
+            }
+            if key != "client_id" {
+                url::Url::parse(value).map_err(|e| {
+                    format!("GenericOAuthenticator.{key}: invalid URL {value:?}: {e}")
+                })?;
+            }
+        }
+        if !oidc && oauth.userdata_url.is_none() && !oauth.userdata_from_id_token {
+            return Err(
+                "GenericOAuthenticator: set userdata_url, or userdata_from_id_token = true".into(),
+            );
+        }
+        if (oauth.manage_groups
+            || !oauth.allowed_groups.is_empty()
+            || !oauth.admin_groups.is_empty())
+            && oauth.groups_key().is_none()
+        {
+            return Err("GenericOAuthenticator: allowed_groups, admin_groups and manage_groups need auth_state_groups_key".into());
+        }
+        Ok(())
+    }
+
+    pub fn groups_key(&self) -> Option<&str> {
+        self.auth_state_groups_key
+            .as_deref()
+            .or(self.claim_groups_key.as_deref())
+    }
+}
+
+impl Default for GenericOAuthConfig {
+    fn default() -> Self {
+        GenericOAuthConfig {
+            client_id: String::new(),
+            client_secret: None,
+            oauth_callback_url: String::new(),
+            authorize_url: String::new(),
+            token_url: String::new(),
+            userdata_url: None,
+            oidc_issuer: None,
+            scope: Vec::new(),
+            username_claim: "username".into(),
+            userdata_from_id_token: false,
+            login_service: "OAuth 2.0".into(),
+            basic_auth: true,
+            auth_state_groups_key: None,
+            claim_groups_key: None,
+            allowed_groups: Vec::new(),
+            admin_groups: Vec::new(),
+            manage_groups: false,
+        }
+    }
 }

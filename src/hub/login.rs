@@ -34,6 +34,15 @@ impl crate::auth::first_use::PasswordStore for Passwords {
     }
 }
 
+/// The provider's redirect back to `/hub/oauth_callback`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct OAuthCallback {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
 /// The first wait once a pair is over the limit; each further failure doubles it.
 const FIRST_LOCKOUT: Duration = Duration::from_secs(5);
 
@@ -149,11 +158,24 @@ impl Hub {
             tracing::warn!(user = %name, client, "failed login");
             return Err(Error::Auth(crate::auth::Error::InvalidCredentials));
         };
+        let admitted_by_authenticator = authenticated.admin == Some(true);
+        self.admit(authenticated, client, admitted_by_authenticator)
+            .await
+    }
+
+    /// The end of every login once the authenticator has said who it is: the policy, the
+    /// user created or updated, auth_state stored. `admitted` is the authenticator's own
+    /// allowance beyond the policy's lists (its admins, OAuth's `allowed_groups`).
+    async fn admit(
+        &self,
+        authenticated: crate::auth::Authenticated,
+        client: &str,
+        admitted: bool,
+    ) -> Result<UserRow> {
         let name = authenticated.name;
         let existing = self.db.read(|c| db::user_by_name(c, &name))?;
         let config_admin = self.policy.is_admin(&name);
-        let admin_by_authenticator = authenticated.admin == Some(true);
-        if !self.policy.is_allowed(&name, existing.is_some()) && !admin_by_authenticator {
+        if !self.policy.is_allowed(&name, existing.is_some()) && !admitted {
             self.login_limiter.record_failure(&name, client);
             tracing::warn!(user = %name, client, "login refused: user not allowed");
             return Err(Error::Auth(crate::auth::Error::NotAllowed(name)));
@@ -187,6 +209,124 @@ impl Hub {
         }
         tracing::info!(user = %user.name, client, "user logged in");
         Ok(user)
+    }
+
+    /// `/hub/oauth_login`: the provider's authorize URL, and the signed state cookie's value
+    /// that the callback checks.
+    pub async fn oauth_start(&self, next_url: &str) -> Result<(String, String)> {
+        use crate::auth::oauth2;
+        let client = self
+            .oauth()
+            .ok_or(Error::Auth(crate::auth::Error::NoLogin))?;
+        let state = oauth2::LoginState::new(next_url);
+        let redirect = client.authorize_redirect(&state).await?;
+        let value = serde_json::to_string(&state).unwrap_or_default();
+        let cookie = self.secret.sign(
+            oauth2::STATE_COOKIE,
+            &value,
+            crate::auth::cookie::now_secs(),
+        );
+        Ok((redirect, cookie))
+    }
+
+    /// `/hub/oauth_callback`: check `state` against the cookie, exchange the code, apply
+    /// the groups and the policy. Returns the user and the `next` URL the login began with.
+    pub async fn oauth_finish(
+        &self,
+        query: &OAuthCallback,
+        cookie: Option<&str>,
+        client_ip: &str,
+    ) -> Result<(UserRow, String)> {
+        let started = std::time::Instant::now();
+        let result = self.oauth_finish_checked(query, cookie, client_ip).await;
+        let status = if result.is_ok() { "success" } else { "failure" };
+        crate::metrics::Metrics::observe(&self.metrics.logins, status, started);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, client = client_ip, "OAuth login failed");
+        }
+        result
+    }
+
+    async fn oauth_finish_checked(
+        &self,
+        query: &OAuthCallback,
+        cookie: Option<&str>,
+        client_ip: &str,
+    ) -> Result<(UserRow, String)> {
+        use crate::auth::oauth2::{self, Error as O};
+        let client = self
+            .oauth()
+            .ok_or(Error::Auth(crate::auth::Error::NoLogin))?;
+        if let Some(error) = &query.error {
+            let description = query.error_description.as_deref().unwrap_or_default();
+            return Err(O::Provider(format!("{error} {description}").trim().to_owned()).into());
+        }
+        let state: oauth2::LoginState = cookie
+            .and_then(|c| {
+                self.secret.verify(
+                    oauth2::STATE_COOKIE,
+                    c,
+                    oauth2::STATE_MAX_AGE_SECS,
+                    crate::auth::cookie::now_secs(),
+                )
+            })
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .ok_or(O::BadState)?;
+        if !query.state.as_deref().is_some_and(|s| state.matches(s)) {
+            return Err(O::BadState.into());
+        }
+        let code = query
+            .code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or(O::NoCode)?;
+        let found = client.complete(code, &state).await?;
+        let name = self.policy.normalize(&found.name).map_err(Error::Auth)?;
+        if self.policy.blocked_users.contains(&name) {
+            return Err(Error::Auth(crate::auth::Error::NotAllowed(name)));
+        }
+        let admitted = found.admin == Some(true) || found.in_allowed_groups == Some(true);
+        let user = self
+            .admit(
+                crate::auth::Authenticated {
+                    name,
+                    admin: found.admin,
+                    auth_state: Some(found.auth_state),
+                },
+                client_ip,
+                admitted,
+            )
+            .await?;
+        if self.config.generic_oauth.manage_groups {
+            self.set_user_groups(&user, &found.groups)?;
+        }
+        Ok((user, state.next_url))
+    }
+
+    /// `manage_groups`: the user's hub groups become exactly the provider's, created as needed.
+    fn set_user_groups(
+        &self,
+        user: &UserRow,
+        groups: &std::collections::BTreeSet<String>,
+    ) -> Result<()> {
+        self.db.write(|tx| {
+            for old in db::user_groups(tx, user.id)? {
+                if !groups.contains(&old)
+                    && let Some(group) = db::group_by_name(tx, &old)?
+                {
+                    db::remove_group_member(tx, group.id, user.id)?;
+                }
+            }
+            for name in groups.iter().filter(|g| !g.is_empty() && !g.contains('/')) {
+                let group = match db::group_by_name(tx, name)? {
+                    Some(group) => group,
+                    None => db::insert_group(tx, name)?,
+                };
+                db::add_group_member(tx, group.id, user.id)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Whether logins set and check passwords the hub keeps (the first-use authenticator).

@@ -22,6 +22,20 @@ pub async fn login_form(
     if session.identity.is_some() {
         return found(&next_url(&hub, &session, query.next.as_deref()));
     }
+    if let Some(oauth) = hub.oauth() {
+        let next = query.next.unwrap_or_default();
+        let oauth_login = format!("{}hub/oauth_login?next={}", hub.base_url(), encode(&next));
+        if hub.config().authenticator.auto_login {
+            return found(&oauth_login);
+        }
+        return page(
+            &hub,
+            &session,
+            StatusCode::OK,
+            "login.html",
+            json!({"login_service": oauth.login_service(), "authenticator_login_url": oauth_login}),
+        );
+    }
     if !hub.has_login_form() {
         return PageError::from(hub::Error::NotFound(
             "This hub has no login page; use an API token.".into(),
@@ -104,6 +118,72 @@ pub async fn login_submit(
             response
         }
     }
+}
+
+/// `GET /hub/oauth_login`: to the provider, with `state` and the PKCE verifier kept in a
+/// signed cookie for the callback.
+pub async fn oauth_login(
+    State(hub): State<Hub>,
+    session: Session,
+    FirstQuery(query): FirstQuery<NextQuery>,
+) -> Result<Response, PageError> {
+    let next = query.next.unwrap_or_default();
+    let (redirect, cookie) = hub.oauth_start(&next).await?;
+    let mut response = found(&redirect);
+    let secure = if session.secure { "; Secure" } else { "" };
+    let value = format!(
+        "{}={cookie}; Path={}hub/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        crate::auth::oauth2::STATE_COOKIE,
+        hub.base_url(),
+        crate::auth::oauth2::STATE_MAX_AGE_SECS,
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+/// `GET /hub/oauth_callback`: the provider's answer; the same finish as the form login.
+pub async fn oauth_callback(
+    State(hub): State<Hub>,
+    session: Session,
+    headers: axum::http::HeaderMap,
+    FirstQuery(query): FirstQuery<hub::OAuthCallback>,
+) -> Result<Response, PageError> {
+    let cookie = crate::auth::cookie::cookie(&headers, crate::auth::oauth2::STATE_COOKIE);
+    let (user, next) = hub
+        .oauth_finish(&query, cookie, &session.peer_ip)
+        .await
+        .map_err(|e| match e {
+            // Say who was refused, not "invalid password": there was none.
+            hub::Error::Auth(crate::auth::Error::NotAllowed(name)) => PageError::new(
+                StatusCode::FORBIDDEN,
+                format!("User {name} is not allowed to use this hub."),
+            ),
+            other => PageError::from(other),
+        })?;
+    let existing = session.session_id().map(str::to_owned);
+    let secure = session.secure;
+    let mut logged_in = session;
+    logged_in.identity = hub
+        .identify_cookie(&user.cookie_id, existing.clone())
+        .ok()
+        .flatten();
+    let target = next_url(&hub, &logged_in, Some(&next));
+    let mut response = found(&target);
+    set_cookies(
+        &mut response,
+        login_cookies(&hub, &user.cookie_id, existing.as_deref(), secure),
+    );
+    let clear = format!(
+        "{}=; Path={}hub/; Max-Age=0; HttpOnly; SameSite=Lax",
+        crate::auth::oauth2::STATE_COOKIE,
+        hub.base_url()
+    );
+    if let Ok(value) = HeaderValue::from_str(&clear) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
 }
 
 /// `GET /hub/logout`: revokes this session's tokens and clears the cookies.

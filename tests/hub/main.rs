@@ -12,6 +12,7 @@ mod login;
 mod managed;
 mod metrics;
 mod oauth;
+mod oauth_login;
 mod pam;
 mod privileged;
 mod profiles;
