@@ -40,7 +40,7 @@ make_venv "$SINGLEUSER_VENV_6" "jupyterhub>=6.1,<7"
 # A real system user for servers run by the local spawner as root.
 id "$E2E_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash "$E2E_USER"
 
-if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/oidc-provider ]; then
   echo "== npm install (tests/e2e)"
   (cd tests/e2e && npm install --no-audit --no-fund --silent)
 fi
