@@ -142,6 +142,9 @@ pub struct Authenticated {
     /// `Some` when the authenticator decides admin status (e.g. PAM admin groups).
     pub admin: Option<bool>,
     pub auth_state: Option<serde_json::Value>,
+    /// A first-use password to keep once the hub has admitted the login (the policy, the
+    /// system account): kept by the hub then, so a refused login reserves nothing.
+    pub new_password_hash: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -193,6 +196,7 @@ impl Authenticator for Dummy {
             name: username.to_owned(),
             admin: None,
             auth_state: None,
+            new_password_hash: None,
         }))
     }
     fn allows_all_by_default(&self) -> bool {
@@ -226,6 +230,7 @@ impl Authenticator for SharedPassword {
                 name: username.to_owned(),
                 admin: Some(true),
                 auth_state: None,
+                new_password_hash: None,
             }));
         }
         if matches(&self.user_password) {
@@ -233,6 +238,7 @@ impl Authenticator for SharedPassword {
                 name: username.to_owned(),
                 admin: None,
                 auth_state: None,
+                new_password_hash: None,
             }));
         }
         Ok(None)

@@ -13,7 +13,6 @@ use super::{Authenticated, Authenticator, Error};
 /// Where the hashes live.
 pub trait PasswordStore: Send + Sync + 'static {
     fn hash_of(&self, name: &str) -> Result<Option<String>, String>;
-    fn set_hash(&self, name: &str, hash: &str) -> Result<(), String>;
     /// Whether `name` is a user of the hub already (for `create_users = false`).
     fn user_exists(&self, name: &str) -> Result<bool, String>;
 }
@@ -76,18 +75,19 @@ impl Authenticator for FirstUse {
         password: &str,
     ) -> Result<Option<Authenticated>, Error> {
         let store = Arc::clone(&self.store);
-        let authenticated = || {
+        let authenticated = |new_password_hash| {
             Some(Authenticated {
                 name: username.to_owned(),
                 admin: None,
                 auth_state: None,
+                new_password_hash,
             })
         };
         match store.hash_of(username).map_err(Error::Password)? {
             Some(hash) => {
                 let password = password.to_owned();
                 let ok = blocking(move || verify_password(&hash, &password)).await?;
-                Ok(if ok { authenticated() } else { None })
+                Ok(if ok { authenticated(None) } else { None })
             }
             None => {
                 if !self.create_users && !store.user_exists(username).map_err(Error::Password)? {
@@ -96,9 +96,8 @@ impl Authenticator for FirstUse {
                 check_new_password(password, self.min_password_length)?;
                 let password = password.to_owned();
                 let hash = blocking(move || hash_password(&password)).await??;
-                store.set_hash(username, &hash).map_err(Error::Password)?;
-                tracing::info!(user = %username, "first login: password set");
-                Ok(authenticated())
+                // The hub keeps it once it admits the login.
+                Ok(authenticated(Some(hash)))
             }
         }
     }

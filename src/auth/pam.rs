@@ -275,6 +275,7 @@ impl super::Authenticator for Pam {
             name: username.to_owned(),
             admin,
             auth_state: None,
+            new_password_hash: None,
         }))
     }
 }

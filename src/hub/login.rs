@@ -19,13 +19,6 @@ impl crate::auth::first_use::PasswordStore for Passwords {
             .map_err(|e| e.to_string())
     }
 
-    fn set_hash(&self, name: &str, hash: &str) -> std::result::Result<(), String> {
-        let now = crate::time::now();
-        self.0
-            .write(|tx| db::set_first_use_password(tx, name, hash, now))
-            .map_err(|e| e.to_string())
-    }
-
     fn user_exists(&self, name: &str) -> std::result::Result<bool, String> {
         self.0
             .read(|c| db::user_by_name(c, name))
@@ -201,6 +194,10 @@ impl Hub {
             if admin != user.admin {
                 db::set_user_admin(tx, user.id, admin)?;
             }
+            if let Some(hash) = &authenticated.new_password_hash {
+                db::set_first_use_password(tx, &name, hash, crate::time::now())?;
+                tracing::info!(user = %name, "first login: password set");
+            }
             db::touch_user(tx, user.id, crate::time::now())?;
             db::user_by_id(tx, user.id)?.ok_or_else(|| db::Error::NotFound(format!("user {name}")))
         })?;
@@ -292,6 +289,7 @@ impl Hub {
                     name,
                     admin: found.admin,
                     auth_state: Some(found.auth_state),
+                    new_password_hash: None,
                 },
                 client_ip,
                 admitted,

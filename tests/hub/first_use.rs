@@ -213,3 +213,23 @@ async fn other_authenticators_have_no_password_page() {
         .expect("get");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// A login the hub refuses (here: not in `allowed_users`) keeps no password, so nobody can
+/// reserve a name before its owner is allowed in.
+#[tokio::test]
+async fn a_refused_first_login_keeps_no_password() {
+    let hub = TestHub::start(FIRST_USE, "allowed_users = [\"alice\"]\n").await;
+    let (status, _) = login_status(&hub, "bob", "bob-secret-1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = login_status(&hub, "alice", "alice-secret").await;
+    assert_eq!(status, StatusCode::FOUND);
+    let db = rusqlite::Connection::open(hub.dir.path().join("jupyterhub.sqlite")).expect("db");
+    let names: Vec<String> = db
+        .prepare("SELECT name FROM first_use_passwords ORDER BY name")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    assert_eq!(names, ["alice"], "bob's refused login reserved his name");
+}
