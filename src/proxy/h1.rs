@@ -34,7 +34,7 @@ use tokio::time::{Duration, Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use super::forward::{ConnInfo, Proxy};
-use super::limits::MAX_REQUEST_HEAD;
+use super::limits::{FIRST_REQUEST_GRACE, MAX_REQUEST_HEAD};
 use super::table::{Route, Target};
 use super::upstream::connect_tcp;
 
@@ -85,6 +85,8 @@ pub(crate) async fn serve<C: Client>(
     let mut buf = BytesMut::with_capacity(CLIENT_READ);
     let mut out = Vec::with_capacity(1024);
     let mut pool: Vec<Upstream> = Vec::new();
+    // Whether a request has been taken from this connection yet.
+    let mut served = false;
     loop {
         // When this request first had to wait for bytes: the keep-alive and header timeouts
         // count from there (read lazily: pipelined requests never look at the clock).
@@ -102,10 +104,17 @@ pub(crate) async fn serve<C: Client>(
             let start = *since.get_or_insert_with(Instant::now);
             let read = if buf.is_empty() {
                 // Between requests a connection may be closed for shutdown; mid-head it may not.
+                // Before its first request it gets a grace (see `FIRST_REQUEST_GRACE`).
                 let idle = limits.keepalive_timeout.min(limits.header_timeout);
+                let closing = async {
+                    shutdown.cancelled().await;
+                    if !served {
+                        tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+                    }
+                };
                 tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => return Outcome::Done,
+                    () = closing => return Outcome::Done,
                     read = timeout_at(start + idle, read_into(client, &mut buf, CLIENT_READ)) => read,
                 }
             } else {
@@ -159,6 +168,7 @@ pub(crate) async fn serve<C: Client>(
             out.extend_from_slice(body);
         }
         buf.advance(plan.head_len + body_len);
+        served = true;
         match exchange(client, &mut out, &mut pool, proxy, &plan).await {
             Next::Continue => {}
             Next::Close => {

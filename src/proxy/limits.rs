@@ -249,12 +249,14 @@ where
 pub(crate) struct ConnWatch {
     reads: AtomicU64,
     in_flight: AtomicUsize,
+    started: AtomicU64,
 }
 
 impl ConnWatch {
     /// A request has started; it ends when the returned guard (kept by its response body) drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
 }
@@ -353,9 +355,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
+/// How long a connection accepted just before shutdown may take to send its first request.
+/// hyper closes a connection with no request in progress at once when asked to finish, which
+/// is right between keep-alive requests (clients retry those) but loses the request of a
+/// client that connected a moment before `systemctl restart` and has not sent it yet.
+pub(crate) const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+const FIRST_REQUEST_POLL: Duration = Duration::from_millis(10);
+
 /// Run a hyper connection until it ends, asking it to finish (`graceful`) on shutdown or
 /// once it has had no request in progress and read nothing for a whole `idle` period (so it
-/// closes between `idle` and twice that after its last activity).
+/// closes between `idle` and twice that after its last activity). On shutdown a connection
+/// that has not started a request yet gets `FIRST_REQUEST_GRACE` to start one first.
 pub(crate) async fn supervise<F, G>(
     conn: F,
     mut graceful: G,
@@ -369,18 +379,39 @@ where
 {
     let mut conn = std::pin::pin!(conn);
     let mut ending = false;
+    // Set while a fresh connection is given its grace on shutdown: until then.
+    let mut awaiting_first: Option<tokio::time::Instant> = None;
     let mut seen = watch.reads.load(Ordering::Relaxed);
     let tick = tokio::time::sleep(idle);
     let mut tick = std::pin::pin!(tick);
+    let poll = tokio::time::sleep(FIRST_REQUEST_POLL);
+    let mut poll = std::pin::pin!(poll);
     loop {
         tokio::select! {
             biased;
             out = conn.as_mut() => return out,
-            () = shutdown.cancelled(), if !ending => {
-                ending = true;
-                graceful(conn.as_mut());
+            () = shutdown.cancelled(), if !ending && awaiting_first.is_none() => {
+                if watch.started.load(Ordering::Relaxed) == 0 {
+                    let now = tokio::time::Instant::now();
+                    awaiting_first = Some(now + FIRST_REQUEST_GRACE);
+                    poll.as_mut().reset(now + FIRST_REQUEST_POLL);
+                } else {
+                    ending = true;
+                    graceful(conn.as_mut());
+                }
             }
-            () = tick.as_mut(), if !ending => {
+            () = poll.as_mut(), if awaiting_first.is_some() => {
+                let now = tokio::time::Instant::now();
+                let late = awaiting_first.is_some_and(|until| now >= until);
+                if late || watch.started.load(Ordering::Relaxed) > 0 {
+                    awaiting_first = None;
+                    ending = true;
+                    graceful(conn.as_mut());
+                } else {
+                    poll.as_mut().reset(now + FIRST_REQUEST_POLL);
+                }
+            }
+            () = tick.as_mut(), if !ending && awaiting_first.is_none() => {
                 let reads = watch.reads.load(Ordering::Relaxed);
                 if reads == seen && watch.in_flight.load(Ordering::Relaxed) == 0 {
                     ending = true;

@@ -1,4 +1,5 @@
 //! Bad input never crashes the hub: malformed and random bodies, headers and paths get 4xx.
+//! A stop (`systemctl restart`) loses no request of a client that had just connected.
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -124,4 +125,41 @@ async fn random_bodies_headers_and_paths_never_cause_5xx() {
     }
     let r = client.get(hub.api("/")).send().await.expect("still alive");
     assert_eq!(r.status(), 200);
+}
+
+/// A client that connected just before SIGTERM and sends its request a moment later is
+/// answered, on the public port (fast path handing over to hyper) and the internal one.
+#[tokio::test]
+async fn a_connection_made_just_before_a_stop_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut hub = TestHub::start("", "").await;
+    let public = hub.url.trim_start_matches("http://").to_string();
+    let internal = hub.internal_addr();
+    let mut conns = Vec::new();
+    for addr in [&public, &internal] {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conns.push((addr.clone(), stream));
+    }
+    // Accepted by the hub (not just queued by the kernel) before the signal.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    hub.terminate();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for (addr, mut stream) in conns {
+        let request = format!("GET /hub/api/ HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            matches!(read, Ok(Ok(_))) && answer.starts_with("HTTP/1.1 200"),
+            "{addr}: {read:?} {answer:?}\n{}",
+            hub.log()
+        );
+        assert!(answer.contains("\"version\""), "{addr}: {answer}");
+    }
+    hub.exited(std::time::Duration::from_secs(10)).await;
 }

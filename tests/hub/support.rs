@@ -203,6 +203,25 @@ impl TestHub {
         }
     }
 
+    /// SIGTERM, without waiting for the exit.
+    pub fn terminate(&self) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("the hub runs");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM the hub");
+    }
+
+    /// The internal listener's address (`hub_bind_url`), `127.0.0.1:PORT`.
+    pub fn internal_addr(&self) -> String {
+        format!("127.0.0.1:{}", port_of(&self.listeners[1]))
+    }
+
     /// SIGTERM, as systemd stops the hub; SIGKILL if it has not exited 10 s later.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
