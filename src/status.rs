@@ -119,6 +119,18 @@ impl From<hub::Error> for Failure {
                 crate::hub::DbError::Conflict(what) => {
                     (StatusCode::CONFLICT, format!("{what} already exists"))
                 }
+                // The write was rolled back; the admin can act on this one, so say it.
+                crate::hub::DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DiskFull =>
+                {
+                    tracing::error!(error = %db_error, "the database's disk is full");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The hub's database disk is full; nothing was changed. Try again once \
+                         the administrator has freed space."
+                            .into(),
+                    )
+                }
                 _ => {
                     tracing::error!(error = %db_error, "database error");
                     (

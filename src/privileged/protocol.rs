@@ -4,6 +4,7 @@
 //! authenticator or service runner.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -15,9 +16,28 @@ use crate::spawner::SpawnRequest;
 pub enum Error {
     #[error("privileged helper: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "cannot reach the privileged helper at {socket}: {error} (is jupyterhub-helper.socket running?)"
+    )]
+    Connect {
+        socket: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "the privileged helper closed the connection without answering (did it stop or crash? \
+         see journalctl -u jupyterhub-helper)"
+    )]
+    Closed,
+    #[error("the privileged helper did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("privileged helper protocol error: {0}")]
     Protocol(String),
 }
+
+/// How long the hub waits for the helper's answer: a PAM check or a unit start takes seconds
+/// at most, so a helper still silent after this is stuck, and a login or spawn must not
+/// wait on it forever.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -80,10 +100,40 @@ pub fn encode(message: &impl Serialize) -> Result<String, Error> {
 
 /// Send one request to the helper and read its answer.
 pub async fn call(socket: &Path, request: &Request) -> Result<Response, Error> {
-    let mut stream = UnixStream::connect(socket).await?;
-    stream.write_all(encode(request)?.as_bytes()).await?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    serde_json::from_str(&line).map_err(|e| Error::Protocol(format!("bad answer {line:?}: {e}")))
+    call_within(socket, request, ANSWER_TIMEOUT).await
+}
+
+/// `call`, giving up after `within`.
+pub async fn call_within(
+    socket: &Path,
+    request: &Request,
+    within: Duration,
+) -> Result<Response, Error> {
+    let exchange = async {
+        let mut stream = UnixStream::connect(socket)
+            .await
+            .map_err(|error| Error::Connect {
+                socket: socket.to_owned(),
+                error,
+            })?;
+        // A helper that dies after accepting resets the connection or simply closes it.
+        let closed = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => Error::Closed,
+            _ => Error::Io(e),
+        };
+        stream
+            .write_all(encode(request)?.as_bytes())
+            .await
+            .map_err(closed)?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.map_err(closed)? == 0 {
+            return Err(Error::Closed);
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| Error::Protocol(format!("bad answer {line:?}: {e}")))
+    };
+    tokio::time::timeout(within, exchange)
+        .await
+        .map_err(|_| Error::Timeout(within))?
 }

@@ -6,6 +6,7 @@ mod support;
 mod admin_api;
 mod cli;
 mod dev;
+mod disk_full;
 mod first_use;
 mod groups;
 mod login;

@@ -17,6 +17,29 @@ impl Drop for Helper {
     }
 }
 
+/// The real helper on `socket`, once it listens.
+fn start_helper(socket: &std::path::Path, config: &std::path::Path) -> Helper {
+    let mut child = Command::new(crate::support::BIN)
+        .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
+        .arg(socket)
+        .arg("-f")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("helper");
+    let stderr = child.stderr.take().expect("stderr");
+    let helper = Helper(child);
+    // Logged once its socket listens.
+    crate::support::wait_for_lines(
+        stderr,
+        "privileged helper ready",
+        1,
+        Duration::from_secs(30),
+    );
+    helper
+}
+
 fn spawn_request(system_user: &str, argv: &[&str]) -> SpawnRequest {
     SpawnRequest {
         user: system_user.into(),
@@ -40,24 +63,7 @@ async fn helper_checks_pam_and_refuses_what_it_must() {
     let config = dir.path().join("helper.toml");
     std::fs::write(&config, "[PAMAuthenticator]\nservice = \"jupyterhub-test\"\n[Spawner]\ncmd = [\"/opt/jupyterhub/user-env/bin/jupyterhub-singleuser\"]\n").expect("config");
     let socket = dir.path().join("helper.sock");
-    let mut child = Command::new(crate::support::BIN)
-        .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
-        .arg(&socket)
-        .arg("-f")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("helper");
-    let stderr = child.stderr.take().expect("stderr");
-    let _helper = Helper(child);
-    // Logged once its socket listens.
-    crate::support::wait_for_lines(
-        stderr,
-        "privileged helper ready",
-        1,
-        Duration::from_secs(30),
-    );
+    let _helper = start_helper(&socket, &config);
     let check = |password: &str| Request::CheckPam {
         user: crate::pam::USER.into(),
         password: password.into(),
@@ -198,5 +204,73 @@ async fn helper_creates_accounts_only_as_its_config_says() {
             Response::Error { message } => assert!(message.contains(why), "{user}: {message}"),
             other => panic!("{user}: {other:?}"),
         }
+    }
+}
+
+/// The helper killed in the middle of a request (a PAM check, which pam_unix holds for ~2 s
+/// on a wrong password): the caller gets a clear error at once instead of waiting, and the
+/// next helper on the same socket (as systemd restarts it) answers.
+#[tokio::test]
+async fn a_helper_killed_mid_request_is_reported_and_its_successor_answers() {
+    crate::pam::prepare();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("helper.toml");
+    std::fs::write(
+        &config,
+        "[PAMAuthenticator]\nservice = \"jupyterhub-test\"\n",
+    )
+    .expect("config");
+    let socket = dir.path().join("helper.sock");
+    let mut helper = start_helper(&socket, &config);
+    let request = Request::CheckPam {
+        user: crate::pam::USER.into(),
+        password: "wrong".into(),
+    };
+    let pending = {
+        let socket = socket.clone();
+        tokio::spawn(async move { call(&socket, &request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pending.is_finished(),
+        "the PAM check answered before the kill"
+    );
+    helper.0.kill().expect("kill -9 the helper");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("the caller still waits on a dead helper")
+        .expect("task");
+    let error = outcome
+        .expect_err("an answer from a killed helper")
+        .to_string();
+    assert!(
+        error.contains("closed the connection without answering"),
+        "{error}"
+    );
+
+    helper.0.wait().expect("reap the helper");
+    // Nobody listening (the socket file is left behind): the error names the socket.
+    let check = |password: &str| Request::CheckPam {
+        user: crate::pam::USER.into(),
+        password: password.into(),
+    };
+    let error = call(&socket, &check(crate::pam::PASSWORD))
+        .await
+        .expect_err("no helper runs")
+        .to_string();
+    assert!(
+        error.contains("cannot reach the privileged helper"),
+        "{error}"
+    );
+    assert!(error.contains(&socket.display().to_string()), "{error}");
+
+    drop(helper);
+    let _successor = start_helper(&socket, &config);
+    match call(&socket, &check(crate::pam::PASSWORD))
+        .await
+        .expect("call")
+    {
+        Response::Pam { valid } => assert!(valid, "the right password, to the new helper"),
+        other => panic!("{other:?}"),
     }
 }

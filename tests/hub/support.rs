@@ -110,6 +110,21 @@ impl TestHub {
         }
     }
 
+    /// Like `start`, with the database at `db` instead of in the hub's directory.
+    pub async fn start_with_db(db: &Path) -> TestHub {
+        let mut hub = TestHub::prepare("", "", &[]);
+        let text = std::fs::read_to_string(&hub.config).expect("read config");
+        let default = format!(
+            "sqlite:///{}",
+            hub.dir.path().join("jupyterhub.sqlite").display()
+        );
+        assert!(text.contains(&default), "{text}");
+        let text = text.replace(&default, &format!("sqlite:///{}", db.display()));
+        std::fs::write(&hub.config, text).expect("write config");
+        hub.launch().await;
+        hub
+    }
+
     /// A hub run with `--dev` (which makes `admin` an admin itself: the config names none),
     /// with `extra` config and environment.
     pub async fn start_dev(extra: &str, env: &[(&str, &str)]) -> TestHub {
