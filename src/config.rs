@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use authenticators::{
-    DummyConfig, FirstUseConfig, GenericOAuthConfig, LocalConfig, PamConfig, SharedPasswordConfig,
+    AuthenticatorConfig, DummyConfig, FirstUseConfig, GenericOAuthConfig, LocalConfig, PamConfig,
+    SharedPasswordConfig,
 };
 pub use profiles::Profile;
 pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
@@ -276,25 +277,6 @@ impl Default for HubConfig {
             trusted_downstream_ips: Vec::new(),
         }
     }
-}
-
-/// `[Authenticator]`: options every authenticator shares.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthenticatorConfig {
-    pub admin_users: Vec<String>,
-    pub allowed_users: Vec<String>,
-    pub blocked_users: Vec<String>,
-    pub allow_all: bool,
-    pub allow_existing_users: Option<bool>,
-    pub username_pattern: Option<Pattern>,
-    pub username_map: BTreeMap<String, String>,
-    pub auto_login: bool,
-    pub enable_auth_state: bool,
-    /// At start-up, delete users from the database the authenticator no longer accepts (a
-    /// name outside `username_pattern`, a PAM user whose system account is gone); without it
-    /// they are kept and logged, as upstream's `init_users`.
-    pub delete_invalid_users: bool,
 }
 
 /// Resource limits; each may be overridden per user or per group.
@@ -1025,7 +1007,14 @@ mod tests {
             "OAuthenticator's default"
         );
         assert!(ok.generic_oauth.basic_auth);
-        // Not implemented yet: refused rather than ignored.
+        // Options every authenticator shares live in [Authenticator], with upstream's defaults.
+        assert_eq!(ok.authenticator.auth_refresh_age, 300);
+        assert!(!ok.authenticator.refresh_pre_spawn);
+        let refresh =
+            Config::parse("[Authenticator]\nauth_refresh_age = 60\nrefresh_pre_spawn = true\n")
+                .expect("refresh options");
+        assert_eq!(refresh.authenticator.auth_refresh_age, 60);
+        assert!(refresh.authenticator.refresh_pre_spawn);
         let err = Config::parse("[GenericOAuthenticator]\nrefresh_pre_spawn = true\n")
             .expect_err("unknown key");
         assert!(err.to_string().contains("refresh_pre_spawn"), "{err}");

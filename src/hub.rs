@@ -12,6 +12,7 @@ mod oauth;
 mod observe;
 mod profiles;
 mod reconcile;
+mod refresh;
 mod routes;
 mod servers;
 mod services;
@@ -131,6 +132,8 @@ pub struct Inner {
     verified_tokens: crate::auth::VerifiedTokens,
     /// Identities of recent API tokens, valid while the database is unwritten since.
     token_identities: identity::TokenIdentities,
+    /// When each user's identity provider login was last checked.
+    refreshes: refresh::Refreshes,
     metrics: crate::metrics::Metrics,
     /// When `open` began, for `hub_startup_duration_seconds`.
     opened: std::time::Instant,
@@ -279,6 +282,7 @@ impl Hub {
             pam_permits: tokio::sync::Semaphore::new(4),
             verified_tokens: Default::default(),
             token_identities: Default::default(),
+            refreshes: Default::default(),
             metrics: crate::metrics::Metrics::new(),
             opened,
         }));

@@ -152,7 +152,11 @@ impl From<hub::Error> for Failure {
                 let status = match e {
                     O::Provider(_) | O::NoUsername(_) => StatusCode::FORBIDDEN,
                     O::BadState | O::NoCode => StatusCode::BAD_REQUEST,
-                    O::Discovery { .. } | O::TokenExchange(_) | O::Userdata(_) | O::IdToken(_) => {
+                    O::Discovery { .. }
+                    | O::TokenExchange(_)
+                    | O::Userdata(_)
+                    | O::IdToken(_)
+                    | O::TokenRefused(_) => {
                         tracing::warn!(error = %e, "identity provider login failed");
                         StatusCode::BAD_GATEWAY
                     }

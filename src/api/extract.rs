@@ -29,10 +29,11 @@ pub struct Auth(pub Identity);
 pub struct MaybeAuth(pub Option<Identity>);
 
 async fn resolve(parts: &Parts, hub: &Hub) -> Result<Option<Identity>, ApiError> {
+    // `fresh`: a user whose identity provider login went stale counts as not logged in.
     if let Some(token) = cookie::bearer_token(&parts.headers) {
-        return Ok(hub.identify_token(token)?);
+        return Ok(hub.fresh(hub.identify_token(token)?).await?);
     }
-    let Some(identity) = cookie_identity(hub, &parts.headers)? else {
+    let Some(identity) = hub.fresh(cookie_identity(hub, &parts.headers)?).await? else {
         return Ok(None);
     };
     if cookie::api_needs_xsrf(&parts.method, &parts.headers) {

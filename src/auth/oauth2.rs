@@ -37,6 +37,8 @@ pub enum Error {
     Userdata(String),
     #[error("The ID token is invalid: {0}")]
     IdToken(String),
+    #[error("The identity provider refused the access token: {0}")]
+    TokenRefused(String),
     #[error("The user's data has no {0:?} claim to take the username from")]
     NoUsername(String),
 }
@@ -378,6 +380,16 @@ impl Client {
                 status,
             )));
         }
+        self.user_with(token_response, endpoints).await
+    }
+
+    /// Who the token endpoint's answer belongs to: the ID token's claims or the userdata
+    /// endpoint's answer for its access token (OAuthenticator's `_token_to_auth_model`).
+    async fn user_with(
+        &self,
+        token_response: Value,
+        endpoints: &Endpoints,
+    ) -> Result<OAuthUser, Error> {
         let access_token = token_response
             .get("access_token")
             .and_then(Value::as_str)
@@ -399,12 +411,92 @@ impl Client {
             })?
         } else {
             let url = endpoints.userinfo_endpoint.as_deref().unwrap_or_default();
-            self.http
-                .get_json(url, Some(&access_token))
+            let bearer = [(
+                http::header::AUTHORIZATION,
+                format!("Bearer {access_token}"),
+            )];
+            let (status, answer) = self
+                .http
+                .send(http::Method::GET, url, &bearer, None)
                 .await
-                .map_err(Error::Userdata)?
+                .map_err(Error::Userdata)?;
+            // A client error is taken as the token's refusal (expired, revoked), as upstream.
+            if status.is_client_error() {
+                return Err(Error::TokenRefused(format!("{url}: HTTP {status}")));
+            }
+            if !status.is_success() {
+                return Err(Error::Userdata(format!("{url}: HTTP {status}")));
+            }
+            answer
         };
         self.user_from(userdata, access_token, id_token, token_response)
+    }
+
+    /// OAuthenticator's `refresh_user` with auth_state: the login as the stored tokens show it
+    /// now. The stored access token first; if the provider refuses it (4xx, or an ID token
+    /// that no longer verifies), the refresh token. `Ok(None)`: the person must log in again.
+    /// An unreachable provider is an error, as upstream (the login's state is unknown).
+    pub async fn refresh(&self, auth_state: &Value) -> Result<Option<OAuthUser>, Error> {
+        let endpoints = self.endpoints().await?;
+        let stored = auth_state.get("token_response").cloned();
+        if let Some(token_response) = stored.filter(Value::is_object) {
+            match self.user_with(token_response, endpoints).await {
+                Ok(user) => return Ok(Some(user)),
+                Err(e) if refused_token(&e) => {
+                    tracing::info!(error = %e, "the stored access token is refused; trying the refresh token");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(refresh_token) = auth_state.get("refresh_token").and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let secret = self
+            .config
+            .client_secret
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default();
+        let (body, headers) = self.form_request(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+            &secret,
+        );
+        let answer = self
+            .http
+            .send(
+                http::Method::POST,
+                &endpoints.token_endpoint,
+                &headers,
+                Some(body),
+            )
+            .await;
+        let mut token_response = match answer {
+            Ok((status, answer)) if status.is_success() && answer.get("error").is_none() => answer,
+            Ok((status, answer)) => {
+                tracing::info!(error = %provider_error(&answer, status), "the refresh token is refused");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "refreshing the access token failed");
+                return Ok(None);
+            }
+        };
+        // A provider may not send a new refresh token; the old one stays good then.
+        if token_response.get("refresh_token").is_none()
+            && let Some(object) = token_response.as_object_mut()
+        {
+            object.insert("refresh_token".into(), refresh_token.into());
+        }
+        match self.user_with(token_response, endpoints).await {
+            Ok(user) => Ok(Some(user)),
+            Err(e) => {
+                tracing::error!(error = %e, "a fresh access token did not work");
+                Ok(None)
+            }
+        }
     }
 
     /// The token endpoint's form body and headers (kept out of the async fn: the form
@@ -415,11 +507,27 @@ impl Client {
         state: &LoginState,
         secret: &str,
     ) -> (String, Vec<(http::HeaderName, String)>) {
+        self.form_request(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &self.config.oauth_callback_url),
+                ("code_verifier", &state.code_verifier),
+            ],
+            secret,
+        )
+    }
+
+    /// A token endpoint request: `pairs`, and the client's credentials as `basic_auth` says.
+    fn form_request(
+        &self,
+        pairs: &[(&str, &str)],
+        secret: &str,
+    ) -> (String, Vec<(http::HeaderName, String)>) {
         let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "authorization_code")
-            .append_pair("code", code)
-            .append_pair("redirect_uri", &self.config.oauth_callback_url)
-            .append_pair("code_verifier", &state.code_verifier);
+        for (key, value) in pairs {
+            form.append_pair(key, value);
+        }
         let mut headers = Vec::new();
         if self.config.basic_auth {
             // RFC 6749 2.3.1: each part form-urlencoded before the Basic encoding.
@@ -503,6 +611,12 @@ impl Client {
             &self.config.client_id,
         )
     }
+}
+
+/// Whether a failure means the stored tokens are no longer good (so the refresh token is
+/// next), rather than that the provider could not be asked.
+fn refused_token(error: &Error) -> bool {
+    matches!(error, Error::TokenRefused(_) | Error::IdToken(_))
 }
 
 fn provider_error(answer: &Value, status: http::StatusCode) -> String {

@@ -1,11 +1,58 @@
-//! The sections of single authenticators: `[PAMAuthenticator]`, `[DummyAuthenticator]`,
+//! `[Authenticator]` (what every authenticator shares) and the sections of single
+//! authenticators: `[PAMAuthenticator]`, `[DummyAuthenticator]`,
 //! `[SharedPasswordAuthenticator]`, `[FirstUseAuthenticator]`, `[GenericOAuthenticator]`,
 //! and `[LocalAuthenticator]` (upstream's base class of PAM's, whose options PAM's section
 //! takes too).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
-use super::{Config, Secret};
+use super::{Config, Pattern, Secret};
+
+/// `[Authenticator]`: options every authenticator shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthenticatorConfig {
+    pub admin_users: Vec<String>,
+    pub allowed_users: Vec<String>,
+    pub blocked_users: Vec<String>,
+    pub allow_all: bool,
+    pub allow_existing_users: Option<bool>,
+    pub username_pattern: Option<Pattern>,
+    pub username_map: BTreeMap<String, String>,
+    pub auto_login: bool,
+    pub enable_auth_state: bool,
+    /// Seconds an identity provider's login is trusted before the provider is asked again
+    /// (upstream's default 300; 0 never asks). Only OAuth logins with auth_state refresh.
+    pub auth_refresh_age: u64,
+    /// Ask the identity provider before every spawn, so a server never starts with an
+    /// expired access token in its auth_state.
+    pub refresh_pre_spawn: bool,
+    /// At start-up, delete users from the database the authenticator no longer accepts (a
+    /// name outside `username_pattern`, a PAM user whose system account is gone); without it
+    /// they are kept and logged, as upstream's `init_users`.
+    pub delete_invalid_users: bool,
+}
+
+impl Default for AuthenticatorConfig {
+    fn default() -> Self {
+        AuthenticatorConfig {
+            admin_users: Vec::new(),
+            allowed_users: Vec::new(),
+            blocked_users: Vec::new(),
+            allow_all: false,
+            allow_existing_users: None,
+            username_pattern: None,
+            username_map: BTreeMap::new(),
+            auto_login: false,
+            enable_auth_state: false,
+            auth_refresh_age: 300,
+            refresh_pre_spawn: false,
+            delete_invalid_users: false,
+        }
+    }
+}
 
 /// `[PAMAuthenticator]`.
 #[derive(Debug, Clone, Deserialize)]

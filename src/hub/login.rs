@@ -298,11 +298,12 @@ impl Hub {
         if self.config.generic_oauth.manage_groups {
             self.set_user_groups(&user, &found.groups)?;
         }
+        self.refreshes.logged_in(&user.name).await;
         Ok((user, state.next_url))
     }
 
     /// `manage_groups`: the user's hub groups become exactly the provider's, created as needed.
-    fn set_user_groups(
+    pub(super) fn set_user_groups(
         &self,
         user: &UserRow,
         groups: &std::collections::BTreeSet<String>,

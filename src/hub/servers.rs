@@ -226,6 +226,12 @@ impl Hub {
             .map(valid_display_name)
             .transpose()?;
         let user = self.user(user_name)?;
+        // Upstream's `refresh_pre_spawn`: a server never starts on an expired provider login.
+        if self.config.authenticator.refresh_pre_spawn && !self.refresh_auth(&user, true).await? {
+            return Err(Error::Forbidden(format!(
+                "auth has expired for {user_name}, login again"
+            )));
+        }
         let key: ServerKey = (user.id, server_name.to_owned());
         let existing = self.db.read(|c| db::spawner(c, user.id, server_name))?;
         // A profile that does not exist or is not the user's is refused now, not in the

@@ -95,7 +95,7 @@ pub async fn user_url(
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let token_identity = match bearer_token(&session.headers) {
-        Some(token) => hub.identify_token(token)?,
+        Some(token) => hub.fresh(hub.identify_token(token)?).await?,
         None => None,
     };
     let identity = match token_identity.or_else(|| session.identity.clone()) {

@@ -39,7 +39,9 @@ impl FromRequestParts<Hub> for Session {
         let identity = match cookie::login_cookie_id(hub.secret(), &parts.headers, max_age(hub)) {
             Some(cookie_id) => {
                 let session_id = cookie::session_id(&parts.headers).map(str::to_owned);
-                hub.identify_cookie(&cookie_id, session_id)?
+                // A stale identity provider login counts as logged out.
+                hub.fresh(hub.identify_cookie(&cookie_id, session_id)?)
+                    .await?
             }
             None => None,
         };

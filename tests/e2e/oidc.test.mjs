@@ -3,7 +3,8 @@
 // consent follow, and the browser lands on the hub logged in. Checked through the REST API:
 // the user exists, is in the claim's group (manage_groups), is admin (admin_groups) and her
 // auth_state holds the provider's tokens. A forged state and a provider's refusal are pages
-// that say so.
+// that say so. Then the refresh of a login (auth_refresh_age, refresh_pre_spawn) with the
+// provider's refresh tokens, and its end when the provider revokes them.
 //
 // Environment: JUPYTERHUB_BIN (default target/debug/jupyterhub). Local set-up only
 // (E2E_SPAWNER unset or "local"): no server is started.
@@ -22,6 +23,7 @@ const SPAWNER = process.env.E2E_SPAWNER || "local";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ADMIN_TOKEN = "oidc-test-admin-token-0123456789";
 // 32 bytes, hex: the key auth_state is encrypted with.
+const SERVICE_TOKEN = "oidc-test-service-token-0123456789";
 const CRYPT_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 function freePort() {
@@ -50,10 +52,11 @@ async function until(what, check, ms = 20000) {
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
 }
 
-async function startProvider(callback) {
+async function startProvider(callback, accessTtl) {
   const port = await freePort();
   const child = spawn(process.execPath, [join(HERE, "oidc-provider.mjs"), String(port), callback], {
     stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, OIDC_ACCESS_TTL: String(accessTtl || 3600) },
   });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
@@ -62,12 +65,14 @@ async function startProvider(callback) {
   return { issuer, child };
 }
 
-async function startHub() {
+// `authenticator`: extra [Authenticator] lines; `accessTtl`: the provider's access token
+// lifetime in seconds; `spawner`: a [Spawner] section.
+async function startHub({ authenticator = "", accessTtl, spawner = "" } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "jh-oidc-"));
   const port = await freePort();
   const hubPort = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const provider = await startProvider(`${url}/hub/oauth_callback`);
+  const provider = await startProvider(`${url}/hub/oauth_callback`, accessTtl);
   const config = join(dir, "jupyterhub.toml");
   writeFileSync(config, `
 [JupyterHub]
@@ -82,9 +87,18 @@ spawner_class = "local"
 [JupyterHub.api_tokens]
 "${ADMIN_TOKEN}" = "admin"
 
+# An admin service reads users: a user without a provider login (admin's config token) has
+# no auth_state to refresh, and counts as logged out once a refresh is due (as upstream).
+[[JupyterHub.services]]
+name = "reader"
+api_token = "${SERVICE_TOKEN}"
+admin = true
+
 [Authenticator]
 admin_users = ["admin"]
 enable_auth_state = true
+${authenticator}
+${spawner}
 
 [GenericOAuthenticator]
 oidc_issuer = "${provider.issuer}"
@@ -109,18 +123,56 @@ manage_groups = true
   return { url, child, provider, log: () => readFileSync(join(dir, "hub.log"), "utf8") };
 }
 
-async function api(hub, path) {
-  const r = await fetch(`${hub.url}/hub/api${path}`, { headers: { Authorization: `token ${ADMIN_TOKEN}` } });
-  assert.equal(r.status, 200, `${path}: ${r.status}`);
-  return r.json();
+async function api(hub, path, { method = "GET", token = SERVICE_TOKEN, status = 200 } = {}) {
+  const r = await fetch(`${hub.url}/hub/api${path}`, { method, headers: { Authorization: `token ${token}` } });
+  const text = await r.text();
+  assert.equal(r.status, status, `${method} ${path}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+// Log `name` in through the provider's devInteractions form (and consent) in `page`.
+async function providerLogin(hub, page, name, next = "/hub/token") {
+  await page.goto(`${hub.url}/hub/login?next=${encodeURIComponent(next)}`);
+  await page.locator("#oauth_login").click();
+  // The login form, unless the provider still has a session for this browser; then consent,
+  // unless already given: whatever it asks, until the browser is back at the hub.
+  for (let step = 0; step < 4; step++) {
+    await page.waitForURL((u) => u.href.startsWith(hub.url) || u.href.includes("/interaction/"));
+    if (page.url().startsWith(hub.url)) break;
+    if (await page.locator("input[name=login]").count()) {
+      await page.fill("input[name=login]", name);
+      await page.fill("input[name=password]", "anything");
+    }
+    const before = page.url();
+    await page.click("button[type=submit]");
+    await page.waitForURL((u) => u.href !== before);
+  }
+  await page.waitForURL(`${hub.url}${next}`);
+}
+
+// Revoke a refresh token at the provider, as an administrator there would.
+async function revoke(hub, token) {
+  const basic = Buffer.from("jupyterhub:jupyterhub-client-secret-0123456789").toString("base64");
+  const r = await fetch(`${hub.provider.issuer}/token/revocation`, {
+    method: "POST",
+    headers: { Authorization: `Basic ${basic}`, "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ token, token_type_hint: "refresh_token" }),
+  });
+  assert.equal(r.status, 200, `revocation: ${r.status} ${await r.text()}`);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function launchBrowser() {
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+  });
 }
 
 if (SPAWNER === "local") test("login through an OpenID Connect provider", { timeout: 120000 }, async (t) => {
   const hub = await startHub();
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  const browser = await launchBrowser();
   t.after(async () => {
     await browser.close().catch(() => {});
     hub.child.kill("SIGTERM");
@@ -128,20 +180,9 @@ if (SPAWNER === "local") test("login through an OpenID Connect provider", { time
   });
   const page = await (await browser.newContext()).newPage();
   try {
-    await page.goto(`${hub.url}/hub/login?next=${encodeURIComponent("/hub/token")}`);
-    const button = page.locator("#oauth_login");
-    assert.equal((await button.textContent()).trim(), "Sign in with Test IdP");
-    await button.click();
-    // oidc-provider's devInteractions: a login form, then consent.
-    await page.waitForURL(new RegExp(`^${hub.provider.issuer}/interaction/`));
-    await page.fill("input[name=login]", "alice");
-    await page.fill("input[name=password]", "anything");
-    await page.click("button[type=submit]");
-    await page.waitForURL((u) => u.href.startsWith(hub.url) || /consent|interaction/.test(u.href));
-    if (!page.url().startsWith(hub.url)) {
-      await page.click("button[type=submit]");
-    }
-    await page.waitForURL(`${hub.url}/hub/token`);
+    await page.goto(`${hub.url}/hub/login`);
+    assert.equal((await page.locator("#oauth_login").textContent()).trim(), "Sign in with Test IdP");
+    await providerLogin(hub, page, "alice");
 
     const alice = await api(hub, "/users/alice");
     assert.equal(alice.admin, true, "admin through admin_groups");
@@ -163,6 +204,87 @@ if (SPAWNER === "local") test("login through an OpenID Connect provider", { time
     const denied = await page.goto(`${hub.url}/hub/oauth_callback?error=access_denied&error_description=no+thanks`);
     assert.equal(denied.status(), 403);
     assert.match(await page.textContent("body"), /refused the login: access_denied no thanks/);
+  } catch (e) {
+    console.log(hub.log());
+    throw e;
+  }
+});
+
+// auth_refresh_age: once the login is older, the next request asks the provider again; an
+// expired access token is renewed with the refresh token; a revoked refresh token (with the
+// access token expired) logs the person out.
+if (SPAWNER === "local") test("an identity provider login is refreshed, and ends when revoked", { timeout: 120000 }, async (t) => {
+  const hub = await startHub({ authenticator: "auth_refresh_age = 1", accessTtl: 2 });
+  const browser = await launchBrowser();
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    hub.child.kill("SIGTERM");
+    hub.provider.child.kill("SIGTERM");
+  });
+  const page = await (await browser.newContext()).newPage();
+  try {
+    await providerLogin(hub, page, "bob");
+    const first = (await api(hub, "/users/bob")).auth_state;
+    assert.ok(first.refresh_token, `a refresh token is kept: ${JSON.stringify(first)}`);
+    // The access token expires (2 s); the next page view is older than auth_refresh_age.
+    await sleep(3000);
+    const home = await page.goto(`${hub.url}/hub/home`);
+    assert.equal(home.status(), 200);
+    assert.equal(new URL(page.url()).pathname, "/hub/home", "still logged in after the refresh");
+    const second = (await api(hub, "/users/bob")).auth_state;
+    assert.notEqual(second.access_token, first.access_token, "a new access token");
+    assert.ok(second.refresh_token, JSON.stringify(second));
+    assert.match(hub.log(), /refreshed the identity provider's login/);
+
+    // Revoked at the provider: once the access token has expired too, bob is logged out.
+    await revoke(hub, second.refresh_token);
+    await sleep(3000);
+    await page.goto(`${hub.url}/hub/home`);
+    assert.equal(new URL(page.url()).pathname, "/hub/login", `sent to log in again: ${page.url()}`);
+    assert.match(hub.log(), /stale auth info/);
+    // Logging in again works and refreshes as before.
+    await providerLogin(hub, page, "bob", "/hub/home");
+    const third = (await api(hub, "/users/bob")).auth_state;
+    assert.notEqual(third.access_token, second.access_token);
+  } catch (e) {
+    console.log(hub.log());
+    throw e;
+  }
+});
+
+// refresh_pre_spawn: the login is checked before a spawn even when auth_refresh_age has not
+// passed; a spawn on a login the provider no longer honours is refused with upstream's 403.
+if (SPAWNER === "local") test("refresh_pre_spawn refuses a spawn on an expired login", { timeout: 120000 }, async (t) => {
+  const hub = await startHub({
+    authenticator: "auth_refresh_age = 3600\nrefresh_pre_spawn = true",
+    accessTtl: 2,
+    spawner: `[Spawner]\ncmd = ["/bin/false"]`,
+  });
+  const browser = await launchBrowser();
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    hub.child.kill("SIGTERM");
+    hub.provider.child.kill("SIGTERM");
+  });
+  const page = await (await browser.newContext()).newPage();
+  try {
+    await providerLogin(hub, page, "carol");
+    const { token } = await api(hub, "/users/carol/tokens", { method: "POST", status: 201 });
+    // A valid login: the spawn is let through (and then fails: the command is /bin/false).
+    const ok = await fetch(`${hub.url}/hub/api/users/carol/server`, { method: "POST", headers: { Authorization: `token ${token}` } });
+    assert.notEqual(ok.status, 403, await ok.text());
+    assert.match(hub.log(), /refreshed the identity provider's login/);
+    await until("the failed spawn to end", async () => {
+      const carol = await api(hub, "/users/carol");
+      return !carol.servers[""] || !carol.servers[""].pending;
+    });
+    await revoke(hub, (await api(hub, "/users/carol")).auth_state.refresh_token);
+    await sleep(3000);
+    // Requests still pass (the login is younger than auth_refresh_age); the spawn does not.
+    await api(hub, "/user", { token });
+    const refused = await fetch(`${hub.url}/hub/api/users/carol/server`, { method: "POST", headers: { Authorization: `token ${token}` } });
+    assert.equal(refused.status, 403);
+    assert.match((await refused.json()).message, /auth has expired for carol, login again/);
   } catch (e) {
     console.log(hub.log());
     throw e;

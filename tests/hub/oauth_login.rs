@@ -16,6 +16,8 @@ use sha2::Digest;
 
 use crate::support::{TestHub, browser, call};
 
+/// An admin service's token: services have no provider login to refresh.
+const SERVICE_TOKEN: &str = "reader-service-token-0123456789";
 const CRYPT_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 #[derive(Default)]
@@ -82,7 +84,10 @@ async fn start(extra: &str) -> (TestHub, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let idp = provider(Arc::clone(&seen)).await;
     let hub = TestHub::start_with_env(
-        "authenticator_class = \"generic-oauth\"",
+        &format!(
+            "authenticator_class = \"generic-oauth\"\n[[JupyterHub.services]]\n\
+             name = \"reader\"\napi_token = \"{SERVICE_TOKEN}\"\nadmin = true\n"
+        ),
         &format!(
             "enable_auth_state = true\n{extra}\n[GenericOAuthenticator]\n\
              client_id = \"hub-client\"\nclient_secret = \"hub-secret\"\n\
@@ -208,7 +213,17 @@ async fn login_through_the_provider() {
     assert_eq!(home.status(), StatusCode::OK);
     assert!(home.text().await.expect("body").contains("bob"));
 
-    let (status, bob) = call(&hub, "GET", "/users/bob", &hub.admin_token(), None).await;
+    // As upstream: a user with no provider login (the config's admin) has no auth_state to
+    // refresh, so once a refresh is due (always, for a login this hub never saw) the token
+    // counts as logged out. A service's token is not refreshed.
+    let (status, _) = call(&hub, "GET", "/users/bob", &hub.admin_token(), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        hub.log().contains("no auth_state to refresh"),
+        "{}",
+        hub.log()
+    );
+    let (status, bob) = call(&hub, "GET", "/users/bob", SERVICE_TOKEN, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bob["groups"], json!(["staff", "x"]), "manage_groups");
     assert_eq!(bob["admin"], false);
