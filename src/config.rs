@@ -321,6 +321,9 @@ pub struct SpawnerConfig {
     pub notebook_dir: Option<String>,
     pub default_url: Option<String>,
     pub environment: BTreeMap<String, String>,
+    /// Variables set from the user's auth_state: `NAME = "dotted.key"` (our declarative
+    /// stand-in for upstream's `auth_state_hook`), e.g. `ACCESS_TOKEN = "access_token"`.
+    pub auth_state_env: BTreeMap<String, String>,
     pub env_keep: Vec<String>,
     pub mem_limit: Option<ByteSize>,
     pub mem_guarantee: Option<ByteSize>,
@@ -393,6 +396,7 @@ impl Default for SpawnerConfig {
             notebook_dir: None,
             default_url: None,
             environment: BTreeMap::new(),
+            auth_state_env: BTreeMap::new(),
             env_keep: vec!["JUPYTERHUB_SINGLEUSER_APP".into()],
             mem_limit: None,
             mem_guarantee: None,
@@ -838,6 +842,7 @@ impl Config {
                 ));
             }
         }
+        authenticators::check_auth_state_env(self)?;
         self.validate_profiles()
     }
 
@@ -1029,6 +1034,25 @@ mod tests {
             ),
             ("[JupyterHub]\nssl_cert = \"/x\"\n", "ssl_key"),
             ("[JupyterHub]\nhub_bind_url = \"nope\"\n", "hub_bind_url"),
+            (
+                "[Spawner]\nauth_state_env = { TOKEN = \"access_token\" }\n",
+                "enable_auth_state",
+            ),
+            (
+                "[Authenticator]\nenable_auth_state = true\n\
+                 [Spawner]\nauth_state_env = { \"1X\" = \"access_token\" }\n",
+                "not a valid environment variable name",
+            ),
+            (
+                "[Authenticator]\nenable_auth_state = true\n\
+                 [Spawner]\nauth_state_env = { JUPYTERHUB_USER = \"name\" }\n",
+                "the hub's own variables",
+            ),
+            (
+                "[Authenticator]\nenable_auth_state = true\n\
+                 [Spawner]\nenvironment = { T = \"x\" }\nauth_state_env = { T = \"a\" }\n",
+                "also in Spawner.environment",
+            ),
             ("[Proxy]\nbody_timeout = 0\n", "Proxy.body_timeout"),
             ("[Proxy]\nheader_timeout = -1.5\n", "Proxy.header_timeout"),
             (

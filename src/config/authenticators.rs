@@ -269,3 +269,44 @@ impl Default for GenericOAuthConfig {
         }
     }
 }
+
+/// `[Spawner] auth_state_env`: needs auth_state, and names variables of its own (not the
+/// hub's `JUPYTERHUB_*` ones, nor any `environment` sets too, which would leave it unclear
+/// which wins).
+pub(super) fn check_auth_state_env(config: &Config) -> Result<(), String> {
+    let env = &config.spawner.auth_state_env;
+    if env.is_empty() {
+        return Ok(());
+    }
+    if !config.authenticator.enable_auth_state {
+        return Err("Spawner.auth_state_env needs [Authenticator] enable_auth_state = true".into());
+    }
+    for (name, key) in env {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "Spawner.auth_state_env: {name:?} is not a valid environment variable name"
+            ));
+        }
+        if name.starts_with("JUPYTERHUB_") || name.starts_with("JPY_") {
+            return Err(format!(
+                "Spawner.auth_state_env: {name} is one of the hub's own variables"
+            ));
+        }
+        if config.spawner.environment.contains_key(name) {
+            return Err(format!(
+                "Spawner.auth_state_env: {name} is also in Spawner.environment; set it in one"
+            ));
+        }
+        if key.is_empty() {
+            return Err(format!(
+                "Spawner.auth_state_env.{name}: empty auth_state key"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -225,12 +225,16 @@ impl Hub {
             .filter(|d| !d.is_empty() && !server_name.is_empty())
             .map(valid_display_name)
             .transpose()?;
-        let user = self.user(user_name)?;
-        // Upstream's `refresh_pre_spawn`: a server never starts on an expired provider login.
-        if self.config.authenticator.refresh_pre_spawn && !self.refresh_auth(&user, true).await? {
-            return Err(Error::Forbidden(format!(
-                "auth has expired for {user_name}, login again"
-            )));
+        let mut user = self.user(user_name)?;
+        // Upstream's `refresh_pre_spawn`: a server never starts on an expired provider login;
+        // the user is read again for the fresh auth_state (`auth_state_env`).
+        if self.config.authenticator.refresh_pre_spawn {
+            if !self.refresh_auth(&user, true).await? {
+                return Err(Error::Forbidden(format!(
+                    "auth has expired for {user_name}, login again"
+                )));
+            }
+            user = self.user(user_name)?;
         }
         let key: ServerKey = (user.id, server_name.to_owned());
         let existing = self.db.read(|c| db::spawner(c, user.id, server_name))?;

@@ -148,7 +148,37 @@ impl Hub {
         for (k, v) in &spawner.environment {
             env.insert(k.clone(), v.replace("{username}", &user.name));
         }
+        self.auth_state_env(user, &mut env);
         env
+    }
+
+    /// `auth_state_env`: each variable from its (dotted) auth_state key; strings as they
+    /// are, other values as JSON; a key the auth_state lacks sets nothing.
+    fn auth_state_env(&self, user: &UserRow, env: &mut BTreeMap<String, String>) {
+        let wanted = &self.config.spawner.auth_state_env;
+        if wanted.is_empty() {
+            return;
+        }
+        let state = match self.auth_state(user) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(user = %user.name, error = %e, "auth_state_env: no auth_state");
+                return;
+            }
+        };
+        for (name, key) in wanted {
+            match crate::auth::oauth2::claim(&state, key) {
+                Some(serde_json::Value::String(s)) => {
+                    env.insert(name.clone(), s.clone());
+                }
+                None | Some(serde_json::Value::Null) => {
+                    tracing::debug!(user = %user.name, key, "auth_state_env: not in auth_state");
+                }
+                Some(other) => {
+                    env.insert(name.clone(), other.to_string());
+                }
+            }
+        }
     }
 
     fn push_event(&self, key: &ServerKey, event: Progress) {

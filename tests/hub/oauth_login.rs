@@ -2,7 +2,8 @@
 //! what the hub sends (Basic client credentials, the code, the PKCE verifier against the
 //! challenge of the redirect) and answers with tokens and userinfo. The login page's button,
 //! `auto_login`, the state cookie, groups and admin from a claim, auth_state, and the error
-//! pages of a forged state, a provider's refusal and a failed exchange.
+//! pages of a forged state, a provider's refusal and a failed exchange; auth_state fields in
+//! a server's environment (`auth_state_env`).
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::support::{TestHub, browser, call};
+use crate::support::{TestHub, browser, call, server_user, stub_spawner_config, wait_ready};
 
 /// An admin service's token: services have no provider login to refresh.
 const SERVICE_TOKEN: &str = "reader-service-token-0123456789";
@@ -294,4 +295,63 @@ async fn refusals_are_pages_that_say_why() {
         "{page}"
     );
     assert!(page.contains("invalid_grant: bad code"), "{page}");
+}
+
+/// Log `client` in through the provider (the code flow `login_through_the_provider` checks
+/// step by step).
+async fn provider_login(hub: &TestHub, seen: &Arc<Mutex<Seen>>, client: &reqwest::Client) {
+    let redirect = client
+        .get(format!("{}/hub/oauth_login", hub.url))
+        .send()
+        .await
+        .expect("oauth_login");
+    let location = redirect.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    seen.lock().expect("lock").challenge = query_param(&location, "code_challenge");
+    let state = query_param(&location, "state").expect("state");
+    let done = client
+        .get(format!(
+            "{}/hub/oauth_callback?code=good&state={state}",
+            hub.url
+        ))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+}
+
+#[tokio::test]
+async fn auth_state_reaches_the_server_environment() {
+    // The provider's "Bob" runs servers as the test's system user.
+    let system_user = server_user();
+    let extra = format!(
+        "username_map = {{ bob = \"{system_user}\" }}\n{}\
+         auth_state_env = {{ AUTH_STATE_LOGIN = \"oauth_user.login\", \
+         AUTH_STATE_TEAMS = \"oauth_user.org.teams\", AUTH_STATE_ACCESS = \"access_token\", \
+         AUTH_STATE_MISSING = \"no.such.key\" }}\n",
+        stub_spawner_config()
+    );
+    let (hub, seen) = start(&extra).await;
+    provider_login(&hub, &seen, &browser()).await;
+    let path = format!("/users/{system_user}/server");
+    let (status, body) = call(&hub, "POST", &path, SERVICE_TOKEN, None).await;
+    assert!(status.is_success(), "{status} {body}\n{}", hub.log());
+    wait_ready(&hub, SERVICE_TOKEN, &system_user, "").await;
+    let env: Value = reqwest::get(format!("{}/user/{system_user}/env", hub.url))
+        .await
+        .expect("env")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(env["AUTH_STATE_LOGIN"], "Bob", "{env}");
+    assert_eq!(
+        env["AUTH_STATE_TEAMS"], r#"["staff","x"]"#,
+        "non-strings as JSON"
+    );
+    assert_eq!(env["AUTH_STATE_ACCESS"], "at-1");
+    assert!(env.get("AUTH_STATE_MISSING").is_none(), "{env}");
+    let (status, _) = call(&hub, "DELETE", &path, SERVICE_TOKEN, None).await;
+    assert!(status.is_success());
 }
