@@ -8,6 +8,7 @@ mod cli;
 mod dev;
 mod first_use;
 mod groups;
+mod ldap;
 mod login;
 mod managed;
 mod metrics;
