@@ -71,6 +71,11 @@ objectClass: groupOfNames
 cn: scientists
 member: uid=alice,ou=people,dc=example,dc=org
 
+dn: cn=operators,ou=groups,dc=example,dc=org
+objectClass: groupOfUniqueNames
+cn: operators
+uniqueMember: uid=bob,ou=people,dc=example,dc=org
+
 dn: cn=staff,ou=groups,dc=example,dc=org
 objectClass: posixGroup
 cn: staff
@@ -78,9 +83,11 @@ gidNumber: 5000
 memberUid: carol
 ";
 
-/// A slapd serving `DIRECTORY` on 127.0.0.1, killed on drop.
+/// A slapd serving `DIRECTORY` on 127.0.0.1 (ldap:// with StartTLS, and ldaps://), killed
+/// on drop.
 struct Slapd {
     port: u16,
+    ldaps_port: u16,
     dir: tempfile::TempDir,
     child: Child,
 }
@@ -199,17 +206,23 @@ impl Slapd {
         );
         // The reservation keeps the port from other tests until slapd binds it
         // (slapd sets SO_REUSEADDR, as the reservation does).
-        let reserved = reserve_port();
-        let port = reserved.port;
+        let reserved = [reserve_port(), reserve_port()];
+        let (port, ldaps_port) = (reserved[0].port, reserved[1].port);
+        let urls = format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/");
         let child = Command::new(SLAPD)
-            .args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{port}/"), "-f"])
+            .args(["-d", "0", "-h", &urls, "-f"])
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("slapd.log")).expect("log file"))
             .spawn()
             .expect("start slapd");
-        let mut slapd = Slapd { port, dir, child };
+        let mut slapd = Slapd {
+            port,
+            ldaps_port,
+            dir,
+            child,
+        };
         slapd.wait_answering();
         drop(reserved);
         slapd
@@ -468,6 +481,7 @@ async fn allowed_groups_admit_members_only() {
         !logs_in(&hub, "bob", "bob-password").await,
         "in no allowed group"
     );
+    assert!(!logs_in(&hub, "dave", "dave-password").await, "no such DN");
     assert!(
         !logs_in(&hub, "carol", "carol-password").await,
         "blocked_users wins over a group"
@@ -488,6 +502,42 @@ async fn allowed_groups_admit_members_only() {
         "posixGroup memberUid"
     );
     assert!(!logs_in(&hub, "alice", "alice-password").await);
+    drop(hub);
+    // allowed_users still admits beside the groups.
+    let hub = hub_with(
+        "allowed_users = [\"alice\"]",
+        &slapd.section(&format!(
+            "{BIND_TEMPLATE}allowed_groups = [\"cn=operators,ou=groups,{BASE}\"]\n"
+        )),
+    )
+    .await;
+    assert!(
+        logs_in(&hub, "bob", "bob-password").await,
+        "groupOfUniqueNames uniqueMember"
+    );
+    assert!(logs_in(&hub, "alice", "alice-password").await);
+    assert!(!logs_in(&hub, "carol", "carol-password").await);
+}
+
+#[tokio::test]
+async fn search_filter_must_match_the_user() {
+    let slapd = Slapd::start();
+    let hub = start_hub(&slapd.section(&format!(
+        "{BIND_TEMPLATE}user_search_base = \"ou=people,{BASE}\"\nuser_attribute = \"uid\"\n\
+         search_filter = \"(&(mail=*)({{userattr}}={{username}}))\"\nattributes = [\"mail\"]\n"
+    )))
+    .await;
+    assert!(logs_in(&hub, "alice", "alice-password").await, "has a mail");
+    assert!(
+        !logs_in(&hub, "bob", "bob-password").await,
+        "binds, but the filter finds no entry"
+    );
+    assert!(
+        hub.log()
+            .contains("Login of 'bob' denied. Configured search_filter found 0 users"),
+        "{}",
+        hub.log()
+    );
 }
 
 #[tokio::test]
@@ -499,6 +549,26 @@ async fn tls_needs_a_trusted_ca_and_a_down_server_is_said_clearly() {
         "StartTLS with the test CA"
     );
     drop(trusted);
+    let ldaps = start_hub(&format!(
+        "[LDAPAuthenticator]\nserver_address = \"127.0.0.1\"\nserver_port = {}\n\
+         tls_strategy = \"on_connect\"\ntls_kwargs = {{ ca_certs_data = {:?} }}\n{BIND_TEMPLATE}",
+        slapd.ldaps_port,
+        std::fs::read_to_string(slapd.ca()).expect("read CA"),
+    ))
+    .await;
+    assert!(
+        logs_in(&ldaps, "alice", "alice-password").await,
+        "ldaps, the CA given as PEM text"
+    );
+    drop(ldaps);
+    let plain = start_hub(&format!(
+        "[LDAPAuthenticator]\nserver_address = \"127.0.0.1\"\nserver_port = {}\n\
+         tls_strategy = \"insecure\"\n{BIND_TEMPLATE}",
+        slapd.port
+    ))
+    .await;
+    assert!(logs_in(&plain, "alice", "alice-password").await, "insecure");
+    drop(plain);
     let no_ca = format!(
         "[LDAPAuthenticator]\nserver_address = \"127.0.0.1\"\nserver_port = {}\n{BIND_TEMPLATE}",
         slapd.port
