@@ -1,6 +1,6 @@
-//! Who is asking: authenticators (PAM, dummy, shared password, first use, null, OAuth, LDAP), the username policy
-//! shared by all of them (normalisation, allow/block/admin lists), and API token hashing
-//! that is byte-compatible with JupyterHub's `hash_token`.
+//! Who is asking: authenticators (PAM, dummy, shared password, first use, null, OAuth,
+//! LDAP), the username policy shared by all of them (normalisation, allow/block/admin
+//! lists), and API token hashing that is byte-compatible with JupyterHub's `hash_token`.
 
 pub mod accounts;
 pub mod cookie;

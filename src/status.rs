@@ -218,4 +218,25 @@ mod tests {
             assert_eq!(failure.message, "Invalid username or password");
         }
     }
+
+    #[test]
+    fn an_unreachable_directory_is_unavailable_without_details() {
+        let error = || {
+            hub::Error::Auth(crate::auth::Error::Ldap(
+                "ldap://ldap.example.org:389: connection refused".into(),
+            ))
+        };
+        let failure = login_failure(error());
+        assert_eq!(failure.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(failure.message.contains("directory (LDAP) server"));
+        assert!(
+            !failure.message.contains("ldap.example.org"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(
+            Failure::from(error()).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

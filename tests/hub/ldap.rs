@@ -668,3 +668,28 @@ fn check_config_reports_ldap_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_server_that_never_answers_fails_the_login_in_time() {
+    // Accepts connections and says nothing, as a hung directory server would.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let hub = start_hub(&format!(
+        "[LDAPAuthenticator]\nserver_address = \"127.0.0.1\"\nserver_port = {port}\n{BIND_TEMPLATE}"
+    ))
+    .await;
+    let started = Instant::now();
+    let (_, response) = login(&hub, "alice", "alice-password").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the 10 s timeout ends the login"
+    );
+    assert!(hub.log().contains("timeout"), "{}", hub.log());
+}
