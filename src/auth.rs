@@ -171,6 +171,11 @@ pub trait Authenticator: Send + Sync + 'static {
     fn allows_all_by_default(&self) -> bool {
         false
     }
+    /// Whether it admits users by what it sees only at login (LDAP's `allowed_groups`), so
+    /// the policy's lists alone cannot recheck a login cookie.
+    fn admits_at_login(&self) -> bool {
+        false
+    }
     /// Upstream's `add_user` check for a user already in the database: `Err(why)` when the
     /// authenticator could no longer log them in (PAM: the system account is gone).
     fn check_existing_user(&self, name: &str) -> Result<(), String> {

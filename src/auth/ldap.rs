@@ -470,6 +470,10 @@ impl Authenticator for LdapAuth {
         self.config.allowed_groups.is_empty()
     }
 
+    fn admits_at_login(&self) -> bool {
+        !self.config.allowed_groups.is_empty()
+    }
+
     async fn authenticate(
         &self,
         login: &str,

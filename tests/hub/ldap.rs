@@ -301,12 +301,25 @@ async fn hub_with(authenticator: &str, section: &str) -> TestHub {
     .await
 }
 
+/// Whether the login form lets `user` in; a login must also give a cookie that works.
 async fn logs_in(hub: &TestHub, user: &str, password: &str) -> bool {
-    let (_, response) = login(hub, user, password).await;
+    let (client, response) = login(hub, user, password).await;
     let status = response.status();
     let body = response.text().await.expect("body");
     match status {
-        StatusCode::FOUND => true,
+        StatusCode::FOUND => {
+            let home = client
+                .get(format!("{}/hub/home", hub.url))
+                .send()
+                .await
+                .expect("home");
+            assert_eq!(
+                home.status(),
+                StatusCode::OK,
+                "{user}'s login cookie is accepted"
+            );
+            true
+        }
         StatusCode::FORBIDDEN => {
             assert!(body.contains("Invalid username or password"), "{body}");
             false
