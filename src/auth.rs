@@ -1,10 +1,11 @@
-//! Who is asking: authenticators (PAM, dummy, shared password, first use, null), the username policy
-//! shared by all of them (normalisation, allow/block/admin lists), and API token hashing
-//! that is byte-compatible with JupyterHub's `hash_token`.
+//! Who is asking: authenticators (PAM, dummy, shared password, first use, null, OAuth,
+//! LDAP), the username policy shared by all of them (normalisation, allow/block/admin
+//! lists), and API token hashing that is byte-compatible with JupyterHub's `hash_token`.
 
 pub mod accounts;
 pub mod cookie;
 pub mod first_use;
+pub mod ldap;
 pub mod oauth2;
 pub mod pam;
 
@@ -35,6 +36,9 @@ pub enum Error {
     PasswordRejected(String),
     #[error("password store: {0}")]
     Password(String),
+    /// The LDAP server cannot be reached or spoken to (not: it refused the credentials).
+    #[error("LDAP server {0}")]
+    Ldap(String),
 }
 
 /// Hash rounds for tokens the hub generated (random, so one round suffices) and for tokens
@@ -141,6 +145,9 @@ pub struct Authenticated {
     pub name: String,
     /// `Some` when the authenticator decides admin status (e.g. PAM admin groups).
     pub admin: Option<bool>,
+    /// Admitted by the authenticator's own rule beyond the policy's lists (LDAP's
+    /// `allowed_groups`), as upstream's `check_allowed` overrides.
+    pub admitted: bool,
     pub auth_state: Option<serde_json::Value>,
     /// A first-use password to keep once the hub has admitted the login (the policy, the
     /// system account): kept by the hub then, so a refused login reserves nothing.
@@ -162,6 +169,11 @@ pub trait Authenticator: Send + Sync + 'static {
     ) -> Result<Option<Authenticated>, Error>;
     /// Whether any login is possible without an allow list (PAM: any system user may try).
     fn allows_all_by_default(&self) -> bool {
+        false
+    }
+    /// Whether it admits users by what it sees only at login (LDAP's `allowed_groups`), so
+    /// the policy's lists alone cannot recheck a login cookie.
+    fn admits_at_login(&self) -> bool {
         false
     }
     /// Upstream's `add_user` check for a user already in the database: `Err(why)` when the
@@ -195,6 +207,7 @@ impl Authenticator for Dummy {
         Ok(Some(Authenticated {
             name: username.to_owned(),
             admin: None,
+            admitted: false,
             auth_state: None,
             new_password_hash: None,
         }))
@@ -229,6 +242,7 @@ impl Authenticator for SharedPassword {
             return Ok(Some(Authenticated {
                 name: username.to_owned(),
                 admin: Some(true),
+                admitted: false,
                 auth_state: None,
                 new_password_hash: None,
             }));
@@ -237,6 +251,7 @@ impl Authenticator for SharedPassword {
             return Ok(Some(Authenticated {
                 name: username.to_owned(),
                 admin: None,
+                admitted: false,
                 auth_state: None,
                 new_password_hash: None,
             }));

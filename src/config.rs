@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use authenticators::{
-    AuthenticatorConfig, DummyConfig, FirstUseConfig, GenericOAuthConfig, LocalConfig, PamConfig,
-    SharedPasswordConfig,
+    AuthenticatorConfig, DummyConfig, FirstUseConfig, GenericOAuthConfig, LdapConfig,
+    LdapTlsKwargs, LocalConfig, PamConfig, SharedPasswordConfig, TlsStrategy,
 };
 pub use profiles::Profile;
 pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
@@ -58,6 +58,8 @@ pub struct Config {
     pub first_use: FirstUseConfig,
     #[serde(rename = "GenericOAuthenticator")]
     pub generic_oauth: GenericOAuthConfig,
+    #[serde(rename = "LDAPAuthenticator")]
+    pub ldap: LdapConfig,
     #[serde(rename = "Spawner")]
     pub spawner: SpawnerConfig,
     #[serde(rename = "SystemdSpawner")]
@@ -179,7 +181,7 @@ pub struct HubConfig {
     pub active_server_limit: u32,
     /// 0 means no limit.
     pub concurrent_spawn_limit: u32,
-    /// `pam`, `dummy`, `shared-password`, `firstuse`, `null`, `generic-oauth` or `oidc`.
+    /// `pam`, `dummy`, `shared-password`, `firstuse`, `null`, `generic-oauth`, `oidc` or `ldap`.
     pub authenticator_class: String,
     /// `systemd` or `local`; empty picks `systemd` when systemd is PID 1, else `local`.
     pub spawner_class: String,
@@ -643,6 +645,7 @@ impl Config {
             "null",
             "generic-oauth",
             "oidc",
+            "ldap",
         ];
         if !known_auth.contains(&hub.authenticator_class.as_str()) {
             return Err(format!(
@@ -675,38 +678,7 @@ impl Config {
         if hub.ssl_cert.is_some() != hub.ssl_key.is_some() {
             return Err("JupyterHub.ssl_cert and JupyterHub.ssl_key must be set together".into());
         }
-        if ["generic-oauth", "oidc"].contains(&hub.authenticator_class.as_str()) {
-            self.generic_oauth
-                .validate(hub.authenticator_class == "oidc")?;
-        }
-        if hub.authenticator_class == "shared-password" {
-            let sp = &self.shared_password;
-            if sp.user_password.is_none() && sp.admin_password.is_none() {
-                return Err(
-                    "SharedPasswordAuthenticator: set user_password or admin_password".into(),
-                );
-            }
-            for (key, secret) in [
-                ("user_password", &sp.user_password),
-                ("admin_password", &sp.admin_password),
-            ] {
-                if let Some(secret) = secret
-                    && secret.expose().len() < 8
-                {
-                    return Err(format!(
-                        "SharedPasswordAuthenticator.{key}: must be at least 8 characters"
-                    ));
-                }
-            }
-            if let (Some(u), Some(a)) = (&sp.user_password, &sp.admin_password)
-                && u.expose() == a.expose()
-            {
-                return Err(
-                    "SharedPasswordAuthenticator: user_password and admin_password must differ"
-                        .into(),
-                );
-            }
-        }
+        authenticators::check_sections(self)?;
         if self.spawner.cmd.is_empty() {
             return Err("Spawner.cmd: must not be empty".into());
         }
@@ -1029,7 +1001,7 @@ mod tests {
     fn cross_field_errors() {
         for (text, needle) in [
             (
-                "[JupyterHub]\nauthenticator_class = \"ldap\"\n",
+                "[JupyterHub]\nauthenticator_class = \"kerberos\"\n",
                 "authenticator_class",
             ),
             ("[JupyterHub]\nssl_cert = \"/x\"\n", "ssl_key"),

@@ -175,8 +175,8 @@ fn crypt_keys() -> Result<Option<fernet::MultiFernet>> {
     Ok((!keys.is_empty()).then(|| fernet::MultiFernet::new(keys)))
 }
 
-fn make_authenticator(config: &Config, db: &Arc<Db>) -> Arc<dyn Authenticator> {
-    match config.hub.authenticator_class.as_str() {
+fn make_authenticator(config: &Config, db: &Arc<Db>) -> Result<Arc<dyn Authenticator>> {
+    Ok(match config.hub.authenticator_class.as_str() {
         "firstuse" => Arc::new(auth::first_use::FirstUse {
             store: Arc::new(login::Passwords(Arc::clone(db))),
             create_users: config.first_use.create_users,
@@ -203,8 +203,9 @@ fn make_authenticator(config: &Config, db: &Arc<Db>) -> Arc<dyn Authenticator> {
         }),
         "null" => Arc::new(auth::Null),
         "generic-oauth" | "oidc" => Arc::new(auth::oauth2::OAuth),
+        "ldap" => Arc::new(auth::ldap::LdapAuth::new(&config.ldap)?),
         _ => Arc::new(auth::pam::Pam::from_config(config)),
-    }
+    })
 }
 
 /// `systemd` when asked, or by default when systemd is PID 1; else `local`.
@@ -231,7 +232,7 @@ impl Hub {
                 "enable_auth_state requires JUPYTERHUB_CRYPT_KEY".into(),
             ));
         }
-        let authenticator = make_authenticator(&config, &db);
+        let authenticator = make_authenticator(&config, &db)?;
         let oauth = ["generic-oauth", "oidc"]
             .contains(&config.hub.authenticator_class.as_str())
             .then(|| {

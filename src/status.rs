@@ -40,6 +40,18 @@ pub fn login_failure(error: hub::Error) -> Failure {
         }
         // A first login's password that is refused: say why, so a better one can be chosen.
         hub::Error::Auth(A::PasswordRejected(message)) => refused(&message),
+        // The directory is down or TLS failed: the admin's problem, said as such (the
+        // details go to the log, not to the page).
+        hub::Error::Auth(e @ A::Ldap(_)) => {
+            tracing::error!(error = %e, "LDAP login failed");
+            Failure {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "The login service cannot reach its directory (LDAP) server. \
+                          Try again later, or tell the hub's administrator."
+                    .into(),
+                retry_after: None,
+            }
+        }
         e => {
             tracing::error!(error = %e, "login failed");
             Failure {
@@ -82,6 +94,13 @@ impl From<hub::Error> for Failure {
                 }
                 crate::auth::Error::NoLogin => (StatusCode::NOT_FOUND, e.to_string()),
                 crate::auth::Error::PasswordRejected(m) => (StatusCode::BAD_REQUEST, m.clone()),
+                crate::auth::Error::Ldap(_) => {
+                    tracing::error!(error = %e, "LDAP server unavailable");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The directory (LDAP) server cannot be reached".into(),
+                    )
+                }
                 crate::auth::Error::Pam(_)
                 | crate::auth::Error::Helper(_)
                 | crate::auth::Error::Password(_) => {
@@ -214,5 +233,26 @@ mod tests {
             assert_eq!(failure.status, StatusCode::FORBIDDEN);
             assert_eq!(failure.message, "Invalid username or password");
         }
+    }
+
+    #[test]
+    fn an_unreachable_directory_is_unavailable_without_details() {
+        let error = || {
+            hub::Error::Auth(crate::auth::Error::Ldap(
+                "ldap://ldap.example.org:389: connection refused".into(),
+            ))
+        };
+        let failure = login_failure(error());
+        assert_eq!(failure.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(failure.message.contains("directory (LDAP) server"));
+        assert!(
+            !failure.message.contains("ldap.example.org"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(
+            Failure::from(error()).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

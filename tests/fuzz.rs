@@ -1,6 +1,6 @@
 //! Property tests of what the hub reads from outside: the config file, signed cookies and
-//! XSRF tokens, cookie and `Authorization` headers, and the privileged helper's wire
-//! messages. Each must answer garbage with `Ok` or a clean error, never a panic, and what
+//! XSRF tokens, cookie and `Authorization` headers, the privileged helper's wire messages,
+//! and login names on their way into LDAP. Each must answer garbage with `Ok` or a clean error, never a panic, and what
 //! our own encoder writes must decode back. (The proxy's framing has its own in
 //! `src/proxy/h1.rs`; the helper's request handling in `src/privileged/helper.rs`.)
 //!
@@ -93,6 +93,33 @@ const KEYS: &[(&str, &[&str])] = &[
         &["service", "admin_groups", "allowed_groups", "check_account"],
     ),
     ("DummyAuthenticator", &["password"]),
+    (
+        "LDAPAuthenticator",
+        &[
+            "server_address",
+            "server_port",
+            "tls_strategy",
+            "use_ssl",
+            "tls_kwargs",
+            "bind_dn_template",
+            "escape_userdn",
+            "lookup_dn",
+            "user_search_base",
+            "user_attribute",
+            "lookup_dn_search_filter",
+            "lookup_dn_search_user",
+            "lookup_dn_search_password",
+            "lookup_dn_user_dn_attribute",
+            "use_lookup_dn_username",
+            "search_filter",
+            "attributes",
+            "allowed_groups",
+            "group_search_filter",
+            "group_attributes",
+            "auth_state_attributes",
+            "valid_username_regex",
+        ],
+    ),
     (
         "SharedPasswordAuthenticator",
         &["user_password", "admin_password"],
@@ -487,5 +514,36 @@ proptest! {
     fn arbitrary_request_bytes_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = serde_json::from_slice::<Request>(&bytes);
         let _ = serde_json::from_slice::<Response>(&bytes);
+    }
+}
+
+// ---------------------------------------------------------------- names into LDAP
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    /// An escaped name is one assertion value: the filter still parses, and no `*`, `(`,
+    /// `)` survives unescaped, whatever the name.
+    #[test]
+    fn escaped_names_stay_one_filter_value(name in any::<String>()) {
+        use jupyterhub::auth::ldap::escape_filter;
+        let escaped = escape_filter(&name);
+        prop_assert!(!escaped.contains(['*', '(', ')', '\0']));
+        let filter = format!("(uid={escaped})");
+        prop_assert!(ldap3::parse_filter(&filter).is_ok(), "{filter:?}");
+    }
+
+    /// An escaped name is one RDN value: every special character is behind a backslash.
+    #[test]
+    fn escaped_names_stay_one_dn_value(name in any::<String>()) {
+        use jupyterhub::auth::ldap::escape_rdn;
+        let escaped = escape_rdn(&name);
+        let mut chars = escaped.chars();
+        while let Some(c) = chars.next() {
+            prop_assert!(!",+\"<>;=\0".contains(c), "unescaped {c:?} in {escaped:?}");
+            if c == '\\' {
+                prop_assert!(chars.next().is_some(), "dangling escape in {escaped:?}");
+            }
+        }
     }
 }

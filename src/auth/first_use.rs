@@ -78,6 +78,7 @@ impl Authenticator for FirstUse {
         let authenticated = |new_password_hash| {
             Some(Authenticated {
                 name: username.to_owned(),
+                admitted: false,
                 admin: None,
                 auth_state: None,
                 new_password_hash,

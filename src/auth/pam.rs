@@ -273,6 +273,7 @@ impl super::Authenticator for Pam {
             .then(|| groups.iter().any(|g| self.admin_groups.contains(g)));
         Ok(Some(Authenticated {
             name: username.to_owned(),
+            admitted: false,
             admin,
             auth_state: None,
             new_password_hash: None,

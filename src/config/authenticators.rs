@@ -1,7 +1,7 @@
 //! `[Authenticator]` (what every authenticator shares) and the sections of single
 //! authenticators: `[PAMAuthenticator]`, `[DummyAuthenticator]`,
 //! `[SharedPasswordAuthenticator]`, `[FirstUseAuthenticator]`, `[GenericOAuthenticator]`,
-//! and `[LocalAuthenticator]` (upstream's base class of PAM's, whose options PAM's section
+//! `[LDAPAuthenticator]` and `[LocalAuthenticator]` (upstream's base class of PAM's, whose options PAM's section
 //! takes too).
 
 use std::collections::BTreeMap;
@@ -165,6 +165,44 @@ pub(super) fn check_system_accounts(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Each authenticator's own section, when it is the one in use; messages name the key.
+pub(super) fn check_sections(config: &Config) -> Result<(), String> {
+    if ["generic-oauth", "oidc"].contains(&config.hub.authenticator_class.as_str()) {
+        config
+            .generic_oauth
+            .validate(config.hub.authenticator_class == "oidc")?;
+    }
+    if config.hub.authenticator_class == "shared-password" {
+        let sp = &config.shared_password;
+        if sp.user_password.is_none() && sp.admin_password.is_none() {
+            return Err("SharedPasswordAuthenticator: set user_password or admin_password".into());
+        }
+        for (key, secret) in [
+            ("user_password", &sp.user_password),
+            ("admin_password", &sp.admin_password),
+        ] {
+            if let Some(secret) = secret
+                && secret.expose().len() < 8
+            {
+                return Err(format!(
+                    "SharedPasswordAuthenticator.{key}: must be at least 8 characters"
+                ));
+            }
+        }
+        if let (Some(u), Some(a)) = (&sp.user_password, &sp.admin_password)
+            && u.expose() == a.expose()
+        {
+            return Err(
+                "SharedPasswordAuthenticator: user_password and admin_password must differ".into(),
+            );
+        }
+    }
+    if config.hub.authenticator_class == "ldap" {
+        config.ldap.validate()?;
+    }
+    Ok(())
+}
+
 /// `[GenericOAuthenticator]`, OAuthenticator's option names, for `authenticator_class =
 /// "generic-oauth"` and `"oidc"` (the endpoints discovered from `oidc_issuer`).
 #[derive(Debug, Clone, Deserialize)]
@@ -309,4 +347,368 @@ pub(super) fn check_auth_state_env(config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `[LDAPAuthenticator]`, ldapauthenticator 2.x's option names and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapConfig {
+    pub server_address: String,
+    /// Default 636 with `tls_strategy = "on_connect"`, else 389.
+    pub server_port: Option<u16>,
+    pub tls_strategy: TlsStrategy,
+    /// Deprecated in 2.0: `true` means `tls_strategy = "on_connect"`; `false` does nothing.
+    pub use_ssl: Option<bool>,
+    pub tls_kwargs: LdapTlsKwargs,
+    /// One template or a list, each with `{username}`; blank entries are ignored.
+    #[serde(deserialize_with = "one_or_many")]
+    pub bind_dn_template: Vec<String>,
+    /// Removed in 2.0 (names are always escaped); accepted with a warning, as upstream.
+    pub escape_userdn: Option<bool>,
+    pub lookup_dn: bool,
+    pub user_search_base: Option<String>,
+    pub user_attribute: Option<String>,
+    pub lookup_dn_search_filter: String,
+    pub lookup_dn_search_user: Option<String>,
+    pub lookup_dn_search_password: Option<Secret>,
+    pub lookup_dn_user_dn_attribute: Option<String>,
+    pub use_lookup_dn_username: bool,
+    pub search_filter: String,
+    pub attributes: Vec<String>,
+    pub allowed_groups: Vec<String>,
+    pub group_search_filter: String,
+    pub group_attributes: Vec<String>,
+    pub auth_state_attributes: Vec<String>,
+    /// Matched at the start of the name, as Python's `re.match`.
+    pub valid_username_regex: Pattern,
+}
+
+/// `tls_strategy`: when the connection becomes TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsStrategy {
+    /// StartTLS before any bind (upstream's default).
+    #[default]
+    BeforeBind,
+    /// TLS from the first byte (ldaps).
+    OnConnect,
+    /// No TLS at all.
+    Insecure,
+}
+
+/// The keys of ldap3's `Tls` object that the hub implements; others are refused by name.
+/// Certificates are always verified (ldap3's own default, `validate = CERT_NONE`, is not
+/// offered): against these CAs when given, else the system's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapTlsKwargs {
+    pub ca_certs_file: Option<std::path::PathBuf>,
+    /// PEM text of trusted CAs.
+    pub ca_certs_data: Option<String>,
+    /// A client certificate (PEM), with its key, for servers that ask for one.
+    pub local_certificate_file: Option<std::path::PathBuf>,
+    pub local_private_key_file: Option<std::path::PathBuf>,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            server_address: String::new(),
+            server_port: None,
+            tls_strategy: TlsStrategy::BeforeBind,
+            use_ssl: None,
+            tls_kwargs: LdapTlsKwargs::default(),
+            bind_dn_template: Vec::new(),
+            escape_userdn: None,
+            lookup_dn: false,
+            user_search_base: None,
+            user_attribute: None,
+            lookup_dn_search_filter: "({login_attr}={login})".into(),
+            lookup_dn_search_user: None,
+            lookup_dn_search_password: None,
+            lookup_dn_user_dn_attribute: None,
+            use_lookup_dn_username: false,
+            search_filter: String::new(),
+            attributes: Vec::new(),
+            allowed_groups: Vec::new(),
+            group_search_filter: "(|(member={userdn})(uniqueMember={userdn})(memberUid={uid}))"
+                .into(),
+            group_attributes: vec!["member".into(), "uniqueMember".into(), "memberUid".into()],
+            auth_state_attributes: Vec::new(),
+            valid_username_regex: Pattern(
+                regex::Regex::new(r"^[a-z][.a-z0-9_-]*$").expect("the default pattern is valid"),
+            ),
+        }
+    }
+}
+
+/// A string or a list of strings (upstream's `Union([List(), Unicode()])`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a string or a list of strings"))?
+    {
+        OneOrMany::One(s) => Ok(vec![s]),
+        OneOrMany::Many(v) => Ok(v),
+    }
+}
+
+impl LdapConfig {
+    /// The effective TLS strategy (`use_ssl = true` is the deprecated `on_connect`).
+    pub fn strategy(&self) -> TlsStrategy {
+        if self.use_ssl == Some(true) {
+            TlsStrategy::OnConnect
+        } else {
+            self.tls_strategy
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server_port.unwrap_or(match self.strategy() {
+            TlsStrategy::OnConnect => 636,
+            _ => 389,
+        })
+    }
+
+    /// The bind DN templates without blank entries (upstream ignores them, with a warning).
+    pub fn templates(&self) -> impl Iterator<Item = &str> {
+        self.bind_dn_template
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// What must hold together for a login to be possible; messages name the key.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        const S: &str = "LDAPAuthenticator";
+        if self.server_address.trim().is_empty() {
+            return Err(format!("{S}.server_address must be set"));
+        }
+        crate::auth::ldap::server_url(self).map_err(|e| format!("{S}.server_address: {e}"))?;
+        if !self.lookup_dn && self.templates().next().is_none() {
+            return Err(format!(
+                "{S} requires either lookup_dn or bind_dn_template to be configured"
+            ));
+        }
+        let placeholders = |key: &str, value: &str, allowed: &[&str]| {
+            crate::auth::ldap::check_template(value, allowed).map_err(|e| format!("{S}.{key}: {e}"))
+        };
+        for template in self.templates() {
+            placeholders("bind_dn_template", template, &["username"])?;
+        }
+        if self.lookup_dn {
+            for (key, value) in [
+                ("user_search_base", &self.user_search_base),
+                ("user_attribute", &self.user_attribute),
+                (
+                    "lookup_dn_user_dn_attribute",
+                    &self.lookup_dn_user_dn_attribute,
+                ),
+            ] {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    return Err(format!("{S}.{key} must be set with lookup_dn = true"));
+                }
+            }
+            placeholders(
+                "lookup_dn_search_filter",
+                &self.lookup_dn_search_filter,
+                &["login_attr", "login"],
+            )?;
+            if self.lookup_dn_search_password.is_some() && self.lookup_dn_search_user.is_none() {
+                return Err(format!(
+                    "{S}.lookup_dn_search_password is set without lookup_dn_search_user"
+                ));
+            }
+        } else if self.use_lookup_dn_username {
+            return Err(format!("{S}.use_lookup_dn_username needs lookup_dn = true"));
+        }
+        if !self.search_filter.is_empty() {
+            if self.user_search_base.as_deref().is_none_or(str::is_empty) {
+                return Err(format!("{S}.search_filter needs user_search_base"));
+            }
+            placeholders(
+                "search_filter",
+                &self.search_filter,
+                &["userattr", "username"],
+            )?;
+            if self.search_filter.contains("{userattr}") && self.user_attribute.is_none() {
+                return Err(format!(
+                    "{S}.search_filter uses {{userattr}}, so user_attribute must be set"
+                ));
+            }
+        }
+        if !self.allowed_groups.is_empty() {
+            if self.group_search_filter.is_empty() || self.group_attributes.is_empty() {
+                return Err(format!(
+                    "{S}.allowed_groups requires both group_search_filter and \
+                     group_attributes to be configured"
+                ));
+            }
+            placeholders(
+                "group_search_filter",
+                &self.group_search_filter,
+                &["userdn", "uid"],
+            )?;
+        }
+        if self.strategy() != TlsStrategy::Insecure {
+            crate::auth::ldap::tls_config(&self.tls_kwargs)
+                .map_err(|e| format!("{S}.tls_kwargs: {e}"))?;
+        } else if self.tls_kwargs.ca_certs_file.is_some()
+            || self.tls_kwargs.ca_certs_data.is_some()
+            || self.tls_kwargs.local_certificate_file.is_some()
+        {
+            return Err(format!(
+                "{S}.tls_kwargs is set, but tls_strategy = \"insecure\" uses no TLS"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "[JupyterHub]\nauthenticator_class = \"ldap\"\n[LDAPAuthenticator]\n";
+
+    /// `extra` in an LDAP section, with a server address unless it names one.
+    fn check(extra: &str) -> Result<Config, String> {
+        let server = if extra.contains("server_address") {
+            ""
+        } else {
+            "server_address = \"ldap.example.org\"\n"
+        };
+        let config = Config::parse(&format!("{HEAD}{server}{extra}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn ldap_defaults_are_upstreams() {
+        let config = check("bind_dn_template = \"uid={username},ou=people,dc=example,dc=org\"\n")
+            .expect("valid");
+        let ldap = &config.ldap;
+        assert_eq!(ldap.strategy(), TlsStrategy::BeforeBind);
+        assert_eq!(ldap.port(), 389);
+        assert_eq!(
+            ldap.bind_dn_template.len(),
+            1,
+            "one string is a list of one"
+        );
+        assert_eq!(ldap.lookup_dn_search_filter, "({login_attr}={login})");
+        assert_eq!(
+            ldap.group_attributes,
+            ["member", "uniqueMember", "memberUid"]
+        );
+        assert!(ldap.valid_username_regex.is_full_match("alice.b-2"));
+        assert!(!ldap.valid_username_regex.is_full_match("Alice"));
+        let ldaps =
+            check("tls_strategy = \"on_connect\"\nbind_dn_template = [\"uid={username}\"]\n")
+                .expect("valid");
+        assert_eq!(ldaps.ldap.port(), 636);
+        assert_eq!(
+            crate::auth::ldap::server_url(&ldaps.ldap).expect("url"),
+            "ldaps://ldap.example.org:636"
+        );
+        let deprecated =
+            check("use_ssl = true\nbind_dn_template = [\"uid={username}\"]\n").expect("valid");
+        assert_eq!(deprecated.ldap.strategy(), TlsStrategy::OnConnect);
+    }
+
+    #[test]
+    fn ldap_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").expect("write");
+        let template = "bind_dn_template = \"uid={username},dc=org\"\n";
+        let lookup = "lookup_dn = true\nuser_search_base = \"dc=org\"\nuser_attribute = \"uid\"\n\
+                      lookup_dn_user_dn_attribute = \"uid\"\n";
+        for (extra, needle) in [
+            ("tls_strategy = \"starttls\"\n", "tls_strategy"),
+            (
+                "tls_strategy = \"insecure\"\n",
+                "either lookup_dn or bind_dn_template",
+            ),
+            (
+                "bind_dn_template = [\"\"]\n",
+                "either lookup_dn or bind_dn_template",
+            ),
+            (
+                "bind_dn_template = \"uid={user},dc=org\"\n",
+                "bind_dn_template",
+            ),
+            ("bind_dn_template = 3\n", "bind_dn_template"),
+            (
+                "lookup_dn = true\nuser_attribute = \"uid\"\n",
+                "user_search_base",
+            ),
+            (
+                "lookup_dn = true\nuser_search_base = \"dc=org\"\nuser_attribute = \"uid\"\n",
+                "lookup_dn_user_dn_attribute",
+            ),
+            (
+                &format!("{lookup}lookup_dn_search_filter = \"(uid={{login}}\"\n"),
+                "lookup_dn_search_filter",
+            ),
+            (
+                &format!("{template}use_lookup_dn_username = true\n"),
+                "use_lookup_dn_username",
+            ),
+            (
+                &format!("{template}search_filter = \"(uid={{username}})\"\n"),
+                "user_search_base",
+            ),
+            (
+                &format!("{template}allowed_groups = [\"cn=g,dc=org\"]\ngroup_attributes = []\n"),
+                "group_attributes",
+            ),
+            (
+                &format!("{template}tls_kwargs = {{ validate = 2 }}\n"),
+                "validate",
+            ),
+            (
+                &format!("{template}tls_kwargs = {{ ca_certs_file = \"/nonexistent/ca.pem\" }}\n"),
+                "tls_kwargs",
+            ),
+            (
+                &format!(
+                    "{template}tls_kwargs = {{ ca_certs_file = {:?} }}\n",
+                    not_pem
+                ),
+                "no PEM certificate",
+            ),
+            (
+                &format!(
+                    "{template}tls_strategy = \"insecure\"\ntls_kwargs = {{ ca_certs_data = \"x\" }}\n"
+                ),
+                "insecure",
+            ),
+            (&format!("{template}server_port = 70000\n"), "server_port"),
+            (
+                &format!("{template}valid_username_regex = \"(\"\n"),
+                "valid_username_regex",
+            ),
+            (
+                &format!("{template}server_address = \"ldap://x\"\n"),
+                "server_address",
+            ),
+            (
+                &format!("{template}allowed_groups_from = 1\n"),
+                "allowed_groups_from",
+            ),
+        ] {
+            let err = check(extra).expect_err(extra);
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+        let err = Config::parse("[JupyterHub]\nauthenticator_class = \"ldap\"\n")
+            .and_then(|c| c.validate())
+            .expect_err("no server");
+        assert!(err.contains("LDAPAuthenticator.server_address"), "{err}");
+        check(lookup).expect("lookup_dn alone is enough");
+    }
 }

@@ -327,10 +327,10 @@ impl Hub {
         else {
             return Ok(None);
         };
-        // An identity provider's logins may be admitted by groups the hub only sees at login
-        // (allowed_groups): there, only blocked_users withdraws a login cookie.
-        let admitted_at_login =
-            self.oauth.is_some() && !self.policy.blocked_users.contains(&user.name);
+        // An identity provider's or LDAP's logins may be admitted by groups the hub only
+        // sees at login (allowed_groups): there, only blocked_users withdraws a login cookie.
+        let admitted_at_login = (self.oauth.is_some() || self.authenticator.admits_at_login())
+            && !self.policy.blocked_users.contains(&user.name);
         if !self.policy.is_allowed(&user.name, true) && !user.admin && !admitted_at_login {
             return Ok(None);
         }

@@ -151,7 +151,16 @@ impl Hub {
             tracing::warn!(user = %name, client, "failed login");
             return Err(Error::Auth(crate::auth::Error::InvalidCredentials));
         };
-        let admitted_by_authenticator = authenticated.admin == Some(true);
+        let mut authenticated = authenticated;
+        // A name the directory gave (LDAP's use_lookup_dn_username) is normalised as the
+        // typed one was (upstream normalises whatever authenticate returns).
+        if authenticated.name != name {
+            authenticated.name = self
+                .policy
+                .normalize(&authenticated.name)
+                .map_err(Error::Auth)?;
+        }
+        let admitted_by_authenticator = authenticated.admin == Some(true) || authenticated.admitted;
         self.admit(authenticated, client, admitted_by_authenticator)
             .await
     }
@@ -168,7 +177,9 @@ impl Hub {
         let name = authenticated.name;
         let existing = self.db.read(|c| db::user_by_name(c, &name))?;
         let config_admin = self.policy.is_admin(&name);
-        if !self.policy.is_allowed(&name, existing.is_some()) && !admitted {
+        // blocked_users wins over every allowance, the authenticator's included.
+        let blocked = self.policy.blocked_users.contains(&name);
+        if blocked || (!self.policy.is_allowed(&name, existing.is_some()) && !admitted) {
             self.login_limiter.record_failure(&name, client);
             tracing::warn!(user = %name, client, "login refused: user not allowed");
             return Err(Error::Auth(crate::auth::Error::NotAllowed(name)));
@@ -288,6 +299,7 @@ impl Hub {
                 crate::auth::Authenticated {
                     name,
                     admin: found.admin,
+                    admitted: false,
                     auth_state: Some(found.auth_state),
                     new_password_hash: None,
                 },

@@ -9,6 +9,7 @@ mod dev;
 mod disk_full;
 mod first_use;
 mod groups;
+mod ldap;
 mod login;
 mod managed;
 mod metrics;
