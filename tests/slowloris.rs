@@ -14,8 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
-#[path = "common/port.rs"]
-mod port;
+#[path = "common/descriptors.rs"]
+mod descriptors;
+#[path = "common/drop_in.rs"]
+mod drop_in;
+use descriptors::raise_descriptor_limit;
+use drop_in::{Child, status_kb};
 
 /// Stalled connections in the main test.
 const STALLED: usize = 2000;
@@ -34,20 +38,6 @@ const PROBE: [u8; 4] = [127, 0, 0, 3];
 /// The tests take turns: each loads the machine on its own, and their timings are about
 /// the proxy, not about each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Raise this process's descriptor limit to the hard limit (the proxy child inherits it).
-fn raise_descriptor_limit(need: u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    assert!(
-        hard >= need,
-        "this test needs {need} file descriptors but the hard limit is {hard}; \
-         raise it (`ulimit -Hn`, or LimitNOFILE= for a service) and run again"
-    );
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raise RLIMIT_NOFILE");
-    }
-}
 
 /// A backend that answers every request head with a 200 `ok`.
 async fn backend() -> SocketAddr {
@@ -82,53 +72,9 @@ async fn backend() -> SocketAddr {
     addr
 }
 
-/// A child process, killed on drop, with the ports it was given.
-struct Child(
-    std::process::Child,
-    #[expect(dead_code, reason = "held, not read: it keeps the ports reserved")]
-    [port::ReservedPort; 2],
-);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The drop-in proxy on a free loopback port, everything routed to `target`, once it
-/// accepts connections.
+/// The drop-in proxy, everything routed to `target`, once it accepts connections.
 async fn proxy(target: SocketAddr, flags: &[&str]) -> (Child, SocketAddr) {
-    // Held (bound, not listening) until the child binds them with SO_REUSEADDR, so no other
-    // test takes them in between.
-    let ports = [port::reserve_port(), port::reserve_port()];
-    let (port, api_port) = (ports[0].port, ports[1].port);
-    // SLOWLORIS_PROXY_BIN=target/release/jupyterhub measures a release build instead.
-    let binary = std::env::var_os("SLOWLORIS_PROXY_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_jupyterhub").into());
-    let child = std::process::Command::new(binary)
-        .args(["proxy", "--ip", "127.0.0.1", "--api-ip", "127.0.0.1"])
-        .args([
-            "--port",
-            &port.to_string(),
-            "--api-port",
-            &api_port.to_string(),
-        ])
-        .args(["--default-target", &format!("http://{target}")])
-        .args(flags)
-        .env("CONFIGPROXY_AUTH_TOKEN", "slowloris-test-token")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn jupyterhub proxy");
-    let child = Child(child, ports);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let started = Instant::now();
-    while connect_from(addr, PROBE).await.is_err() {
-        assert!(started.elapsed() < DEADLINE, "the proxy did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (child, addr)
+    drop_in::start(target, flags, PROBE).await
 }
 
 async fn connect_from(addr: SocketAddr, from: [u8; 4]) -> std::io::Result<TcpStream> {
@@ -247,16 +193,6 @@ async fn stall_many(
         all.extend(futures_util::future::join_all(opened).await);
     }
     all
-}
-
-/// A /proc/PID/status field in kB (`VmRSS`, `VmHWM`).
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
