@@ -83,6 +83,23 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
+/// Every client connection and every proxied one holds a descriptor: a hub run by hand
+/// with the usual soft limit of 1024 would stop accepting at a few hundred users. Raise the
+/// soft limit to the hard one, as nginx's and Go's servers do (`jupyterhub.service` sets
+/// `LimitNOFILE=65536` itself).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open file limit"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -140,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Proxy(args)) => {
             jupyterhub::app::init_logging(cli.log_level.as_deref());
+            raise_open_file_limit();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(jupyterhub::proxy::run_chp(args))?;
             return Ok(ExitCode::SUCCESS);
@@ -216,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         config.dev = Some(config::DevMode::for_config(&config));
     }
     jupyterhub::app::init_logging(cli.log_level.as_deref());
+    raise_open_file_limit();
     if let Some(dev) = &config.dev {
         let account = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .ok()

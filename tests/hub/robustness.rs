@@ -163,3 +163,21 @@ async fn a_connection_made_just_before_a_stop_is_answered() {
     }
     hub.exited(std::time::Duration::from_secs(10)).await;
 }
+
+/// Started by hand with the usual soft limit of 1024 open files, the hub raises it to the hard
+/// limit: every client and proxied connection holds a descriptor.
+#[tokio::test]
+async fn the_hub_raises_its_soft_open_file_limit() {
+    let mut hub = TestHub::prepare("", "", &[]);
+    hub.open_files_soft = Some(256);
+    hub.launch().await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", hub.pid())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_ne!(numbers[0], "256", "the soft limit was raised: {line}");
+    assert_eq!(numbers[0], numbers[1], "soft = hard: {line}");
+}

@@ -34,6 +34,8 @@ pub struct TestHub {
     pub env: Vec<(String, String)>,
     /// Extra arguments for the hub process (e.g. `--dev`).
     pub args: Vec<String>,
+    /// A soft open-file limit to start the hub with (the hard one stays).
+    pub open_files_soft: Option<u64>,
     /// The public (`http`) and internal (`hub`) listeners, open for the `TestHub`'s whole
     /// life: every launch gets the same two, as systemd keeps a socket unit's across restarts.
     listeners: [TcpListener; 2],
@@ -82,8 +84,8 @@ impl TestHub {
         hub
     }
 
-    /// The directory, config and listeners of a hub, not launched yet.
-    fn prepare(hub_extra: &str, extra: &str, env: &[(&str, &str)]) -> TestHub {
+    /// The directory, config and listeners of a hub, not launched yet (`launch` starts it).
+    pub fn prepare(hub_extra: &str, extra: &str, env: &[(&str, &str)]) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
         let listeners = [bind_local(), bind_local()];
         let (port, hub_port) = (port_of(&listeners[0]), port_of(&listeners[1]));
@@ -104,6 +106,7 @@ impl TestHub {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args: Vec::new(),
+            open_files_soft: None,
             listeners,
             notify: None,
             child: None,
@@ -171,6 +174,9 @@ impl TestHub {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        if let Some(soft) = self.open_files_soft {
+            lower_open_files(&mut command, soft);
+        }
         pass_listeners(
             &mut command,
             [self.listeners[0].as_raw_fd(), self.listeners[1].as_raw_fd()],
@@ -230,6 +236,14 @@ impl TestHub {
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("SIGTERM the hub");
+    }
+
+    /// The running hub's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("the hub runs")
     }
 
     /// The internal listener's address (`hub_bind_url`), `127.0.0.1:PORT`.
@@ -499,6 +513,21 @@ pub fn wait_for_lines(
         Ok(Ok(())) => {}
         Ok(Err(read)) => panic!("output ended before {count} × {needle:?}:\n{read}"),
         Err(_) => panic!("no {count} × {needle:?} within {within:?}"),
+    }
+}
+
+/// Start the child with a soft open-file limit of `soft`.
+#[allow(unsafe_code)]
+fn lower_open_files(command: &mut Command, soft: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
+    // which is async-signal-safe, allocating nothing.
+    unsafe {
+        command.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard).map_err(std::io::Error::from)
+        });
     }
 }
 
