@@ -270,6 +270,40 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$public/user/$user/
 [ "$code" = 200 ] || fail "/user/$user/api answered $code after the socket-activated start"
 echo "migrated before the hub opened the database; the server is still routed"
 
+step "a migration that fails: the database stays as it was, the hub is not started"
+inside systemctl stop jupyterhub.service
+rm -f "$db-wal" "$db-shm"
+mv "${backups[0]}" "$work/restored.sqlite"
+install -o jupyterhub -g jupyterhub -m 600 "$work/restored.sqlite" "$db"
+# A table the next migration creates: the migration fails, and its transaction is undone.
+python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("CREATE TABLE shares (id INTEGER)"); c.commit()' "$db"
+: >/var/lib/jupyterhub/upgrade-db-pending
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$public/hub/api/" || true)
+[ "$code" != 200 ] || fail "the hub answered on an unmigrated database"
+inside journalctl -u jupyterhub-upgrade-db -o cat --no-pager >"$work/upgrade-db.log"
+grep -q "table shares already exists" "$work/upgrade-db.log" \
+  || { tail -5 "$work/upgrade-db.log"; fail "jupyterhub-upgrade-db.service's journal does not say why"; }
+[ "$(inside systemctl is-active jupyterhub.service || true)" != active ] || fail "the hub runs on an unmigrated database"
+[ "$(sql "$db" 'PRAGMA user_version')" = "$old_schema" ] || fail "the failed migration changed the schema version"
+[ "$(sql "$db" "SELECT count(*) FROM sqlite_master WHERE name IN ('share_codes', 'first_use_passwords')")" = 0 ] \
+  || fail "the failed migration left tables behind"
+[ -e /var/lib/jupyterhub/upgrade-db-pending ] || fail "the failed migration is no longer marked pending"
+ls /var/lib/jupyterhub/jupyterhub.sqlite.*.bak >/dev/null 2>&1 || fail "no backup before the failed migration"
+[ "$(inside systemctl show "$unit" -p InvocationID --value)" = "$invocation" ] || fail "the user's unit was restarted"
+echo "\"$(grep -m1 'already exists' "$work/upgrade-db.log")\"; schema $old_schema kept, the hub stopped, $unit running"
+
+step "the cause removed, as the README says: the hub migrates and starts"
+python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("DROP TABLE shares"); c.commit()' "$db"
+inside systemctl reset-failed
+inside systemctl restart jupyterhub.socket jupyterhub.service
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$public/hub/api/")
+[ "$code" = 200 ] || fail "after the fix the hub answered $code"
+[ "$(sql "$db" 'PRAGMA user_version')" = "$newest" ] || fail "after the fix the schema is not $newest"
+[ -e /var/lib/jupyterhub/upgrade-db-pending ] && fail "the migration is still marked pending"
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$public/user/$user/api")
+[ "$code" = 200 ] || fail "/user/$user/api answered $code after the fix"
+echo "migrated; the server is still routed"
+
 step "a new spawn goes through the new helper"
 [ "$(inside systemctl show jupyterhub-helper -p MainPID --value)" != "$helper_pid" ] || fail "the old helper still runs"
 code=$(api -o "$work/stop.json" -w '%{http_code}' -X DELETE "$public/hub/api/users/$user/server")
