@@ -4,8 +4,10 @@
 # change the config as an admin would, log in a PAM user, spawn a server, make a token and a
 # group, then `apt install` the current .deb and check that the admin's config is kept, the
 # database was backed up and migrated, the hub was restarted on the new binary while the
-# user's server kept running (same unit invocation, same PID) and is still routed, and the
-# token and group survived. Then purge.
+# user's server and a managed service kept running (same unit invocation, same PID), the
+# server is still routed, and the token and group survived; that a hub not running at the
+# upgrade migrates at its next start, and that a migration that fails starts no hub and
+# leaves the database consistent. Then purge.
 #
 #   usage: tests/package/upgrade.sh        (as root, on Debian 12; tests/run.sh runs it)
 # The filesystem is the host's: the packages are installed on this machine while the test
@@ -143,6 +145,18 @@ sed -i \
   -e "/^\[Authenticator\]\$/a admin_users = [\"$user\"]\nallowed_users = [\"$user\"]" \
   -e "/^\[Spawner\]\$/a cmd = [\"$venv/bin/jupyterhub-singleuser\"]" \
   "$config"
+# A managed service, which must outlive the upgrade as the users' servers do.
+cat >>"$config" <<TOML
+
+[[JupyterHub.services]]
+name = "idle-culler"
+command = ["$venv/bin/python3", "-m", "jupyterhub_idle_culler", "--timeout=3600"]
+
+[[JupyterHub.load_roles]]
+name = "idle-culler"
+scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+services = ["idle-culler"]
+TOML
 inside jupyterhub check-config -f "$config"
 admin_config=$(sha256sum <"$config")
 
@@ -177,6 +191,14 @@ unit="jupyter-$(systemd-escape "$user")-singleuser.service"
 invocation=$(inside systemctl show "$unit" -p InvocationID --value)
 server_pid=$(inside systemctl show "$unit" -p MainPID --value)
 hub_pid=$(inside systemctl show jupyterhub -p MainPID --value)
+culler=jupyterhub-service-idle-culler.service
+for _ in $(seq 100); do
+  [ "$(inside systemctl is-active "$culler" || true)" = active ] && break
+  sleep 0.2
+done
+[ "$(inside systemctl is-active "$culler" || true)" = active ] || fail "the managed idle culler does not run"
+culler_invocation=$(inside systemctl show "$culler" -p InvocationID --value)
+culler_pid=$(inside systemctl show "$culler" -p MainPID --value)
 helper_pid=$(inside systemctl show jupyterhub-helper -p MainPID --value)
 [ "$helper_pid" != 0 ] || fail "the helper that started the server does not run"
 [ "$(sql "$db" 'PRAGMA user_version')" = "$old_schema" ] || fail "the old hub's schema is not $old_schema"
@@ -237,6 +259,9 @@ code=$(curl -s -o "$work/api.json" -w '%{http_code}' --max-time 30 "$public/user
 [ "$code" = 200 ] && grep -q '"version"' "$work/api.json" || fail "after the upgrade /user/$user/api answered $code"
 [ "$(ready)" = True ] || fail "after the upgrade the hub does not know the server runs"
 echo "hub pid $hub_pid -> $new_hub_pid (/usr/bin/jupyterhub); $unit: same invocation, pid $server_pid, routed"
+[ "$(inside systemctl show "$culler" -p InvocationID --value)" = "$culler_invocation" ] || fail "the culler was restarted"
+[ "$(inside systemctl show "$culler" -p MainPID --value)" = "$culler_pid" ] || fail "the culler changed"
+echo "$culler: adopted (same invocation, pid $culler_pid)"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$public/hub/metrics")
 [ "$code" = 200 ] || fail "GET /hub/metrics without a token answered $code: the new hub ignores the admin's option"
 echo "the new hub reads the admin's option (authenticate_prometheus = false: /hub/metrics answers 200)"
@@ -333,5 +358,6 @@ DEBIAN_FRONTEND=noninteractive inside apt-get purge -y -qq jupyterhub-rs >"$work
 for path in /usr/bin/jupyterhub /etc/jupyterhub /var/lib/jupyterhub; do
   [ -e "$path" ] && fail "$path is left after purge"
 done
+[ "$(inside systemctl is-active "$culler" || true)" = active ] && fail "the culler outlived the package"
 printf '   (%s)\n' "$(elapsed "$phase_start")"
 echo "PASS: package upgrade ($(elapsed "$test_start") in all)"
