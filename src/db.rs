@@ -147,7 +147,8 @@ impl Db {
         })
     }
 
-    /// Apply pending migrations after copying the file to `NAME.YYYY-MM-DD-HHMMSS.bak`.
+    /// Apply pending migrations after copying the file to `NAME.YYYY-MM-DD-HHMMSS.bak` (`-2`,
+    /// `-3`… before `.bak` for more in the same second).
     /// Returns the backup's path, or `None` when nothing was pending.
     pub fn upgrade(path: &Path) -> Result<Option<PathBuf>> {
         let conn = Connection::open(path)?;
@@ -187,7 +188,15 @@ impl Db {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let backup = path.with_file_name(format!("{name}.{stamp}.bak"));
+        // A second attempt within the same second (a migration that failed, retried) gets its
+        // own file: VACUUM INTO refuses to overwrite one, and an earlier backup is worth keeping.
+        let backup = (1..)
+            .map(|n| match n {
+                1 => path.with_file_name(format!("{name}.{stamp}.bak")),
+                n => path.with_file_name(format!("{name}.{stamp}-{n}.bak")),
+            })
+            .find(|candidate| !candidate.exists())
+            .unwrap_or_else(|| path.with_file_name(format!("{name}.{stamp}.bak")));
         // VACUUM INTO writes a consistent copy even with a WAL beside the file.
         let conn = Connection::open(path)?;
         conn.execute("VACUUM INTO ?1", [backup.to_string_lossy()])?;
@@ -234,5 +243,41 @@ impl Db {
     /// read only while the generation is unchanged: any write since may have changed it.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_in_the_same_second_get_their_own_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jupyterhub.sqlite");
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .expect("write");
+        let first = Db::backup(&path).expect("first backup");
+        let second = Db::backup(&path).expect("second backup");
+        let third = Db::backup(&path).expect("third backup");
+        assert_ne!(first, second);
+        assert_ne!(second, third);
+        for backup in [&first, &second, &third] {
+            let name = backup
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            assert!(
+                name.starts_with("jupyterhub.sqlite.") && name.ends_with(".bak"),
+                "{name}"
+            );
+            let rows: i64 = Connection::open(backup)
+                .expect("backup")
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .expect("read");
+            assert_eq!(rows, 1, "{name} is a whole copy");
+        }
     }
 }

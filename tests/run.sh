@@ -58,5 +58,7 @@ echo "== end to end with the systemd spawner in a contained systemd (jupyterhub 
 JUPYTERHUB_BIN=target/debug/jupyterhub bash tests/e2e/with-systemd.sh "$SINGLEUSER_VENV_6"
 echo "== packages: the .deb end to end in a contained systemd (apt install, unprivileged hub, PAM, restart, purge)"
 bash tests/package/deb.sh
+echo "== packages: an upgrade from the previous release's .deb (config kept, database backed up and migrated, servers kept running)"
+bash tests/package/upgrade.sh
 echo "== packages: the .rpm (rpm -qlp, rpmlint)"
 bash tests/package/rpm.sh

@@ -293,7 +293,7 @@ step "apt purge"
 inside systemctl stop jupyterhub.service jupyterhub.socket jupyterhub-api.socket
 DEBIAN_FRONTEND=noninteractive inside apt-get purge -y -qq jupyterhub-rs >"$work/purge.log" 2>&1 \
   || { cat "$work/purge.log"; fail "apt purge"; }
-for path in /usr/bin/jupyterhub /etc/jupyterhub /var/lib/jupyterhub /usr/lib/systemd/system/jupyterhub.service; do
+for path in /usr/bin/jupyterhub /etc/jupyterhub /var/lib/jupyterhub /var/lib/jupyterhub-services /var/lib/private/jupyterhub-services /usr/lib/systemd/system/jupyterhub.service; do
   [ -e "$path" ] && fail "$path is left after purge"
 done
 [ "$(inside systemctl is-active "$culler" || true)" = active ] && fail "the culler outlived the package"
