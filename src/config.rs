@@ -3,6 +3,7 @@
 //! while it is parsed, so every error carries the file, line and key.
 
 mod authenticators;
+mod letsencrypt;
 mod profiles;
 mod value;
 
@@ -14,8 +15,9 @@ use serde::Deserialize;
 pub use authenticators::{
     DummyConfig, FirstUseConfig, GenericOAuthConfig, LocalConfig, PamConfig, SharedPasswordConfig,
 };
+pub use letsencrypt::LetsEncryptConfig;
 pub use profiles::Profile;
-pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
+pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret, valid_env_name};
 
 /// Where the hub looks for its configuration when `-f` is not given.
 pub const SYSTEM_CONFIG: &str = "/etc/jupyterhub/jupyterhub.toml";
@@ -63,6 +65,8 @@ pub struct Config {
     pub systemd_spawner: SystemdSpawnerConfig,
     #[serde(rename = "Proxy")]
     pub proxy: ProxyConfig,
+    #[serde(rename = "LetsEncrypt")]
+    pub letsencrypt: Option<LetsEncryptConfig>,
     /// The file this was read from, for messages; `None` for built-in defaults.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -524,13 +528,6 @@ pub fn valid_service_name(name: &str) -> bool {
         && name.len() <= 200
 }
 
-/// A shell variable name (what an environment file can carry).
-pub fn valid_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// One entry of `[[JupyterHub.services]]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -689,6 +686,9 @@ impl Config {
         if hub.ssl_cert.is_some() != hub.ssl_key.is_some() {
             return Err("JupyterHub.ssl_cert and JupyterHub.ssl_key must be set together".into());
         }
+        self.letsencrypt
+            .as_ref()
+            .map_or(Ok(()), |l| l.validate(self))?;
         if ["generic-oauth", "oidc"].contains(&hub.authenticator_class.as_str()) {
             self.generic_oauth
                 .validate(hub.authenticator_class == "oidc")?;

@@ -242,7 +242,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 /// The next connection. Running out of descriptors (or kernel memory) repeats until a
 /// connection closes, so that backs off and is logged at most once a second.
-async fn accept(listener: &TcpListener, log: &LogEvery) -> (TcpStream, SocketAddr) {
+pub(super) async fn accept(listener: &TcpListener, log: &LogEvery) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(pair) => return pair,
@@ -264,7 +264,7 @@ async fn accept(listener: &TcpListener, log: &LogEvery) -> (TcpStream, SocketAdd
 }
 
 /// Stop listening, then give running connections `DRAIN_TIMEOUT` to finish.
-async fn drain(listener: TcpListener, tasks: TaskTracker) {
+pub(super) async fn drain(listener: TcpListener, tasks: TaskTracker) {
     drop(listener);
     tasks.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())

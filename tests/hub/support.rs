@@ -37,6 +37,8 @@ pub struct TestHub {
     /// The public (`http`) and internal (`hub`) listeners, open for the `TestHub`'s whole
     /// life: every launch gets the same two, as systemd keeps a socket unit's across restarts.
     listeners: [TcpListener; 2],
+    /// A third, plain-HTTP listener (`redirect`) for a hub with `[LetsEncrypt]`.
+    redirect: Option<TcpListener>,
     /// Where the running hub sends `READY=1`, `STATUS=` and `STOPPING=1`; kept open so its
     /// later notifications do not fail.
     notify: Option<UnixDatagram>,
@@ -105,9 +107,34 @@ impl TestHub {
                 .collect(),
             args: Vec::new(),
             listeners,
+            redirect: None,
             notify: None,
             child: None,
         }
+    }
+
+    /// Like `start_with_env`, with a third listener handed over as `redirect` (the plain-HTTP
+    /// port beside an ACME-certified public port).
+    pub async fn start_with_redirect(
+        hub_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        redirect: TcpListener,
+    ) -> TestHub {
+        let mut hub = TestHub::prepare(hub_extra, extra, env);
+        hub.redirect = Some(redirect);
+        hub.launch().await;
+        hub
+    }
+
+    /// The internal API port's URL (the same hub router as the public port, plain HTTP).
+    pub fn internal_url(&self) -> String {
+        format!("http://127.0.0.1:{}", port_of(&self.listeners[1]))
+    }
+
+    /// The public port's number.
+    pub fn public_port(&self) -> u16 {
+        port_of(&self.listeners[0])
     }
 
     /// A hub run with `--dev` (which makes `admin` an admin itself: the config names none),
@@ -149,17 +176,26 @@ impl TestHub {
             .env("JUPYTERHUB_LOG", "info")
             .env_remove("JPY_COOKIE_SECRET")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("LISTEN_FDS", "2")
-            .env("LISTEN_FDNAMES", "http:hub")
+            .env(
+                "LISTEN_FDS",
+                if self.redirect.is_some() { "3" } else { "2" },
+            )
+            .env(
+                "LISTEN_FDNAMES",
+                if self.redirect.is_some() {
+                    "http:hub:redirect"
+                } else {
+                    "http:hub"
+                },
+            )
             .env_remove("LISTEN_PID")
             .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        pass_listeners(
-            &mut command,
-            [self.listeners[0].as_raw_fd(), self.listeners[1].as_raw_fd()],
-        );
+        let mut fds = vec![self.listeners[0].as_raw_fd(), self.listeners[1].as_raw_fd()];
+        fds.extend(self.redirect.as_ref().map(|l| l.as_raw_fd()));
+        pass_listeners(&mut command, fds);
         let mut child = tokio::process::Command::from(command)
             .spawn()
             .expect("start jupyterhub");
@@ -468,9 +504,9 @@ pub fn wait_for_lines(
     }
 }
 
-/// Put `fds` at 3 and 4 in the child, where socket activation expects them (`LISTEN_FDS=2`).
+/// Put `fds` at 3, 4, … in the child, where socket activation expects them (`LISTEN_FDS`).
 #[allow(unsafe_code)]
-fn pass_listeners(command: &mut Command, fds: [RawFd; 2]) {
+fn pass_listeners(command: &mut Command, fds: Vec<RawFd>) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec. It only calls fcntl and
     // dup2, which are async-signal-safe, and allocates nothing (an OS error is a plain code).
@@ -479,14 +515,15 @@ fn pass_listeners(command: &mut Command, fds: [RawFd; 2]) {
             // First above every target (close-on-exec, so they vanish at exec), then into
             // place: one listener may sit where the other must go, and dup2 onto the same
             // number would leave close-on-exec set.
-            let mut high = [0; 2];
-            for (slot, fd) in high.iter_mut().zip(fds) {
+            let mut high = [0; 3];
+            let high = &mut high[..fds.len()];
+            for (slot, &fd) in high.iter_mut().zip(&fds) {
                 *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
                 if *slot < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            for (target, fd) in (3..).zip(high) {
+            for (target, &fd) in (3..).zip(high.iter()) {
                 if libc::dup2(fd, target) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
