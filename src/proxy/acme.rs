@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The first retry after a failed order; doubled up to `MAX_RETRY` (Let's Encrypt allows
 /// only a few failed validations an hour).
-const FIRST_RETRY: Duration = Duration::from_secs(30);
+const FIRST_RETRY: Duration = Duration::from_secs(120);
 const MAX_RETRY: Duration = Duration::from_secs(3600);
 /// The longest sleep before the renewal time is checked again (clock changes, suspends).
 const MAX_SLEEP: Duration = Duration::from_secs(3600);

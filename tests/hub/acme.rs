@@ -565,3 +565,37 @@ fn config_refuses_letsencrypt_with_ssl_files_and_without_domains() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_validation_reports_the_cas_reason() {
+    // Pebble validates HTTP-01 on a port where nothing listens, not the hub's.
+    let nobody = reserve_port();
+    let plain = plain_listener();
+    let http_port = plain.local_addr().expect("address").port();
+    let pebble = Pebble::start(nobody.port);
+    let mut hub =
+        TestHub::start_with_redirect("", &pebble.config(DOMAIN, http_port), &[], plain).await;
+    let log = log_lines(
+        &hub,
+        "could not obtain a certificate",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    // The failed challenge's problem: what the CA fetched and why it failed.
+    assert!(log.contains("acme:error:connection"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "http://{DOMAIN}:{}/.well-known/acme-challenge/",
+            nobody.port
+        )),
+        "{log}"
+    );
+    assert!(log.contains("connection refused"), "{log}");
+    hub.url = hub.internal_url();
+    let (_, info) = call(&hub, "GET", "/info", &hub.admin_token(), None).await;
+    let error = info["letsencrypt"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("acme:error:connection"), "{info}");
+}
