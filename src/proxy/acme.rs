@@ -517,8 +517,12 @@ fn parse_issued(cert_pem: &str, key_pem: &str, domains: &[String]) -> Result<Iss
         .key_provider
         .load_private_key(key)
         .map_err(|e| format!("private key: {e}"))?;
+    let key = CertifiedKey::new(chain, signing);
+    // A certificate stored beside another order's key would fail every handshake.
+    key.keys_match()
+        .map_err(|e| format!("the key does not match the certificate: {e}"))?;
     Ok(Issued {
-        key: Arc::new(CertifiedKey::new(chain, signing)),
+        key: Arc::new(key),
         not_before,
         not_after,
     })

@@ -450,6 +450,30 @@ async fn certificate_from_pebble_served_redirected_and_renewed_on_open_connectio
     )
     .await;
     assert_eq!(curl_status(&root, port, "/hub/api/"), Ok(200));
+
+    // A stored key that is not the certificate's is not served: a new order replaces both.
+    std::fs::copy(pebble.dir.path().join("key.pem"), stored.join("key.pem")).expect("copy key");
+    let obtained = hub
+        .log()
+        .lines()
+        .filter(|l| l.contains("ACME certificate obtained"))
+        .count();
+    hub.restart().await;
+    log_lines(
+        &hub,
+        "the key does not match the certificate",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    log_lines(
+        &hub,
+        "ACME certificate obtained",
+        obtained + 1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(curl_status(&root, port, "/hub/api/"), Ok(200));
 }
 
 #[tokio::test]
