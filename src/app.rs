@@ -284,7 +284,7 @@ pub async fn serve(
         _ => None,
     };
     let (tls, plain_task) = match (&hub.config().letsencrypt, plain) {
-        (Some(letsencrypt), Some(plain)) => {
+        (Some(letsencrypt), plain) if plain.is_some() || letsencrypt.tls_alpn() => {
             let acme = std::sync::Arc::new(crate::proxy::Acme::new(acme_settings(
                 hub.config(),
                 letsencrypt,
@@ -297,13 +297,15 @@ pub async fn serve(
             };
             let limits = hub.config().proxy.limits();
             let stop = hub.shutdown_token().clone();
-            let task = tokio::spawn(crate::proxy::serve_redirect(plain, redirect, limits, stop));
+            let task = plain.map(|plain| {
+                tokio::spawn(crate::proxy::serve_redirect(plain, redirect, limits, stop))
+            });
             let tls = acme.server_config()?;
             tokio::spawn(acme.run(hub.shutdown_token().clone()));
-            (Some(tls), Some(task))
+            (Some(tls), task)
         }
         // Never plain HTTP on the public port when HTTPS was asked for.
-        (Some(_), None) => return Err(Error::NoPlainListener),
+        (Some(_), _) => return Err(Error::NoPlainListener),
         (None, _) => (tls, None),
     };
     let mut proxy = crate::proxy::Proxy::new(hub.routes().clone(), Some(router.clone()));
@@ -366,6 +368,11 @@ pub fn acme_settings(
         directory_url: letsencrypt.directory().to_owned(),
         directory_ca_file: letsencrypt.directory_ca_file.clone(),
         dir: crate::config::LetsEncryptConfig::state_dir(config),
+        challenge: if letsencrypt.tls_alpn() {
+            crate::proxy::AcmeChallenge::TlsAlpn01
+        } else {
+            crate::proxy::AcmeChallenge::Http01
+        },
     }
 }
 
@@ -441,10 +448,12 @@ pub async fn run(config: Config) -> Result<(), Error> {
         None => bind(&host_port(&hub.config().hub.hub_bind_url, "hub_bind_url")?).await?,
     };
     // With `[LetsEncrypt]`, the plain-HTTP port (jupyterhub-http.socket, or bound here: port 80
-    // needs root then) for HTTP-01 and the redirect to HTTPS.
+    // needs root then) for HTTP-01 and the redirect to HTTPS; TLS-ALPN-01 needs none, and
+    // redirects only from a socket-activated one.
     let plain = match (&hub.config().letsencrypt, activated.redirect) {
         (None, _) => None,
         (Some(_), Some(listener)) => Some(listener),
+        (Some(letsencrypt), None) if letsencrypt.tls_alpn() => None,
         (Some(letsencrypt), None) => {
             let ip = match hub.config().hub.ip.as_str() {
                 "" => "0.0.0.0",

@@ -16,7 +16,9 @@ mod websocket;
 
 use std::path::PathBuf;
 
-pub use acme::{Acme, AcmeSettings, AcmeStatus, Error as AcmeError, dry_check};
+pub use acme::{
+    Acme, AcmeSettings, AcmeStatus, Challenge as AcmeChallenge, Error as AcmeError, dry_check,
+};
 pub use chp::{ChpArgs, run_chp};
 pub use forward::{Proxy, TargetDownHook};
 pub use limits::{Limits, MAX_REQUEST_HEAD};

@@ -30,6 +30,9 @@ pub struct LetsEncryptConfig {
     pub directory_ca_file: Option<PathBuf>,
     /// The plain-HTTP port: HTTP-01 challenges, and a redirect to HTTPS for everything else.
     pub http_port: u16,
+    /// How the CA checks this host: `http-01` (on `http_port`) or `tls-alpn-01` (on the HTTPS
+    /// port itself, so port 80 may stay closed).
+    pub challenge: String,
 }
 
 impl Default for LetsEncryptConfig {
@@ -41,11 +44,17 @@ impl Default for LetsEncryptConfig {
             directory_url: None,
             directory_ca_file: None,
             http_port: 80,
+            challenge: "http-01".into(),
         }
     }
 }
 
 impl LetsEncryptConfig {
+    /// `challenge` is TLS-ALPN-01 (else HTTP-01; checked by `validate`).
+    pub fn tls_alpn(&self) -> bool {
+        self.challenge == "tls-alpn-01"
+    }
+
     /// The ACME directory to order from.
     pub fn directory(&self) -> &str {
         match (&self.directory_url, self.staging) {
@@ -119,6 +128,12 @@ impl LetsEncryptConfig {
         {
             return Err(format!(
                 "LetsEncrypt.email: {email:?} is not an email address"
+            ));
+        }
+        if !["http-01", "tls-alpn-01"].contains(&self.challenge.as_str()) {
+            return Err(format!(
+                "LetsEncrypt.challenge: {:?} is not http-01 or tls-alpn-01",
+                self.challenge
             ));
         }
         if self.http_port == 0 {
@@ -205,6 +220,10 @@ mod tests {
             (
                 "domains = [\"a.b\"]\nhttp_port = 8000",
                 "LetsEncrypt.http_port",
+            ),
+            (
+                "domains = [\"a.b\"]\nchallenge = \"dns-01\"",
+                "LetsEncrypt.challenge",
             ),
         ] {
             let err = parse(&format!("[LetsEncrypt]\n{text}\n")).expect_err(text);

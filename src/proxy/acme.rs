@@ -1,5 +1,6 @@
 //! Certificates from an ACME CA (RFC 8555: Let's Encrypt, or another) for the public port,
-//! through `instant-acme`: HTTP-01 answered by the plain-HTTP listener (`redirect.rs`), the
+//! through `instant-acme`: HTTP-01 answered by the plain-HTTP listener (`redirect.rs`), or
+//! TLS-ALPN-01 (RFC 8737) answered by the public port's own handshake, the
 //! account and certificate kept in a state directory and reused while valid, renewed once
 //! less than a third of its lifetime is left. The certificate is swapped into the listener's
 //! resolver, so open connections keep theirs and new handshakes get the new one. Until one is
@@ -42,12 +43,24 @@ pub enum Error {
     Stored { path: PathBuf, message: String },
     #[error("ACME directory CA file {path}: {message}")]
     CaFile { path: PathBuf, message: String },
-    #[error("the CA offers no HTTP-01 challenge for {0}")]
-    NoHttp01(String),
+    #[error("the CA offers no {0:?} challenge for {1}")]
+    NoChallenge(ChallengeType, String),
     #[error("the CA refused the order: {0}")]
     Refused(String),
     #[error("the issued certificate is unusable: {0}")]
     Unusable(String),
+}
+
+/// TLS-ALPN-01's protocol name: a handshake offering it is the CA's check, never a client.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Which challenge the CA is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// On the plain-HTTP port (`redirect.rs`).
+    Http01,
+    /// In the public port's TLS handshake.
+    TlsAlpn01,
 }
 
 /// What the ACME client is configured with (from `[LetsEncrypt]`).
@@ -61,6 +74,7 @@ pub struct AcmeSettings {
     pub directory_ca_file: Option<PathBuf>,
     /// Where the account and certificate are kept (made 0700 if missing).
     pub dir: PathBuf,
+    pub challenge: Challenge,
 }
 
 /// The ACME state shown to admins.
@@ -96,13 +110,33 @@ impl Challenges {
 }
 
 /// The certificate the public listener presents: `None` until one is issued, which makes
-/// rustls refuse the handshake.
+/// rustls refuse the handshake. TLS-ALPN-01 validation handshakes get the challenge
+/// certificate for the name they ask for instead.
 #[derive(Debug, Default)]
-struct CertSlot(ArcSwapOption<CertifiedKey>);
+struct CertSlot {
+    current: ArcSwapOption<CertifiedKey>,
+    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+}
 
 impl rustls::server::ResolvesServerCert for CertSlot {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.load_full()
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            let found = self
+                .alpn
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .cloned();
+            if found.is_some() {
+                tracing::info!(name, "answering an ACME TLS-ALPN-01 challenge");
+            }
+            return found;
+        }
+        self.current.load_full()
     }
 }
 
@@ -178,13 +212,16 @@ impl Acme {
             .with_no_client_auth()
             .with_cert_resolver(self.slot.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if self.settings.challenge == Challenge::TlsAlpn01 {
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         Ok(Arc::new(config))
     }
 
     /// Obtain the certificate if there is none, renew it when due, until `stop`. Failures
     /// are logged and kept in `status`, and retried with a back-off.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        if self.slot.0.load().is_none() {
+        if self.slot.current.load().is_none() {
             tracing::warn!(
                 domains = ?self.settings.domains,
                 directory = %self.settings.directory_url,
@@ -254,7 +291,7 @@ impl Acme {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .not_after = Some(issued.not_after);
-        self.slot.0.store(Some(issued.key));
+        self.slot.current.store(Some(issued.key));
     }
 
     fn cert_path(&self) -> PathBuf {
@@ -360,6 +397,11 @@ impl Acme {
         for token in &tokens {
             self.challenges.set(token, None);
         }
+        self.slot
+            .alpn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         match ready? {
             OrderStatus::Ready => {}
             OrderStatus::Invalid => return Err(Error::Refused(why_invalid(&mut order).await)),
@@ -399,12 +441,30 @@ impl Acme {
                     )));
                 }
             }
+            let kind = match self.settings.challenge {
+                Challenge::Http01 => ChallengeType::Http01,
+                Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            };
             let mut challenge = authorization
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| Error::NoHttp01(name.clone()))?;
-            let value = challenge.key_authorization().as_str().to_owned();
-            self.challenges.set(&challenge.token, Some(value));
-            tokens.push(challenge.token.clone());
+                .challenge(kind.clone())
+                .ok_or_else(|| Error::NoChallenge(kind, name.clone()))?;
+            let key_authorization = challenge.key_authorization();
+            match self.settings.challenge {
+                Challenge::Http01 => {
+                    let value = key_authorization.as_str().to_owned();
+                    self.challenges.set(&challenge.token, Some(value));
+                    tokens.push(challenge.token.clone());
+                }
+                Challenge::TlsAlpn01 => {
+                    let key = alpn_certificate(&name, key_authorization.digest().as_ref())
+                        .map_err(Error::Unusable)?;
+                    self.slot
+                        .alpn
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.to_ascii_lowercase(), key);
+                }
+            }
             challenge.set_ready().await?;
         }
         Ok(())
@@ -471,6 +531,25 @@ fn read(path: &Path) -> Result<String, Error> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// TLS-ALPN-01's certificate for `name` (RFC 8737): self-signed, naming only `name`, with the
+/// key authorization's SHA-256 in the critical acmeIdentifier extension.
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| e.to_string())?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
 }
 
 /// A PEM chain and key as a `CertifiedKey`, with the leaf's validity; the leaf must name

@@ -107,15 +107,15 @@ fn pebble_tls(dir: &Path) {
 }
 
 impl Pebble {
-    /// Pebble validating HTTP-01 on `http_port` (the hub's plain-HTTP listener).
-    fn start(http_port: u16) -> Pebble {
+    /// Pebble validating HTTP-01 on `http_port` (the hub's plain-HTTP listener) and
+    /// TLS-ALPN-01 on `tls_port`.
+    fn start(http_port: u16, tls_port: u16) -> Pebble {
         require_program("/usr/bin/pebble", "pebble");
         require_program("/usr/bin/pebble-challtestsrv", "pebble");
         require_program("/usr/bin/openssl", "openssl");
         let dir = tempfile::tempdir().expect("tempdir");
         pebble_tls(dir.path());
-        let (acme, management, dns, dns_management, tls_alpn) = (
-            reserve_port(),
+        let (acme, management, dns, dns_management) = (
             reserve_port(),
             reserve_port(),
             reserve_port(),
@@ -127,7 +127,7 @@ impl Pebble {
             "certificate": dir.path().join("cert.pem"),
             "privateKey": dir.path().join("key.pem"),
             "httpPort": http_port,
-            "tlsPort": tls_alpn.port,
+            "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
             "domainBlocklist": [BLOCKED],
@@ -353,7 +353,8 @@ impl KeptConnection {
 async fn certificate_from_pebble_served_redirected_and_renewed_on_open_connections() {
     let plain = plain_listener();
     let http_port = plain.local_addr().expect("address").port();
-    let pebble = Pebble::start(http_port);
+    let unused = reserve_port();
+    let pebble = Pebble::start(http_port, unused.port);
     let echo = echo_server().await;
     let service =
         format!("[[JupyterHub.services]]\nname = \"echo\"\nurl = \"http://127.0.0.1:{echo}\"\n");
@@ -480,7 +481,8 @@ async fn certificate_from_pebble_served_redirected_and_renewed_on_open_connectio
 async fn a_refused_order_is_logged_shown_to_admins_and_no_certificate_is_served() {
     let plain = plain_listener();
     let http_port = plain.local_addr().expect("address").port();
-    let pebble = Pebble::start(http_port);
+    let unused = reserve_port();
+    let pebble = Pebble::start(http_port, unused.port);
     let mut hub =
         TestHub::start_with_redirect("", &pebble.config(BLOCKED, http_port), &[], plain).await;
     let log = log_lines(
@@ -596,7 +598,7 @@ async fn a_failed_validation_reports_the_cas_reason() {
     let nobody = reserve_port();
     let plain = plain_listener();
     let http_port = plain.local_addr().expect("address").port();
-    let pebble = Pebble::start(nobody.port);
+    let pebble = Pebble::start(nobody.port, nobody.port);
     let mut hub =
         TestHub::start_with_redirect("", &pebble.config(DOMAIN, http_port), &[], plain).await;
     let log = log_lines(
@@ -622,4 +624,32 @@ async fn a_failed_validation_reports_the_cas_reason() {
         .as_str()
         .unwrap_or_default();
     assert!(error.contains("acme:error:connection"), "{info}");
+}
+
+#[tokio::test]
+async fn tls_alpn_01_validates_on_the_https_port_alone() {
+    // HTTP-01 could not work: nothing listens where pebble would fetch it.
+    let nobody = reserve_port();
+    let public = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the public listener");
+    let port = public.local_addr().expect("address").port();
+    let pebble = Pebble::start(nobody.port, port);
+    let config = pebble.config(DOMAIN, nobody.port).replace(
+        "[LetsEncrypt]\n",
+        "[LetsEncrypt]\nchallenge = \"tls-alpn-01\"\n",
+    );
+    let hub = TestHub::start_with_listeners("", &config, &[], Some(public), None).await;
+    let log = log_lines(
+        &hub,
+        "ACME certificate obtained",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        log.contains("answering an ACME TLS-ALPN-01 challenge"),
+        "{log}"
+    );
+    assert!(!log.contains("HTTP-01"), "{log}");
+    let root = pebble.issuing_root();
+    assert_eq!(curl_status(&root, port, "/hub/api/"), Ok(200));
 }

@@ -86,8 +86,17 @@ impl TestHub {
 
     /// The directory, config and listeners of a hub, not launched yet.
     fn prepare(hub_extra: &str, extra: &str, env: &[(&str, &str)]) -> TestHub {
+        TestHub::prepare_on(hub_extra, extra, env, None)
+    }
+
+    fn prepare_on(
+        hub_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        public: Option<TcpListener>,
+    ) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listeners = [bind_local(), bind_local()];
+        let listeners = [public.unwrap_or_else(bind_local), bind_local()];
         let (port, hub_port) = (port_of(&listeners[0]), port_of(&listeners[1]));
         // The hub serves on the sockets it is handed; the config names the same ports so
         // that what it derives from them (hub_bind_url in the proxy's route list) is true.
@@ -121,8 +130,20 @@ impl TestHub {
         env: &[(&str, &str)],
         redirect: TcpListener,
     ) -> TestHub {
-        let mut hub = TestHub::prepare(hub_extra, extra, env);
-        hub.redirect = Some(redirect);
+        TestHub::start_with_listeners(hub_extra, extra, env, None, Some(redirect)).await
+    }
+
+    /// Like `start_with_env`, on a public listener the caller bound (when another program
+    /// must know its port first), and with an optional `redirect` listener.
+    pub async fn start_with_listeners(
+        hub_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        public: Option<TcpListener>,
+        redirect: Option<TcpListener>,
+    ) -> TestHub {
+        let mut hub = TestHub::prepare_on(hub_extra, extra, env, public);
+        hub.redirect = redirect;
         hub.launch().await;
         hub
     }
