@@ -1,8 +1,8 @@
 //! Certificates from an ACME CA (RFC 8555: Let's Encrypt, or another) for the public port,
 //! through `instant-acme`: HTTP-01 answered by the plain-HTTP listener (`redirect.rs`), or
-//! TLS-ALPN-01 (RFC 8737) answered by the public port's own handshake, the
-//! account and certificate kept in a state directory and reused while valid, renewed once
-//! less than a third of its lifetime is left. The certificate is swapped into the listener's
+//! TLS-ALPN-01 (RFC 8737) answered by the public port's own handshake; the account and
+//! certificate kept in a state directory and reused while valid, renewed once less than a
+//! third of its lifetime is left. The certificate is swapped into the listener's
 //! resolver, so open connections keep theirs and new handshakes get the new one. Until one is
 //! issued, handshakes are refused: never a silent default certificate. The last failure (with
 //! the CA's problem document) is kept for the admin panel.
@@ -178,7 +178,7 @@ impl Acme {
             Ok(Some(issued)) => {
                 tracing::info!(
                     domains = ?acme.settings.domains,
-                    expires = %jiff_time(issued.not_after),
+                    expires = %iso_time(issued.not_after),
                     "using the stored ACME certificate"
                 );
                 acme.install(issued);
@@ -187,10 +187,6 @@ impl Acme {
             Err(e) => tracing::warn!(error = %e, "ignoring the stored ACME certificate"),
         }
         Ok(acme)
-    }
-
-    pub fn settings(&self) -> &AcmeSettings {
-        &self.settings
     }
 
     pub fn challenges(&self) -> &Challenges {
@@ -247,7 +243,7 @@ impl Acme {
                 Ok(issued) => {
                     tracing::info!(
                         domains = ?self.settings.domains,
-                        expires = %jiff_time(issued.not_after),
+                        expires = %iso_time(issued.not_after),
                         "ACME certificate obtained"
                     );
                     self.install(issued);
@@ -607,7 +603,7 @@ fn parse_issued(cert_pem: &str, key_pem: &str, domains: &[String]) -> Result<Iss
     })
 }
 
-fn jiff_time(t: SystemTime) -> String {
+fn iso_time(t: SystemTime) -> String {
     jiff::Timestamp::try_from(t)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| "?".into())
