@@ -26,12 +26,24 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on {addr} (LetsEncrypt.http_port): {source}; below 1024 that needs \
+         jupyterhub-http.socket (systemctl enable --now jupyterhub-http.socket) or root"
+    )]
+    PlainBind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("LetsEncrypt: no plain-HTTP listener for the ACME challenges")]
+    NoPlainListener,
     #[error("invalid {key}: {value:?}")]
     Url { key: &'static str, value: String },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Proxy(#[from] crate::proxy::Error),
+    #[error(transparent)]
+    Acme(#[from] crate::proxy::AcmeError),
 }
 
 pub fn init_logging(level: Option<&str>) {
@@ -216,13 +228,15 @@ pub fn app(hub: Hub) -> Router {
         .with_state(hub)
 }
 
-/// Serve the hub on its two listeners until `shutdown` resolves or the hub asks to stop.
+/// Serve the hub on its listeners until `shutdown` resolves or the hub asks to stop.
 /// `public` carries browsers' traffic (pages, API, proxied user servers); `internal` is
-/// the hub API for user servers and services.
+/// the hub API for user servers and services; `plain` (with `[LetsEncrypt]`) answers ACME
+/// challenges and redirects to HTTPS.
 pub async fn serve(
     hub: Hub,
     public: TcpListener,
     internal: TcpListener,
+    plain: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let internal_addr = internal.local_addr()?;
@@ -269,6 +283,31 @@ pub async fn serve(
         (Some(cert), Some(key)) => Some(crate::proxy::load_tls(cert, key)?),
         _ => None,
     };
+    let (tls, plain_task) = match (&hub.config().letsencrypt, plain) {
+        (Some(letsencrypt), plain) if plain.is_some() || letsencrypt.tls_alpn() => {
+            let acme = std::sync::Arc::new(crate::proxy::Acme::new(acme_settings(
+                hub.config(),
+                letsencrypt,
+            ))?);
+            hub.set_acme(acme.clone());
+            let redirect = crate::proxy::Redirect {
+                challenges: acme.challenges().clone(),
+                domains: letsencrypt.domains.clone(),
+                https_port: public.local_addr()?.port(),
+            };
+            let limits = hub.config().proxy.limits();
+            let stop = hub.shutdown_token().clone();
+            let task = plain.map(|plain| {
+                tokio::spawn(crate::proxy::serve_redirect(plain, redirect, limits, stop))
+            });
+            let tls = acme.server_config()?;
+            tokio::spawn(acme.run(hub.shutdown_token().clone()));
+            (Some(tls), task)
+        }
+        // Never plain HTTP on the public port when HTTPS was asked for.
+        (Some(_), _) => return Err(Error::NoPlainListener),
+        (None, _) => (tls, None),
+    };
     let mut proxy = crate::proxy::Proxy::new(hub.routes().clone(), Some(router.clone()));
     proxy.set_limits(hub.config().proxy.limits());
     let down_hub = hub.clone();
@@ -301,6 +340,10 @@ pub async fn serve(
         hub.shutdown_token().clone(),
     );
     let (a, b) = tokio::join!(public_task, internal_task);
+    if let Some(task) = plain_task {
+        task.await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    }
     hub.stop_services().await;
     if let Err(e) = hub.flush_route_activity() {
         tracing::warn!(error = %e, "could not save activity at shutdown");
@@ -308,6 +351,29 @@ pub async fn serve(
     a.map_err(|e| Error::Io(std::io::Error::other(e)))??;
     b.map_err(|e| Error::Io(std::io::Error::other(e)))??;
     Ok(())
+}
+
+/// The ACME client's settings from `[LetsEncrypt]`.
+pub fn acme_settings(
+    config: &Config,
+    letsencrypt: &crate::config::LetsEncryptConfig,
+) -> crate::proxy::AcmeSettings {
+    crate::proxy::AcmeSettings {
+        domains: letsencrypt.domains.clone(),
+        contact: letsencrypt
+            .email
+            .iter()
+            .map(|e| format!("mailto:{e}"))
+            .collect(),
+        directory_url: letsencrypt.directory().to_owned(),
+        directory_ca_file: letsencrypt.directory_ca_file.clone(),
+        dir: crate::config::LetsEncryptConfig::state_dir(config),
+        challenge: if letsencrypt.tls_alpn() {
+            crate::proxy::AcmeChallenge::TlsAlpn01
+        } else {
+            crate::proxy::AcmeChallenge::Http01
+        },
+    }
 }
 
 fn spawn_activity_flush(hub: &Hub) {
@@ -381,6 +447,29 @@ pub async fn run(config: Config) -> Result<(), Error> {
         Some(listener) => listener,
         None => bind(&host_port(&hub.config().hub.hub_bind_url, "hub_bind_url")?).await?,
     };
+    // With `[LetsEncrypt]`, the plain-HTTP port (jupyterhub-http.socket, or bound here: port 80
+    // needs root then) for HTTP-01 and the redirect to HTTPS; TLS-ALPN-01 needs none, and
+    // redirects only from a socket-activated one.
+    let plain = match (&hub.config().letsencrypt, activated.redirect) {
+        (None, _) => None,
+        (Some(_), Some(listener)) => Some(listener),
+        (Some(letsencrypt), None) if letsencrypt.tls_alpn() => None,
+        (Some(letsencrypt), None) => {
+            let ip = match hub.config().hub.ip.as_str() {
+                "" => "0.0.0.0",
+                ip => ip,
+            };
+            let addr = if ip.contains(':') {
+                format!("[{ip}]:{}", letsencrypt.http_port)
+            } else {
+                format!("{ip}:{}", letsencrypt.http_port)
+            };
+            let listener = crate::proxy::bind(addr.as_str())
+                .await
+                .map_err(|source| Error::PlainBind { addr, source })?;
+            Some(listener)
+        }
+    };
     if !hub.spawner_supports_limits() && hub.config().spawner.mem_limit.is_some() {
         tracing::warn!(
             spawner = hub.spawner_name(),
@@ -401,5 +490,5 @@ pub async fn run(config: Config) -> Result<(), Error> {
             _ = term.recv() => {},
         }
     };
-    serve(hub, public, internal, shutdown).await
+    serve(hub, public, internal, plain, shutdown).await
 }

@@ -3,6 +3,7 @@
 //! while it is parsed, so every error carries the file, line and key.
 
 mod authenticators;
+mod letsencrypt;
 mod profiles;
 mod value;
 
@@ -15,8 +16,9 @@ pub use authenticators::{
     AuthenticatorConfig, DummyConfig, FirstUseConfig, GenericOAuthConfig, LdapConfig,
     LdapTlsKwargs, LocalConfig, PamConfig, SharedPasswordConfig, TlsStrategy,
 };
+pub use letsencrypt::LetsEncryptConfig;
 pub use profiles::Profile;
-pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret};
+pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret, valid_env_name};
 
 /// Where the hub looks for its configuration when `-f` is not given.
 pub const SYSTEM_CONFIG: &str = "/etc/jupyterhub/jupyterhub.toml";
@@ -66,6 +68,8 @@ pub struct Config {
     pub systemd_spawner: SystemdSpawnerConfig,
     #[serde(rename = "Proxy")]
     pub proxy: ProxyConfig,
+    #[serde(rename = "LetsEncrypt")]
+    pub letsencrypt: Option<LetsEncryptConfig>,
     /// The file this was read from, for messages; `None` for built-in defaults.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -512,13 +516,6 @@ pub fn valid_service_name(name: &str) -> bool {
         && name.len() <= 200
 }
 
-/// A shell variable name (what an environment file can carry).
-pub fn valid_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// One entry of `[[JupyterHub.services]]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -678,6 +675,9 @@ impl Config {
         if hub.ssl_cert.is_some() != hub.ssl_key.is_some() {
             return Err("JupyterHub.ssl_cert and JupyterHub.ssl_key must be set together".into());
         }
+        self.letsencrypt
+            .as_ref()
+            .map_or(Ok(()), |l| l.validate(self))?;
         authenticators::check_sections(self)?;
         if self.spawner.cmd.is_empty() {
             return Err("Spawner.cmd: must not be empty".into());

@@ -137,6 +137,8 @@ pub struct Inner {
     metrics: crate::metrics::Metrics,
     /// When `open` began, for `hub_startup_duration_seconds`.
     opened: std::time::Instant,
+    /// The public port's ACME client (`[LetsEncrypt]`), set once listening.
+    acme: std::sync::OnceLock<Arc<crate::proxy::Acme>>,
 }
 
 impl std::ops::Deref for Hub {
@@ -286,6 +288,7 @@ impl Hub {
             refreshes: Default::default(),
             metrics: crate::metrics::Metrics::new(),
             opened,
+            acme: std::sync::OnceLock::new(),
         }));
         hub.sync_config()?;
         if mode == Mode::Serve {
@@ -314,6 +317,27 @@ impl Hub {
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+
+    /// The public port's ACME client, once `app::serve` has made it.
+    pub fn set_acme(&self, acme: Arc<crate::proxy::Acme>) {
+        let _ = self.acme.set(acme);
+    }
+
+    /// The certificate's expiry and the last ACME failure (the CA's words, and when), for
+    /// admins: the admin panel and `GET /info`. `None` without `[LetsEncrypt]`.
+    pub fn acme_report(&self) -> Option<serde_json::Value> {
+        let status = self.acme.get()?.status();
+        let at = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| jiff::Timestamp::try_from(t).ok())
+                .map(|t| t.to_string())
+        };
+        Some(serde_json::json!({
+            "domains": self.config.letsencrypt.as_ref().map(|l| l.domains.clone()),
+            "not_after": at(status.not_after),
+            "last_error": status.last_error,
+            "last_error_at": at(status.last_error_at),
+        }))
     }
 
     /// Upstream's `hub_startup_duration_seconds`: from opening the hub to serving.

@@ -129,9 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             };
             return match Config::load(&path) {
-                Ok(_) => {
+                Ok(config) => {
                     println!("{}: ok", path.display());
-                    Ok(ExitCode::SUCCESS)
+                    Ok(check_letsencrypt(&config))
                 }
                 Err(e) => {
                     #[allow(clippy::print_stderr)]
@@ -260,4 +260,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(jupyterhub::app::run(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check-config` with `[LetsEncrypt]`: a dry check that the domains resolve and the ports
+/// can be listened on (nothing is asked of the CA).
+fn check_letsencrypt(config: &Config) -> ExitCode {
+    let Some(letsencrypt) = &config.letsencrypt else {
+        return ExitCode::SUCCESS;
+    };
+    let ip: std::net::IpAddr = config.hub.ip.parse().unwrap_or([0, 0, 0, 0].into());
+    let ports = [
+        ("HTTPS port", (ip, config.hub.port).into()),
+        ("HTTP port", (ip, letsencrypt.http_port).into()),
+    ];
+    let (ok, lines) = jupyterhub::proxy::dry_check(&letsencrypt.domains, &ports);
+    println!("LetsEncrypt: directory {}", letsencrypt.directory());
+    for line in lines {
+        println!("LetsEncrypt: {line}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

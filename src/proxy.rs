@@ -3,21 +3,27 @@
 //! `jupyterhub proxy` runs it standalone as a drop-in for configurable-http-proxy. Every
 //! listener bounds what one client may hold (`Limits`: timeouts, head size, connections).
 
+mod acme;
 mod chp;
 mod forward;
 mod h1;
 mod limits;
 mod listen;
+mod redirect;
 mod table;
 mod upstream;
 mod websocket;
 
 use std::path::PathBuf;
 
+pub use acme::{
+    Acme, AcmeSettings, AcmeStatus, Challenge as AcmeChallenge, Error as AcmeError, dry_check,
+};
 pub use chp::{ChpArgs, run_chp};
 pub use forward::{Proxy, TargetDownHook};
 pub use limits::{Limits, MAX_REQUEST_HEAD};
 pub use listen::{LISTEN_BACKLOG, bind, load_tls, serve, serve_app};
+pub use redirect::{Redirect, serve_redirect};
 pub use table::{Route, RouteTable, Target};
 
 /// Errors of the proxy's setup (request-time failures become error pages, not errors).

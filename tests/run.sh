@@ -9,7 +9,7 @@ export SINGLEUSER_VENV="$cache/venv-5.3"
 export SINGLEUSER_VENV_6="$cache/venv-6"
 export E2E_USER=jh-e2e
 
-apt_packages=(dbus polkitd systemd python3-venv chromium nodejs npm curl iproute2 lintian rpm rpmlint slapd ldap-utils openssl)
+apt_packages=(dbus polkitd systemd python3-venv chromium nodejs npm curl iproute2 lintian rpm rpmlint slapd ldap-utils pebble openssl)
 missing=()
 for package in "${apt_packages[@]}"; do
   # Node and npm may come from elsewhere (the image ships them); only install if absent.

@@ -31,13 +31,18 @@ pub async fn health() -> StatusCode {
 /// `GET /hub/api/info` (read:hub).
 pub async fn info(State(hub): State<Hub>, Auth(identity): Auth) -> Result<Json<Value>, ApiError> {
     identity.require(&["read:hub"], &Resource::Hub)?;
-    Ok(Json(json!({
+    let mut info = json!({
         "version": crate::JUPYTERHUB_VERSION,
         "python": "none (jupyterhub-rs)",
         "sys_executable": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
         "spawner": {"class": hub.spawner_name(), "version": env!("CARGO_PKG_VERSION")},
         "authenticator": {"class": hub.authenticator_name(), "version": env!("CARGO_PKG_VERSION")},
-    })))
+    });
+    // Ours, only with `[LetsEncrypt]`: the certificate's expiry and the last ACME failure.
+    if let (Some(report), Some(info)) = (hub.acme_report(), info.as_object_mut()) {
+        info.insert("letsencrypt".into(), report);
+    }
+    Ok(Json(info))
 }
 
 /// `POST /hub/api/shutdown` (shutdown): stops the hub; user servers keep running unless

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Error;
+use super::acme::ACME_TLS_ALPN;
 use super::forward::{ConnInfo, Proxy, serve_app_request, serve_request};
 use super::h1;
 use super::limits::{
@@ -145,6 +146,10 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        // The CA's TLS-ALPN-01 check is the handshake alone.
+                        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {
+                            return;
+                        }
                         Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                             serve_hyper(&builder, tls, proxy, conn, &stop).await
                         }
@@ -242,7 +247,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 /// The next connection. Running out of descriptors (or kernel memory) repeats until a
 /// connection closes, so that backs off and is logged at most once a second.
-async fn accept(listener: &TcpListener, log: &LogEvery) -> (TcpStream, SocketAddr) {
+pub(super) async fn accept(listener: &TcpListener, log: &LogEvery) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(pair) => return pair,
@@ -264,7 +269,7 @@ async fn accept(listener: &TcpListener, log: &LogEvery) -> (TcpStream, SocketAdd
 }
 
 /// Stop listening, then give running connections `DRAIN_TIMEOUT` to finish.
-async fn drain(listener: TcpListener, tasks: TaskTracker) {
+pub(super) async fn drain(listener: TcpListener, tasks: TaskTracker) {
     drop(listener);
     tasks.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())

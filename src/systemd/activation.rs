@@ -1,5 +1,6 @@
 //! Socket activation: listeners handed over by systemd (`LISTEN_FDS`). The hub's are TCP,
-//! named by `FileDescriptorName=` (`http` the public port, `hub` the internal API port); the
+//! named by `FileDescriptorName=` (`http` the public port, `hub` the internal API port,
+//! `redirect` the plain-HTTP port beside an ACME-certified public one); the
 //! privileged helper's is one unix socket (`jupyterhub-helper.socket`).
 
 use std::os::fd::FromRawFd;
@@ -15,6 +16,7 @@ pub enum Error {
 pub struct Listeners {
     pub public: Option<tokio::net::TcpListener>,
     pub hub: Option<tokio::net::TcpListener>,
+    pub redirect: Option<tokio::net::TcpListener>,
 }
 
 /// Take the sockets systemd passed, if any. Unnamed sockets count as `http` first, then `hub`.
@@ -33,6 +35,7 @@ pub fn listeners() -> Result<Listeners, Error> {
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         match name.as_str() {
             "hub" => found.hub = Some(listener),
+            "redirect" => found.redirect = Some(listener),
             "http" => found.public = Some(listener),
             _ if found.public.is_none() => found.public = Some(listener),
             _ => found.hub = Some(listener),

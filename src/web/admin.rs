@@ -37,6 +37,8 @@ pub async fn admin_page(
         StatusCode::OK,
         "admin.html",
         json!({
+            // A failure to obtain or renew the HTTPS certificate, in the CA's words.
+            "letsencrypt": hub.acme_report(),
             "allow_named_servers": hub.config().hub.allow_named_servers,
             "static_version": script_version(),
             // The script shows only the controls these allow (expanded, with filters).

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acme;
 mod admin_api;
 mod cli;
 mod dev;

@@ -39,6 +39,8 @@ pub struct TestHub {
     /// The public (`http`) and internal (`hub`) listeners, open for the `TestHub`'s whole
     /// life: every launch gets the same two, as systemd keeps a socket unit's across restarts.
     listeners: [TcpListener; 2],
+    /// A third, plain-HTTP listener (`redirect`) for a hub with `[LetsEncrypt]`.
+    redirect: Option<TcpListener>,
     /// Where the running hub sends `READY=1`, `STATUS=` and `STOPPING=1`; kept open so its
     /// later notifications do not fail.
     notify: Option<UnixDatagram>,
@@ -86,8 +88,17 @@ impl TestHub {
 
     /// The directory, config and listeners of a hub, not launched yet (`launch` starts it).
     pub fn prepare(hub_extra: &str, extra: &str, env: &[(&str, &str)]) -> TestHub {
+        TestHub::prepare_on(hub_extra, extra, env, None)
+    }
+
+    fn prepare_on(
+        hub_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        public: Option<TcpListener>,
+    ) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listeners = [bind_local(), bind_local()];
+        let listeners = [public.unwrap_or_else(bind_local), bind_local()];
         let (port, hub_port) = (port_of(&listeners[0]), port_of(&listeners[1]));
         // The hub serves on the sockets it is handed; the config names the same ports so
         // that what it derives from them (hub_bind_url in the proxy's route list) is true.
@@ -108,6 +119,7 @@ impl TestHub {
             args: Vec::new(),
             open_files_soft: None,
             listeners,
+            redirect: None,
             notify: None,
             child: None,
         }
@@ -126,6 +138,42 @@ impl TestHub {
         std::fs::write(&hub.config, text).expect("write config");
         hub.launch().await;
         hub
+    }
+
+    /// Like `start_with_env`, with a third listener handed over as `redirect` (the plain-HTTP
+    /// port beside an ACME-certified public port).
+    pub async fn start_with_redirect(
+        hub_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        redirect: TcpListener,
+    ) -> TestHub {
+        TestHub::start_with_listeners(hub_extra, extra, env, None, Some(redirect)).await
+    }
+
+    /// Like `start_with_env`, on a public listener the caller bound (when another program
+    /// must know its port first), and with an optional `redirect` listener.
+    pub async fn start_with_listeners(
+        hub_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        public: Option<TcpListener>,
+        redirect: Option<TcpListener>,
+    ) -> TestHub {
+        let mut hub = TestHub::prepare_on(hub_extra, extra, env, public);
+        hub.redirect = redirect;
+        hub.launch().await;
+        hub
+    }
+
+    /// The internal API port's URL (the same hub router as the public port, plain HTTP).
+    pub fn internal_url(&self) -> String {
+        format!("http://127.0.0.1:{}", port_of(&self.listeners[1]))
+    }
+
+    /// The public port's number.
+    pub fn public_port(&self) -> u16 {
+        port_of(&self.listeners[0])
     }
 
     /// A hub run with `--dev` (which makes `admin` an admin itself: the config names none),
@@ -167,8 +215,18 @@ impl TestHub {
             .env("JUPYTERHUB_LOG", "info")
             .env_remove("JPY_COOKIE_SECRET")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("LISTEN_FDS", "2")
-            .env("LISTEN_FDNAMES", "http:hub")
+            .env(
+                "LISTEN_FDS",
+                if self.redirect.is_some() { "3" } else { "2" },
+            )
+            .env(
+                "LISTEN_FDNAMES",
+                if self.redirect.is_some() {
+                    "http:hub:redirect"
+                } else {
+                    "http:hub"
+                },
+            )
             .env_remove("LISTEN_PID")
             .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
@@ -177,10 +235,9 @@ impl TestHub {
         if let Some(soft) = self.open_files_soft {
             lower_open_files(&mut command, soft);
         }
-        pass_listeners(
-            &mut command,
-            [self.listeners[0].as_raw_fd(), self.listeners[1].as_raw_fd()],
-        );
+        let mut fds = vec![self.listeners[0].as_raw_fd(), self.listeners[1].as_raw_fd()];
+        fds.extend(self.redirect.as_ref().map(|l| l.as_raw_fd()));
+        pass_listeners(&mut command, fds);
         let mut child = tokio::process::Command::from(command)
             .spawn()
             .expect("start jupyterhub");
@@ -531,9 +588,9 @@ fn lower_open_files(command: &mut Command, soft: u64) {
     }
 }
 
-/// Put `fds` at 3 and 4 in the child, where socket activation expects them (`LISTEN_FDS=2`).
+/// Put `fds` at 3, 4, … in the child, where socket activation expects them (`LISTEN_FDS`).
 #[allow(unsafe_code)]
-fn pass_listeners(command: &mut Command, fds: [RawFd; 2]) {
+fn pass_listeners(command: &mut Command, fds: Vec<RawFd>) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec. It only calls fcntl and
     // dup2, which are async-signal-safe, and allocates nothing (an OS error is a plain code).
@@ -542,14 +599,15 @@ fn pass_listeners(command: &mut Command, fds: [RawFd; 2]) {
             // First above every target (close-on-exec, so they vanish at exec), then into
             // place: one listener may sit where the other must go, and dup2 onto the same
             // number would leave close-on-exec set.
-            let mut high = [0; 2];
-            for (slot, fd) in high.iter_mut().zip(fds) {
+            let mut high = [0; 3];
+            let high = &mut high[..fds.len()];
+            for (slot, &fd) in high.iter_mut().zip(&fds) {
                 *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
                 if *slot < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            for (target, fd) in (3..).zip(high) {
+            for (target, &fd) in (3..).zip(high.iter()) {
                 if libc::dup2(fd, target) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
