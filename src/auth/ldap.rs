@@ -471,7 +471,7 @@ impl Authenticator for LdapAuth {
     }
 
     fn admits_at_login(&self) -> bool {
-        !self.config.allowed_groups.is_empty()
+        !self.config.allowed_groups.is_empty() || !self.config.admin_groups.is_empty()
     }
 
     async fn authenticate(
@@ -559,8 +559,14 @@ impl Authenticator for LdapAuth {
             }
         }
         let mut ldap_groups = Vec::new();
+        let mut admin_groups = Vec::new();
         let group_attrs: Vec<&str> = c.group_attributes.iter().map(String::as_str).collect();
-        for group in &c.allowed_groups {
+        for (group, admin) in c
+            .allowed_groups
+            .iter()
+            .map(|g| (g, false))
+            .chain(c.admin_groups.iter().map(|g| (g, true)))
+        {
             let filter = format(
                 &c.group_search_filter,
                 &[
@@ -572,7 +578,12 @@ impl Authenticator for LdapAuth {
             let found = self
                 .search(&mut ldap, group, Scope::Base, &filter, &group_attrs)
                 .await?;
-            if !found.is_empty() {
+            if found.is_empty() {
+                continue;
+            }
+            if admin {
+                admin_groups.push(group.clone());
+            } else {
                 ldap_groups.push(group.clone());
             }
         }
@@ -584,10 +595,13 @@ impl Authenticator for LdapAuth {
         } else {
             login.to_owned()
         };
+        // admin_groups decide the admin flag at every login (`admin_users` still make
+        // admins), as PAM's and OAuthenticator's do.
+        let admin = (!c.admin_groups.is_empty()).then_some(!admin_groups.is_empty());
         Ok(Some(Authenticated {
             name,
-            admin: None,
-            admitted: !ldap_groups.is_empty(),
+            admin,
+            admitted: !ldap_groups.is_empty() || !admin_groups.is_empty(),
             auth_state: Some(json!({
                 "ldap_groups": ldap_groups,
                 "user_attributes": user_attributes,

@@ -376,6 +376,9 @@ pub struct LdapConfig {
     pub search_filter: String,
     pub attributes: Vec<String>,
     pub allowed_groups: Vec<String>,
+    /// Members of these groups (DNs) are admins and may log in. Not an ldapauthenticator
+    /// option: PAM's and OAuthenticator's `admin_groups`, for the directory's groups.
+    pub admin_groups: Vec<String>,
     pub group_search_filter: String,
     pub group_attributes: Vec<String>,
     pub auth_state_attributes: Vec<String>,
@@ -431,6 +434,7 @@ impl Default for LdapConfig {
             search_filter: String::new(),
             attributes: Vec::new(),
             allowed_groups: Vec::new(),
+            admin_groups: Vec::new(),
             group_search_filter: "(|(member={userdn})(uniqueMember={userdn})(memberUid={uid}))"
                 .into(),
             group_attributes: vec!["member".into(), "uniqueMember".into(), "memberUid".into()],
@@ -542,10 +546,10 @@ impl LdapConfig {
                 ));
             }
         }
-        if !self.allowed_groups.is_empty() {
+        if !self.allowed_groups.is_empty() || !self.admin_groups.is_empty() {
             if self.group_search_filter.is_empty() || self.group_attributes.is_empty() {
                 return Err(format!(
-                    "{S}.allowed_groups requires both group_search_filter and \
+                    "{S}.allowed_groups and admin_groups require both group_search_filter and \
                      group_attributes to be configured"
                 ));
             }

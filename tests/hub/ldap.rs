@@ -706,3 +706,45 @@ async fn a_server_that_never_answers_fails_the_login_in_time() {
     );
     assert!(hub.log().contains("timeout"), "{}", hub.log());
 }
+
+/// `admin_groups`: members are admins (and may log in beside `allowed_groups`); the flag
+/// follows the directory at each login.
+#[tokio::test]
+async fn admin_groups_make_admins() {
+    let slapd = Slapd::start();
+    let hub = start_hub(&slapd.section(&format!(
+        "{BIND_TEMPLATE}allowed_groups = [\"cn=scientists,ou=groups,{BASE}\"]\n\
+         admin_groups = [\"cn=operators,ou=groups,{BASE}\"]\n"
+    )))
+    .await;
+    assert!(
+        logs_in(&hub, "alice", "alice-password").await,
+        "allowed group"
+    );
+    assert!(
+        logs_in(&hub, "bob", "bob-password").await,
+        "admin group admits"
+    );
+    assert!(
+        !logs_in(&hub, "carol", "carol-password").await,
+        "in neither"
+    );
+    let admin = hub.admin_token();
+    let (_, alice) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    let (_, bob) = call(&hub, "GET", "/users/bob", &admin, None).await;
+    assert_eq!(alice["admin"], false, "{alice}");
+    assert_eq!(bob["admin"], true, "{bob}");
+    // Made admin by hand, alice loses it at her next login: the directory decides.
+    let (status, _) = call(
+        &hub,
+        "PATCH",
+        "/users/alice",
+        &admin,
+        Some(json!({"admin": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(logs_in(&hub, "alice", "alice-password").await);
+    let (_, alice) = call(&hub, "GET", "/users/alice", &admin, None).await;
+    assert_eq!(alice["admin"], false, "{alice}");
+}
