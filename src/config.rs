@@ -25,7 +25,7 @@ pub const SYSTEM_CONFIG: &str = "/etc/jupyterhub/jupyterhub.toml";
 pub const LOCAL_CONFIG: &str = "jupyterhub.toml";
 
 /// The commented example config; `generate-config` prints it and a test parses it.
-pub const EXAMPLE: &str = include_str!("../packaging/jupyterhub.toml");
+pub const EXAMPLE: &str = include_str!("../packaging/jupyterhub.toml.example");
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -864,6 +864,11 @@ mod tests {
         assert_eq!(config.hub.port, HubConfig::default().port);
         assert_eq!(config.spawner.cmd, SpawnerConfig::default().cmd);
         assert_eq!(config.proxy.limits(), crate::proxy::Limits::default());
+        // The short file the packages install in /etc: valid, and all defaults.
+        let packaged = Config::parse(include_str!("../packaging/jupyterhub.toml"))
+            .expect("packaged config parses");
+        packaged.validate().expect("packaged config is valid");
+        assert_eq!(packaged.hub.port, HubConfig::default().port);
     }
 
     #[test]

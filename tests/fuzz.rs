@@ -25,7 +25,7 @@ fn cases(default: u32) -> ProptestConfig {
 
 // ---------------------------------------------------------------- the config file
 
-/// Every key the loader knows, by section (as `packaging/jupyterhub.toml` spells them).
+/// Every key the loader knows, by section (as `packaging/jupyterhub.toml.example` spells them).
 const KEYS: &[(&str, &[&str])] = &[
     (
         "JupyterHub",
