@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 user=jh-pkg
+added=jh-pkg-added   # made by the helper for create_system_users
 password="pkg-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 work=/var/lib/jupyterhub-rs-pkgtest   # /tmp is private inside the container
 public=http://127.0.0.1:8000
@@ -51,6 +52,7 @@ cleanup() {
   contained_stop
   rm -rf /opt/jupyterhub "$work"
   userdel -r "$user" >/dev/null 2>&1
+  userdel -r "$added" >/dev/null 2>&1
 }
 trap cleanup EXIT
 
@@ -285,6 +287,36 @@ wait_server False || fail "the hub still thinks the killed server runs"
 code=$(api -L --max-redirs 5 -o /dev/null -w '%{http_code}' "$public/user/$user/api")
 echo "killed $unit: the hub shows it stopped; /user/$user/api now answers $code"
 [ "$code" = 424 ] || fail "/user/$user/api after the kill answered $code"
+
+step "create_system_users: an admin adds a user and the helper makes the account"
+# The unprivileged hub cannot run useradd: it asks the root helper, which checks its own
+# reading of the config. Both read the changed config after a restart (the helper's socket
+# starts a new one).
+getent passwd "$added" >/dev/null && fail "$added exists before the test"
+sed -i -e "/^\[Authenticator\]\$/a admin_users = [\"$user\"]" /etc/jupyterhub/jupyterhub.toml
+printf '\n[LocalAuthenticator]\ncreate_system_users = true\n' >>/etc/jupyterhub/jupyterhub.toml
+inside jupyterhub check-config -f /etc/jupyterhub/jupyterhub.toml
+inside systemctl stop jupyterhub-helper.service
+inside systemctl restart jupyterhub.service
+for _ in $(seq 60); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$public/hub/api/")" = 200 ] && break
+  sleep 0.5
+done
+code=$(api -o "$work/add.json" -w '%{http_code}' -X POST "$public/hub/api/users/$added")
+[ "$code" = 201 ] || { cat "$work/add.json"; inside journalctl -u jupyterhub -u jupyterhub-helper --no-pager | tail -20; fail "adding $added answered $code"; }
+entry=$(getent passwd "$added") || fail "no system account for $added"
+echo "  $entry"
+home=$(echo "$entry" | cut -d: -f6)
+[ -d "$home" ] || fail "no home directory $home"
+[ "$(stat -c %U "$home")" = "$added" ] || fail "$home is not $added's"
+passwd -S "$added" | grep -q " L " || fail "$added can log in with a password: $(passwd -S "$added")"
+id -nG "$added" | grep -qw sudo && fail "$added is in sudo"
+inside journalctl -u jupyterhub-helper --no-pager | grep -q "create account" \
+  || { inside journalctl -u jupyterhub-helper --no-pager | tail -10; fail "the helper did not log the account it made"; }
+code=$(api -o /dev/null -w '%{http_code}' -X DELETE "$public/hub/api/users/$added")
+[ "$code" = 204 ] || fail "deleting $added answered $code"
+getent passwd "$added" >/dev/null && [ -d "$home" ] || fail "deleting the hub user removed the account or its home"
+echo "$added: account made by the helper (home, locked password, not in sudo), kept when the hub user was deleted"
 
 step "systemd-analyze security jupyterhub.service"
 inside systemd-analyze security jupyterhub.service --no-pager | tail -1
