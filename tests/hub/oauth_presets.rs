@@ -276,7 +276,14 @@ fn query_param(url: &str, name: &str) -> Option<String> {
 /// A login in a new browser: the redirect to the provider (its authorize URL is returned),
 /// then the callback with `code`.
 async fn login(hub: &TestHub, code: &str) -> (String, reqwest::Response) {
-    let client = browser();
+    login_with(hub, &browser(), code).await
+}
+
+async fn login_with(
+    hub: &TestHub,
+    client: &reqwest::Client,
+    code: &str,
+) -> (String, reqwest::Response) {
     let redirect = client
         .get(format!("{}/hub/oauth_login", hub.url))
         .send()
@@ -423,6 +430,10 @@ async fn google_hosted_domain() {
         "Login with unverified email uv@uni.test is not allowed",
     )
     .await;
+    for name in ["eve@gmail.test", "uv"] {
+        let (status, _) = call(&hub, "GET", &format!("/users/{name}"), SERVICE_TOKEN, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name} was refused");
+    }
 }
 
 #[tokio::test]
@@ -431,13 +442,15 @@ async fn azure_ad_groups_from_the_verified_id_token() {
     let hub = start(
         "azuread",
         &format!(
-            "[AzureAdOAuthenticator]\ngraph_url = \"{idp}\"\ntenant_id = \"contoso.test\"\n\
+            "auth_refresh_age = 1\n[AzureAdOAuthenticator]\ngraph_url = \"{idp}\"\n\
+             tenant_id = \"contoso.test\"\n\
              allowed_groups = [\"staff-id\"]\nadmin_groups = [\"admins-id\"]\n\
              manage_groups = true\n"
         ),
     )
     .await;
-    let (location, done) = login(&hub, "carol").await;
+    let carol_browser = browser();
+    let (location, done) = login_with(&hub, &carol_browser, "carol").await;
     assert!(
         location.starts_with(&format!("{idp}/contoso.test/oauth2/v2.0/authorize?")),
         "{location}"
@@ -452,6 +465,21 @@ async fn azure_ad_groups_from_the_verified_id_token() {
     assert_eq!(carol["admin"], true, "admin_groups: {carol}");
     assert_eq!(carol["groups"], json!(["admins-id", "staff-id"]));
     assert_eq!(carol["auth_state"]["user"]["tid"], TENANT_GUID);
+    // Once auth_refresh_age has passed, the stored ID token is verified again and the
+    // session goes on.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let home = carol_browser
+        .get(format!("{}/hub/home", hub.url))
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.status(), StatusCode::OK, "{}", hub.log());
+    assert!(
+        hub.log()
+            .contains("refreshed the identity provider's login"),
+        "{}",
+        hub.log()
+    );
 
     let (_, done) = login(&hub, "dave").await;
     assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
