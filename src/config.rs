@@ -4,6 +4,7 @@
 
 mod authenticators;
 mod letsencrypt;
+mod oauth_presets;
 mod profiles;
 mod value;
 
@@ -17,6 +18,7 @@ pub use authenticators::{
     LdapTlsKwargs, LocalConfig, PamConfig, SharedPasswordConfig, TlsStrategy,
 };
 pub use letsencrypt::LetsEncryptConfig;
+pub use oauth_presets::{AzureAdOAuthConfig, GitHubOAuthConfig, GoogleOAuthConfig};
 pub use profiles::Profile;
 pub use value::{ByteSize, CpuAmount, IpRange, Pattern, Secret, valid_env_name};
 
@@ -62,6 +64,12 @@ pub struct Config {
     pub generic_oauth: GenericOAuthConfig,
     #[serde(rename = "LDAPAuthenticator")]
     pub ldap: LdapConfig,
+    #[serde(rename = "GitHubOAuthenticator")]
+    pub github: GitHubOAuthConfig,
+    #[serde(rename = "GoogleOAuthenticator")]
+    pub google: GoogleOAuthConfig,
+    #[serde(rename = "AzureAdOAuthenticator")]
+    pub azuread: AzureAdOAuthConfig,
     #[serde(rename = "Spawner")]
     pub spawner: SpawnerConfig,
     #[serde(rename = "SystemdSpawner")]
@@ -185,7 +193,7 @@ pub struct HubConfig {
     pub active_server_limit: u32,
     /// 0 means no limit.
     pub concurrent_spawn_limit: u32,
-    /// `pam`, `dummy`, `shared-password`, `firstuse`, `null`, `generic-oauth`, `oidc` or `ldap`.
+    /// `pam`, `dummy`, `shared-password`, `firstuse`, `null`, `generic-oauth`, `oidc`, `ldap`, `github`, `google` or `azuread`.
     pub authenticator_class: String,
     /// `systemd` or `local`; empty picks `systemd` when systemd is PID 1, else `local`.
     pub spawner_class: String,
@@ -643,6 +651,9 @@ impl Config {
             "generic-oauth",
             "oidc",
             "ldap",
+            "github",
+            "google",
+            "azuread",
         ];
         if !known_auth.contains(&hub.authenticator_class.as_str()) {
             return Err(format!(
@@ -679,6 +690,7 @@ impl Config {
             .as_ref()
             .map_or(Ok(()), |l| l.validate(self))?;
         authenticators::check_sections(self)?;
+        oauth_presets::check(self)?;
         if self.spawner.cmd.is_empty() {
             return Err("Spawner.cmd: must not be empty".into());
         }
@@ -789,9 +801,7 @@ impl Config {
                     .into(),
             );
         }
-        if self.authenticator.auto_login
-            && !["generic-oauth", "oidc"].contains(&hub.authenticator_class.as_str())
-        {
+        if self.authenticator.auto_login && self.oauth_settings().is_none() {
             return Err(format!(
                 "Authenticator.auto_login: the {:?} authenticator has no login page of its own \
                  to send people to; remove the key",

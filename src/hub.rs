@@ -113,7 +113,7 @@ pub struct Inner {
     db: Arc<Db>,
     secret: CookieSecret,
     authenticator: Arc<dyn Authenticator>,
-    /// The identity provider's client, for `generic-oauth` and `oidc`.
+    /// The identity provider's client, for `generic-oauth`, `oidc` and the presets.
     oauth: Option<Arc<auth::oauth2::Client>>,
     policy: Policy,
     spawner: Arc<dyn Spawner>,
@@ -204,7 +204,7 @@ fn make_authenticator(config: &Config, db: &Arc<Db>) -> Result<Arc<dyn Authentic
                 .map(|p| p.expose().to_owned()),
         }),
         "null" => Arc::new(auth::Null),
-        "generic-oauth" | "oidc" => Arc::new(auth::oauth2::OAuth),
+        "generic-oauth" | "oidc" | "github" | "google" | "azuread" => Arc::new(auth::oauth2::OAuth),
         "ldap" => Arc::new(auth::ldap::LdapAuth::new(&config.ldap)?),
         _ => Arc::new(auth::pam::Pam::from_config(config)),
     })
@@ -235,14 +235,7 @@ impl Hub {
             ));
         }
         let authenticator = make_authenticator(&config, &db)?;
-        let oauth = ["generic-oauth", "oidc"]
-            .contains(&config.hub.authenticator_class.as_str())
-            .then(|| {
-                Arc::new(auth::oauth2::Client::new(
-                    &config.generic_oauth,
-                    config.hub.authenticator_class == "oidc",
-                ))
-            });
+        let oauth = auth::oauth2::Client::from_config(&config).map(Arc::new);
         let policy = Policy::from_config(&config, authenticator.allows_all_by_default());
         // CLI commands never spawn, so they need no D-Bus connection.
         let spawner: Arc<dyn Spawner> = match spawner_class(&config) {

@@ -169,7 +169,7 @@ impl From<hub::Error> for Failure {
             E::OAuth(e) => {
                 use crate::auth::oauth2::Error as O;
                 let status = match e {
-                    O::Provider(_) | O::NoUsername(_) => StatusCode::FORBIDDEN,
+                    O::Provider(_) | O::NoUsername(_) | O::Refused(_) => StatusCode::FORBIDDEN,
                     O::BadState | O::NoCode => StatusCode::BAD_REQUEST,
                     O::Discovery { .. }
                     | O::TokenExchange(_)

@@ -2,7 +2,10 @@
 //! `GenericOAuthenticator`: the authorization code flow with `state` (in a signed cookie) and
 //! PKCE (S256), the code exchanged at `token_url`, the user's claims from `userdata_url` or
 //! the ID token (its signature checked against the provider's JWKS when OIDC discovery gave
-//! one), the username and groups read from claims.
+//! one), the username and groups read from claims. `presets` adds what OAuthenticator's
+//! GitHub, Google and Azure AD classes check on top.
+
+pub mod presets;
 
 use std::collections::BTreeSet;
 
@@ -41,6 +44,10 @@ pub enum Error {
     TokenRefused(String),
     #[error("The user's data has no {0:?} claim to take the username from")]
     NoUsername(String),
+    /// The provider's class refuses this account (Google's `hosted_domain`, an unverified
+    /// email).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The provider's endpoints: from the config, or discovered from the issuer.
@@ -118,7 +125,7 @@ pub fn groups_from(data: &Value, key: &str) -> BTreeSet<String> {
     }
 }
 
-/// The authenticator for `generic-oauth` and `oidc`: no form; logins go through the
+/// The authenticator for `generic-oauth`, `oidc` and the presets: no form; logins go through the
 /// provider (`Client`), the hub's `/hub/oauth_login` and `/hub/oauth_callback`.
 pub struct OAuth;
 
@@ -146,7 +153,9 @@ pub struct OAuthUser {
     pub groups: BTreeSet<String>,
     /// `Some` when `admin_groups` is set: whether a group of the user is among them.
     pub admin: Option<bool>,
-    /// `Some(false)` when `allowed_groups` is set and the user is in none of them.
+    /// `Some(false)` when `allowed_groups` (or a preset's allowance: GitHub's
+    /// `allowed_organizations`, Google's `allowed_hosted_domains`) is set and does not admit
+    /// the user; `Some(true)` when it does.
     pub in_allowed_groups: Option<bool>,
     pub auth_state: Value,
 }
@@ -158,6 +167,7 @@ pub struct Client {
     issuer: Option<String>,
     endpoints: tokio::sync::OnceCell<Endpoints>,
     http: Http,
+    preset: presets::Preset,
 }
 
 type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
@@ -215,6 +225,20 @@ impl Http {
         headers: &[(http::HeaderName, String)],
         body: Option<String>,
     ) -> Result<(http::StatusCode, Value), String> {
+        let (status, _, body) = self.send_raw(method, url, headers, body).await?;
+        let value = serde_json::from_slice(&body)
+            .map_err(|e| format!("{url}: HTTP {status}, not JSON ({e})"))?;
+        Ok((status, value))
+    }
+
+    /// Send a request; the status, headers and body (at most `MAX_ANSWER` bytes).
+    async fn send_raw(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(http::HeaderName, String)],
+        body: Option<String>,
+    ) -> Result<(http::StatusCode, http::HeaderMap, bytes::Bytes), String> {
         use http_body_util::BodyExt;
         let mut request = http::Request::builder()
             .method(method)
@@ -244,14 +268,13 @@ impl Http {
                 }
             })?;
             let status = response.status();
-            let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_ANSWER)
                 .collect()
                 .await
                 .map_err(|e| format!("{url}: {e}"))?
                 .to_bytes();
-            let value = serde_json::from_slice(&body)
-                .map_err(|e| format!("{url}: HTTP {status}, not JSON ({e})"))?;
-            Ok((status, value))
+            Ok((status, parts.headers, body))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -270,17 +293,69 @@ impl Http {
         }
         Ok(value)
     }
+
+    /// GET a page of a paginated JSON list (2xx), and its `Link` header.
+    async fn get_json_page(
+        &self,
+        url: &str,
+        bearer: &str,
+    ) -> Result<(Value, Option<String>), String> {
+        let headers = [(http::header::AUTHORIZATION, format!("Bearer {bearer}"))];
+        let (status, response_headers, body) = self
+            .send_raw(http::Method::GET, url, &headers, None)
+            .await?;
+        if !status.is_success() {
+            return Err(format!("{url}: HTTP {status}"));
+        }
+        let value = serde_json::from_slice(&body)
+            .map_err(|e| format!("{url}: HTTP {status}, not JSON ({e})"))?;
+        let link = response_headers
+            .get(http::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((value, link))
+    }
+
+    /// GET with a bearer token for the status alone (GitHub's membership checks answer
+    /// 204 with no body).
+    async fn status(&self, url: &str, bearer: &str) -> Result<http::StatusCode, String> {
+        let headers = [(http::header::AUTHORIZATION, format!("Bearer {bearer}"))];
+        let (status, _, _) = self
+            .send_raw(http::Method::GET, url, &headers, None)
+            .await?;
+        Ok(status)
+    }
 }
 
 impl Client {
     pub fn new(config: &GenericOAuthConfig, discover: bool) -> Client {
-        let http = Http::new();
+        Client::with_preset(config, discover, presets::Preset::Generic)
+    }
+
+    /// The client of the identity-provider authenticator the config names, if it names one.
+    pub fn from_config(config: &crate::config::Config) -> Option<Client> {
+        let settings = config.oauth_settings()?;
+        let discover = ["oidc", "azuread"].contains(&config.hub.authenticator_class.as_str());
+        Some(Client::with_preset(
+            &settings,
+            discover,
+            presets::Preset::from_config(config),
+        ))
+    }
+
+    fn with_preset(config: &GenericOAuthConfig, discover: bool, preset: presets::Preset) -> Client {
         Client {
             config: config.clone(),
             issuer: discover.then(|| config.oidc_issuer.clone().unwrap_or_default()),
             endpoints: tokio::sync::OnceCell::new(),
-            http,
+            http: Http::new(),
+            preset,
         }
+    }
+
+    /// Whether the user's hub groups follow the provider's at each login and refresh.
+    pub fn manage_groups(&self) -> bool {
+        self.config.manage_groups
     }
 
     pub fn login_service(&self) -> &str {
@@ -311,9 +386,7 @@ impl Client {
                 let document = self.http.get_json(&url, None).await.map_err(&failed)?;
                 let mut found: Endpoints =
                     serde_json::from_value(document).map_err(|e| failed(e.to_string()))?;
-                if found.issuer.as_deref().map(|i| i.trim_end_matches('/'))
-                    != Some(issuer.trim_end_matches('/'))
-                {
+                if !self.preset.issuer_matches(issuer, found.issuer.as_deref()) {
                     return Err(failed(format!(
                         "its issuer {:?} is not the configured one",
                         found.issuer
@@ -380,7 +453,15 @@ impl Client {
                 status,
             )));
         }
-        self.user_with(token_response, endpoints).await
+        let mut user = self.user_with(token_response, endpoints).await?;
+        let access_token = user.auth_state["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.preset
+            .admit(&self.http, &mut user, &access_token)
+            .await?;
+        Ok(user)
     }
 
     /// Who the token endpoint's answer belongs to: the ID token's claims or the userdata
@@ -429,7 +510,11 @@ impl Client {
             }
             answer
         };
-        self.user_from(userdata, access_token, id_token, token_response)
+        let mut user = self.user_from(userdata, access_token.clone(), id_token, token_response)?;
+        self.preset
+            .update(&self.http, &mut user, &access_token)
+            .await?;
+        Ok(user)
     }
 
     /// OAuthenticator's `refresh_user` with auth_state: the login as the stored tokens show it
@@ -550,7 +635,7 @@ impl Client {
     /// The user, groups and auth_state from the claims (pure, apart from the config).
     fn user_from(
         &self,
-        userdata: Value,
+        mut userdata: Value,
         access_token: String,
         id_token: Option<String>,
         token_response: Value,
@@ -561,6 +646,7 @@ impl Client {
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(Error::NoUsername(claim_name.clone())),
         };
+        let name = self.preset.username(name, &mut userdata);
         let groups = self
             .config
             .groups_key()
@@ -575,19 +661,20 @@ impl Client {
                 .any(|g| groups.contains(g))
         });
         let refresh_token = token_response.get("refresh_token").cloned();
+        let mut auth_state = json!({
+            "access_token": access_token,
+            "refresh_token": refresh_token,
+            "id_token": id_token,
+            "scope": self.config.scope,
+            "token_response": token_response,
+        });
+        auth_state[self.preset.user_key()] = userdata;
         Ok(OAuthUser {
             name,
             groups,
             admin,
             in_allowed_groups,
-            auth_state: json!({
-                "access_token": access_token,
-                "refresh_token": refresh_token,
-                "id_token": id_token,
-                "scope": self.config.scope,
-                "token_response": token_response,
-                "oauth_user": userdata,
-            }),
+            auth_state,
         })
     }
 

@@ -447,7 +447,7 @@ impl Default for LdapConfig {
 }
 
 /// A string or a list of strings (upstream's `Union([List(), Unicode()])`).
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(super) fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

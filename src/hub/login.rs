@@ -307,7 +307,7 @@ impl Hub {
                 admitted,
             )
             .await?;
-        if self.config.generic_oauth.manage_groups {
+        if client.manage_groups() {
             self.set_user_groups(&user, &found.groups)?;
         }
         self.refreshes.logged_in(&user.name).await;

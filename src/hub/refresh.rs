@@ -97,7 +97,7 @@ impl Hub {
                     .write(|tx| db::set_user_admin(tx, current.id, admin))?;
             }
         }
-        if self.config.generic_oauth.manage_groups {
+        if client.manage_groups() {
             self.set_user_groups(&current, &found.groups)?;
         }
         tracing::info!(user = %user.name, "refreshed the identity provider's login");

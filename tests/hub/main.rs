@@ -16,6 +16,7 @@ mod managed;
 mod metrics;
 mod oauth;
 mod oauth_login;
+mod oauth_presets;
 mod pam;
 mod privileged;
 mod profiles;

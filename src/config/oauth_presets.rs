@@ -1,0 +1,571 @@
+//! The sections of OAuthenticator's provider classes: `[GitHubOAuthenticator]`
+//! (`authenticator_class = "github"`), `[GoogleOAuthenticator]` (`"google"`) and
+//! `[AzureAdOAuthenticator]` (`"azuread"`). Each is read into the `GenericOAuthConfig` the
+//! OAuth client runs on (the provider's endpoints and claims filled in as upstream's defaults
+//! are), plus what only that provider checks (`auth::oauth2::presets`).
+
+use serde::Deserialize;
+
+use super::{GenericOAuthConfig, Secret};
+
+/// `[GitHubOAuthenticator]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitHubOAuthConfig {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub oauth_callback_url: String,
+    /// `https://github.com`, or a GitHub Enterprise Server's URL.
+    pub github_url: String,
+    /// The REST API; by default `https://api.github.com`, or `{github_url}/api/v3`.
+    pub github_api: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub userdata_url: Option<String>,
+    pub scope: Vec<String>,
+    pub username_claim: String,
+    pub login_service: String,
+    pub basic_auth: bool,
+    /// `org` or `org:team` (the names as in GitHub's URLs); members may log in.
+    pub allowed_organizations: Vec<String>,
+    /// The user's teams (`/user/teams`) in auth_state's `teams`; needs the `read:org` scope.
+    pub populate_teams_in_auth_state: bool,
+}
+
+impl Default for GitHubOAuthConfig {
+    fn default() -> Self {
+        GitHubOAuthConfig {
+            client_id: String::new(),
+            client_secret: None,
+            oauth_callback_url: String::new(),
+            github_url: "https://github.com".into(),
+            github_api: None,
+            authorize_url: None,
+            token_url: None,
+            userdata_url: None,
+            scope: Vec::new(),
+            username_claim: "login".into(),
+            login_service: "GitHub".into(),
+            basic_auth: false,
+            allowed_organizations: Vec::new(),
+            populate_teams_in_auth_state: false,
+        }
+    }
+}
+
+impl GitHubOAuthConfig {
+    /// `github_url` as upstream normalises it: `https://` when no scheme, no trailing `/`.
+    pub fn github_url(&self) -> String {
+        let url = self.github_url.trim();
+        let url = if url.contains("://") {
+            url.to_owned()
+        } else {
+            format!("https://{url}")
+        };
+        url.trim_end_matches('/').to_owned()
+    }
+
+    /// Upstream's `github_api`: only github.com has its API on another host.
+    pub fn github_api(&self) -> String {
+        if let Some(api) = &self.github_api {
+            return api.trim_end_matches('/').to_owned();
+        }
+        let url = self.github_url();
+        if url == "https://github.com" {
+            "https://api.github.com".into()
+        } else {
+            format!("{url}/api/v3")
+        }
+    }
+
+    pub fn generic(&self) -> GenericOAuthConfig {
+        let url = self.github_url();
+        GenericOAuthConfig {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            oauth_callback_url: self.oauth_callback_url.clone(),
+            authorize_url: self
+                .authorize_url
+                .clone()
+                .unwrap_or_else(|| format!("{url}/login/oauth/authorize")),
+            token_url: self
+                .token_url
+                .clone()
+                .unwrap_or_else(|| format!("{url}/login/oauth/access_token")),
+            userdata_url: Some(
+                self.userdata_url
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/user", self.github_api())),
+            ),
+            scope: self.scope.clone(),
+            username_claim: self.username_claim.clone(),
+            login_service: self.login_service.clone(),
+            basic_auth: self.basic_auth,
+            ..GenericOAuthConfig::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let section = "GitHubOAuthenticator";
+        common(section, &self.generic())?;
+        for entry in &self.allowed_organizations {
+            crate::auth::oauth2::presets::OrgTeam::parse(entry)
+                .map_err(|e| format!("{section}.allowed_organizations: {e}"))?;
+        }
+        if self.populate_teams_in_auth_state && !self.scope.iter().any(|s| s == "read:org") {
+            // Upstream only logs this at each login; refusing says it once, before anyone
+            // finds the teams missing.
+            return Err(format!(
+                "{section}.populate_teams_in_auth_state needs \"read:org\" in {section}.scope"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[GoogleOAuthenticator]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoogleOAuthConfig {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub oauth_callback_url: String,
+    /// The base of `token_url` and `userdata_url`.
+    pub google_api_url: String,
+    pub authorize_url: String,
+    pub token_url: Option<String>,
+    pub userdata_url: Option<String>,
+    pub scope: Vec<String>,
+    pub username_claim: String,
+    pub login_service: String,
+    pub basic_auth: bool,
+    /// Only accounts of these Google Workspace domains (the `hd` claim) may log in; with one,
+    /// usernames lose their `@domain`. A string is one domain (upstream's old form).
+    #[serde(deserialize_with = "super::authenticators::one_or_many")]
+    pub hosted_domain: Vec<String>,
+    /// Default: true with at most one `hosted_domain`.
+    pub strip_domain: Option<bool>,
+    /// Accounts of these domains may log in (an allowance, like `allowed_users`).
+    pub allowed_hosted_domains: Vec<String>,
+    // Google groups need a service account and the Workspace directory API: refused by name
+    // in `validate` rather than accepted and ignored.
+    pub allowed_google_groups: Option<toml::Value>,
+    pub admin_google_groups: Option<toml::Value>,
+    pub google_service_account_keys: Option<toml::Value>,
+    pub gsuite_administrator: Option<toml::Value>,
+    pub include_nested_groups: Option<toml::Value>,
+}
+
+impl Default for GoogleOAuthConfig {
+    fn default() -> Self {
+        GoogleOAuthConfig {
+            client_id: String::new(),
+            client_secret: None,
+            oauth_callback_url: String::new(),
+            google_api_url: "https://www.googleapis.com".into(),
+            authorize_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+            token_url: None,
+            userdata_url: None,
+            scope: vec!["openid".into(), "email".into()],
+            username_claim: "email".into(),
+            login_service: "Google".into(),
+            basic_auth: false,
+            hosted_domain: Vec::new(),
+            strip_domain: None,
+            allowed_hosted_domains: Vec::new(),
+            allowed_google_groups: None,
+            admin_google_groups: None,
+            google_service_account_keys: None,
+            gsuite_administrator: None,
+            include_nested_groups: None,
+        }
+    }
+}
+
+impl GoogleOAuthConfig {
+    pub fn generic(&self) -> GenericOAuthConfig {
+        let api = self.google_api_url.trim_end_matches('/');
+        GenericOAuthConfig {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            oauth_callback_url: self.oauth_callback_url.clone(),
+            authorize_url: self.authorize_url.clone(),
+            token_url: self
+                .token_url
+                .clone()
+                .unwrap_or_else(|| format!("{api}/oauth2/v4/token")),
+            userdata_url: Some(
+                self.userdata_url
+                    .clone()
+                    .unwrap_or_else(|| format!("{api}/oauth2/v1/userinfo")),
+            ),
+            scope: self.scope.clone(),
+            username_claim: self.username_claim.clone(),
+            login_service: self.login_service.clone(),
+            basic_auth: self.basic_auth,
+            ..GenericOAuthConfig::default()
+        }
+    }
+
+    /// The domains, lowercased as upstream does.
+    pub fn hosted_domains(&self) -> Vec<String> {
+        self.hosted_domain
+            .iter()
+            .filter(|d| !d.is_empty())
+            .map(|d| d.to_lowercase())
+            .collect()
+    }
+
+    pub fn strip_domain(&self) -> bool {
+        self.strip_domain
+            .unwrap_or(self.hosted_domains().len() <= 1)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let section = "GoogleOAuthenticator";
+        for (key, value) in [
+            ("allowed_google_groups", &self.allowed_google_groups),
+            ("admin_google_groups", &self.admin_google_groups),
+            (
+                "google_service_account_keys",
+                &self.google_service_account_keys,
+            ),
+            ("gsuite_administrator", &self.gsuite_administrator),
+            ("include_nested_groups", &self.include_nested_groups),
+        ] {
+            if value.is_some() {
+                return Err(format!(
+                    "{section}.{key}: Google groups are not supported (they need a service \
+                     account acting on the Google Workspace directory API); admit users with \
+                     hosted_domain, allowed_hosted_domains or allowed_users instead"
+                ));
+            }
+        }
+        common(section, &self.generic())?;
+        if self.strip_domain == Some(true) && self.hosted_domains().len() > 1 {
+            tracing::warn!(
+                "{section}.strip_domain with several hosted_domain entries: the same name in \
+                 two domains is one hub user"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[AzureAdOAuthenticator]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureAdOAuthConfig {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub oauth_callback_url: String,
+    /// The directory (tenant) the application is registered in: its GUID or a domain.
+    pub tenant_id: String,
+    /// The cloud's login host (`https://login.microsoftonline.com`, or a national cloud's).
+    pub graph_url: String,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub scope: Vec<String>,
+    pub username_claim: String,
+    pub login_service: String,
+    pub basic_auth: bool,
+    /// Where the groups are, in upstream's auth_state terms: `user.` is the ID token's claims.
+    pub auth_state_groups_key: String,
+    /// Deprecated for `auth_state_groups_key = "user.CLAIM"`.
+    pub user_groups_claim: Option<String>,
+    pub allowed_groups: Vec<String>,
+    pub admin_groups: Vec<String>,
+    pub manage_groups: bool,
+}
+
+impl Default for AzureAdOAuthConfig {
+    fn default() -> Self {
+        AzureAdOAuthConfig {
+            client_id: String::new(),
+            client_secret: None,
+            oauth_callback_url: String::new(),
+            tenant_id: String::new(),
+            graph_url: "https://login.microsoftonline.com".into(),
+            authorize_url: None,
+            token_url: None,
+            // The v2.0 endpoints give an ID token only for `openid`, and `name` with `profile`.
+            scope: vec!["openid".into(), "profile".into()],
+            username_claim: "name".into(),
+            login_service: "Azure AD".into(),
+            basic_auth: false,
+            auth_state_groups_key: "user.groups".into(),
+            user_groups_claim: None,
+            allowed_groups: Vec::new(),
+            admin_groups: Vec::new(),
+            manage_groups: false,
+        }
+    }
+}
+
+impl AzureAdOAuthConfig {
+    pub fn graph_url(&self) -> String {
+        self.graph_url.trim_end_matches('/').to_owned()
+    }
+
+    /// The tenant's OIDC issuer, whose discovery document names the endpoints and the JWKS.
+    pub fn issuer(&self) -> String {
+        format!("{}/{}/v2.0", self.graph_url(), self.tenant_id.trim())
+    }
+
+    /// The claim the groups are read from (`auth_state_groups_key` without `user.`).
+    pub fn groups_claim(&self) -> Option<String> {
+        if let Some(claim) = &self.user_groups_claim {
+            return Some(claim.clone());
+        }
+        self.auth_state_groups_key
+            .strip_prefix("user.")
+            .map(str::to_owned)
+    }
+
+    pub fn generic(&self) -> GenericOAuthConfig {
+        GenericOAuthConfig {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            oauth_callback_url: self.oauth_callback_url.clone(),
+            // Empty: taken from the tenant's discovery document.
+            authorize_url: self.authorize_url.clone().unwrap_or_default(),
+            token_url: self.token_url.clone().unwrap_or_default(),
+            userdata_url: None,
+            oidc_issuer: Some(self.issuer()),
+            scope: self.scope.clone(),
+            username_claim: self.username_claim.clone(),
+            userdata_from_id_token: true,
+            login_service: self.login_service.clone(),
+            basic_auth: self.basic_auth,
+            auth_state_groups_key: self.groups_claim(),
+            claim_groups_key: None,
+            allowed_groups: self.allowed_groups.clone(),
+            admin_groups: self.admin_groups.clone(),
+            manage_groups: self.manage_groups,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let section = "AzureAdOAuthenticator";
+        let tenant = self.tenant_id.trim();
+        if tenant.is_empty() {
+            return Err(format!("{section}.tenant_id must be set"));
+        }
+        if ["common", "organizations", "consumers"].contains(&tenant.to_lowercase().as_str()) {
+            return Err(format!(
+                "{section}.tenant_id: {tenant:?} is a multi-tenant endpoint, whose ID tokens \
+                 have no one issuer to verify; set the directory's own tenant ID"
+            ));
+        }
+        if !tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(format!(
+                "{section}.tenant_id: {tenant:?} is neither a tenant GUID nor a domain"
+            ));
+        }
+        url::Url::parse(&self.graph_url)
+            .map_err(|e| format!("{section}.graph_url: invalid URL {:?}: {e}", self.graph_url))?;
+        common(section, &self.generic())?;
+        if !self.scope.iter().any(|s| s == "openid") {
+            return Err(format!(
+                "{section}.scope must include \"openid\": the user is read from the ID token"
+            ));
+        }
+        if self.user_groups_claim.is_some() {
+            tracing::warn!(
+                "{section}.user_groups_claim is deprecated in OAuthenticator 17; use \
+                 auth_state_groups_key = \"user.CLAIM\""
+            );
+        } else if self.groups_claim().is_none() {
+            return Err(format!(
+                "{section}.auth_state_groups_key: {:?} must start with \"user.\" (the ID \
+                 token's claims, the only part of auth_state groups are read from)",
+                self.auth_state_groups_key
+            ));
+        }
+        // As upstream 17: group options without manage_groups are an error.
+        for (key, set) in [
+            ("allowed_groups", !self.allowed_groups.is_empty()),
+            ("admin_groups", !self.admin_groups.is_empty()),
+        ] {
+            if set && !self.manage_groups {
+                return Err(format!(
+                    "{section}.{key} requires {section}.manage_groups to also be set"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What every preset needs: a client, the callback URL, URLs that parse.
+fn common(section: &str, generic: &GenericOAuthConfig) -> Result<(), String> {
+    if generic.client_id.is_empty() {
+        return Err(format!("{section}.client_id must be set"));
+    }
+    if generic.oauth_callback_url.is_empty() {
+        return Err(format!("{section}.oauth_callback_url must be set"));
+    }
+    let urls = [
+        (
+            "oauth_callback_url",
+            Some(generic.oauth_callback_url.as_str()),
+        ),
+        ("authorize_url", Some(generic.authorize_url.as_str())),
+        ("token_url", Some(generic.token_url.as_str())),
+        ("userdata_url", generic.userdata_url.as_deref()),
+        ("oidc_issuer", generic.oidc_issuer.as_deref()),
+    ];
+    for (key, value) in urls {
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        url::Url::parse(value).map_err(|e| {
+            // github_url and the others are where the defaults come from; say which.
+            format!("{section}: {key} {value:?} is not a valid URL: {e}")
+        })?;
+    }
+    Ok(())
+}
+
+/// The section of the preset in use, checked; messages name the key.
+pub(super) fn check(config: &super::Config) -> Result<(), String> {
+    match config.hub.authenticator_class.as_str() {
+        "github" => config.github.validate(),
+        "google" => config.google.validate(),
+        "azuread" => config.azuread.validate(),
+        _ => Ok(()),
+    }
+}
+
+impl super::Config {
+    /// The OAuth client's settings for the identity-provider authenticator in use, if any.
+    pub fn oauth_settings(&self) -> Option<GenericOAuthConfig> {
+        match self.hub.authenticator_class.as_str() {
+            "generic-oauth" | "oidc" => Some(self.generic_oauth.clone()),
+            "github" => Some(self.github.generic()),
+            "google" => Some(self.google.generic()),
+            "azuread" => Some(self.azuread.generic()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn check_err(text: &str) -> String {
+        let config = Config::parse(text).expect("parses");
+        config.validate().expect_err("refused")
+    }
+
+    const GITHUB: &str = "[JupyterHub]\nauthenticator_class = \"github\"\n\
+        [GitHubOAuthenticator]\nclient_id = \"c\"\noauth_callback_url = \"https://hub.test/cb\"\n";
+
+    #[test]
+    fn github_urls_follow_github_url() {
+        let config = Config::parse(GITHUB).expect("parses");
+        config.validate().expect("valid");
+        let generic = config.oauth_settings().expect("oauth");
+        assert_eq!(
+            generic.authorize_url,
+            "https://github.com/login/oauth/authorize"
+        );
+        assert_eq!(
+            generic.userdata_url.as_deref(),
+            Some("https://api.github.com/user")
+        );
+        assert_eq!(generic.username_claim, "login");
+        assert!(!generic.basic_auth, "upstream sends the secret in the form");
+        let enterprise =
+            Config::parse(&format!("{GITHUB}github_url = \"ghe.corp.test/\"\n")).expect("parses");
+        assert_eq!(
+            enterprise.github.github_api(),
+            "https://ghe.corp.test/api/v3"
+        );
+        assert_eq!(
+            enterprise.github.generic().token_url,
+            "https://ghe.corp.test/login/oauth/access_token"
+        );
+        let err = check_err(&format!(
+            "{GITHUB}allowed_organizations = [\"org:team:x\"]\n"
+        ));
+        assert!(
+            err.contains("GitHubOAuthenticator.allowed_organizations"),
+            "{err}"
+        );
+        let err = check_err(&format!("{GITHUB}populate_teams_in_auth_state = true\n"));
+        assert!(err.contains("read:org"), "{err}");
+        let err = Config::parse(&format!("{GITHUB}allowed_groups = [\"x\"]\n"))
+            .expect_err("not a GitHub option here");
+        assert!(err.to_string().contains("allowed_groups"), "{err}");
+    }
+
+    const GOOGLE: &str = "[JupyterHub]\nauthenticator_class = \"google\"\n\
+        [GoogleOAuthenticator]\nclient_id = \"c\"\noauth_callback_url = \"https://hub.test/cb\"\n";
+
+    #[test]
+    fn google_defaults_and_refusals() {
+        let config =
+            Config::parse(&format!("{GOOGLE}hosted_domain = \"Uni.EDU\"\n")).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.google.hosted_domains(), ["uni.edu"]);
+        assert!(config.google.strip_domain());
+        let generic = config.oauth_settings().expect("oauth");
+        assert_eq!(generic.scope, ["openid", "email"]);
+        assert_eq!(generic.username_claim, "email");
+        assert_eq!(
+            generic.token_url,
+            "https://www.googleapis.com/oauth2/v4/token"
+        );
+        let two = Config::parse(&format!("{GOOGLE}hosted_domain = [\"a.edu\", \"b.edu\"]\n"))
+            .expect("parses");
+        assert!(!two.google.strip_domain(), "two domains keep @domain");
+        let err = check_err(&format!(
+            "{GOOGLE}allowed_google_groups = {{ \"uni.edu\" = [\"staff\"] }}\n"
+        ));
+        assert!(
+            err.contains("GoogleOAuthenticator.allowed_google_groups")
+                && err.contains("not supported"),
+            "{err}"
+        );
+    }
+
+    const AZURE: &str = "[JupyterHub]\nauthenticator_class = \"azuread\"\n\
+        [AzureAdOAuthenticator]\nclient_id = \"c\"\noauth_callback_url = \"https://hub.test/cb\"\n";
+
+    #[test]
+    fn azuread_needs_a_tenant_and_manage_groups() {
+        let err = check_err(AZURE);
+        assert!(
+            err.contains("AzureAdOAuthenticator.tenant_id must be set"),
+            "{err}"
+        );
+        let err = check_err(&format!("{AZURE}tenant_id = \"common\"\n"));
+        assert!(err.contains("multi-tenant"), "{err}");
+        let ok = format!("{AZURE}tenant_id = \"contoso.onmicrosoft.com\"\n");
+        let config = Config::parse(&ok).expect("parses");
+        config.validate().expect("valid");
+        let generic = config.oauth_settings().expect("oauth");
+        assert_eq!(
+            generic.oidc_issuer.as_deref(),
+            Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0")
+        );
+        assert_eq!(generic.username_claim, "name");
+        assert_eq!(generic.auth_state_groups_key.as_deref(), Some("groups"));
+        let err = check_err(&format!("{ok}allowed_groups = [\"g\"]\n"));
+        assert!(
+            err.contains("allowed_groups requires AzureAdOAuthenticator.manage_groups"),
+            "{err}"
+        );
+        let err = check_err(&format!("{ok}auth_state_groups_key = \"groups\"\n"));
+        assert!(err.contains("user."), "{err}");
+        let err = check_err(&format!("{ok}scope = [\"profile\"]\n"));
+        assert!(err.contains("openid"), "{err}");
+        let claim = Config::parse(&format!("{ok}user_groups_claim = \"roles\"\n")).expect("parses");
+        assert_eq!(claim.azuread.groups_claim().as_deref(), Some("roles"));
+    }
+}

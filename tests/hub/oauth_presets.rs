@@ -1,0 +1,570 @@
+//! OAuthenticator's provider classes (`github`, `google`, `azuread`), each logging in through
+//! the running hub against a stand-in of the provider served by the test (github.com, Google
+//! and Microsoft are not reachable from tests): GitHub Enterprise-style `github_url` with its
+//! org and team membership endpoints, Google's userinfo with `hd` and `verified_email`, and
+//! an Azure AD tenant's discovery document, JWKS and ID tokens signed with a test key.
+//! The code of the callback names the stand-in's user.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{BIN, TestHub, browser, call};
+
+const SERVICE_TOKEN: &str = "reader-service-token-0123456789";
+const CRYPT_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const TENANT_GUID: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+// The RSA test key the unit tests sign with, and its public JWK (kid "k1").
+const TEST_KEY_DER: &[u8] = include_bytes!("../../src/auth/oauth2_test_key.der");
+const TEST_JWK: &str = include_str!("../../src/auth/oauth2_test_jwk.json");
+
+fn form(body: &str) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The bearer token's user, for tokens the stand-in issued as `PREFIX-USER`.
+fn bearer_user(headers: &HeaderMap, prefix: &str) -> Option<String> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix(&format!("Bearer {prefix}-"))
+        .map(str::to_owned)
+}
+
+/// The code exchange every stand-in shares: client credentials in the form (upstream's
+/// `basic_auth = False`), the code is the user.
+fn exchange(body: &str, prefix: &str) -> (StatusCode, axum::Json<Value>) {
+    let form = form(body);
+    let credentials = form.get("client_id").map(String::as_str) == Some("hub-client")
+        && form.get("client_secret").map(String::as_str) == Some("hub-secret")
+        && form.get("grant_type").map(String::as_str) == Some("authorization_code");
+    match form.get("code") {
+        Some(code) if credentials => (
+            StatusCode::OK,
+            axum::Json(json!({"access_token": format!("{prefix}-{code}"), "token_type": "bearer"})),
+        ),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_client"})),
+        ),
+    }
+}
+
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// GitHub Enterprise's paths: `/login/oauth/access_token`, and the API under `/api/v3`.
+async fn github() -> String {
+    async fn token(body: String) -> (StatusCode, axum::Json<Value>) {
+        exchange(&body, "gh")
+    }
+    async fn user(headers: HeaderMap) -> (StatusCode, axum::Json<Value>) {
+        match bearer_user(&headers, "gh") {
+            Some(login) => (
+                StatusCode::OK,
+                axum::Json(json!({"login": login, "id": 7, "email": null})),
+            ),
+            None => (StatusCode::UNAUTHORIZED, axum::Json(json!({}))),
+        }
+    }
+    async fn emails(headers: HeaderMap) -> axum::Json<Value> {
+        let login = bearer_user(&headers, "gh").unwrap_or_default();
+        axum::Json(json!([
+            {"email": format!("{login}@old.test"), "primary": false},
+            {"email": format!("{login}@corp.test"), "primary": true},
+        ]))
+    }
+    /// GitHub's answers: 204 for a member, 404 (with a message) otherwise; the user's own
+    /// token is required.
+    fn membership(headers: &HeaderMap, user: &str, member: bool) -> (StatusCode, String) {
+        if bearer_user(headers, "gh").as_deref() != Some(user) || !member {
+            return (StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#.into());
+        }
+        (StatusCode::NO_CONTENT, String::new())
+    }
+    async fn org_member(
+        headers: HeaderMap,
+        Path((org, user)): Path<(String, String)>,
+    ) -> (StatusCode, String) {
+        membership(&headers, &user, org == "ok-org" && user == "Alice")
+    }
+    async fn team_member(
+        headers: HeaderMap,
+        Path((org, team, user)): Path<(String, String, String)>,
+    ) -> (StatusCode, String) {
+        membership(
+            &headers,
+            &user,
+            org == "other-org" && team == "team-a" && user == "bob",
+        )
+    }
+    async fn teams(
+        State(base): State<Arc<std::sync::OnceLock<String>>>,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> (HeaderMap, axum::Json<Value>) {
+        let mut headers = HeaderMap::new();
+        if q.get("page").map(String::as_str) == Some("2") {
+            return (headers, axum::Json(json!([{"slug": "team-b"}])));
+        }
+        let next = format!(
+            "<{}/api/v3/user/teams?per_page=100&page=2>; rel=\"next\"",
+            base.get().map(String::as_str).unwrap_or_default()
+        );
+        headers.insert("link", next.parse().expect("header"));
+        (headers, axum::Json(json!([{"slug": "team-a"}])))
+    }
+    let base = Arc::new(std::sync::OnceLock::new());
+    let app = axum::Router::new()
+        .route("/login/oauth/access_token", post(token))
+        .route("/api/v3/user", get(user))
+        .route("/api/v3/user/emails", get(emails))
+        .route("/api/v3/user/teams", get(teams))
+        .route("/api/v3/orgs/{org}/members/{user}", get(org_member))
+        .route(
+            "/api/v3/orgs/{org}/teams/{team}/members/{user}",
+            get(team_member),
+        )
+        .with_state(Arc::clone(&base));
+    let url = serve(app).await;
+    base.set(url.clone()).expect("once");
+    url
+}
+
+/// Google's token endpoint and v1 userinfo, under `google_api_url`.
+async fn google() -> String {
+    async fn token(body: String) -> (StatusCode, axum::Json<Value>) {
+        exchange(&body, "g")
+    }
+    async fn userinfo(headers: HeaderMap) -> (StatusCode, axum::Json<Value>) {
+        let info = match bearer_user(&headers, "g").as_deref() {
+            Some("ann") => {
+                json!({"email": "Ann@Uni.test", "verified_email": true, "hd": "uni.test"})
+            }
+            Some("eve") => json!({"email": "eve@gmail.test", "verified_email": true}),
+            Some("oz") => {
+                json!({"email": "oz@other.test", "verified_email": true, "hd": "other.test"})
+            }
+            Some("unverified") => {
+                json!({"email": "uv@uni.test", "verified_email": false, "hd": "uni.test"})
+            }
+            _ => return (StatusCode::UNAUTHORIZED, axum::Json(json!({}))),
+        };
+        (StatusCode::OK, axum::Json(info))
+    }
+    serve(
+        axum::Router::new()
+            .route("/oauth2/v4/token", post(token))
+            .route("/oauth2/v1/userinfo", get(userinfo)),
+    )
+    .await
+}
+
+/// An Azure AD tenant at `graph_url`: its v2.0 discovery document names the issuer by the
+/// tenant's GUID (the config names it by domain), the token endpoint answers with an ID
+/// token signed by the JWKS's key.
+async fn azure() -> String {
+    type Base = State<Arc<std::sync::OnceLock<String>>>;
+    fn base(state: &Base) -> String {
+        state.get().cloned().unwrap_or_default()
+    }
+    async fn discovery(state: Base) -> axum::Json<Value> {
+        let base = base(&state);
+        axum::Json(json!({
+            "issuer": format!("{base}/{TENANT_GUID}/v2.0"),
+            "authorization_endpoint": format!("{base}/contoso.test/oauth2/v2.0/authorize"),
+            "token_endpoint": format!("{base}/contoso.test/oauth2/v2.0/token"),
+            "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+            "jwks_uri": format!("{base}/contoso.test/discovery/v2.0/keys"),
+        }))
+    }
+    async fn keys() -> String {
+        TEST_JWK.into()
+    }
+    async fn token(state: Base, body: String) -> (StatusCode, axum::Json<Value>) {
+        let form = form(&body);
+        if form.get("client_secret").map(String::as_str) != Some("hub-secret") {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "invalid_client"})),
+            );
+        }
+        let code = form.get("code").cloned().unwrap_or_default();
+        let groups = match code.as_str() {
+            "carol" => json!(["staff-id", "admins-id"]),
+            "dave" | "tampered" => json!(["staff-id"]),
+            _ => json!([]),
+        };
+        let now = jiff::Timestamp::now().as_second();
+        let claims = json!({
+            "iss": format!("{}/{TENANT_GUID}/v2.0", base(&state)), "aud": "hub-client",
+            "exp": now + 300, "iat": now, "tid": TENANT_GUID,
+            "name": code, "preferred_username": format!("{code}@contoso.test"), "groups": groups,
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("k1".into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_der(TEST_KEY_DER);
+        let mut id_token = jsonwebtoken::encode(&header, &claims, &key).expect("signs");
+        if code == "tampered" {
+            // The same claims with admin's group, the signature left as it was.
+            let mut parts: Vec<String> = id_token.split('.').map(str::to_owned).collect();
+            let mut forged = claims.clone();
+            forged["groups"] = json!(["staff-id", "admins-id"]);
+            parts[1] = base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                serde_json::to_vec(&forged).expect("json"),
+            );
+            id_token = parts.join(".");
+        }
+        (
+            StatusCode::OK,
+            axum::Json(
+                json!({"access_token": format!("az-{code}"), "token_type": "Bearer",
+                "id_token": id_token}),
+            ),
+        )
+    }
+    let state = Arc::new(std::sync::OnceLock::new());
+    let app = axum::Router::new()
+        .route(
+            "/contoso.test/v2.0/.well-known/openid-configuration",
+            get(discovery),
+        )
+        .route("/contoso.test/discovery/v2.0/keys", get(keys))
+        .route("/contoso.test/oauth2/v2.0/token", post(token))
+        .with_state(Arc::clone(&state));
+    let url = serve(app).await;
+    state.set(url.clone()).expect("once");
+    url
+}
+
+async fn start(class: &str, section: &str) -> TestHub {
+    TestHub::start_with_env(
+        &format!(
+            "authenticator_class = \"{class}\"\n[[JupyterHub.services]]\n\
+             name = \"reader\"\napi_token = \"{SERVICE_TOKEN}\"\nadmin = true\n"
+        ),
+        &format!(
+            "enable_auth_state = true\n{section}\nclient_id = \"hub-client\"\n\
+             client_secret = \"hub-secret\"\n\
+             oauth_callback_url = \"http://hub.test/hub/oauth_callback\"\n"
+        ),
+        &[("JUPYTERHUB_CRYPT_KEY", CRYPT_KEY)],
+    )
+    .await
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A login in a new browser: the redirect to the provider (its authorize URL is returned),
+/// then the callback with `code`.
+async fn login(hub: &TestHub, code: &str) -> (String, reqwest::Response) {
+    login_with(hub, &browser(), code).await
+}
+
+async fn login_with(
+    hub: &TestHub,
+    client: &reqwest::Client,
+    code: &str,
+) -> (String, reqwest::Response) {
+    let redirect = client
+        .get(format!("{}/hub/oauth_login", hub.url))
+        .send()
+        .await
+        .expect("oauth_login");
+    assert_eq!(redirect.status(), StatusCode::FOUND, "{}", hub.log());
+    let location = redirect.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let state = query_param(&location, "state").expect("state");
+    let done = client
+        .get(format!(
+            "{}/hub/oauth_callback?code={code}&state={state}",
+            hub.url
+        ))
+        .send()
+        .await
+        .expect("callback");
+    (location, done)
+}
+
+async fn refused(hub: &TestHub, code: &str, status: StatusCode, says: &str) {
+    let (_, done) = login(hub, code).await;
+    assert_eq!(done.status(), status, "{code}: {}", hub.log());
+    let page = done.text().await.expect("body");
+    assert!(page.contains(says), "{code}: {page}");
+}
+
+async fn user(hub: &TestHub, name: &str) -> Value {
+    let (status, body) = call(hub, "GET", &format!("/users/{name}"), SERVICE_TOKEN, None).await;
+    assert_eq!(status, StatusCode::OK, "{name}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn github_enterprise_organizations_and_teams() {
+    let idp = github().await;
+    let hub = start(
+        "github",
+        &format!(
+            "[GitHubOAuthenticator]\ngithub_url = \"{idp}/\"\n\
+             allowed_organizations = [\"ok-org\", \"other-org:team-a\"]\n\
+             scope = [\"read:org\", \"user:email\"]\npopulate_teams_in_auth_state = true\n"
+        ),
+    )
+    .await;
+    let page = browser()
+        .get(format!("{}/hub/login", hub.url))
+        .send()
+        .await
+        .expect("login page");
+    assert!(
+        page.text()
+            .await
+            .expect("body")
+            .contains("Sign in with GitHub")
+    );
+
+    // An organisation's member: the login, lowercased as upstream normalises names.
+    let (location, done) = login(&hub, "Alice").await;
+    assert!(
+        location.starts_with(&format!("{idp}/login/oauth/authorize?")),
+        "{location}"
+    );
+    assert_eq!(
+        query_param(&location, "scope").as_deref(),
+        Some("read:org user:email")
+    );
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let alice = user(&hub, "alice").await;
+    let state = &alice["auth_state"];
+    assert_eq!(state["github_user"]["login"], "Alice", "{alice}");
+    assert_eq!(
+        state["github_user"]["email"], "Alice@corp.test",
+        "the primary email, as the profile has none"
+    );
+    assert_eq!(
+        state["teams"],
+        json!([{"slug": "team-a"}, {"slug": "team-b"}]),
+        "both pages of /user/teams"
+    );
+    assert_eq!(alice["admin"], false);
+
+    // A team's member, and someone in neither.
+    let (_, done) = login(&hub, "bob").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    user(&hub, "bob").await;
+    refused(
+        &hub,
+        "mallory",
+        StatusCode::FORBIDDEN,
+        "User mallory is not allowed to use this hub",
+    )
+    .await;
+    let (status, _) = call(&hub, "GET", "/users/mallory", SERVICE_TOKEN, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no user for a refusal");
+}
+
+#[tokio::test]
+async fn google_hosted_domain() {
+    let idp = google().await;
+    let hub = start(
+        "google",
+        &format!(
+            "allowed_users = [\"oz@other.test\"]\n[GoogleOAuthenticator]\n\
+             google_api_url = \"{idp}\"\nauthorize_url = \"{idp}/auth\"\n\
+             hosted_domain = [\"uni.test\"]\nallowed_hosted_domains = [\"uni.test\"]\n"
+        ),
+    )
+    .await;
+    // The domain's account logs in, its name without `@uni.test`.
+    let (location, done) = login(&hub, "ann").await;
+    assert!(location.starts_with(&format!("{idp}/auth?")), "{location}");
+    assert_eq!(
+        query_param(&location, "scope").as_deref(),
+        Some("openid email")
+    );
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let ann = user(&hub, "ann").await;
+    assert_eq!(
+        ann["auth_state"]["google_user"]["domain"], "uni.test",
+        "{ann}"
+    );
+    // Outside hosted_domain nobody logs in, not even an allowed_users entry.
+    refused(
+        &hub,
+        "eve",
+        StatusCode::FORBIDDEN,
+        "The account eve@gmail.test is not in the Google Workspace domains this hub admits",
+    )
+    .await;
+    refused(
+        &hub,
+        "oz",
+        StatusCode::FORBIDDEN,
+        "domains this hub admits: uni.test",
+    )
+    .await;
+    refused(
+        &hub,
+        "unverified",
+        StatusCode::FORBIDDEN,
+        "Login with unverified email uv@uni.test is not allowed",
+    )
+    .await;
+    for name in ["eve@gmail.test", "uv"] {
+        let (status, _) = call(&hub, "GET", &format!("/users/{name}"), SERVICE_TOKEN, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name} was refused");
+    }
+}
+
+#[tokio::test]
+async fn azure_ad_groups_from_the_verified_id_token() {
+    let idp = azure().await;
+    let hub = start(
+        "azuread",
+        &format!(
+            "auth_refresh_age = 1\n[AzureAdOAuthenticator]\ngraph_url = \"{idp}\"\n\
+             tenant_id = \"contoso.test\"\n\
+             allowed_groups = [\"staff-id\"]\nadmin_groups = [\"admins-id\"]\n\
+             manage_groups = true\n"
+        ),
+    )
+    .await;
+    let carol_browser = browser();
+    let (location, done) = login_with(&hub, &carol_browser, "carol").await;
+    assert!(
+        location.starts_with(&format!("{idp}/contoso.test/oauth2/v2.0/authorize?")),
+        "{location}"
+    );
+    assert_eq!(
+        query_param(&location, "scope").as_deref(),
+        Some("openid profile")
+    );
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    // The default username claim is `name`, as upstream's.
+    let carol = user(&hub, "carol").await;
+    assert_eq!(carol["admin"], true, "admin_groups: {carol}");
+    assert_eq!(carol["groups"], json!(["admins-id", "staff-id"]));
+    assert_eq!(carol["auth_state"]["user"]["tid"], TENANT_GUID);
+    // Once auth_refresh_age has passed, the stored ID token is verified again and the
+    // session goes on.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let home = carol_browser
+        .get(format!("{}/hub/home", hub.url))
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.status(), StatusCode::OK, "{}", hub.log());
+    assert!(
+        hub.log()
+            .contains("refreshed the identity provider's login"),
+        "{}",
+        hub.log()
+    );
+
+    let (_, done) = login(&hub, "dave").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let dave = user(&hub, "dave").await;
+    assert_eq!(dave["admin"], false);
+    assert_eq!(dave["groups"], json!(["staff-id"]));
+
+    refused(
+        &hub,
+        "mallory",
+        StatusCode::FORBIDDEN,
+        "User mallory is not allowed to use this hub",
+    )
+    .await;
+    // A token whose claims were changed after signing is refused before anything is read.
+    refused(
+        &hub,
+        "tampered",
+        StatusCode::BAD_GATEWAY,
+        "The ID token is invalid",
+    )
+    .await;
+    let (status, _) = call(&hub, "GET", "/users/tampered", SERVICE_TOKEN, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn check_config_refuses_incomplete_presets() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("preset.toml");
+    let common =
+        "client_id = \"c\"\noauth_callback_url = \"https://hub.test/hub/oauth_callback\"\n";
+    for (class, section, says) in [
+        (
+            "azuread",
+            "[AzureAdOAuthenticator]\n",
+            "AzureAdOAuthenticator.tenant_id must be set",
+        ),
+        (
+            "azuread",
+            "[AzureAdOAuthenticator]\ntenant_id = \"t\"\nadmin_groups = [\"g\"]\n",
+            "AzureAdOAuthenticator.admin_groups requires AzureAdOAuthenticator.manage_groups",
+        ),
+        (
+            "google",
+            "[GoogleOAuthenticator]\nadmin_google_groups = { \"uni.test\" = [\"staff\"] }\n",
+            "GoogleOAuthenticator.admin_google_groups: Google groups are not supported",
+        ),
+        (
+            "github",
+            "[GitHubOAuthenticator]\nallowed_organizations = [\"org/x\"]\n",
+            "GitHubOAuthenticator.allowed_organizations",
+        ),
+        (
+            "github",
+            "[GitHubOAuthenticator]\nteam_whitelist = [\"x\"]\n",
+            "team_whitelist",
+        ),
+    ] {
+        std::fs::write(
+            &path,
+            format!("[JupyterHub]\nauthenticator_class = \"{class}\"\n{section}{common}"),
+        )
+        .expect("write");
+        let out = std::process::Command::new(BIN)
+            .args(["check-config", "-f"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{section}");
+        assert!(err.contains(says), "{section}: {err}");
+    }
+    // Without client_id: the section's own message.
+    std::fs::write(
+        &path,
+        "[JupyterHub]\nauthenticator_class = \"github\"\n[GitHubOAuthenticator]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "-f"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GitHubOAuthenticator.client_id must be set")
+    );
+}
