@@ -117,24 +117,42 @@ pub fn ensure_as_root(name: &str) -> Result<Outcome, Error> {
         check_existing(name, account.uid.as_raw())?;
         return Ok(Outcome::Existed);
     }
-    let output = std::process::Command::new("useradd")
-        .args([
-            "--create-home",
-            "--user-group",
-            "--shell",
-            "/bin/bash",
-            name,
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| Error::Create {
-            name: name.into(),
-            message: format!("useradd: {e}"),
-        })?;
-    if !output.status.success() {
+    // One useradd at a time here, and a few tries when another program (an admin's adduser,
+    // a package's postinst, a concurrent chpasswd) holds the password files' lock: useradd
+    // gives up at once ("cannot lock /etc/passwd; try again later").
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut wait = std::time::Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        let output = std::process::Command::new("useradd")
+            .args([
+                "--create-home",
+                "--user-group",
+                "--shell",
+                "/bin/bash",
+                name,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::Create {
+                name: name.into(),
+                message: format!("useradd: {e}"),
+            })?;
+        if output.status.success() {
+            break;
+        }
+        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        tries += 1;
+        if message.contains("cannot lock") && tries < 6 {
+            tracing::info!(account = %name, tries, "useradd: the password files are locked; trying again");
+            std::thread::sleep(wait);
+            wait *= 2;
+            continue;
+        }
         return Err(Error::Create {
             name: name.into(),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            message,
         });
     }
     tracing::info!(account = %name, "created system account");
