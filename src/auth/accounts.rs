@@ -117,6 +117,21 @@ pub fn ensure_as_root(name: &str) -> Result<Outcome, Error> {
         check_existing(name, account.uid.as_raw())?;
         return Ok(Outcome::Existed);
     }
+    // useradd only says "cannot lock /etc/passwd; try again later" when /etc is read-only
+    // (a unit's ProtectSystem=full or strict): say what is wrong instead.
+    for dir in ["/etc", "/home"] {
+        if let Err(nix::errno::Errno::EROFS) =
+            nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK)
+        {
+            return Err(Error::Create {
+                name: name.into(),
+                message: format!(
+                    "{dir} is read-only here (a systemd unit's ProtectSystem= or ProtectHome=?), \
+                     so no account can be made"
+                ),
+            });
+        }
+    }
     // One useradd at a time here, and a few tries when another program (an admin's adduser,
     // a package's postinst, a concurrent chpasswd) holds the password files' lock: useradd
     // gives up at once ("cannot lock /etc/passwd; try again later").

@@ -274,3 +274,44 @@ async fn a_helper_killed_mid_request_is_reported_and_its_successor_answers() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A helper whose /etc is read-only (as under a unit's `ProtectSystem=full`) says so instead
+/// of useradd's "cannot lock /etc/passwd; try again later".
+#[tokio::test]
+async fn a_read_only_etc_is_named_when_an_account_cannot_be_made() {
+    crate::support::require_root("the test mounts /etc read-only in a namespace of its own");
+    const USER: &str = "jh-acct-readonly";
+    let _accounts = Accounts(&[USER]);
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("helper.toml");
+    std::fs::write(&config, "[PAMAuthenticator]\ncreate_system_users = true\n").expect("config");
+    let socket = dir.path().join("helper.sock");
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(r#"mount --bind /etc /etc && mount -o remount,bind,ro /etc && exec "$0" "$@""#)
+        .arg(crate::support::BIN)
+        .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
+        .arg(&socket)
+        .arg("-f")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("helper");
+    let stderr = child.stderr.take().expect("stderr");
+    let _helper = Helper(child);
+    crate::support::wait_for_lines(
+        stderr,
+        "privileged helper ready",
+        1,
+        Duration::from_secs(30),
+    );
+    let request = Request::CreateAccount { user: USER.into() };
+    match call(&socket, &request).await.expect("call") {
+        Response::Error { message } => {
+            assert!(message.contains("/etc is read-only"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(nix::unistd::User::from_name(USER).ok().flatten().is_none());
+}
