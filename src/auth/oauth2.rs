@@ -430,13 +430,7 @@ impl Client {
     /// The callback: exchange the code and read who logged in.
     pub async fn complete(&self, code: &str, state: &LoginState) -> Result<OAuthUser, Error> {
         let endpoints = self.endpoints().await?;
-        let secret = self
-            .config
-            .client_secret
-            .as_ref()
-            .map(|s| s.expose().to_owned())
-            .unwrap_or_default();
-        let (body, headers) = self.token_request(code, state, &secret);
+        let (body, headers) = self.token_request(code, state);
         let (status, token_response) = self
             .http
             .send(
@@ -536,19 +530,10 @@ impl Client {
         let Some(refresh_token) = auth_state.get("refresh_token").and_then(Value::as_str) else {
             return Ok(None);
         };
-        let secret = self
-            .config
-            .client_secret
-            .as_ref()
-            .map(|s| s.expose().to_owned())
-            .unwrap_or_default();
-        let (body, headers) = self.form_request(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-            ],
-            &secret,
-        );
+        let (body, headers) = self.form_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ]);
         let answer = self
             .http
             .send(
@@ -590,25 +575,23 @@ impl Client {
         &self,
         code: &str,
         state: &LoginState,
-        secret: &str,
     ) -> (String, Vec<(http::HeaderName, String)>) {
-        self.form_request(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", &self.config.oauth_callback_url),
-                ("code_verifier", &state.code_verifier),
-            ],
-            secret,
-        )
+        self.form_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &self.config.oauth_callback_url),
+            ("code_verifier", &state.code_verifier),
+        ])
     }
 
     /// A token endpoint request: `pairs`, and the client's credentials as `basic_auth` says.
-    fn form_request(
-        &self,
-        pairs: &[(&str, &str)],
-        secret: &str,
-    ) -> (String, Vec<(http::HeaderName, String)>) {
+    fn form_request(&self, pairs: &[(&str, &str)]) -> (String, Vec<(http::HeaderName, String)>) {
+        let secret = self
+            .config
+            .client_secret
+            .as_ref()
+            .map(|s| s.expose())
+            .unwrap_or_default();
         let mut form = form_urlencoded::Serializer::new(String::new());
         for (key, value) in pairs {
             form.append_pair(key, value);

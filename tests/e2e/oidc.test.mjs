@@ -161,6 +161,19 @@ async function revoke(hub, token) {
   assert.equal(r.status, 200, `revocation: ${r.status} ${await r.text()}`);
 }
 
+// A hub with its provider, and a browser page; all stopped when the test `t` ends.
+async function setUp(t, options) {
+  const hub = await startHub(options);
+  const browser = await launchBrowser();
+  t.after(async () => {
+    await browser.close().catch(() => {});
+    hub.child.kill("SIGTERM");
+    hub.provider.child.kill("SIGTERM");
+  });
+  const page = await (await browser.newContext()).newPage();
+  return { hub, page };
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function launchBrowser() {
@@ -171,14 +184,7 @@ function launchBrowser() {
 }
 
 if (SPAWNER === "local") test("login through an OpenID Connect provider", { timeout: 120000 }, async (t) => {
-  const hub = await startHub();
-  const browser = await launchBrowser();
-  t.after(async () => {
-    await browser.close().catch(() => {});
-    hub.child.kill("SIGTERM");
-    hub.provider.child.kill("SIGTERM");
-  });
-  const page = await (await browser.newContext()).newPage();
+  const { hub, page } = await setUp(t);
   try {
     await page.goto(`${hub.url}/hub/login`);
     assert.equal((await page.locator("#oauth_login").textContent()).trim(), "Sign in with Test IdP");
@@ -214,14 +220,7 @@ if (SPAWNER === "local") test("login through an OpenID Connect provider", { time
 // expired access token is renewed with the refresh token; a revoked refresh token (with the
 // access token expired) logs the person out.
 if (SPAWNER === "local") test("an identity provider login is refreshed, and ends when revoked", { timeout: 120000 }, async (t) => {
-  const hub = await startHub({ authenticator: "auth_refresh_age = 1", accessTtl: 2 });
-  const browser = await launchBrowser();
-  t.after(async () => {
-    await browser.close().catch(() => {});
-    hub.child.kill("SIGTERM");
-    hub.provider.child.kill("SIGTERM");
-  });
-  const page = await (await browser.newContext()).newPage();
+  const { hub, page } = await setUp(t, { authenticator: "auth_refresh_age = 1", accessTtl: 2 });
   try {
     await providerLogin(hub, page, "bob");
     const first = (await api(hub, "/users/bob")).auth_state;
@@ -255,18 +254,11 @@ if (SPAWNER === "local") test("an identity provider login is refreshed, and ends
 // refresh_pre_spawn: the login is checked before a spawn even when auth_refresh_age has not
 // passed; a spawn on a login the provider no longer honours is refused with upstream's 403.
 if (SPAWNER === "local") test("refresh_pre_spawn refuses a spawn on an expired login", { timeout: 120000 }, async (t) => {
-  const hub = await startHub({
+  const { hub, page } = await setUp(t, {
     authenticator: "auth_refresh_age = 3600\nrefresh_pre_spawn = true",
     accessTtl: 2,
     spawner: `[Spawner]\ncmd = ["/bin/false"]`,
   });
-  const browser = await launchBrowser();
-  t.after(async () => {
-    await browser.close().catch(() => {});
-    hub.child.kill("SIGTERM");
-    hub.provider.child.kill("SIGTERM");
-  });
-  const page = await (await browser.newContext()).newPage();
   try {
     await providerLogin(hub, page, "carol");
     const { token } = await api(hub, "/users/carol/tokens", { method: "POST", status: 201 });

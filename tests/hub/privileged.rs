@@ -19,7 +19,25 @@ impl Drop for Helper {
 
 /// The real helper on `socket`, once it listens.
 fn start_helper(socket: &std::path::Path, config: &std::path::Path) -> Helper {
-    let mut child = Command::new(crate::support::BIN)
+    start_helper_under(&[], socket, config)
+}
+
+/// The real helper, run by the command `wrapper` (which ends by running its arguments), on
+/// `socket`, once it listens.
+fn start_helper_under(
+    wrapper: &[&str],
+    socket: &std::path::Path,
+    config: &std::path::Path,
+) -> Helper {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(crate::support::BIN);
+            command
+        }
+        None => Command::new(crate::support::BIN),
+    };
+    let mut child = command
         .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
         .arg(socket)
         .arg("-f")
@@ -144,24 +162,7 @@ async fn helper_creates_accounts_only_as_its_config_says() {
         let config = dir.path().join("helper.toml");
         std::fs::write(&config, text).expect("config");
         let socket = dir.path().join("helper.sock");
-        let mut child = Command::new(crate::support::BIN)
-            .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
-            .arg(&socket)
-            .arg("-f")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("helper");
-        let stderr = child.stderr.take().expect("stderr");
-        let helper = Helper(child);
-        crate::support::wait_for_lines(
-            stderr,
-            "privileged helper ready",
-            1,
-            Duration::from_secs(30),
-        );
-        (helper, socket)
+        (start_helper(&socket, &config), socket)
     };
     let create = |user: &str| Request::CreateAccount { user: user.into() };
     // The helper's own config does not create accounts: refused, whatever the hub thinks.
@@ -286,26 +287,18 @@ async fn a_read_only_etc_is_named_when_an_account_cannot_be_made() {
     let config = dir.path().join("helper.toml");
     std::fs::write(&config, "[PAMAuthenticator]\ncreate_system_users = true\n").expect("config");
     let socket = dir.path().join("helper.sock");
-    let mut child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
-        .arg(r#"mount --bind /etc /etc && mount -o remount,bind,ro /etc && exec "$0" "$@""#)
-        .arg(crate::support::BIN)
-        .args(["privileged-helper", "--allowed-user", "jh-e2e", "--socket"])
-        .arg(&socket)
-        .arg("-f")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("helper");
-    let stderr = child.stderr.take().expect("stderr");
-    let _helper = Helper(child);
-    crate::support::wait_for_lines(
-        stderr,
-        "privileged helper ready",
-        1,
-        Duration::from_secs(30),
-    );
+    let read_only_etc =
+        r#"mount --bind /etc /etc && mount -o remount,bind,ro /etc && exec "$0" "$@""#;
+    let unshare = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+    ];
+    let wrapper: Vec<&str> = unshare.into_iter().chain([read_only_etc]).collect();
+    let _helper = start_helper_under(&wrapper, &socket, &config);
     let request = Request::CreateAccount { user: USER.into() };
     match call(&socket, &request).await.expect("call") {
         Response::Error { message } => {
