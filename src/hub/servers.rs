@@ -26,6 +26,8 @@ pub struct ServerState {
     /// Delete the server's record once the stop under way has succeeded
     /// (`DELETE …/servers/NAME` with `remove` while it was stopping).
     pub(super) remove_when_stopped: bool,
+    /// Frozen by `freeze_idle_after` (`hub/freeze.rs`); thawed by the next request.
+    pub(super) frozen: bool,
     /// Events so far; the stream sends each new one.
     pub events: watch::Sender<Vec<Progress>>,
 }
@@ -36,6 +38,7 @@ impl ServerState {
             pending,
             ready: false,
             remove_when_stopped: false,
+            frozen: false,
             events: watch::channel(Vec::new()).0,
         }
     }
@@ -174,6 +177,8 @@ impl Hub {
             "pending": pending,
             "ready": ready,
             "stopped": !active,
+            // Ours: extra keys leave upstream's clients working.
+            "frozen": self.server_frozen(&key),
             "url": self.server_url(&user.name, &row.name),
             "user_options": if row.user_options.is_null() { json!({}) } else { row.user_options.clone() },
             "progress_url": self.progress_url(&user.name, &row.name),
@@ -428,6 +433,10 @@ impl Hub {
         let started = std::time::Instant::now();
         self.routes.remove(&prefix);
         Metrics::observe(&self.metrics.proxy_delete, metrics::SUCCESS, started);
+        // A frozen server could not act on its stop signal until systemd's SIGKILL.
+        if self.server_frozen(&key) {
+            self.thaw_server(&user.name, &row).await;
+        }
         let result = self
             .spawner
             .stop(&user.name, &row.name, &row.state, false)

@@ -531,6 +531,27 @@ impl Spawner for SystemdSpawner {
         Some(self.exits.subscribe())
     }
 
+    /// `FreezeUnit`: the cgroup freezer (cgroup v2 only; systemd says so otherwise).
+    async fn freeze(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let unit = Self::unit_of(user, server_name, state);
+        Ok(self.systemd.freeze(&unit).await?)
+    }
+
+    async fn thaw(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let unit = Self::unit_of(user, server_name, state);
+        Ok(self.systemd.thaw(&unit).await?)
+    }
+
     /// `MemoryCurrent` and `CPUUsageNSec` of the unit (readable by anyone on the bus).
     async fn usage(
         &self,

@@ -43,6 +43,11 @@ pub trait Manager {
     /// `whom` is `all`, `main` or `control`.
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    /// Answers once the unit's cgroup is frozen (cgroup v2 freezer); `NotSupported` when
+    /// the unit's cgroup cannot be frozen.
+    fn freeze_unit(&self, name: &str) -> zbus::Result<()>;
+    /// Answers once the unit's cgroup runs again.
+    fn thaw_unit(&self, name: &str) -> zbus::Result<()>;
     /// Fails with `org.freedesktop.systemd1.NoSuchUnit` when the unit is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// Without a subscriber systemd does not emit unit `PropertiesChanged` signals.
@@ -72,6 +77,9 @@ pub trait Unit {
     fn active_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn sub_state(&self) -> zbus::Result<String>;
+    /// `running`, `freezing`, `frozen`, `thawing`.
+    #[zbus(property)]
+    fn freezer_state(&self) -> zbus::Result<String>;
 }
 
 #[proxy(
@@ -153,6 +161,12 @@ pub fn unit_from_object_path(path: &str) -> Option<String> {
 /// Whether a zbus error is systemd's "no such unit" (the unit is not loaded).
 pub fn is_no_such_unit(error: &zbus::Error) -> bool {
     matches!(error, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
+}
+
+/// Whether a zbus error is systemd's refusal to freeze a unit it cannot freeze (a host
+/// without the unified cgroup hierarchy answers `Unit 'x' does not support freezing.`).
+pub fn is_not_supported(error: &zbus::Error) -> bool {
+    matches!(error, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.DBus.Error.NotSupported")
 }
 
 /// Whether a zbus error is systemd's "unit exists" (a transient unit of that name is loaded).
