@@ -53,6 +53,26 @@ impl Hub {
             .is_some_and(|s| s.frozen)
     }
 
+    /// Whether a freeze failed at this same last activity (then it is not retried yet).
+    fn freeze_failed_at(&self, key: &ServerKey, last: i64) -> bool {
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|s| s.freeze_failed == Some(last))
+    }
+
+    fn set_freeze_failed(&self, key: &ServerKey, last: i64) {
+        if let Some(state) = self
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(key)
+        {
+            state.freeze_failed = Some(last);
+        }
+    }
+
     fn set_server_frozen(&self, key: &ServerKey, frozen: bool) {
         if let Some(state) = self
             .servers
@@ -125,7 +145,7 @@ impl Hub {
                 .flatten()
                 .max()
                 .unwrap_or(now);
-            if now - last < after {
+            if now - last < after || self.freeze_failed_at(&key, last) {
                 continue;
             }
             // Held while freezing: a request arriving meanwhile waits, then thaws it.
@@ -146,7 +166,8 @@ impl Hub {
                         self.freezing.turn_off(why.clone());
                         return;
                     }
-                    tracing::warn!(user = %user.name, server = %row.name, error = %e, "could not freeze an idle server");
+                    tracing::warn!(user = %user.name, server = %row.name, error = %e, "could not freeze an idle server; tried again after its next activity");
+                    self.set_freeze_failed(&key, last);
                 }
             }
         }

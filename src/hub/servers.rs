@@ -28,6 +28,8 @@ pub struct ServerState {
     pub(super) remove_when_stopped: bool,
     /// Frozen by `freeze_idle_after` (`hub/freeze.rs`); thawed by the next request.
     pub(super) frozen: bool,
+    /// The last activity when a freeze last failed: not tried again until there is newer.
+    pub(super) freeze_failed: Option<i64>,
     /// Events so far; the stream sends each new one.
     pub events: watch::Sender<Vec<Progress>>,
 }
@@ -39,6 +41,7 @@ impl ServerState {
             ready: false,
             remove_when_stopped: false,
             frozen: false,
+            freeze_failed: None,
             events: watch::channel(Vec::new()).0,
         }
     }

@@ -76,16 +76,10 @@ pub fn plain_name(unit: &str) -> String {
 fn freezer_result(context: &'static str, result: zbus::Result<()>) -> Result<(), Error> {
     match result {
         Ok(()) => Ok(()),
-        Err(e) if dbus::is_not_supported(&e) => {
-            let message = match e {
-                zbus::Error::MethodError(name, message, _) => {
-                    message.unwrap_or_else(|| name.to_string())
-                }
-                e => e.to_string(),
-            };
-            Err(Error::Unsupported { context, message })
-        }
-        Err(e) => Err(Error::bus(context)(e)),
+        Err(e) => match dbus::not_supported_message(&e) {
+            Some(message) => Err(Error::Unsupported { context, message }),
+            None => Err(Error::bus(context)(e)),
+        },
     }
 }
 
