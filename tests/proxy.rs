@@ -1740,6 +1740,21 @@ async fn frozen_route_is_thawed_once_before_forwarding_on_both_paths() {
         Message::text("warm")
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Frozen again while the websocket stays open (an idle kernel's): the client's next
+    // message thaws it before it is written to the target.
+    refreeze(&routes, &running);
+    ws.send(Message::text("after a pause")).await.expect("send");
+    assert_eq!(
+        ws.next().await.expect("msg").expect("ok"),
+        Message::text("after a pause")
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "the open websocket thawed it"
+    );
+    assert!(running.load(Ordering::SeqCst));
+    assert!(!route.is_frozen());
 
     // A route re-added (as the hub's route check does) stays frozen.
     refreeze(&routes, &running);

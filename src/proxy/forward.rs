@@ -35,6 +35,28 @@ pub type TargetDownHook = Arc<dyn Fn(&Route) + Send + Sync>;
 pub type ThawHook =
     Arc<dyn Fn(Arc<Route>) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
+/// Run `hook` for a frozen `route`, once at a time: concurrent callers wait for the one
+/// thaw and then find the route running. True when the route runs (or nobody can thaw it:
+/// forwarding is the best there is).
+pub(crate) async fn thaw(hook: Option<&ThawHook>, route: &Arc<Route>) -> bool {
+    if !route.is_frozen() {
+        return true;
+    }
+    let Some(hook) = hook else { return true };
+    let _one = route.exclusive().await;
+    if !route.is_frozen() {
+        return true;
+    }
+    if hook(route.clone()).await {
+        route.set_frozen(false);
+        route.touch();
+        true
+    } else {
+        tracing::warn!(route = %route.spec, "the frozen target could not be thawed");
+        false
+    }
+}
+
 /// A body the proxy sends or receives: an upstream/client stream, the hub's body, or a page.
 pub(crate) struct ProxyBody(Inner);
 
@@ -188,23 +210,7 @@ impl Proxy {
     /// Wait until `route`'s target is thawed, if it is frozen: one caller runs the hook,
     /// concurrent ones wait for it and then find the route running. False = still frozen.
     pub(crate) async fn thawed(&self, route: &Arc<Route>) -> bool {
-        if !route.is_frozen() {
-            return true;
-        }
-        // Nobody can thaw it: forwarding is the best there is.
-        let Some(hook) = &self.thaw else { return true };
-        let _one = route.exclusive().await;
-        if !route.is_frozen() {
-            return true;
-        }
-        if hook(route.clone()).await {
-            route.set_frozen(false);
-            route.touch();
-            true
-        } else {
-            tracing::warn!(route = %route.spec, "the frozen target could not be thawed");
-            false
-        }
+        thaw(self.thaw.as_ref(), route).await
     }
 
     /// Error pages come from `GET {target}/{CODE}?url={path}` (CHP's `--error-target`). A URL
@@ -343,7 +349,12 @@ impl Proxy {
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {
                         let upstream = hyper::upgrade::on(&mut res);
-                        tokio::spawn(websocket::splice(client_upgrade, upstream, route.clone()));
+                        tokio::spawn(websocket::splice(
+                            client_upgrade,
+                            upstream,
+                            route.clone(),
+                            self.thaw.clone(),
+                        ));
                     }
                 } else {
                     strip_hop_by_hop(res.headers_mut(), false);
