@@ -15,6 +15,9 @@ use crate::proxy::Route;
 use super::Hub;
 use super::servers::ServerKey;
 
+/// More CPU than this share of one CPU since the previous pass is work, not idleness.
+const BUSY_CPU: f64 = 0.02;
+
 /// Whether freezing is still tried, and why not once it is not.
 #[derive(Default)]
 pub(super) struct Freezing {
@@ -145,7 +148,10 @@ impl Hub {
                 .flatten()
                 .max()
                 .unwrap_or(now);
-            if now - last < after || self.freeze_failed_at(&key, last) {
+            if now - last < after
+                || self.freeze_failed_at(&key, last)
+                || self.cpu_busy(&key, &user.name, &row).await
+            {
                 continue;
             }
             // Held while freezing: a request arriving meanwhile waits, then thaws it.
@@ -171,6 +177,37 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Whether the server used more than `BUSY_CPU` since the previous pass looked: a kernel
+    /// computing with no browser attached makes no requests, and must not be frozen. The
+    /// first look only takes a sample (no rate yet); a spawner that cannot tell is idle.
+    async fn cpu_busy(&self, key: &ServerKey, user: &str, row: &db::SpawnerRow) -> bool {
+        let Ok(usage) = self.spawner.usage(user, &row.name, &row.state).await else {
+            return false;
+        };
+        let Some(cpu) = usage.cpu_nsec else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        let previous = match self
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(key)
+        {
+            Some(state) => state.cpu_sample.replace((now, cpu)),
+            None => return true,
+        };
+        let Some((then, before)) = previous else {
+            return true;
+        };
+        let wall = now.duration_since(then).as_nanos() as f64;
+        let busy = wall <= 0.0 || cpu.saturating_sub(before) as f64 / wall > BUSY_CPU;
+        if busy {
+            tracing::debug!(%user, server = %row.name, "idle but using CPU: not frozen");
+        }
+        busy
     }
 
     /// The proxy's thaw hook: let the route's server run again; false when it could not.

@@ -30,6 +30,8 @@ pub struct ServerState {
     pub(super) frozen: bool,
     /// The last activity when a freeze last failed: not tried again until there is newer.
     pub(super) freeze_failed: Option<i64>,
+    /// The server's CPU time at the freeze pass that last looked (`hub/freeze.rs`).
+    pub(super) cpu_sample: Option<(std::time::Instant, u64)>,
     /// Events so far; the stream sends each new one.
     pub events: watch::Sender<Vec<Progress>>,
 }
@@ -42,6 +44,7 @@ impl ServerState {
             remove_when_stopped: false,
             frozen: false,
             freeze_failed: None,
+            cpu_sample: None,
             events: watch::channel(Vec::new()).0,
         }
     }

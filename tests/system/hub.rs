@@ -8,7 +8,7 @@
 //! but never recorded is stopped at the next start; `kill -9` at random moments of spawns
 //! and stops loses no user, token or server and leaves no unit orphaned;
 //! `concurrent_spawn_limit` holds with 20 real users at once; with `freeze_idle_after`, an
-//! idle server's unit is frozen and the next request thaws it (or, where the host's cgroups
+//! idle server's unit is frozen (a busy one is not) and the next request thaws it (or, where the host's cgroups
 //! cannot freeze, the hub logs systemd's refusal once and the server keeps serving).
 //! Needs root (fails, saying so, otherwise).
 
@@ -513,6 +513,34 @@ fn idle_servers_are_frozen_and_thawed_by_a_request() {
             let server = hub.wait_ready(&user).await;
             assert_eq!(server["frozen"], json!(false), "{server}");
             let main_pid = hub.sd.prop(&unit, "ExecMainPID");
+            // Computing without requests (a kernel with no browser attached) is not idle:
+            // 5 s without a request, 3 s past freeze_idle_after, and not frozen (nor tried).
+            // The hub tells by the unit's CPUUsageNSec, which a cgroup v2 host always has;
+            // where systemd cannot account CPU (this contained systemd on a v1 or hybrid
+            // host says "[not set]") the hub cannot tell, and this part cannot be checked.
+            let cpu_known = hub.sd.prop(&unit, "CPUUsageNSec") != "[not set]";
+            assert!(
+                cpu_known || !can_freeze,
+                "no CPU accounting on a host that can freeze"
+            );
+            if cpu_known {
+                let (status, answer) = hub.through_proxy_path(&user, "spin?seconds=7").await;
+                assert_eq!(status, StatusCode::OK, "{answer}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                assert_eq!(hub.sd.prop(&unit, "FreezerState"), "running");
+                let tried = |e: &Value| {
+                    e["MESSAGE"].as_str().is_some_and(|m| {
+                        ["server frozen", "cannot freeze", "could not freeze"]
+                            .iter()
+                            .any(|w| m.contains(w))
+                    })
+                };
+                let early: Vec<Value> =
+                    hub.entries(&pid).into_iter().filter(|e| tried(e)).collect();
+                assert!(early.is_empty(), "a busy server was frozen: {early:?}");
+            } else {
+                eprintln!("CPUUsageNSec is not set here: the busy-server check cannot run");
+            }
             if can_freeze {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while hub.sd.prop(&unit, "FreezerState") != "frozen" {
