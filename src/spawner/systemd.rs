@@ -549,7 +549,19 @@ impl Spawner for SystemdSpawner {
         state: &serde_json::Value,
     ) -> Result<(), Error> {
         let unit = Self::unit_of(user, server_name, state);
-        Ok(self.systemd.thaw(&unit).await?)
+        if Self::is_root() {
+            return Ok(self.systemd.thaw(&unit).await?);
+        }
+        // Freezing is a "stop" to polkit (granted), thawing a "start" (only the helper).
+        let socket = &self.config.systemd_spawner.helper_socket;
+        match protocol::call(socket, &protocol::Request::ThawUnit { unit }).await {
+            Ok(protocol::Response::Thawed) => Ok(()),
+            Ok(protocol::Response::Error { message }) => Err(Error::Refused(message)),
+            Ok(other) => Err(Error::Refused(format!(
+                "unexpected answer from the privileged helper: {other:?}"
+            ))),
+            Err(e) => Err(Error::Refused(format!("{e} (socket {})", socket.display()))),
+        }
     }
 
     /// `MemoryCurrent` and `CPUUsageNSec` of the unit (readable by anyone on the bus).
