@@ -42,11 +42,6 @@ impl Hub {
         }
     }
 
-    /// Why freezing is off although configured (the first refusal, as the spawner said it).
-    pub fn freezing_off(&self) -> Option<String> {
-        self.freezing.off()
-    }
-
     /// Whether the server is frozen now.
     pub fn server_frozen(&self, key: &ServerKey) -> bool {
         self.servers
