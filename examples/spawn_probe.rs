@@ -22,6 +22,7 @@ fn error_json(e: &Error) -> Value {
         Error::Systemd(_) => ("Systemd", Vec::new()),
         Error::Io(_) => ("Io", Vec::new()),
         Error::UserEnv(_) => ("UserEnv", Vec::new()),
+        Error::FreezeUnsupported(_) => ("FreezeUnsupported", Vec::new()),
     };
     json!({"ok": false, "kind": kind, "error": e.to_string(), "log_tail": log_tail})
 }

@@ -321,6 +321,12 @@ pub async fn serve(
             down_hub.target_unreachable(user, server);
         }
     }));
+    let thaw_hub = hub.clone();
+    proxy.set_thaw_hook(std::sync::Arc::new(move |route| {
+        let hub = thaw_hub.clone();
+        Box::pin(async move { hub.thaw_route(route).await })
+    }));
+    hub.spawn_freezer();
     let public_task = {
         let stop = hub.shutdown_token().clone();
         let proxy = std::sync::Arc::new(proxy);
@@ -345,6 +351,7 @@ pub async fn serve(
             .map_err(|e| Error::Io(std::io::Error::other(e)))??;
     }
     hub.stop_services().await;
+    hub.thaw_all().await;
     if let Err(e) = hub.flush_route_activity() {
         tracing::warn!(error = %e, "could not save activity at shutdown");
     }

@@ -454,6 +454,9 @@ pub struct SystemdSpawnerConfig {
     /// The system account a hub user's servers run as (systemdspawner's option; TLJH's
     /// `jupyter-{USERNAME}`). Also the local spawner's: one account per user either way.
     pub username_template: String,
+    /// Seconds without activity after which a running server is frozen (cgroup freezer)
+    /// instead of left running, and thawed by the proxy's next request to it; 0 = never.
+    pub freeze_idle_after: u64,
 }
 
 impl Default for SystemdSpawnerConfig {
@@ -471,6 +474,7 @@ impl Default for SystemdSpawnerConfig {
             helper_socket: "/run/jupyterhub-helper.sock".into(),
             env_dir: "/run/jupyterhub-units".into(),
             username_template: crate::auth::accounts::USERNAME.into(),
+            freeze_idle_after: 0,
         }
     }
 }
@@ -667,6 +671,13 @@ impl Config {
                 "JupyterHub.spawner_class: unknown spawner {:?}, expected systemd or local",
                 hub.spawner_class
             ));
+        }
+        if self.systemd_spawner.freeze_idle_after > 0 && hub.spawner_class == "local" {
+            return Err(
+                "SystemdSpawner.freeze_idle_after: only the systemd spawner can freeze servers \
+                 (JupyterHub.spawner_class is \"local\")"
+                    .into(),
+            );
         }
         for (key, value) in [
             ("hub_bind_url", Some(&hub.hub_bind_url)),

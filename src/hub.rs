@@ -3,6 +3,7 @@
 //! Handlers never touch `db` or `systemd` directly; they call a method here (the fields are
 //! private to `hub`, and `tests/tidy.rs` checks that handlers do not name `db`).
 
+mod freeze;
 mod groups;
 mod identity;
 mod login;
@@ -139,6 +140,8 @@ pub struct Inner {
     opened: std::time::Instant,
     /// The public port's ACME client (`[LetsEncrypt]`), set once listening.
     acme: std::sync::OnceLock<Arc<crate::proxy::Acme>>,
+    /// Whether idle servers are still frozen (`freeze_idle_after`).
+    freezing: freeze::Freezing,
 }
 
 impl std::ops::Deref for Hub {
@@ -282,6 +285,7 @@ impl Hub {
             metrics: crate::metrics::Metrics::new(),
             opened,
             acme: std::sync::OnceLock::new(),
+            freezing: Default::default(),
         }));
         hub.sync_config()?;
         if mode == Mode::Serve {

@@ -131,7 +131,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return match Config::load(&path) {
                 Ok(config) => {
                     println!("{}: ok", path.display());
-                    Ok(check_letsencrypt(&config))
+                    let freeze = check_freeze(&config);
+                    let letsencrypt = check_letsencrypt(&config);
+                    Ok(if freeze == ExitCode::SUCCESS {
+                        letsencrypt
+                    } else {
+                        freeze
+                    })
                 }
                 Err(e) => {
                     #[allow(clippy::print_stderr)]
@@ -260,6 +266,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(jupyterhub::app::run(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check-config` with `freeze_idle_after`: refused on a host whose cgroups cannot freeze
+/// (what the running hub would otherwise only find out at its first freeze).
+fn check_freeze(config: &Config) -> ExitCode {
+    if config.systemd_spawner.freeze_idle_after == 0 {
+        return ExitCode::SUCCESS;
+    }
+    match jupyterhub::systemd::freezer_available() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            println!("SystemdSpawner.freeze_idle_after: this host cannot freeze servers: {why}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `check-config` with `[LetsEncrypt]`: a dry check that the domains resolve and the ports

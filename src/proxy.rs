@@ -20,7 +20,7 @@ pub use acme::{
     Acme, AcmeSettings, AcmeStatus, Challenge as AcmeChallenge, Error as AcmeError, dry_check,
 };
 pub use chp::{ChpArgs, run_chp};
-pub use forward::{Proxy, TargetDownHook};
+pub use forward::{Proxy, TargetDownHook, ThawHook};
 pub use limits::{Limits, MAX_REQUEST_HEAD};
 pub use listen::{LISTEN_BACKLOG, bind, load_tls, serve, serve_app};
 pub use redirect::{Redirect, serve_redirect};

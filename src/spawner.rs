@@ -34,6 +34,9 @@ pub enum Error {
     UserEnv(String),
     #[error("refused: {0}")]
     Refused(String),
+    /// This spawner, or this host, cannot freeze servers; the words say why.
+    #[error("freezing is not supported: {0}")]
+    FreezeUnsupported(String),
     #[error("systemd: {0}")]
     Systemd(crate::systemd::Error),
     #[error("I/O error: {0}")]
@@ -48,6 +51,7 @@ impl From<crate::systemd::Error> for Error {
             E::Io(e) => Error::Io(e),
             // The hub asked for an environment no unit can carry.
             e @ E::InvalidEnvironment(_) => Error::Refused(e.to_string()),
+            e @ E::Unsupported { .. } => Error::FreezeUnsupported(e.to_string()),
             e => Error::Systemd(e),
         }
     }
@@ -215,6 +219,33 @@ pub trait Spawner: Send + Sync + 'static {
     ) -> Result<Option<LogStream>, Error> {
         let _ = (user, server_name, state, lines);
         Ok(None)
+    }
+    /// Freeze the running server described by `state`: its processes keep their memory and
+    /// connections and use no CPU until `thaw`. Answers once frozen.
+    async fn freeze(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let _ = (user, server_name, state);
+        Err(Error::FreezeUnsupported(format!(
+            "the {} spawner cannot freeze servers",
+            self.name()
+        )))
+    }
+    /// Let a frozen server run again. Answers once it runs.
+    async fn thaw(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let _ = (user, server_name, state);
+        Err(Error::FreezeUnsupported(format!(
+            "the {} spawner cannot freeze servers",
+            self.name()
+        )))
     }
     /// What all servers of this spawner use together, with the ceiling they share (the
     /// systemd spawner's slice); `None` when the spawner has no such grouping.

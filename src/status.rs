@@ -119,7 +119,8 @@ impl From<hub::Error> for Failure {
                 crate::spawner::Error::NoSuchSystemUser(_)
                 | crate::spawner::Error::CommandNotFound(_)
                 | crate::spawner::Error::UserEnv(_)
-                | crate::spawner::Error::Refused(_) => {
+                | crate::spawner::Error::Refused(_)
+                | crate::spawner::Error::FreezeUnsupported(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                 }
                 crate::spawner::Error::Systemd(_) | crate::spawner::Error::Io(_) => {

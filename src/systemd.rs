@@ -31,6 +31,12 @@ pub enum Error {
     /// The bus connection ended while waiting for a job (`what`: `starting`, `stopping`).
     #[error("the D-Bus connection closed while {0}")]
     Closed(&'static str),
+    /// systemd cannot freeze this unit; `message` is its own words.
+    #[error("{context}: {message}")]
+    Unsupported {
+        context: &'static str,
+        message: String,
+    },
     #[error("{0} did not stop in time")]
     StopTimedOut(String),
     /// A name that cannot go into an environment file.
@@ -48,6 +54,21 @@ pub enum Error {
 impl Error {
     pub(crate) fn bus(context: &'static str) -> impl FnOnce(zbus::Error) -> Error {
         move |source| Error::Bus { context, source }
+    }
+}
+
+/// Whether this host's cgroups let systemd freeze units: systemd's `FreezeUnit` uses the
+/// cgroup v2 freezer, so it needs the unified hierarchy at /sys/fs/cgroup (a hybrid or v1
+/// host answers "does not support freezing"). `Err` says why not.
+pub fn freezer_available() -> Result<(), String> {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Ok(())
+    } else {
+        Err(
+            "/sys/fs/cgroup is not the unified cgroup v2 hierarchy (cgroup v1 or hybrid), \
+             and systemd freezes units only there"
+                .into(),
+        )
     }
 }
 

@@ -1606,3 +1606,176 @@ async fn raw_targets_that_close_stream_or_misbehave() {
     .await;
     assert_eq!(c.response(false).await.status, 502);
 }
+
+// ---------------------------------------------------------------- frozen routes
+
+/// A backend standing in for a frozen server: a request that reaches it before `running` is
+/// set was forwarded too early and gets a 500 saying so.
+async fn frozen_backend(running: Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let running = running.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let running = running.load(Ordering::SeqCst);
+                    async move {
+                        if running {
+                            backend_handle("thawed", req).await
+                        } else {
+                            Ok(full(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "forwarded while frozen",
+                            ))
+                        }
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A proxy whose thaw hook counts its calls, takes 200 ms (as `ThawUnit` takes a moment),
+/// then lets the backend run; `thaws` says whether it succeeds.
+async fn frozen_setup(
+    thaws: bool,
+) -> (
+    InProcess,
+    Arc<RouteTable>,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<AtomicUsize>,
+) {
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let routes = Arc::new(RouteTable::new());
+    routes.add(
+        "/user/ice/",
+        url(frozen_backend(running.clone()).await),
+        Value::Null,
+    );
+    routes.get("/user/ice/").expect("route").set_frozen(true);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut proxy = Proxy::new(routes.clone(), None);
+    let (seen, thawed) = (calls.clone(), running.clone());
+    proxy.set_thaw_hook(Arc::new(move |route: Arc<jupyterhub::proxy::Route>| {
+        assert_eq!(route.spec, "/user/ice/");
+        seen.fetch_add(1, Ordering::SeqCst);
+        let thawed = thawed.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            thawed.store(thaws, Ordering::SeqCst);
+            thaws
+        })
+    }));
+    (start_proxy(proxy, None).await, routes, running, calls)
+}
+
+/// Freeze the route again, as the hub does before freezing its server.
+fn refreeze(routes: &RouteTable, running: &std::sync::atomic::AtomicBool) {
+    running.store(false, Ordering::SeqCst);
+    routes.get("/user/ice/").expect("route").set_frozen(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_route_is_thawed_once_before_forwarding_on_both_paths() {
+    let (p, routes, running, calls) = frozen_setup(true).await;
+    let route = routes.get("/user/ice/").expect("route");
+
+    // The fast path: ten concurrent GETs on ten connections wait for one thaw.
+    let requests = (0..10).map(|i| {
+        let url = format!("http://{}/user/ice/lab/{i}", p.addr);
+        async move {
+            let res = client().get(url).send().await.expect("req");
+            (res.status(), res.text().await.expect("body"))
+        }
+    });
+    for (status, body) in futures_util::future::join_all(requests).await {
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"thawed\""), "{body}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one thaw for all of them");
+    assert!(
+        !route.is_frozen(),
+        "the proxy clears the flag after the thaw"
+    );
+    assert!(route.last_activity().is_some(), "a thaw is activity");
+    // Running again: no more thaws.
+    get_json(p.addr, "/user/ice/tree").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The hyper path: a body over the fast path's 64 KiB.
+    refreeze(&routes, &running);
+    let res = client()
+        .post(format!("http://{}/user/ice/upload", p.addr))
+        .body(vec![7u8; 200_000])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.expect("body"), "200000");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // A websocket (always the hyper path) thaws before its upgrade goes upstream.
+    refreeze(&routes, &running);
+    let (mut ws, res) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/user/ice/api/kernels/k/channels",
+        p.addr
+    ))
+    .await
+    .expect("ws connect after the thaw");
+    assert_eq!(res.status(), 101);
+    ws.send(Message::text("warm")).await.expect("send");
+    assert_eq!(
+        ws.next().await.expect("msg").expect("ok"),
+        Message::text("warm")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Frozen again while the websocket stays open (an idle kernel's): the client's next
+    // message thaws it before it is written to the target.
+    refreeze(&routes, &running);
+    ws.send(Message::text("after a pause")).await.expect("send");
+    assert_eq!(
+        ws.next().await.expect("msg").expect("ok"),
+        Message::text("after a pause")
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "the open websocket thawed it"
+    );
+    assert!(running.load(Ordering::SeqCst));
+    assert!(!route.is_frozen());
+
+    // A route re-added (as the hub's route check does) stays frozen.
+    refreeze(&routes, &running);
+    routes.add("/user/ice/", route.target.clone(), Value::Null);
+    assert!(routes.get("/user/ice/").expect("route").is_frozen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_thaw_is_503_and_is_tried_again() {
+    let (p, routes, _running, calls) = frozen_setup(false).await;
+    for (n, path) in ["/user/ice/lab", "/user/ice/api/contents"]
+        .iter()
+        .enumerate()
+    {
+        let res = client()
+            .get(format!("http://{}{path}", p.addr))
+            .send()
+            .await
+            .expect("req");
+        assert_eq!(res.status(), 503, "never forwarded to a frozen target");
+        assert_eq!(calls.load(Ordering::SeqCst), n + 1);
+    }
+    assert!(routes.get("/user/ice/").expect("route").is_frozen());
+}

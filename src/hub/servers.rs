@@ -26,6 +26,12 @@ pub struct ServerState {
     /// Delete the server's record once the stop under way has succeeded
     /// (`DELETE …/servers/NAME` with `remove` while it was stopping).
     pub(super) remove_when_stopped: bool,
+    /// Frozen by `freeze_idle_after` (`hub/freeze.rs`); thawed by the next request.
+    pub(super) frozen: bool,
+    /// The last activity when a freeze last failed: not tried again until there is newer.
+    pub(super) freeze_failed: Option<i64>,
+    /// The server's CPU time at the freeze pass that last looked (`hub/freeze.rs`).
+    pub(super) cpu_sample: Option<(std::time::Instant, u64)>,
     /// Events so far; the stream sends each new one.
     pub events: watch::Sender<Vec<Progress>>,
 }
@@ -36,6 +42,9 @@ impl ServerState {
             pending,
             ready: false,
             remove_when_stopped: false,
+            frozen: false,
+            freeze_failed: None,
+            cpu_sample: None,
             events: watch::channel(Vec::new()).0,
         }
     }
@@ -174,6 +183,8 @@ impl Hub {
             "pending": pending,
             "ready": ready,
             "stopped": !active,
+            // Ours: extra keys leave upstream's clients working.
+            "frozen": self.server_frozen(&key),
             "url": self.server_url(&user.name, &row.name),
             "user_options": if row.user_options.is_null() { json!({}) } else { row.user_options.clone() },
             "progress_url": self.progress_url(&user.name, &row.name),
@@ -428,6 +439,10 @@ impl Hub {
         let started = std::time::Instant::now();
         self.routes.remove(&prefix);
         Metrics::observe(&self.metrics.proxy_delete, metrics::SUCCESS, started);
+        // A frozen server could not act on its stop signal until systemd's SIGKILL.
+        if self.server_frozen(&key) {
+            self.thaw_server(&user.name, &row).await;
+        }
         let result = self
             .spawner
             .stop(&user.name, &row.name, &row.state, false)

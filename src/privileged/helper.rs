@@ -257,6 +257,27 @@ async fn handle(request: Request, config: &Config) -> Response {
                 },
             }
         }
+        Request::ThawUnit { unit } => {
+            tracing::info!(%unit, "helper: thaw requested");
+            if config.systemd_spawner.freeze_idle_after == 0 {
+                return Response::Error {
+                    message: "refused: freeze_idle_after is off in the helper's config".into(),
+                };
+            }
+            if crate::spawner::systemd::parse_unit_name(&unit).is_none() {
+                tracing::warn!(%unit, "helper: refused");
+                return Response::Error {
+                    message: format!("refused: {unit:?} is not a user server's unit"),
+                };
+            }
+            let thawed = async { crate::systemd::Systemd::connect().await?.thaw(&unit).await };
+            match thawed.await {
+                Ok(()) => Response::Thawed,
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
         Request::CheckPam { user, password } => {
             tracing::info!(user = %user, "helper: PAM check requested");
             let service = config.pam.service.clone();

@@ -61,6 +61,12 @@ pub enum Request {
         env: std::collections::BTreeMap<String, String>,
         fingerprint: String,
     },
+    /// Thaw the frozen unit of a user's server (`freeze_idle_after`): systemd checks
+    /// `ThawUnit` as starting the unit, which polkit cannot grant the hub without granting
+    /// transient starts of any unit of that name.
+    ThawUnit {
+        unit: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,6 +76,7 @@ pub enum Response {
     Pam { valid: bool },
     ServiceStarted { pid: u32 },
     Account { outcome: AccountOutcome },
+    Thawed,
     Error { message: String },
 }
 

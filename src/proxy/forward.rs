@@ -30,6 +30,33 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Called when a route's target refuses connections or times out.
 pub type TargetDownHook = Arc<dyn Fn(&Route) + Send + Sync>;
 
+/// Thaws a route's frozen target; resolves to whether it runs again. The proxy calls it at
+/// most once at a time per route, and forwards a frozen route's requests only after it.
+pub type ThawHook =
+    Arc<dyn Fn(Arc<Route>) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// Run `hook` for a frozen `route`, once at a time: concurrent callers wait for the one
+/// thaw and then find the route running. True when the route runs (or nobody can thaw it:
+/// forwarding is the best there is).
+pub(crate) async fn thaw(hook: Option<&ThawHook>, route: &Arc<Route>) -> bool {
+    if !route.is_frozen() {
+        return true;
+    }
+    let Some(hook) = hook else { return true };
+    let _one = route.exclusive().await;
+    if !route.is_frozen() {
+        return true;
+    }
+    if hook(route.clone()).await {
+        route.set_frozen(false);
+        route.touch();
+        true
+    } else {
+        tracing::warn!(route = %route.spec, "the frozen target could not be thawed");
+        false
+    }
+}
+
 /// A body the proxy sends or receives: an upstream/client stream, the hub's body, or a page.
 pub(crate) struct ProxyBody(Inner);
 
@@ -110,6 +137,7 @@ pub struct Proxy {
     hub: Option<axum::Router>,
     error_target: Option<Uri>,
     target_down: Option<TargetDownHook>,
+    thaw: Option<ThawHook>,
     limits: Limits,
 }
 
@@ -150,6 +178,7 @@ impl Proxy {
             hub,
             error_target: None,
             target_down: None,
+            thaw: None,
             limits: Limits::default(),
         }
     }
@@ -171,6 +200,17 @@ impl Proxy {
     /// Called with the route when its target refuses connections or times out.
     pub fn set_target_down_hook(&mut self, f: TargetDownHook) {
         self.target_down = Some(f);
+    }
+
+    /// Called (and awaited) before a request goes to a route marked frozen.
+    pub fn set_thaw_hook(&mut self, f: ThawHook) {
+        self.thaw = Some(f);
+    }
+
+    /// Wait until `route`'s target is thawed, if it is frozen: one caller runs the hook,
+    /// concurrent ones wait for it and then find the route running. False = still frozen.
+    pub(crate) async fn thawed(&self, route: &Arc<Route>) -> bool {
+        thaw(self.thaw.as_ref(), route).await
     }
 
     /// Error pages come from `GET {target}/{CODE}?url={path}` (CHP's `--error-target`). A URL
@@ -235,6 +275,12 @@ impl Proxy {
         base: &Uri,
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        if !self.thawed(route).await {
+            let pq = req.uri().path_and_query().cloned();
+            return self
+                .error_page(StatusCode::SERVICE_UNAVAILABLE, pq.as_ref())
+                .await;
+        }
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -303,7 +349,12 @@ impl Proxy {
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {
                         let upstream = hyper::upgrade::on(&mut res);
-                        tokio::spawn(websocket::splice(client_upgrade, upstream, route.clone()));
+                        tokio::spawn(websocket::splice(
+                            client_upgrade,
+                            upstream,
+                            route.clone(),
+                            self.thaw.clone(),
+                        ));
                     }
                 } else {
                     strip_hop_by_hop(res.headers_mut(), false);

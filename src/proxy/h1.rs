@@ -708,6 +708,9 @@ async fn exchange<C: Client>(
     proxy: &Proxy,
     plan: &Plan,
 ) -> Next {
+    if !proxy.thawed(&plan.route).await {
+        return error_page(client, proxy, StatusCode::SERVICE_UNAVAILABLE, plan).await;
+    }
     let (mut up, mut reused) = match checkout(pool, &plan.authority) {
         Some(up) => (up, true),
         None => match connect(&plan.authority).await {

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,6 +29,10 @@ pub struct Route {
     pub data: serde_json::Value,
     /// Unix microseconds of the last activity; 0 = never.
     last_activity: AtomicI64,
+    /// The target's processes are frozen: the proxy's thaw hook runs before forwarding.
+    frozen: AtomicBool,
+    /// Held while the thaw hook runs, so concurrent requests wait on one thaw.
+    thawing: tokio::sync::Mutex<()>,
 }
 
 /// Activity closer together than this is recorded once (see `Route::touch_coarse`).
@@ -49,7 +53,25 @@ impl Route {
             target,
             data,
             last_activity: AtomicI64::new(0),
+            frozen: AtomicBool::new(false),
+            thawing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Whether requests must wait for the thaw hook first.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Acquire)
+    }
+
+    /// Held while the target is being frozen or thawed: the proxy's thaw waits for a freeze
+    /// under way, and concurrent requests for one thaw.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.thawing.lock().await
+    }
+
+    /// Mark the target frozen (before freezing it) or running again.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Release);
     }
 
     /// Unix microseconds of the last request or websocket traffic, `None` if never.
@@ -187,7 +209,7 @@ impl RouteTable {
         self.table.store(Arc::new(table));
     }
 
-    /// Add or replace the route at `spec`. A replaced route's activity carries over; requests
+    /// Add or replace the route at `spec`. A replaced route's activity and frozen flag carry over; requests
     /// already using the old route finish on it.
     pub fn add(&self, spec: &str, target: Target, data: serde_json::Value) {
         let route = Route::new(spec, target, data);
@@ -199,6 +221,8 @@ impl RouteTable {
             };
             if let Some(old) = map.get(&key) {
                 route.touch_at(old.last_activity.load(Ordering::Relaxed));
+                // A re-added route to a frozen server must still thaw it first.
+                route.set_frozen(old.is_frozen());
             }
             map.insert(key, Arc::new(route));
         });

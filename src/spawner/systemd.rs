@@ -531,6 +531,39 @@ impl Spawner for SystemdSpawner {
         Some(self.exits.subscribe())
     }
 
+    /// `FreezeUnit`: the cgroup freezer (cgroup v2 only; systemd says so otherwise).
+    async fn freeze(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let unit = Self::unit_of(user, server_name, state);
+        Ok(self.systemd.freeze(&unit).await?)
+    }
+
+    async fn thaw(
+        &self,
+        user: &str,
+        server_name: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let unit = Self::unit_of(user, server_name, state);
+        if Self::is_root() {
+            return Ok(self.systemd.thaw(&unit).await?);
+        }
+        // Freezing is a "stop" to polkit (granted), thawing a "start" (only the helper).
+        let socket = &self.config.systemd_spawner.helper_socket;
+        match protocol::call(socket, &protocol::Request::ThawUnit { unit }).await {
+            Ok(protocol::Response::Thawed) => Ok(()),
+            Ok(protocol::Response::Error { message }) => Err(Error::Refused(message)),
+            Ok(other) => Err(Error::Refused(format!(
+                "unexpected answer from the privileged helper: {other:?}"
+            ))),
+            Err(e) => Err(Error::Refused(format!("{e} (socket {})", socket.display()))),
+        }
+    }
+
     /// `MemoryCurrent` and `CPUUsageNSec` of the unit (readable by anyone on the bus).
     async fn usage(
         &self,

@@ -43,6 +43,11 @@ pub trait Manager {
     /// `whom` is `all`, `main` or `control`.
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    /// Answers once the unit's cgroup is frozen (cgroup v2 freezer); `NotSupported` when
+    /// the unit's cgroup cannot be frozen.
+    fn freeze_unit(&self, name: &str) -> zbus::Result<()>;
+    /// Answers once the unit's cgroup runs again.
+    fn thaw_unit(&self, name: &str) -> zbus::Result<()>;
     /// Fails with `org.freedesktop.systemd1.NoSuchUnit` when the unit is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// Without a subscriber systemd does not emit unit `PropertiesChanged` signals.
@@ -72,6 +77,9 @@ pub trait Unit {
     fn active_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn sub_state(&self) -> zbus::Result<String>;
+    /// `running`, `freezing`, `frozen`, `thawing`.
+    #[zbus(property)]
+    fn freezer_state(&self) -> zbus::Result<String>;
 }
 
 #[proxy(
@@ -155,6 +163,24 @@ pub fn is_no_such_unit(error: &zbus::Error) -> bool {
     matches!(error, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
 }
 
+/// systemd's words when a zbus error is its refusal to freeze a unit it cannot freeze (a
+/// host without the unified cgroup hierarchy answers `Unit 'x' does not support freezing.`).
+/// zbus hands `org.freedesktop.DBus.Error.*` replies over as `Error::FDO`; both forms count.
+pub fn not_supported_message(error: &zbus::Error) -> Option<String> {
+    match error {
+        zbus::Error::FDO(e) => match &**e {
+            zbus::fdo::Error::NotSupported(message) => Some(message.clone()),
+            _ => None,
+        },
+        zbus::Error::MethodError(name, message, _)
+            if name.as_str() == "org.freedesktop.DBus.Error.NotSupported" =>
+        {
+            Some(message.clone().unwrap_or_else(|| name.to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// Whether a zbus error is systemd's "unit exists" (a transient unit of that name is loaded).
 pub fn is_unit_exists(error: &zbus::Error) -> bool {
     matches!(error, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.systemd1.UnitExists")
@@ -168,6 +194,16 @@ pub fn is_already_subscribed(error: &zbus::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// systemd's refusal arrives as zbus's `FDO` form (what a real systemd 252 sends).
+    #[test]
+    fn not_supported_keeps_systemds_words() {
+        let words = "Unit 'jupyter-a-singleuser.service' does not support freezing.";
+        let fdo = zbus::Error::FDO(Box::new(zbus::fdo::Error::NotSupported(words.into())));
+        assert_eq!(not_supported_message(&fdo).as_deref(), Some(words));
+        let other = zbus::Error::FDO(Box::new(zbus::fdo::Error::AccessDenied(words.into())));
+        assert_eq!(not_supported_message(&other), None);
+    }
 
     fn check(unit: &str, expected: &str) {
         let path = unit_object_path(unit);

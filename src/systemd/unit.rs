@@ -72,6 +72,17 @@ pub fn plain_name(unit: &str) -> String {
 }
 
 /// Run one D-Bus call with `CALL_TIMEOUT`: the outer error is systemd not answering.
+/// `NotSupported` keeps systemd's own message, which says why (shown to the admin as is).
+fn freezer_result(context: &'static str, result: zbus::Result<()>) -> Result<(), Error> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => match dbus::not_supported_message(&e) {
+            Some(message) => Err(Error::Unsupported { context, message }),
+            None => Err(Error::bus(context)(e)),
+        },
+    }
+}
+
 pub(crate) async fn timed<T>(
     what: &'static str,
     call: impl Future<Output = zbus::Result<T>>,
@@ -495,6 +506,42 @@ impl Systemd {
             Err(e) if !dbus::is_no_such_unit(&e) => Err(Error::bus("KillUnit")(e)),
             _ => Ok(()),
         }
+    }
+
+    /// Freeze the unit's processes (`FreezeUnit`): they keep their memory and sockets and use
+    /// no CPU until `thaw`. Answers once frozen.
+    pub async fn freeze(&self, name: &str) -> Result<(), Error> {
+        freezer_result(
+            "FreezeUnit",
+            timed("FreezeUnit", self.manager.freeze_unit(name)).await?,
+        )
+    }
+
+    /// Let a frozen unit run again (`ThawUnit`). Answers once it runs.
+    pub async fn thaw(&self, name: &str) -> Result<(), Error> {
+        freezer_result(
+            "ThawUnit",
+            timed("ThawUnit", self.manager.thaw_unit(name)).await?,
+        )
+    }
+
+    /// The unit's `FreezerState` (`running`, `frozen`, …); `None` when it is not loaded.
+    pub async fn freezer_state(&self, name: &str) -> Result<Option<String>, Error> {
+        let path = match timed("GetUnit", self.manager.get_unit(name)).await? {
+            Ok(path) => path,
+            Err(e) if dbus::is_no_such_unit(&e) => return Ok(None),
+            Err(e) => return Err(Error::bus("GetUnit")(e)),
+        };
+        let unit = UnitProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(Error::bus("unit proxy"))?;
+        timed("FreezerState", unit.freezer_state())
+            .await?
+            .map(Some)
+            .map_err(Error::bus("FreezerState"))
     }
 
     /// Forget a failed unit's failure (and with it the unit, once nothing else holds it).

@@ -82,6 +82,57 @@ fn check_config_names_file_line_and_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
 }
 
+/// `freeze_idle_after` is refused with the local spawner, and by `check-config` on a host
+/// whose cgroups cannot freeze (no unified cgroup v2 hierarchy), saying why; accepted where
+/// they can. Which of the two this host is decides the expectation; both are checked.
+#[test]
+fn freeze_idle_after_is_checked_against_the_spawner_and_the_host() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("jupyterhub.toml");
+    let check = |text: &str| {
+        std::fs::write(&path, text).expect("write");
+        Command::new(BIN)
+            .args(["check-config", "-f"])
+            .arg(&path)
+            .output()
+            .expect("run")
+    };
+    let out = check(
+        "[JupyterHub]\nspawner_class = \"local\"\n[SystemdSpawner]\nfreeze_idle_after = 60\n",
+    );
+    assert!(!out.status.success(), "accepted with the local spawner");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("freeze_idle_after") && err.contains("only the systemd spawner"),
+        "{err}"
+    );
+    // Off (0) is fine anywhere.
+    let out =
+        check("[JupyterHub]\nspawner_class = \"local\"\n[SystemdSpawner]\nfreeze_idle_after = 0\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(
+        "[JupyterHub]\nspawner_class = \"systemd\"\n[SystemdSpawner]\nfreeze_idle_after = 60\n",
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert!(out.status.success(), "refused on a cgroup v2 host: {said}");
+    } else {
+        assert!(
+            !out.status.success(),
+            "accepted on a host that cannot freeze: {said}"
+        );
+        assert!(
+            said.contains("SystemdSpawner.freeze_idle_after: this host cannot freeze servers")
+                && said.contains("not the unified cgroup v2 hierarchy"),
+            "{said}"
+        );
+    }
+}
+
 /// Options upstream has and this hub does not build yet are refused, naming the key, rather
 /// than accepted and ignored.
 #[test]

@@ -118,6 +118,37 @@ async fn helper_checks_pam_and_refuses_what_it_must() {
             other => panic!("expected a refusal ({why}), got {other:?}"),
         }
     }
+    // Thawing (for freeze_idle_after) only when the helper's own config freezes, and only a
+    // user server's unit: ThawUnit is a start to systemd.
+    let thaw = |unit: &str| Request::ThawUnit { unit: unit.into() };
+    match call(&socket, &thaw("jupyter-jh\\x2de2e-singleuser.service"))
+        .await
+        .expect("call")
+    {
+        Response::Error { message } => {
+            assert!(message.contains("freeze_idle_after is off"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let freezing = dir.path().join("freezing.toml");
+    std::fs::write(&freezing, "[SystemdSpawner]\nfreeze_idle_after = 60\n").expect("config");
+    let freezing_socket = dir.path().join("freezing.sock");
+    let _freezing_helper = start_helper(&freezing_socket, &freezing);
+    for unit in [
+        "sshd.service",
+        "jupyterhub-service-x.service",
+        "jupyter-.service",
+    ] {
+        match call(&freezing_socket, &thaw(unit)).await.expect("call") {
+            Response::Error { message } => {
+                assert!(
+                    message.contains("not a user server's unit"),
+                    "{unit}: {message}"
+                )
+            }
+            other => panic!("{unit}: expected a refusal, got {other:?}"),
+        }
+    }
     // Another account may not use the helper at all.
     let script = format!(
         "import socket,json\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect({path:?})\n s.sendall(json.dumps({{'op':'check_pam','user':'x','password':'y'}}).encode()+b'\\n')\n print(s.recv(4096).decode())\nexcept OSError as e:\n print('refused', e)\n",

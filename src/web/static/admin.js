@@ -179,6 +179,8 @@ function serversOf(u) {
 
 function serverStatus(s) {
   if (s.pending) return s.pending === "spawn" ? "starting" : s.pending === "stop" ? "stopping" : s.pending;
+  // Frozen (freeze_idle_after): still running, resumed by the next request to it.
+  if (s.ready && s.frozen) return ["running ", h("span", { class: "badge frozen", title: "Frozen while idle; the next request resumes it" }, "frozen")];
   if (s.ready) return "running";
   return "stopped";
 }
