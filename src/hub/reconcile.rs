@@ -41,6 +41,14 @@ impl Hub {
                             .unwrap_or_else(|e| e.into_inner())
                             .insert((user.id, row.name.clone()), state);
                         tracing::info!(user = %user.name, server = %row.name, "server still running");
+                        // A hub killed while it had servers frozen left them so, and nothing
+                        // else would thaw them: requests to them would hang.
+                        if self.config.systemd_spawner.freeze_idle_after > 0
+                            && let Err(e) =
+                                self.spawner.thaw(&user.name, &row.name, &row.state).await
+                        {
+                            tracing::debug!(user = %user.name, server = %row.name, error = %e, "thaw at start-up");
+                        }
                     }
                 }
                 Ok(Status::Stopped { reason, log_tail }) => {
