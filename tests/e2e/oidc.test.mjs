@@ -6,8 +6,13 @@
 // that say so. Then the refresh of a login (auth_refresh_age, refresh_pre_spawn) with the
 // provider's refresh tokens, and its end when the provider revokes them.
 //
-// Environment: JUPYTERHUB_BIN (default target/debug/jupyterhub). Local set-up only
-// (E2E_SPAWNER unset or "local"): no server is started.
+// Then the whole way to JupyterLab: the provider's user (the system account E2E_USER) gets
+// a real jupyterhub-singleuser, whose environment carries the provider's access token
+// (auth_state_env).
+//
+// Environment: JUPYTERHUB_BIN (default target/debug/jupyterhub), SINGLEUSER_VENVS (the first
+// venv with jupyterhub + jupyterlab is used), E2E_USER (default jh-e2e). Local set-up only
+// (E2E_SPAWNER unset or "local").
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -20,6 +25,8 @@ import { chromium } from "playwright-core";
 
 const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const SPAWNER = process.env.E2E_SPAWNER || "local";
+const VENV = (process.env.SINGLEUSER_VENVS || "").split(",").filter(Boolean)[0];
+const USER = process.env.E2E_USER || "jh-e2e";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ADMIN_TOKEN = "oidc-test-admin-token-0123456789";
 // 32 bytes, hex: the key auth_state is encrypted with.
@@ -277,6 +284,35 @@ if (SPAWNER === "local") test("refresh_pre_spawn refuses a spawn on an expired l
     const refused = await fetch(`${hub.url}/hub/api/users/carol/server`, { method: "POST", headers: { Authorization: `token ${token}` } });
     assert.equal(refused.status, 403);
     assert.match((await refused.json()).message, /auth has expired for carol, login again/);
+  } catch (e) {
+    console.log(hub.log());
+    throw e;
+  }
+});
+
+// The provider's login to JupyterLab: the spawn after the login, the real single-user
+// server's own OAuth with the hub, and the provider's access token in the server's
+// environment (auth_state_env), read back in a notebook-free way: the server's process.
+if (SPAWNER === "local") test("from the provider's login to JupyterLab", { timeout: 400000 }, async (t) => {
+  assert.ok(VENV, "SINGLEUSER_VENVS must name a venv with jupyterhub and jupyterlab");
+  const { hub, page } = await setUp(t, {
+    spawner: `[Spawner]\ncmd = ["${VENV}/bin/jupyterhub-singleuser"]\ndefault_url = "/lab"\n` +
+      `start_timeout = 120\nhttp_timeout = 120\nauth_state_env = { IDP_ACCESS = "access_token" }`,
+  });
+  try {
+    await providerLogin(hub, page, USER, "/hub/home");
+    await page.goto(`${hub.url}/hub/spawn`);
+    await page.waitForURL(new RegExp(`/user/${USER}/lab`), { timeout: 180000 });
+    await page.waitForSelector("#jp-main-dock-panel", { timeout: 180000 });
+    const model = await api(hub, `/users/${USER}`);
+    assert.equal(model.servers[""].ready, true, JSON.stringify(model));
+    const environ = readFileSync(`/proc/${model.servers[""].state.pid}/environ`, "utf8").split("\0");
+    assert.ok(environ.includes(`IDP_ACCESS=${model.auth_state.access_token}`), "the provider's access token reaches the server");
+    const stop = await fetch(`${hub.url}/hub/api/users/${USER}/server`, {
+      method: "DELETE",
+      headers: { Authorization: `token ${SERVICE_TOKEN}` },
+    });
+    assert.ok([202, 204].includes(stop.status), `stop: ${stop.status}`);
   } catch (e) {
     console.log(hub.log());
     throw e;
