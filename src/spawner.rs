@@ -229,10 +229,7 @@ pub trait Spawner: Send + Sync + 'static {
         state: &serde_json::Value,
     ) -> Result<(), Error> {
         let _ = (user, server_name, state);
-        Err(Error::FreezeUnsupported(format!(
-            "the {} spawner cannot freeze servers",
-            self.name()
-        )))
+        Err(freeze_unsupported(self.name()))
     }
     /// Let a frozen server run again. Answers once it runs.
     async fn thaw(
@@ -242,10 +239,7 @@ pub trait Spawner: Send + Sync + 'static {
         state: &serde_json::Value,
     ) -> Result<(), Error> {
         let _ = (user, server_name, state);
-        Err(Error::FreezeUnsupported(format!(
-            "the {} spawner cannot freeze servers",
-            self.name()
-        )))
+        Err(freeze_unsupported(self.name()))
     }
     /// What all servers of this spawner use together, with the ceiling they share (the
     /// systemd spawner's slice); `None` when the spawner has no such grouping.
@@ -314,4 +308,9 @@ pub fn setup_user_env(
         ],
     )?;
     Ok(())
+}
+
+/// What a spawner that cannot freeze answers to `freeze` and `thaw`.
+fn freeze_unsupported(spawner: &str) -> Error {
+    Error::FreezeUnsupported(format!("the {spawner} spawner cannot freeze servers"))
 }

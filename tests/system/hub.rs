@@ -362,6 +362,19 @@ unit_extra_properties = ["IOWeight=42"]
         model["servers"].get("").cloned()
     }
 
+    /// Start `user`'s default server (201 or 202) and wait until it is ready.
+    async fn spawn(&self, user: &str) -> Value {
+        let (status, _, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/users/{user}/server"),
+                None,
+            )
+            .await;
+        assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
+        self.wait_ready(user).await
+    }
+
     async fn wait_ready(&self, user: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
@@ -502,15 +515,7 @@ fn idle_servers_are_frozen_and_thawed_by_a_request() {
                 )
                 .await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
-            let (status, _, body) = hub
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/users/{user}/server"),
-                    None,
-                )
-                .await;
-            assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
-            let server = hub.wait_ready(&user).await;
+            let server = hub.spawn(&user).await;
             assert_eq!(server["frozen"], json!(false), "{server}");
             let main_pid = hub.sd.prop(&unit, "ExecMainPID");
             // Computing without requests (a kernel with no browser attached) is not idle:
@@ -653,15 +658,7 @@ async fn servers_survive_kill_9_of_the_hub(hub: &Hub<'_>) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, _, body) = hub
-        .call(
-            reqwest::Method::POST,
-            &format!("/users/{user}/server"),
-            None,
-        )
-        .await;
-    assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
-    let server = hub.wait_ready(&user).await;
+    let server = hub.spawn(&user).await;
     assert_eq!(server["state"]["unit"], json!(unit), "{server}");
     let invocation = hub.sd.prop(&unit, "InvocationID");
     let main_pid = hub.sd.prop(&unit, "ExecMainPID");
@@ -788,15 +785,7 @@ async fn a_unit_that_dies_loses_its_route_and_keeps_the_reason(hub: &Hub<'_>) {
 async fn admins_read_live_use_logs_and_out_of_memory(hub: &Hub<'_>) {
     let user = crowd_user(LIMITED_USER);
     let unit = server_unit(&user);
-    let (status, _, body) = hub
-        .call(
-            reqwest::Method::POST,
-            &format!("/users/{user}/server"),
-            None,
-        )
-        .await;
-    assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
-    hub.wait_ready(&user).await;
+    hub.spawn(&user).await;
     let limit: u64 = 96 << 20;
     assert_eq!(hub.sd.prop(&unit, "MemoryMax"), limit.to_string());
 
@@ -1177,15 +1166,7 @@ async fn a_unit_started_but_never_recorded_is_stopped(hub: &Hub<'_>) {
     // A unit of no user the database has is still only reported (the stray scenario).
     assert_eq!(hub.sd.prop(STRAY_UNIT, "ActiveState"), "active");
     // The user can start again.
-    let (status, _, body) = hub
-        .call(
-            reqwest::Method::POST,
-            &format!("/users/{user}/server"),
-            None,
-        )
-        .await;
-    assert!(matches!(status.as_u16(), 201 | 202), "{status} {body}");
-    hub.wait_ready(&user).await;
+    hub.spawn(&user).await;
     let (status, _, body) = hub
         .call(
             reqwest::Method::DELETE,
