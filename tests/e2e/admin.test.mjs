@@ -15,39 +15,12 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, openSync, mkdirSync, copyFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { freePort, until, launchBrowser, apiCall } from "./lib.mjs";
 
 const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const SHOTS = resolve(process.env.E2E_SCREENSHOTS || "target/e2e-screenshots");
 const STUB = resolve("tests/fixtures/stub_singleuser.py");
 const SPAWNER = process.env.E2E_SPAWNER || "local";
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function until(what, check, ms = 20000) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 async function startHub() {
   const dir = mkdtempSync(join(tmpdir(), "jh-admin-"));
@@ -131,13 +104,6 @@ cpu_limit = 0.5
   return { url, dir, child, exited, log: () => readFileSync(join(dir, "hub.log"), "utf8") };
 }
 
-async function launchBrowser() {
-  return chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
-}
-
 // "12.3 MiB / 96 MiB" -> bytes of the first figure.
 function shownBytes(text) {
   const m = /([\d.]+) (B|KiB|MiB|GiB)/.exec(text || "");
@@ -151,15 +117,6 @@ async function login(page, hub, name) {
   await page.fill("#password_input", "any");
   await page.click("#login_submit");
   await page.waitForURL(/\/hub\/(spawn|home|user|spawn-pending)|\/user\//, { timeout: 20000 });
-}
-
-// The REST API as the logged-in page sees it (cookie + XSRF token), for checks and set-up.
-async function apiCall(page, method, path, body) {
-  return page.evaluate(async ([method, path, body]) => {
-    const r = await hubApi(method, path, body === null ? undefined : body);
-    const text = await r.text();
-    return { status: r.status, body: text ? JSON.parse(text) : null };
-  }, [method, path, body ?? null]);
 }
 
 function row(page, user) {

@@ -13,36 +13,12 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { freePort, waitFor, launchBrowser } from "./lib.mjs";
 
 const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const VENVS = (process.env.SINGLEUSER_VENVS || "").split(",").filter(Boolean);
 const USER = process.env.E2E_USER || "jh-e2e";
 const SPAWNER = process.env.E2E_SPAWNER || "local";
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function waitFor(url, ms) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    try {
-      const r = await fetch(url);
-      if (r.ok) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not answer within ${ms} ms`);
-}
 
 async function startHub(venv) {
   // With the systemd spawner the hub runs in a contained systemd whose /tmp is private.
@@ -69,14 +45,6 @@ http_timeout = 120
   const child = spawn(BIN, ["-f", config], { cwd: dir, stdio: ["ignore", log, log] });
   await waitFor(`http://127.0.0.1:${port}/hub/api/`, 30000);
   return { url: `http://127.0.0.1:${port}`, dir, child, log: () => readFileSync(join(dir, "hub.log"), "utf8") };
-}
-
-async function launchBrowser() {
-  return chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
 }
 
 for (const venv of VENVS) {

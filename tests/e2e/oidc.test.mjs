@@ -20,8 +20,7 @@ import { mkdtempSync, writeFileSync, readFileSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { freePort, until, launchBrowser } from "./lib.mjs";
 
 const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const SPAWNER = process.env.E2E_SPAWNER || "local";
@@ -32,32 +31,6 @@ const ADMIN_TOKEN = "oidc-test-admin-token-0123456789";
 // 32 bytes, hex: the key auth_state is encrypted with.
 const SERVICE_TOKEN = "oidc-test-service-token-0123456789";
 const CRYPT_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function until(what, check, ms = 20000) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 async function startProvider(callback, accessTtl) {
   const port = await freePort();
@@ -182,13 +155,6 @@ async function setUp(t, options) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function launchBrowser() {
-  return chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
-}
 
 if (SPAWNER === "local") test("login through an OpenID Connect provider", { timeout: 120000 }, async (t) => {
   const { hub, page } = await setUp(t);

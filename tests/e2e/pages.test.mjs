@@ -16,8 +16,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, openSync, mkdirSync, copyFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { freePort, until, apiCall, launchBrowser } from "./lib.mjs";
 
 const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const SHOTS = resolve(process.env.E2E_SCREENSHOTS || "target/e2e-screenshots");
@@ -25,32 +24,6 @@ const SPAWNER = process.env.E2E_SPAWNER || "local";
 const SERVICE_SECRET = "grader-service-secret-0123456789";
 const USER = process.env.E2E_USER || "jh-e2e";
 const STUB = resolve("tests/fixtures/stub_singleuser.py");
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function until(what, check, ms = 20000) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 async function startHub(extra = "") {
   const dir = mkdtempSync(join(tmpdir(), "jh-pages-"));
@@ -85,21 +58,10 @@ ${extra}
   return { url, dir, child, log: () => readFileSync(join(dir, "hub.log"), "utf8") };
 }
 
-async function apiCall(page, method, path, body) {
-  return page.evaluate(async ([method, path, body]) => {
-    const r = await hubApi(method, path, body === null ? undefined : body);
-    const text = await r.text();
-    return { status: r.status, body: text ? JSON.parse(text) : null };
-  }, [method, path, body ?? null]);
-}
-
 if (SPAWNER === "local") test("the token page: request, revoke, authorized applications", { timeout: 120000 }, async (t) => {
   mkdirSync(SHOTS, { recursive: true });
   const hub = await startHub();
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  const browser = await launchBrowser();
   t.after(async () => {
     await browser.close().catch(() => {});
     hub.child.kill("SIGTERM");
@@ -213,10 +175,7 @@ display_name = "Small: 512 MiB"
 description = "For <em>light</em> work"
 mem_limit = "512M"
 `);
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  const browser = await launchBrowser();
   t.after(async () => {
     await browser.close().catch(() => {});
     hub.child.kill("SIGTERM");

@@ -12,39 +12,12 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, openSync, copyFileSync, chmodSync, chownSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { freePort, until, launchBrowser } from "./lib.mjs";
 
 const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const SPAWNER = process.env.E2E_SPAWNER || "local";
 const USER = process.env.E2E_USER || "jh-e2e";
 const ROOT = process.getuid() === 0;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function until(what, check, ms) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 function uidOf(name) {
   const line = readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${name}:`));
@@ -85,11 +58,7 @@ const accounts = SPAWNER !== "local" ? [] : ROOT ? ["root", USER] : [process.env
 for (const account of accounts) {
   test(`the README's first command as ${account}: login, admin page, JupyterLab, a cell`, { timeout: 900000 }, async (t) => {
     const hub = await startDevHub(account);
-    const browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
+    const browser = await launchBrowser();
     t.after(async () => {
       await browser.close().catch(() => {});
       hub.child.kill("SIGTERM");

@@ -15,37 +15,13 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { freePort, waitFor, launchBrowser, apiCall } from "./lib.mjs";
 
 const BIN = resolve(process.env.JUPYTERHUB_BIN || "target/debug/jupyterhub");
 const VENVS = (process.env.SINGLEUSER_VENVS || "").split(",").filter(Boolean);
 const OWNER = process.env.E2E_USER || "jh-e2e";
 const SPAWNER = process.env.E2E_SPAWNER || "local";
 const GUEST = "guest";
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function waitFor(url, ms) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    try {
-      const r = await fetch(url);
-      if (r.ok) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not answer within ${ms} ms`);
-}
 
 async function startHub(venv) {
   const dir = mkdtempSync(join(tmpdir(), "jh-sharing-"));
@@ -78,23 +54,6 @@ http_timeout = 120
   const child = spawn(BIN, ["-f", config], { cwd: dir, stdio: ["ignore", log, log] });
   await waitFor(`http://127.0.0.1:${port}/hub/api/`, 30000);
   return { url: `http://127.0.0.1:${port}`, dir, child, log: () => readFileSync(join(dir, "hub.log"), "utf8") };
-}
-
-async function launchBrowser() {
-  return chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-}
-
-// The REST API as a logged-in hub page sees it (cookie + XSRF token).
-async function apiCall(page, method, path, body) {
-  return page.evaluate(async ([method, path, body]) => {
-    const r = await hubApi(method, path, body === null ? undefined : body);
-    const text = await r.text();
-    return { status: r.status, body: text ? JSON.parse(text) : null };
-  }, [method, path, body ?? null]);
 }
 
 for (const venv of VENVS) {
