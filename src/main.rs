@@ -131,6 +131,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return match Config::load(&path) {
                 Ok(config) => {
                     println!("{}: ok", path.display());
+                    if config.hub.authenticator_class == "google" {
+                        for warning in config.google.warnings() {
+                            println!("warning: {warning}");
+                        }
+                    }
                     let freeze = check_freeze(&config);
                     let letsencrypt = check_letsencrypt(&config);
                     Ok(if freeze == ExitCode::SUCCESS {

@@ -176,7 +176,8 @@ impl From<hub::Error> for Failure {
                     | O::TokenExchange(_)
                     | O::Userdata(_)
                     | O::IdToken(_)
-                    | O::TokenRefused(_) => {
+                    | O::TokenRefused(_)
+                    | O::GoogleGroups(_) => {
                         tracing::warn!(error = %e, "identity provider login failed");
                         StatusCode::BAD_GATEWAY
                     }

@@ -3,8 +3,9 @@
 //! PKCE (S256), the code exchanged at `token_url`, the user's claims from `userdata_url` or
 //! the ID token (its signature checked against the provider's JWKS when OIDC discovery gave
 //! one), the username and groups read from claims. `presets` adds what OAuthenticator's
-//! GitHub, Google and Azure AD classes check on top.
+//! GitHub, Google and Azure AD classes check on top, `google_groups` Google's groups.
 
+pub mod google_groups;
 pub mod presets;
 
 use std::collections::BTreeSet;
@@ -48,6 +49,10 @@ pub enum Error {
     /// email).
     #[error("{0}")]
     Refused(String),
+    /// Google groups could not be read (the service account's key, its token, the
+    /// directory's answer).
+    #[error("Looking up the user's Google groups failed: {0}")]
+    GoogleGroups(String),
 }
 
 /// The provider's endpoints: from the config, or discovered from the issuer.

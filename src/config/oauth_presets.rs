@@ -4,6 +4,9 @@
 //! OAuth client runs on (the provider's endpoints and claims filled in as upstream's defaults
 //! are), plus what only that provider checks (`auth::oauth2::presets`).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use super::{GenericOAuthConfig, Secret};
@@ -147,13 +150,19 @@ pub struct GoogleOAuthConfig {
     pub strip_domain: Option<bool>,
     /// Accounts of these domains may log in (an allowance, like `allowed_users`).
     pub allowed_hosted_domains: Vec<String>,
-    // Google groups need a service account and the Workspace directory API: refused by name
-    // in `validate` rather than accepted and ignored.
-    pub allowed_google_groups: Option<toml::Value>,
-    pub admin_google_groups: Option<toml::Value>,
-    pub google_service_account_keys: Option<toml::Value>,
-    pub gsuite_administrator: Option<toml::Value>,
-    pub include_nested_groups: Option<toml::Value>,
+    /// Email domain → groups (their email's local part) whose members may log in.
+    pub allowed_google_groups: BTreeMap<String, Vec<String>>,
+    /// Email domain → groups whose members are admins (and others are not).
+    pub admin_google_groups: BTreeMap<String, Vec<String>>,
+    /// Email domain → the JSON key file of the service account that reads its groups.
+    pub google_service_account_keys: BTreeMap<String, PathBuf>,
+    /// Email domain → the username (without `@domain`) the service account acts as.
+    pub gsuite_administrator: BTreeMap<String, String>,
+    /// Groups of the user's groups count too.
+    pub include_nested_groups: bool,
+    /// Ours: the Admin SDK Directory API's origin (upstream always asks
+    /// `https://www.googleapis.com`), for tests and proxies.
+    pub google_directory_api_url: String,
 }
 
 impl Default for GoogleOAuthConfig {
@@ -173,11 +182,12 @@ impl Default for GoogleOAuthConfig {
             hosted_domain: Vec::new(),
             strip_domain: None,
             allowed_hosted_domains: Vec::new(),
-            allowed_google_groups: None,
-            admin_google_groups: None,
-            google_service_account_keys: None,
-            gsuite_administrator: None,
-            include_nested_groups: None,
+            allowed_google_groups: BTreeMap::new(),
+            admin_google_groups: BTreeMap::new(),
+            google_service_account_keys: BTreeMap::new(),
+            gsuite_administrator: BTreeMap::new(),
+            include_nested_groups: false,
+            google_directory_api_url: "https://www.googleapis.com".into(),
         }
     }
 }
@@ -221,34 +231,130 @@ impl GoogleOAuthConfig {
             .unwrap_or(self.hosted_domains().len() <= 1)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// The groups lookup, when `allowed_google_groups` or `admin_google_groups` is set (the
+    /// config is validated); domains lowercased, as the email's domain is compared.
+    pub fn groups(&self) -> Option<crate::auth::oauth2::google_groups::GoogleGroups> {
+        if self.allowed_google_groups.is_empty() && self.admin_google_groups.is_empty() {
+            return None;
+        }
+        fn lower<V: Clone>(map: &BTreeMap<String, V>) -> BTreeMap<String, V> {
+            map.iter()
+                .map(|(d, v)| (d.to_lowercase(), v.clone()))
+                .collect()
+        }
+        let sets = |map: &BTreeMap<String, Vec<String>>| {
+            map.iter()
+                .map(|(d, g)| (d.to_lowercase(), g.iter().cloned().collect::<BTreeSet<_>>()))
+                .collect()
+        };
+        Some(crate::auth::oauth2::google_groups::GoogleGroups::new(
+            lower(&self.google_service_account_keys),
+            lower(&self.gsuite_administrator),
+            sets(&self.allowed_google_groups),
+            sets(&self.admin_google_groups),
+            self.include_nested_groups,
+            format!(
+                "{}/auth/admin.directory.group.readonly",
+                self.google_api_url.trim_end_matches('/')
+            ),
+            self.google_directory_api_url.clone(),
+        ))
+    }
+
+    /// What `check-config` prints and the starting hub logs (logging is not up while the
+    /// config is validated): key files others can read, options that do nothing.
+    pub fn warnings(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
         let section = "GoogleOAuthenticator";
-        for (key, value) in [
+        let mut warnings = Vec::new();
+        if self.strip_domain == Some(true) && self.hosted_domains().len() > 1 {
+            warnings.push(format!(
+                "{section}.strip_domain with several hosted_domain entries: the same name in \
+                 two domains is one hub user"
+            ));
+        }
+        let grouped =
+            !self.allowed_google_groups.is_empty() || !self.admin_google_groups.is_empty();
+        if !grouped
+            && (!self.google_service_account_keys.is_empty()
+                || !self.gsuite_administrator.is_empty())
+        {
+            warnings.push(format!(
+                "{section}: google_service_account_keys and gsuite_administrator are only used \
+                 with allowed_google_groups or admin_google_groups"
+            ));
+        }
+        let readable = self
+            .google_service_account_keys
+            .iter()
+            .filter_map(|(domain, path)| {
+                let mode = std::fs::metadata(path).ok()?.permissions().mode();
+                (mode & 0o004 != 0).then(|| {
+                    format!(
+                        "GoogleOAuthenticator.google_service_account_keys[{domain:?}]: {} is \
+                         readable by every account (mode {:o}); make it readable by the hub's \
+                         account only (chmod 0640, group jupyterhub)",
+                        path.display(),
+                        mode & 0o7777
+                    )
+                })
+            });
+        warnings.extend(readable);
+        warnings
+    }
+
+    fn validate_groups(&self) -> Result<(), String> {
+        let section = "GoogleOAuthenticator";
+        for (key, map) in [
             ("allowed_google_groups", &self.allowed_google_groups),
             ("admin_google_groups", &self.admin_google_groups),
-            (
-                "google_service_account_keys",
-                &self.google_service_account_keys,
-            ),
-            ("gsuite_administrator", &self.gsuite_administrator),
-            ("include_nested_groups", &self.include_nested_groups),
         ] {
-            if value.is_some() {
+            for (domain, groups) in map {
+                let lower = domain.to_lowercase();
+                let has = |mut keys: Box<dyn Iterator<Item = &String> + '_>| {
+                    keys.any(|d| d.to_lowercase() == lower)
+                };
+                if !has(Box::new(self.google_service_account_keys.keys()))
+                    || !has(Box::new(self.gsuite_administrator.keys()))
+                {
+                    return Err(format!(
+                        "{section}.{key} names the domain {domain:?}, which needs entries for it \
+                         in {section}.google_service_account_keys and {section}.gsuite_administrator"
+                    ));
+                }
+                if let Some(bad) = groups.iter().find(|g| g.is_empty() || g.contains('@')) {
+                    return Err(format!(
+                        "{section}.{key}[{domain:?}]: {bad:?}: a group is named by its email's \
+                         part before the '@' (\"students\" for students@{lower}), as upstream \
+                         compares them"
+                    ));
+                }
+            }
+        }
+        for (domain, admin) in &self.gsuite_administrator {
+            if admin.is_empty() || admin.contains('@') {
                 return Err(format!(
-                    "{section}.{key}: Google groups are not supported (they need a service \
-                     account acting on the Google Workspace directory API); admit users with \
-                     hosted_domain, allowed_hosted_domains or allowed_users instead"
+                    "{section}.gsuite_administrator[{domain:?}]: {admin:?}: give the \
+                     administrator's username without '@' (upstream appends \"@{domain}\")"
                 ));
             }
         }
-        common(section, &self.generic())?;
-        if self.strip_domain == Some(true) && self.hosted_domains().len() > 1 {
-            tracing::warn!(
-                "{section}.strip_domain with several hosted_domain entries: the same name in \
-                 two domains is one hub user"
-            );
+        for (domain, path) in &self.google_service_account_keys {
+            crate::auth::oauth2::google_groups::ServiceAccountKey::read(path)
+                .map_err(|e| format!("{section}.google_service_account_keys[{domain:?}]: {e}"))?;
         }
+        url::Url::parse(&self.google_directory_api_url).map_err(|e| {
+            format!(
+                "{section}.google_directory_api_url: invalid URL {:?}: {e}",
+                self.google_directory_api_url
+            )
+        })?;
         Ok(())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        common("GoogleOAuthenticator", &self.generic())?;
+        self.validate_groups()
     }
 }
 
@@ -524,13 +630,58 @@ mod tests {
         let two = Config::parse(&format!("{GOOGLE}hosted_domain = [\"a.edu\", \"b.edu\"]\n"))
             .expect("parses");
         assert!(!two.google.strip_domain(), "two domains keep @domain");
+        assert!(
+            config.google.groups().is_none(),
+            "no group options, no lookup"
+        );
+    }
+
+    #[test]
+    fn google_groups_need_a_service_account_per_domain() {
         let err = check_err(&format!(
             "{GOOGLE}allowed_google_groups = {{ \"uni.edu\" = [\"staff\"] }}\n"
         ));
         assert!(
-            err.contains("GoogleOAuthenticator.allowed_google_groups")
-                && err.contains("not supported"),
+            err.contains("GoogleOAuthenticator.allowed_google_groups names the domain \"uni.edu\"")
+                && err.contains("google_service_account_keys"),
             "{err}"
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let missing = dir.path().join("sa.json");
+        let base = format!(
+            "{GOOGLE}[GoogleOAuthenticator.google_service_account_keys]\n\"Uni.EDU\" = {missing:?}\n\
+             [GoogleOAuthenticator.gsuite_administrator]\n\"uni.edu\" = \"hub-reader\"\n"
+        );
+        let err = check_err(&format!(
+            "{base}[GoogleOAuthenticator.admin_google_groups]\n\"uni.edu\" = [\"admins\"]\n"
+        ));
+        assert!(
+            err.contains("google_service_account_keys[\"Uni.EDU\"]")
+                && err.contains("sa.json: cannot be read"),
+            "{err}"
+        );
+        std::fs::write(&missing, "{\"type\": \"service_account\"}").expect("write");
+        let err = check_err(&format!(
+            "{base}[GoogleOAuthenticator.admin_google_groups]\n\"uni.edu\" = [\"admins\"]\n"
+        ));
+        assert!(err.contains("the key has no \"client_email\""), "{err}");
+        let err = check_err(&format!(
+            "{base}[GoogleOAuthenticator.allowed_google_groups]\n\"uni.edu\" = [\"staff@uni.edu\"]\n"
+        ));
+        assert!(err.contains("part before the '@'"), "{err}");
+        let err = check_err(&format!(
+            "{GOOGLE}[GoogleOAuthenticator.gsuite_administrator]\n\"uni.edu\" = \"admin@uni.edu\"\n"
+        ));
+        assert!(err.contains("without '@'"), "{err}");
+        let unused = Config::parse(&format!(
+            "{GOOGLE}[GoogleOAuthenticator.gsuite_administrator]\n\"uni.edu\" = \"reader\"\n"
+        ))
+        .expect("parses");
+        unused.validate().expect("valid");
+        let warnings = unused.google.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("only used with allowed_google_groups"),
+            "{warnings:?}"
         );
     }
 

@@ -2,7 +2,9 @@
 //! the running hub against a stand-in of the provider served by the test (github.com, Google
 //! and Microsoft are not reachable from tests): GitHub Enterprise-style `github_url` with its
 //! org and team membership endpoints, Google's userinfo with `hd` and `verified_email`, and
-//! an Azure AD tenant's discovery document, JWKS and ID tokens signed with a test key.
+//! an Azure AD tenant's discovery document, JWKS and ID tokens signed with a test key; for
+//! Google groups, the service account's JWT grant (its signature checked with the public
+//! half of a key pair openssl makes) and the Directory API's `groups.list`.
 //! The code of the callback names the stand-in's user.
 
 use std::sync::Arc;
@@ -506,6 +508,357 @@ async fn azure_ad_groups_from_the_verified_id_token() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// A fresh RSA key pair from openssl: the private key's PEM (PKCS#8, as Google's key files
+/// have it) and the public key as PKCS#1 DER, for the stand-in to check signatures with.
+fn rsa_key_pair(dir: &std::path::Path, name: &str) -> (String, Vec<u8>) {
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.der"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (the openssl package) runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let (private_path, public_path) = (
+        private.to_str().expect("utf-8"),
+        public.to_str().expect("utf-8"),
+    );
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        private_path,
+    ]);
+    run(&[
+        "rsa",
+        "-in",
+        private_path,
+        "-RSAPublicKey_out",
+        "-outform",
+        "DER",
+        "-out",
+        public_path,
+    ]);
+    (
+        std::fs::read_to_string(&private).expect("pem"),
+        std::fs::read(&public).expect("der"),
+    )
+}
+
+/// A service account's JSON key file, as Google's console writes it, mode 0600.
+fn write_key_file(path: &std::path::Path, pem: &str, email: &str, token_uri: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = json!({
+        "type": "service_account", "project_id": "hub-test", "private_key_id": "sa-key-1",
+        "private_key": pem, "client_email": email, "client_id": "1",
+        "token_uri": token_uri,
+    });
+    std::fs::write(path, key.to_string()).expect("write key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+const SERVICE_ACCOUNT: &str = "hub-groups@hub-test.iam.gserviceaccount.com";
+
+/// What the Google stand-in saw: the service account tokens it issued.
+#[derive(Default)]
+struct GoogleSeen {
+    tokens_issued: std::sync::atomic::AtomicUsize,
+}
+
+/// Google's token endpoint (both the login's code exchange and the service account's JWT
+/// bearer grant, whose RS256 assertion is verified with `public_der`), the v1 userinfo (the
+/// code `NAME-DOMAIN` is NAME@DOMAIN) and the Directory API's `groups.list`, two pages for
+/// ann.
+async fn google_with_directory(public_der: Vec<u8>) -> (String, Arc<GoogleSeen>) {
+    #[derive(Clone)]
+    struct Standin {
+        base: Arc<std::sync::OnceLock<String>>,
+        public_der: Arc<Vec<u8>>,
+        seen: Arc<GoogleSeen>,
+    }
+    fn refuse(why: String) -> (StatusCode, axum::Json<Value>) {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": why})),
+        )
+    }
+    async fn token(State(s): State<Standin>, body: String) -> (StatusCode, axum::Json<Value>) {
+        let form = form(&body);
+        if form.get("grant_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+        {
+            return exchange(&body, "g");
+        }
+        let assertion = form.get("assertion").cloned().unwrap_or_default();
+        let key = jsonwebtoken::DecodingKey::from_rsa_der(&s.public_der);
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.leeway = 0;
+        validation.set_audience(&["https://oauth2.googleapis.com/token"]);
+        validation.set_issuer(&[SERVICE_ACCOUNT]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        let claims = match jsonwebtoken::decode::<Value>(&assertion, &key, &validation) {
+            Ok(data) => data.claims,
+            Err(e) => return refuse(format!("Invalid JWT Signature. ({e})")),
+        };
+        let base = s.base.get().cloned().unwrap_or_default();
+        let scope = format!("{base}/auth/admin.directory.group.readonly");
+        let now = jiff::Timestamp::now().as_second();
+        let (iat, exp) = (
+            claims["iat"].as_i64().unwrap_or(0),
+            claims["exp"].as_i64().unwrap_or(0),
+        );
+        if claims["scope"] != json!(scope)
+            || claims["sub"] != "hub-reader@uni.test"
+            || exp - iat != 3600
+            || (now - iat).abs() > 60
+        {
+            return refuse(format!("unexpected claims {claims}"));
+        }
+        let n = s
+            .seen
+            .tokens_issued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (
+            StatusCode::OK,
+            axum::Json(
+                json!({"access_token": format!("sa-token-{n}"), "expires_in": 3599,
+                "token_type": "Bearer"}),
+            ),
+        )
+    }
+    async fn userinfo(headers: HeaderMap) -> (StatusCode, axum::Json<Value>) {
+        match bearer_user(&headers, "g")
+            .and_then(|c| c.split_once('-').map(|(n, d)| (n.to_owned(), d.to_owned())))
+        {
+            Some((name, domain)) => (
+                StatusCode::OK,
+                axum::Json(json!({"email": format!("{name}@{domain}"),
+                    "verified_email": true, "hd": domain})),
+            ),
+            None => (StatusCode::UNAUTHORIZED, axum::Json(json!({}))),
+        }
+    }
+    async fn groups(
+        headers: HeaderMap,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> (StatusCode, axum::Json<Value>) {
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let user = q.get("userKey").map(String::as_str).unwrap_or_default();
+        // The first token is revoked by the time `renew` logs in.
+        let revoked = user == "renew@uni.test" && bearer == "Bearer sa-token-0";
+        if !bearer.starts_with("Bearer sa-token-") || revoked {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": {"code": 401, "message": "Login Required."}})),
+            );
+        }
+        let page = q.get("pageToken").map(String::as_str);
+        let answer = match (user, page) {
+            ("ann@uni.test", None) => json!({"kind": "admin#directory#groups",
+                "groups": [{"email": "everyone@uni.test", "name": "Everyone"}],
+                "nextPageToken": "page-2"}),
+            ("ann@uni.test", Some("page-2")) => json!({"kind": "admin#directory#groups",
+                "groups": [{"email": "students@uni.test", "name": "Students"}]}),
+            ("boss@uni.test", None) => json!({"groups": [{"email": "admins@uni.test"}]}),
+            ("renew@uni.test", None) => json!({"groups": [{"email": "students@uni.test"}]}),
+            // Nested: students are learners, and learners students (a cycle).
+            ("students@uni.test", None) => json!({"groups": [{"email": "learners@uni.test"}]}),
+            ("learners@uni.test", None) => json!({"groups": [{"email": "students@uni.test"}]}),
+            ("broken@uni.test", None) => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(json!({"error": {"code": 403,
+                        "message": "Not Authorized to access this resource/api"}})),
+                );
+            }
+            _ => json!({"kind": "admin#directory#groups"}),
+        };
+        (StatusCode::OK, axum::Json(answer))
+    }
+    let standin = Standin {
+        base: Arc::new(std::sync::OnceLock::new()),
+        public_der: Arc::new(public_der),
+        seen: Arc::default(),
+    };
+    let app = axum::Router::new()
+        .route("/oauth2/v4/token", post(token))
+        .route("/oauth2/v1/userinfo", get(userinfo))
+        .route("/admin/directory/v1/groups", get(groups))
+        .with_state(standin.clone());
+    let url = serve(app).await;
+    standin.base.set(url.clone()).expect("once");
+    (url, standin.seen)
+}
+
+/// The `[GoogleOAuthenticator]` lines for groups of uni.test (key `good`) and other.test
+/// (key `other`, signed with a key the stand-in does not know).
+fn google_groups_section(idp: &str, good: &std::path::Path, other: &std::path::Path) -> String {
+    format!(
+        "[GoogleOAuthenticator]\ngoogle_api_url = \"{idp}\"\nauthorize_url = \"{idp}/auth\"\n\
+         google_directory_api_url = \"{idp}\"\n\
+         google_service_account_keys = {{ \"uni.test\" = {good:?}, \"other.test\" = {other:?} }}\n\
+         gsuite_administrator = {{ \"uni.test\" = \"hub-reader\", \"other.test\" = \"hub-reader\" }}\n\
+         allowed_google_groups = {{ \"uni.test\" = [\"students\"], \"other.test\" = [\"students\"] }}\n\
+         admin_google_groups = {{ \"uni.test\" = [\"admins\"] }}\ninclude_nested_groups = true\n"
+    )
+}
+
+#[tokio::test]
+async fn google_groups_through_a_service_account() {
+    let keys = tempfile::tempdir().expect("dir");
+    let (pem, public_der) = rsa_key_pair(keys.path(), "sa");
+    let (unknown_pem, _) = rsa_key_pair(keys.path(), "unknown");
+    let (idp, seen) = google_with_directory(public_der).await;
+    let (good, other) = (keys.path().join("sa.json"), keys.path().join("other.json"));
+    let token_uri = format!("{idp}/oauth2/v4/token");
+    write_key_file(&good, &pem, SERVICE_ACCOUNT, &token_uri);
+    write_key_file(&other, &unknown_pem, SERVICE_ACCOUNT, &token_uri);
+    let hub = start("google", &google_groups_section(&idp, &good, &other)).await;
+
+    // A member of an allowed group (on the directory's second page) logs in, not admin; the
+    // groups of their groups are theirs too (include_nested_groups).
+    let (_, done) = login(&hub, "ann-uni.test").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let ann = user(&hub, "ann@uni.test").await;
+    assert_eq!(
+        ann["auth_state"]["google_user"]["google_groups"],
+        json!(["everyone", "learners", "students"]),
+        "{ann}"
+    );
+    assert_eq!(ann["admin"], false);
+    // An admin group's member is admitted by it, and is an admin.
+    let (_, done) = login(&hub, "boss-uni.test").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let boss = user(&hub, "boss@uni.test").await;
+    assert_eq!(boss["admin"], true, "admin_google_groups: {boss}");
+    // In no allowed group: refused.
+    refused(
+        &hub,
+        "nobody-uni.test",
+        StatusCode::FORBIDDEN,
+        "User nobody@uni.test is not allowed to use this hub",
+    )
+    .await;
+    // The directory refuses the lookup: the login fails saying so; nobody is created.
+    refused(
+        &hub,
+        "broken-uni.test",
+        StatusCode::BAD_GATEWAY,
+        "Google groups failed: the Directory API refused groups.list for broken@uni.test (HTTP 403",
+    )
+    .await;
+    assert!(
+        hub.log()
+            .contains("Not Authorized to access this resource/api"),
+        "{}",
+        hub.log()
+    );
+    // A key the token endpoint does not accept (its signature does not verify).
+    refused(
+        &hub,
+        "zed-other.test",
+        StatusCode::BAD_GATEWAY,
+        "Invalid JWT Signature",
+    )
+    .await;
+    for name in ["nobody@uni.test", "broken@uni.test", "zed@other.test"] {
+        let (status, _) = call(&hub, "GET", &format!("/users/{name}"), SERVICE_TOKEN, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name} was refused");
+    }
+    // The hub goes on; uni.test's token was asked for once and reused since.
+    let (_, done) = login(&hub, "ann-uni.test").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let issued = || seen.tokens_issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(issued(), 1, "{}", hub.log());
+    // The directory refuses the cached token (401): a new one is asked for, once.
+    let (_, done) = login(&hub, "renew-uni.test").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    assert_eq!(issued(), 2, "{}", hub.log());
+}
+
+#[test]
+fn check_config_checks_service_account_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let (pem, _) = rsa_key_pair(dir.path(), "sa");
+    let (good, bad) = (dir.path().join("sa.json"), dir.path().join("bad.json"));
+    write_key_file(
+        &good,
+        &pem,
+        SERVICE_ACCOUNT,
+        "https://oauth2.googleapis.com/token",
+    );
+    let path = dir.path().join("hub.toml");
+    let check = |other: &std::path::Path| {
+        std::fs::write(
+            &path,
+            format!(
+                "[JupyterHub]\nauthenticator_class = \"google\"\n{}\
+                 client_id = \"c\"\noauth_callback_url = \"https://hub.test/hub/oauth_callback\"\n",
+                google_groups_section("https://www.googleapis.com", &good, other)
+            ),
+        )
+        .expect("write");
+        std::process::Command::new(BIN)
+            .args(["check-config", "-f"])
+            .arg(&path)
+            .output()
+            .expect("run")
+    };
+    let out = check(&good);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("warning"),
+        "{out:?}"
+    );
+    // Readable by everyone: accepted, with a warning naming the file.
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = check(&good);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("warning: GoogleOAuthenticator.google_service_account_keys")
+            && stdout.contains("sa.json is readable by every account"),
+        "{stdout}"
+    );
+    // A file that is not a key, one whose private key is not one, and one that is missing.
+    for (text, says) in [
+        (
+            "{\"type\": \"service_account\",",
+            "not a service account's JSON key",
+        ),
+        (
+            "{\"client_email\": \"a@b\", \"token_uri\": \"https://t.test\", \
+              \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n\"}",
+            "\"private_key\"",
+        ),
+    ] {
+        std::fs::write(&bad, text).expect("write");
+        let out = check(&bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            err.contains("GoogleOAuthenticator.google_service_account_keys[\"other.test\"]")
+                && err.contains("bad.json")
+                && err.contains(says),
+            "{err}"
+        );
+    }
+    let out = check(&dir.path().join("missing.json"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing.json: cannot be read"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_config_refuses_incomplete_presets() {
     let dir = tempfile::tempdir().expect("dir");
@@ -526,7 +879,7 @@ fn check_config_refuses_incomplete_presets() {
         (
             "google",
             "[GoogleOAuthenticator]\nadmin_google_groups = { \"uni.test\" = [\"staff\"] }\n",
-            "GoogleOAuthenticator.admin_google_groups: Google groups are not supported",
+            "GoogleOAuthenticator.admin_google_groups names the domain \"uni.test\"",
         ),
         (
             "github",

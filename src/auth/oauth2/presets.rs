@@ -1,11 +1,15 @@
 //! What OAuthenticator's provider classes add to the generic client: GitHub's organisation
 //! and team membership (`allowed_organizations`, through GitHub's REST API), its primary
 //! email and teams in auth_state; Google's `hosted_domain` (a refusal outside it, the
-//! `@domain` stripped with one) and verified email; Azure AD's tenant issuer. The endpoints
-//! and claims are the config's (`config/oauth_presets.rs`); this is the per-login part.
+//! `@domain` stripped with one), verified email and groups (`google_groups.rs`); Azure AD's
+//! tenant issuer. The endpoints and claims are the config's (`config/oauth_presets.rs`);
+//! this is the per-login part.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::google_groups::GoogleGroups;
 use super::{Error, Http, OAuthUser};
 use crate::config::Config;
 
@@ -23,6 +27,8 @@ pub enum Preset {
         hosted_domain: Vec<String>,
         strip_domain: bool,
         allowed_hosted_domains: Vec<String>,
+        /// With `allowed_google_groups` or `admin_google_groups`.
+        groups: Option<Arc<GoogleGroups>>,
     },
     /// The issuer's origin: the tenant's discovery document may name the tenant by GUID
     /// where the config has its domain, so its issuer is taken when it is on this host.
@@ -96,6 +102,12 @@ impl Preset {
                 scope: config.github.scope.clone(),
             },
             "google" => Preset::Google {
+                groups: {
+                    for warning in config.google.warnings() {
+                        tracing::warn!("{warning}");
+                    }
+                    config.google.groups().map(Arc::new)
+                },
                 hosted_domain: config.google.hosted_domains(),
                 strip_domain: config.google.strip_domain(),
                 allowed_hosted_domains: config
@@ -173,13 +185,16 @@ impl Preset {
     }
 
     /// Upstream's `update_auth_model`, at login and at each refresh: GitHub's private primary
-    /// email (with the `user` or `user:email` scope) and teams.
+    /// email (with the `user` or `user:email` scope) and teams; Google's groups.
     pub(super) async fn update(
         &self,
         http: &Http,
         user: &mut OAuthUser,
         access_token: &str,
     ) -> Result<(), Error> {
+        if let Preset::Google { groups, .. } = self {
+            return update_google(groups.as_deref(), http, user).await;
+        }
         let Preset::GitHub {
             api,
             populate_teams,
@@ -270,6 +285,7 @@ impl Preset {
             Preset::Google {
                 hosted_domain,
                 allowed_hosted_domains,
+                groups,
                 ..
             } => {
                 let data = &user.auth_state[key];
@@ -290,12 +306,74 @@ impl Preset {
                 }
                 if allowed_hosted_domains.iter().any(|d| d == hd) {
                     user.in_allowed_groups = Some(true);
+                    return Ok(());
+                }
+                if let Some(groups) = groups {
+                    let (found, domain) = google_groups_of(&user.auth_state[key]);
+                    if let Some(member) = groups.allows(&found, &domain) {
+                        if !member {
+                            tracing::info!(user = %user.name, "not in allowed_google_groups");
+                        }
+                        user.in_allowed_groups = Some(member);
+                    }
                 }
                 Ok(())
             }
             _ => Ok(()),
         }
     }
+}
+
+/// Google's `update_auth_model`: `google_groups` in the user's data (empty without group
+/// options, as upstream), and admin by `admin_google_groups` when it is set.
+async fn update_google(
+    groups: Option<&GoogleGroups>,
+    http: &Http,
+    user: &mut OAuthUser,
+) -> Result<(), Error> {
+    let key = "google_user";
+    let data = &user.auth_state[key];
+    let email = data
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let domain = data
+        .get("domain")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut found = std::collections::BTreeSet::new();
+    if let Some(groups) = groups {
+        found = groups
+            .member_groups(http, &email, &domain)
+            .await
+            .map_err(|e| {
+                tracing::error!(user = %user.name, error = %e, "Google groups lookup failed");
+                Error::GoogleGroups(e)
+            })?;
+        if let Some(admin) = groups.is_admin(&found, &domain) {
+            user.admin = Some(admin);
+        }
+    }
+    if let Some(data) = user.auth_state.get_mut(key).and_then(Value::as_object_mut) {
+        data.insert(
+            "google_groups".into(),
+            Value::Array(found.into_iter().map(Value::String).collect()),
+        );
+    }
+    Ok(())
+}
+
+/// The groups `update_google` stored, and the email's domain.
+fn google_groups_of(data: &Value) -> (std::collections::BTreeSet<String>, String) {
+    let groups = super::groups_from(data, "google_groups");
+    let domain = data
+        .get("domain")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    (groups, domain)
 }
 
 /// `hosted_domain`: when set, only accounts whose `hd` claim is one of them log in.
@@ -369,6 +447,7 @@ mod tests {
             hosted_domain: domains.iter().map(|d| d.to_string()).collect(),
             strip_domain: strip,
             allowed_hosted_domains: Vec::new(),
+            groups: None,
         }
     }
 
