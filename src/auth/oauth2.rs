@@ -130,6 +130,41 @@ pub fn groups_from(data: &Value, key: &str) -> BTreeSet<String> {
     }
 }
 
+/// Upstream's `get_user_groups` for a string `auth_state_groups_key`: the dotted path walked
+/// through auth_state's objects as `reduce(dict.get, key.split("."), auth_state)` (no
+/// fallback to a key with a dot in its name). A missing key, or a value that is not a list
+/// of strings, gives no groups and an error in the log, as upstream (which would also take
+/// a string's characters or an object's keys as groups; those are refused here).
+pub fn groups_in_auth_state(auth_state: &Value, key: &str) -> BTreeSet<String> {
+    let found = key
+        .split('.')
+        .try_fold(auth_state, |value, part| value.as_object()?.get(part));
+    match found {
+        None | Some(Value::Null) => {
+            let available: Vec<&String> = auth_state
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            tracing::error!(
+                "The auth_state_groups_key {key} does not exist in auth_state; its keys are \
+                 {available:?}"
+            );
+            BTreeSet::new()
+        }
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(other) => {
+            tracing::error!(
+                "The value of the auth_state_groups_key {key} is invalid (not a list of \
+                 strings): {other}"
+            );
+            BTreeSet::new()
+        }
+    }
+}
+
 /// The authenticator for `generic-oauth`, `oidc` and the presets: no form; logins go through the
 /// provider (`Client`), the hub's `/hub/oauth_login` and `/hub/oauth_callback`.
 pub struct OAuth;
@@ -513,6 +548,12 @@ impl Client {
         self.preset
             .update(&self.http, &mut user, &access_token)
             .await?;
+        // After `update`, as upstream's `_apply_managed_groups` follows `update_auth_model`:
+        // Google's groups are in auth_state by now.
+        if let Some(key) = self.preset.auth_state_groups_key() {
+            user.groups = groups_in_auth_state(&user.auth_state, key);
+        }
+        self.apply_group_options(&mut user);
         Ok(user)
     }
 
@@ -640,14 +681,6 @@ impl Client {
             .groups_key()
             .map(|key| groups_from(&userdata, key))
             .unwrap_or_default();
-        let admin = (!self.config.admin_groups.is_empty())
-            .then(|| self.config.admin_groups.iter().any(|g| groups.contains(g)));
-        let in_allowed_groups = (!self.config.allowed_groups.is_empty()).then(|| {
-            self.config
-                .allowed_groups
-                .iter()
-                .any(|g| groups.contains(g))
-        });
         let refresh_token = token_response.get("refresh_token").cloned();
         let mut auth_state = json!({
             "access_token": access_token,
@@ -660,10 +693,22 @@ impl Client {
         Ok(OAuthUser {
             name,
             groups,
-            admin,
-            in_allowed_groups,
+            admin: None,
+            in_allowed_groups: None,
             auth_state,
         })
+    }
+
+    /// `admin_groups` and `allowed_groups` on the user's groups. An admin flag already true
+    /// (Google's `admin_google_groups`) stays, as upstream's `if not auth_model["admin"]`.
+    fn apply_group_options(&self, user: &mut OAuthUser) {
+        let any = |list: &[String]| list.iter().any(|g| user.groups.contains(g));
+        if !self.config.admin_groups.is_empty() {
+            user.admin = Some(user.admin == Some(true) || any(&self.config.admin_groups));
+        }
+        if !self.config.allowed_groups.is_empty() {
+            user.in_allowed_groups = Some(any(&self.config.allowed_groups));
+        }
     }
 
     /// The ID token's claims: verified against the JWKS when there is one (OIDC), else read
@@ -791,6 +836,38 @@ mod tests {
         assert!(groups_from(&data, "missing").is_empty());
     }
 
+    #[test]
+    fn groups_in_auth_state_as_upstream() {
+        let state = json!({
+            "google_user": {"email": "a@b", "google_groups": ["a", "b"]},
+            "teams": [{"slug": "t"}],
+            "flat.key": ["dotted"],
+            "name": "solo",
+            "none": null,
+        });
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            groups_in_auth_state(&state, "google_user.google_groups"),
+            set(&["a", "b"])
+        );
+        // Upstream walks dict.get per part: a key with a dot in its name is not found, nor a
+        // path through a list or a string; a list of objects or a string is no groups.
+        for key in [
+            "flat.key",
+            "teams",
+            "teams.0",
+            "name",
+            "name.x",
+            "none",
+            "none.x",
+            "missing",
+            "google_user.missing",
+            "",
+        ] {
+            assert!(groups_in_auth_state(&state, key).is_empty(), "{key}");
+        }
+    }
+
     fn client(config: GenericOAuthConfig) -> Client {
         Client::new(&config, false)
     }
@@ -804,7 +881,7 @@ mod tests {
             allowed_groups: vec!["students".into(), "staff".into()],
             ..GenericOAuthConfig::default()
         });
-        let user = c
+        let mut user = c
             .user_from(
                 json!({"preferred_username": "alice", "groups": ["staff"]}),
                 "at".into(),
@@ -812,13 +889,14 @@ mod tests {
                 json!({"access_token": "at", "refresh_token": "rt"}),
             )
             .expect("user");
+        c.apply_group_options(&mut user);
         assert_eq!(user.name, "alice");
         assert_eq!(user.admin, Some(true));
         assert_eq!(user.in_allowed_groups, Some(true));
         assert_eq!(user.auth_state["refresh_token"], "rt");
         assert_eq!(user.auth_state["id_token"], "idt");
         assert_eq!(user.auth_state["oauth_user"]["groups"][0], "staff");
-        let other = c
+        let mut other = c
             .user_from(
                 json!({"preferred_username": "bob", "groups": "guests"}),
                 "at".into(),
@@ -826,6 +904,7 @@ mod tests {
                 json!({}),
             )
             .expect("user");
+        c.apply_group_options(&mut other);
         assert_eq!(other.admin, Some(false));
         assert_eq!(other.in_allowed_groups, Some(false));
         assert!(matches!(

@@ -33,6 +33,15 @@ pub struct GitHubOAuthConfig {
     pub allowed_organizations: Vec<String>,
     /// The user's teams (`/user/teams`) in auth_state's `teams`; needs the `read:org` scope.
     pub populate_teams_in_auth_state: bool,
+    /// A dotted path into auth_state whose list of strings is the user's groups, as
+    /// upstream's string `auth_state_groups_key`.
+    pub auth_state_groups_key: Option<String>,
+    /// Members of these groups may log in; needs `manage_groups`.
+    pub allowed_groups: Vec<String>,
+    /// Members of these groups are admins (and others are not); needs `manage_groups`.
+    pub admin_groups: Vec<String>,
+    /// Make the user's hub groups those at `auth_state_groups_key` at each login and refresh.
+    pub manage_groups: bool,
 }
 
 impl Default for GitHubOAuthConfig {
@@ -52,6 +61,10 @@ impl Default for GitHubOAuthConfig {
             basic_auth: false,
             allowed_organizations: Vec::new(),
             populate_teams_in_auth_state: false,
+            auth_state_groups_key: None,
+            allowed_groups: Vec::new(),
+            admin_groups: Vec::new(),
+            manage_groups: false,
         }
     }
 }
@@ -104,6 +117,11 @@ impl GitHubOAuthConfig {
             username_claim: self.username_claim.clone(),
             login_service: self.login_service.clone(),
             basic_auth: self.basic_auth,
+            // The groups are read from auth_state by the preset, not from the claims.
+            auth_state_groups_key: None,
+            allowed_groups: self.allowed_groups.clone(),
+            admin_groups: self.admin_groups.clone(),
+            manage_groups: self.manage_groups,
             ..GenericOAuthConfig::default()
         }
     }
@@ -122,7 +140,30 @@ impl GitHubOAuthConfig {
                 "{section}.populate_teams_in_auth_state needs \"read:org\" in {section}.scope"
             ));
         }
+        let key = check_groups(
+            section,
+            self.auth_state_groups_key.as_deref(),
+            &self.allowed_groups,
+            &self.admin_groups,
+            self.manage_groups,
+        )?;
+        if key.is_some_and(|k| k.split('.').next() == Some("teams")) {
+            // Upstream's path gives no groups here (a list of objects, or a walk through a
+            // list); upstream users write a callable, which TOML cannot hold.
+            return Err(format!(
+                "{section}.auth_state_groups_key: auth_state's \"teams\" holds GitHub's team \
+                 objects, not names, so no path into it gives groups (upstream needs a Python \
+                 callable for that, which this config cannot hold)"
+            ));
+        }
         Ok(())
+    }
+
+    /// `auth_state_groups_key` when set (an empty string is unset, as upstream).
+    pub fn groups_key(&self) -> Option<&str> {
+        self.auth_state_groups_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
     }
 }
 
@@ -163,6 +204,15 @@ pub struct GoogleOAuthConfig {
     /// Ours: the Admin SDK Directory API's origin (upstream always asks
     /// `https://www.googleapis.com`), for tests and proxies.
     pub google_directory_api_url: String,
+    /// A dotted path into auth_state whose list of strings is the user's groups, as
+    /// upstream's string `auth_state_groups_key`.
+    pub auth_state_groups_key: Option<String>,
+    /// Members of these groups may log in; needs `manage_groups`.
+    pub allowed_groups: Vec<String>,
+    /// Members of these groups are admins (and others are not); needs `manage_groups`.
+    pub admin_groups: Vec<String>,
+    /// Make the user's hub groups those at `auth_state_groups_key` at each login and refresh.
+    pub manage_groups: bool,
 }
 
 impl Default for GoogleOAuthConfig {
@@ -188,6 +238,10 @@ impl Default for GoogleOAuthConfig {
             gsuite_administrator: BTreeMap::new(),
             include_nested_groups: false,
             google_directory_api_url: "https://www.googleapis.com".into(),
+            auth_state_groups_key: None,
+            allowed_groups: Vec::new(),
+            admin_groups: Vec::new(),
+            manage_groups: false,
         }
     }
 }
@@ -213,6 +267,11 @@ impl GoogleOAuthConfig {
             username_claim: self.username_claim.clone(),
             login_service: self.login_service.clone(),
             basic_auth: self.basic_auth,
+            // The groups are read from auth_state by the preset, not from the claims.
+            auth_state_groups_key: None,
+            allowed_groups: self.allowed_groups.clone(),
+            admin_groups: self.admin_groups.clone(),
+            manage_groups: self.manage_groups,
             ..GenericOAuthConfig::default()
         }
     }
@@ -284,6 +343,17 @@ impl GoogleOAuthConfig {
                  with allowed_google_groups or admin_google_groups"
             ));
         }
+        if !grouped
+            && self
+                .groups_key()
+                .is_some_and(|k| k.starts_with("google_user.google_groups"))
+        {
+            warnings.push(format!(
+                "{section}.auth_state_groups_key: google_user.google_groups is always empty \
+                 without allowed_google_groups or admin_google_groups (the groups are only \
+                 looked up for them), so managed groups would be none"
+            ));
+        }
         let readable = self
             .google_service_account_keys
             .iter()
@@ -353,8 +423,24 @@ impl GoogleOAuthConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        common("GoogleOAuthenticator", &self.generic())?;
-        self.validate_groups()
+        let section = "GoogleOAuthenticator";
+        common(section, &self.generic())?;
+        self.validate_groups()?;
+        check_groups(
+            section,
+            self.auth_state_groups_key.as_deref(),
+            &self.allowed_groups,
+            &self.admin_groups,
+            self.manage_groups,
+        )?;
+        Ok(())
+    }
+
+    /// `auth_state_groups_key` when set (an empty string is unset, as upstream).
+    pub fn groups_key(&self) -> Option<&str> {
+        self.auth_state_groups_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
     }
 }
 
@@ -506,6 +592,38 @@ impl AzureAdOAuthConfig {
     }
 }
 
+/// Upstream 17's group options on a class whose `auth_state_groups_key` has no default: each
+/// needs `manage_groups` (`_requires_manage_groups`), and `manage_groups` needs the key
+/// (upstream would find no groups at every login, logging an error each time). The key, if
+/// any, is returned.
+fn check_groups<'a>(
+    section: &str,
+    key: Option<&'a str>,
+    allowed_groups: &[String],
+    admin_groups: &[String],
+    manage_groups: bool,
+) -> Result<Option<&'a str>, String> {
+    let key = key.filter(|k| !k.is_empty());
+    for (name, set) in [
+        ("auth_state_groups_key", key.is_some()),
+        ("allowed_groups", !allowed_groups.is_empty()),
+        ("admin_groups", !admin_groups.is_empty()),
+    ] {
+        if set && !manage_groups {
+            return Err(format!(
+                "{section}.{name} requires {section}.manage_groups to also be set"
+            ));
+        }
+    }
+    if manage_groups && key.is_none() {
+        return Err(format!(
+            "{section}.manage_groups needs {section}.auth_state_groups_key, the dotted path \
+             in auth_state of the user's groups"
+        ));
+    }
+    Ok(key)
+}
+
 /// What every preset needs: a client, the callback URL, URLs that parse.
 fn common(section: &str, generic: &GenericOAuthConfig) -> Result<(), String> {
     if generic.client_id.is_empty() {
@@ -605,9 +723,63 @@ mod tests {
         );
         let err = check_err(&format!("{GITHUB}populate_teams_in_auth_state = true\n"));
         assert!(err.contains("read:org"), "{err}");
-        let err = Config::parse(&format!("{GITHUB}allowed_groups = [\"x\"]\n"))
-            .expect_err("not a GitHub option here");
-        assert!(err.to_string().contains("allowed_groups"), "{err}");
+    }
+
+    #[test]
+    fn github_and_google_group_options_need_manage_groups() {
+        for (base, section) in [
+            (GITHUB, "GitHubOAuthenticator"),
+            (GOOGLE, "GoogleOAuthenticator"),
+        ] {
+            for (line, key) in [
+                ("allowed_groups = [\"x\"]", "allowed_groups"),
+                ("admin_groups = [\"x\"]", "admin_groups"),
+                ("auth_state_groups_key = \"a.b\"", "auth_state_groups_key"),
+            ] {
+                let err = check_err(&format!("{base}{line}\n"));
+                assert!(
+                    err.contains(&format!(
+                        "{section}.{key} requires {section}.manage_groups to also be set"
+                    )),
+                    "{err}"
+                );
+            }
+            let err = check_err(&format!("{base}manage_groups = true\n"));
+            assert!(
+                err.contains(&format!(
+                    "{section}.manage_groups needs {section}.auth_state_groups_key"
+                )),
+                "{err}"
+            );
+            let config = Config::parse(&format!(
+                "{base}manage_groups = true\nauth_state_groups_key = \"x.groups\"\n\
+                 allowed_groups = [\"a\"]\nadmin_groups = [\"b\"]\n"
+            ))
+            .expect("parses");
+            config.validate().expect("valid");
+            let generic = config.oauth_settings().expect("oauth");
+            assert!(generic.manage_groups);
+            assert_eq!(generic.allowed_groups, ["a"]);
+            assert_eq!(generic.admin_groups, ["b"]);
+            // Read from auth_state by the preset, never as a claim.
+            assert_eq!(generic.groups_key(), None);
+            let preset = crate::auth::oauth2::presets::Preset::from_config(&config);
+            assert_eq!(preset.auth_state_groups_key(), Some("x.groups"));
+        }
+        let err = check_err(&format!(
+            "{GITHUB}manage_groups = true\nauth_state_groups_key = \"teams\"\n"
+        ));
+        assert!(err.contains("team objects, not names"), "{err}");
+        let config = Config::parse(&format!(
+            "{GOOGLE}manage_groups = true\nauth_state_groups_key = \"google_user.google_groups\"\n"
+        ))
+        .expect("parses");
+        config.validate().expect("valid");
+        let warnings = config.google.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("always empty"),
+            "{warnings:?}"
+        );
     }
 
     const GOOGLE: &str = "[JupyterHub]\nauthenticator_class = \"google\"\n\

@@ -75,10 +75,20 @@ async fn github() -> String {
     }
     async fn user(headers: HeaderMap) -> (StatusCode, axum::Json<Value>) {
         match bearer_user(&headers, "gh") {
-            Some(login) => (
-                StatusCode::OK,
-                axum::Json(json!({"login": login, "id": 7, "email": null})),
-            ),
+            Some(login) => {
+                let mut profile = json!({"login": login, "id": 7, "email": null});
+                // A `groups` list, as upstream's own tests give GitHub's user model.
+                let groups = match login.as_str() {
+                    "carl" => Some(json!(["gh-staff", "gh-admins"])),
+                    "dora" => Some(json!(["gh-guests"])),
+                    "olaf" => Some(json!([{"name": "gh-staff"}])),
+                    _ => None,
+                };
+                if let Some(groups) = groups {
+                    profile["groups"] = groups;
+                }
+                (StatusCode::OK, axum::Json(profile))
+            }
             None => (StatusCode::UNAUTHORIZED, axum::Json(json!({}))),
         }
     }
@@ -567,6 +577,8 @@ const SERVICE_ACCOUNT: &str = "hub-groups@hub-test.iam.gserviceaccount.com";
 #[derive(Default)]
 struct GoogleSeen {
     tokens_issued: std::sync::atomic::AtomicUsize,
+    /// The directory's groups of mover@uni.test, as the test sets them.
+    mover_groups: std::sync::Mutex<Vec<&'static str>>,
 }
 
 /// Google's token endpoint (both the login's code exchange and the service account's JWT
@@ -643,6 +655,7 @@ async fn google_with_directory(public_der: Vec<u8>) -> (String, Arc<GoogleSeen>)
         }
     }
     async fn groups(
+        State(s): State<Standin>,
         headers: HeaderMap,
         Query(q): Query<std::collections::HashMap<String, String>>,
     ) -> (StatusCode, axum::Json<Value>) {
@@ -668,6 +681,19 @@ async fn google_with_directory(public_der: Vec<u8>) -> (String, Arc<GoogleSeen>)
                 "groups": [{"email": "students@uni.test", "name": "Students"}]}),
             ("boss@uni.test", None) => json!({"groups": [{"email": "admins@uni.test"}]}),
             ("renew@uni.test", None) => json!({"groups": [{"email": "students@uni.test"}]}),
+            ("mover@uni.test", None) => {
+                let names = s
+                    .seen
+                    .mover_groups
+                    .lock()
+                    .map(|g| g.clone())
+                    .unwrap_or_default();
+                let groups: Vec<Value> = names
+                    .iter()
+                    .map(|n| json!({"email": format!("{n}@uni.test")}))
+                    .collect();
+                json!({"groups": groups})
+            }
             // Nested: students are learners, and learners students (a cycle).
             ("students@uni.test", None) => json!({"groups": [{"email": "learners@uni.test"}]}),
             ("learners@uni.test", None) => json!({"groups": [{"email": "students@uni.test"}]}),
@@ -783,6 +809,179 @@ async fn google_groups_through_a_service_account() {
     assert_eq!(issued(), 2, "{}", hub.log());
 }
 
+/// `manage_groups` with `auth_state_groups_key = "google_user.google_groups"`: the Google
+/// groups become hub groups, followed at each login and refresh; `allowed_groups` admits,
+/// `admin_groups` makes admins, beside the Google group options.
+#[tokio::test]
+async fn google_groups_managed_as_hub_groups() {
+    let keys = tempfile::tempdir().expect("dir");
+    let (pem, public_der) = rsa_key_pair(keys.path(), "sa");
+    let (idp, seen) = google_with_directory(public_der).await;
+    let good = keys.path().join("sa.json");
+    write_key_file(
+        &good,
+        &pem,
+        SERVICE_ACCOUNT,
+        &format!("{idp}/oauth2/v4/token"),
+    );
+    let section = google_groups_section(&idp, &good, &good);
+    let hub = start(
+        "google",
+        &format!(
+            "auth_refresh_age = 1
+{section}manage_groups = true
+             auth_state_groups_key = \"google_user.google_groups\"
+             allowed_groups = [\"team-a\"]
+admin_groups = [\"team-b\"]
+"
+        ),
+    )
+    .await;
+    let set_mover = |groups: &[&'static str]| {
+        *seen.mover_groups.lock().expect("lock") = groups.to_vec();
+    };
+    let groups_of = |body: &Value| body["groups"].clone();
+
+    // In team-a (allowed_groups, not an allowed Google group) and team-b (admin_groups).
+    set_mover(&["team-a", "team-b"]);
+    let mover_browser = browser();
+    let (_, done) = login_with(&hub, &mover_browser, "mover-uni.test").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let mover = user(&hub, "mover@uni.test").await;
+    assert_eq!(groups_of(&mover), json!(["team-a", "team-b"]), "{mover}");
+    assert_eq!(mover["admin"], true, "admin_groups: {mover}");
+    let (status, b) = call(&hub, "GET", "/groups/team-b", SERVICE_TOKEN, None).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["users"], json!(["mover@uni.test"]), "{b}");
+
+    // The directory drops team-b: the next login leaves it, and admin with it.
+    set_mover(&["team-a"]);
+    let (_, done) = login_with(&hub, &mover_browser, "mover-uni.test").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let mover = user(&hub, "mover@uni.test").await;
+    assert_eq!(groups_of(&mover), json!(["team-a"]), "{mover}");
+    assert_eq!(mover["admin"], false, "{mover}");
+    let (_, b) = call(&hub, "GET", "/groups/team-b", SERVICE_TOKEN, None).await;
+    assert_eq!(b["users"], json!([]), "{b}");
+
+    // team-b again: a refresh (auth_refresh_age) follows the directory without a login.
+    set_mover(&["team-a", "team-b"]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let home = mover_browser
+        .get(format!("{}/hub/home", hub.url))
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.status(), StatusCode::OK, "{}", hub.log());
+    let mover = user(&hub, "mover@uni.test").await;
+    assert_eq!(groups_of(&mover), json!(["team-a", "team-b"]), "{mover}");
+    assert_eq!(mover["admin"], true, "{mover}");
+
+    // A Google group's member (allowed_google_groups) gets every group of theirs.
+    let (_, done) = login(&hub, "ann-uni.test").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let ann = user(&hub, "ann@uni.test").await;
+    assert_eq!(
+        groups_of(&ann),
+        json!(["everyone", "learners", "students"]),
+        "{ann}"
+    );
+    assert_eq!(ann["admin"], false);
+    // admin_google_groups still makes admins when admin_groups does not.
+    let (_, done) = login(&hub, "boss-uni.test").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let boss = user(&hub, "boss@uni.test").await;
+    assert_eq!(boss["admin"], true, "{boss}");
+    assert_eq!(groups_of(&boss), json!(["admins"]), "{boss}");
+
+    // In neither team-a nor an allowed Google group: refused, and the hub groups stay.
+    set_mover(&["team-c"]);
+    refused(
+        &hub,
+        "mover-uni.test",
+        StatusCode::FORBIDDEN,
+        "User mover@uni.test is not allowed to use this hub",
+    )
+    .await;
+    let mover = user(&hub, "mover@uni.test").await;
+    assert_eq!(groups_of(&mover), json!(["team-a", "team-b"]), "{mover}");
+    let (status, all) = call(&hub, "GET", "/groups", SERVICE_TOKEN, None).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let mut names: Vec<&str> = all
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "admins", "everyone", "learners", "students", "team-a", "team-b"
+        ],
+        "{all}"
+    );
+}
+
+/// `manage_groups` on the GitHub class: the groups at `auth_state_groups_key`
+/// (`github_user.groups`, as upstream's tests) admit beside `allowed_organizations`; a
+/// missing key or a list of objects is no groups, logged, as upstream.
+#[tokio::test]
+async fn github_groups_from_auth_state() {
+    let idp = github().await;
+    let hub = start(
+        "github",
+        &format!(
+            "[GitHubOAuthenticator]\ngithub_url = \"{idp}/\"\n\
+             allowed_organizations = [\"ok-org\"]\nmanage_groups = true\n\
+             auth_state_groups_key = \"github_user.groups\"\n\
+             allowed_groups = [\"gh-staff\"]\nadmin_groups = [\"gh-admins\"]\n"
+        ),
+    )
+    .await;
+    // Not in ok-org, admitted by allowed_groups, admin by admin_groups.
+    let (_, done) = login(&hub, "carl").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let carl = user(&hub, "carl").await;
+    assert_eq!(carl["groups"], json!(["gh-admins", "gh-staff"]), "{carl}");
+    assert_eq!(carl["admin"], true, "{carl}");
+    // In ok-org with no groups key in the profile: admitted, no groups, an error logged.
+    let (_, done) = login(&hub, "Alice").await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", hub.log());
+    let alice = user(&hub, "alice").await;
+    assert_eq!(alice["groups"], json!([]), "{alice}");
+    assert_eq!(alice["admin"], false, "{alice}");
+    assert!(
+        hub.log()
+            .contains("The auth_state_groups_key github_user.groups does not exist in auth_state"),
+        "{}",
+        hub.log()
+    );
+    // Groups that allow nothing, and a list that is not of names: refused.
+    refused(
+        &hub,
+        "dora",
+        StatusCode::FORBIDDEN,
+        "User dora is not allowed to use this hub",
+    )
+    .await;
+    refused(
+        &hub,
+        "olaf",
+        StatusCode::FORBIDDEN,
+        "User olaf is not allowed to use this hub",
+    )
+    .await;
+    assert!(
+        hub.log()
+            .contains("The value of the auth_state_groups_key github_user.groups is invalid"),
+        "{}",
+        hub.log()
+    );
+    let (_, staff) = call(&hub, "GET", "/groups/gh-staff", SERVICE_TOKEN, None).await;
+    assert_eq!(staff["users"], json!(["carl"]), "{staff}");
+}
+
 #[test]
 fn check_config_checks_service_account_keys() {
     use std::os::unix::fs::PermissionsExt;
@@ -890,6 +1089,16 @@ fn check_config_refuses_incomplete_presets() {
             "github",
             "[GitHubOAuthenticator]\nteam_whitelist = [\"x\"]\n",
             "team_whitelist",
+        ),
+        (
+            "github",
+            "[GitHubOAuthenticator]\nallowed_groups = [\"x\"]\n",
+            "GitHubOAuthenticator.allowed_groups requires GitHubOAuthenticator.manage_groups",
+        ),
+        (
+            "google",
+            "[GoogleOAuthenticator]\nauth_state_groups_key = \"google_user.google_groups\"\n",
+            "GoogleOAuthenticator.auth_state_groups_key requires GoogleOAuthenticator.manage_groups",
         ),
     ] {
         std::fs::write(

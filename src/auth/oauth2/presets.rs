@@ -22,6 +22,8 @@ pub enum Preset {
         allowed_organizations: Vec<OrgTeam>,
         populate_teams: bool,
         scope: Vec<String>,
+        /// `auth_state_groups_key`: where in auth_state the groups are (with `manage_groups`).
+        groups_key: Option<String>,
     },
     Google {
         hosted_domain: Vec<String>,
@@ -29,6 +31,8 @@ pub enum Preset {
         allowed_hosted_domains: Vec<String>,
         /// With `allowed_google_groups` or `admin_google_groups`.
         groups: Option<Arc<GoogleGroups>>,
+        /// `auth_state_groups_key`.
+        groups_key: Option<String>,
     },
     /// The issuer's origin: the tenant's discovery document may name the tenant by GUID
     /// where the config has its domain, so its issuer is taken when it is on this host.
@@ -100,6 +104,7 @@ impl Preset {
                     .collect(),
                 populate_teams: config.github.populate_teams_in_auth_state,
                 scope: config.github.scope.clone(),
+                groups_key: config.github.groups_key().map(str::to_owned),
             },
             "google" => Preset::Google {
                 groups: {
@@ -117,6 +122,7 @@ impl Preset {
                     .filter(|d| !d.is_empty())
                     .map(|d| d.to_lowercase())
                     .collect(),
+                groups_key: config.google.groups_key().map(str::to_owned),
             },
             "azuread" => Preset::AzureAd {
                 graph_url: config.azuread.graph_url(),
@@ -132,6 +138,18 @@ impl Preset {
             Preset::GitHub { .. } => "github_user",
             Preset::Google { .. } => "google_user",
             Preset::AzureAd { .. } => "user",
+        }
+    }
+
+    /// The classes whose groups are a path into the whole auth_state (upstream's
+    /// `auth_state_groups_key`), read after `update` has added what it fetches; the generic
+    /// and Azure AD classes read a claim of the user's data instead.
+    pub fn auth_state_groups_key(&self) -> Option<&str> {
+        match self {
+            Preset::GitHub { groups_key, .. } | Preset::Google { groups_key, .. } => {
+                groups_key.as_deref()
+            }
+            _ => None,
         }
     }
 
@@ -258,6 +276,10 @@ impl Preset {
                 allowed_organizations,
                 ..
             } if !allowed_organizations.is_empty() => {
+                if user.in_allowed_groups == Some(true) {
+                    // allowed_groups admitted the user (upstream's `super().check_allowed`).
+                    return Ok(());
+                }
                 let login = user.auth_state[key]
                     .get("login")
                     .and_then(Value::as_str)
@@ -304,7 +326,9 @@ impl Preset {
                         "Login with unverified email {email} is not allowed"
                     )));
                 }
-                if allowed_hosted_domains.iter().any(|d| d == hd) {
+                if user.in_allowed_groups == Some(true)
+                    || allowed_hosted_domains.iter().any(|d| d == hd)
+                {
                     user.in_allowed_groups = Some(true);
                     return Ok(());
                 }
@@ -448,6 +472,7 @@ mod tests {
             strip_domain: strip,
             allowed_hosted_domains: Vec::new(),
             groups: None,
+            groups_key: None,
         }
     }
 
