@@ -1005,6 +1005,15 @@ mod tests {
             Some("groups"),
             "the deprecated alias"
         );
+        let upstream = Config::parse(
+            "[GenericOAuthenticator]\nclient_id = \"hub\"\nauth_state_groups_key = \"oauth_user.org.teams\"\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            upstream.generic_oauth.groups_key(),
+            Some("org.teams"),
+            "upstream's path in auth_state"
+        );
         assert_eq!(
             ok.generic_oauth.username_claim, "username",
             "OAuthenticator's default"

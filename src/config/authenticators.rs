@@ -277,10 +277,15 @@ impl GenericOAuthConfig {
         Ok(())
     }
 
+    /// The claim the groups are read from. Upstream's `auth_state_groups_key` is a path in
+    /// auth_state, where the provider's claims are under `oauth_user`, so its configs say
+    /// `"oauth_user.groups"`; a bare claim path (`"groups"`, as `claim_groups_key` takes) is
+    /// read as a claim too.
     pub fn groups_key(&self) -> Option<&str> {
-        self.auth_state_groups_key
-            .as_deref()
-            .or(self.claim_groups_key.as_deref())
+        match self.auth_state_groups_key.as_deref() {
+            Some(key) => Some(key.strip_prefix("oauth_user.").unwrap_or(key)),
+            None => self.claim_groups_key.as_deref(),
+        }
     }
 }
 

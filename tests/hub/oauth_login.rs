@@ -95,7 +95,7 @@ async fn start(extra: &str) -> (TestHub, Arc<Mutex<Seen>>) {
              oauth_callback_url = \"http://hub.test/hub/oauth_callback\"\n\
              authorize_url = \"{idp}/authorize\"\ntoken_url = \"{idp}/token\"\n\
              userdata_url = \"{idp}/userinfo\"\nscope = [\"read\"]\nusername_claim = \"login\"\n\
-             login_service = \"Test IdP\"\nauth_state_groups_key = \"org.teams\"\n\
+             login_service = \"Test IdP\"\nauth_state_groups_key = \"oauth_user.org.teams\"\n\
              allowed_groups = [\"staff\"]\nmanage_groups = true\n"
         ),
         &[("JUPYTERHUB_CRYPT_KEY", CRYPT_KEY)],
