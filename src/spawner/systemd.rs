@@ -351,6 +351,9 @@ pub struct SystemdSpawner {
     /// Units we stopped ourselves (until their next start): their deactivation is not
     /// announced as an exit.
     stopping: Arc<Mutex<HashSet<String>>>,
+    /// Units the hub was told run (started, or polled as running): checked again after the
+    /// signal stream was lost, so an exit in between is still announced.
+    running: Arc<Mutex<HashSet<String>>>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -379,6 +382,7 @@ impl SystemdSpawner {
         }
         let (exits, _) = broadcast::channel(256);
         let stopping = Arc::new(Mutex::new(HashSet::new()));
+        let running = Arc::new(Mutex::new(HashSet::new()));
         // The match rule first, then Subscribe, so no signal falls between them.
         let watch = systemd
             .watch(|unit| parse_unit_name(unit).is_some())
@@ -389,12 +393,14 @@ impl SystemdSpawner {
             watch,
             exits.clone(),
             stopping.clone(),
+            running.clone(),
         ));
         Ok(SystemdSpawner {
             systemd,
             config,
             exits,
             stopping,
+            running,
             watcher,
         })
     }
@@ -452,11 +458,13 @@ impl Spawner for SystemdSpawner {
             .lock()
             .expect("stopping set poisoned")
             .remove(&unit_name(&request.user, &request.server_name));
-        if Self::is_root() {
+        let started = if Self::is_root() {
             start_unit(&self.systemd, request, &self.config).await
         } else {
             start_via_helper(request, &self.config).await
-        }
+        }?;
+        lock(&self.running).insert(unit_name(&request.user, &request.server_name));
+        Ok(started)
     }
 
     async fn poll(
@@ -473,8 +481,10 @@ impl Spawner for SystemdSpawner {
             });
         };
         if !matches!(state.as_str(), "inactive" | "failed") {
+            lock(&self.running).insert(unit);
             return Ok(Status::Running);
         }
+        lock(&self.running).remove(&unit);
         // A stub systemd loaded for a property read after the unit was collected has no PID:
         // it knows nothing about how the server ended.
         let info = self
@@ -500,6 +510,7 @@ impl Spawner for SystemdSpawner {
         now: bool,
     ) -> Result<(), Error> {
         let unit = Self::unit_of(user, server_name, state);
+        lock(&self.running).remove(&unit);
         self.stopping
             .lock()
             .expect("stopping set poisoned")
@@ -640,36 +651,133 @@ impl Spawner for SystemdSpawner {
 }
 
 /// Announce every `jupyter-*` unit that becomes inactive or failed without our asking.
+/// A unit state that is not (yet, or any more) down.
+fn is_up(state: &str) -> bool {
+    !matches!(state, "inactive" | "failed")
+}
+
+fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 async fn watch_units(
     systemd: Systemd,
     mut watch: Watch,
     exits: broadcast::Sender<Exited>,
     stopping: Arc<Mutex<HashSet<String>>>,
+    running: Arc<Mutex<HashSet<String>>>,
 ) {
-    while let Some(exit) = watch.next_exit().await {
-        let Some((user, server_name)) = parse_unit_name(&exit.unit) else {
-            continue;
-        };
-        let ours = stopping
-            .lock()
-            .expect("stopping set poisoned")
-            .contains(&exit.unit);
-        if ours {
-            continue;
+    loop {
+        while let Some(exit) = watch.next_exit().await {
+            let unit = exit.unit.clone();
+            if lock(&stopping).contains(&unit) {
+                lock(&running).remove(&unit);
+                continue;
+            }
+            // Checked beside the watch: while systemd re-executes, a call can go unanswered
+            // for a while, and the signals must go on being read meanwhile.
+            tokio::spawn(confirm_exit(
+                systemd.clone(),
+                exit,
+                exits.clone(),
+                running.clone(),
+            ));
         }
-        let unit = exit.unit.clone();
-        let info = systemd.exit_info_of(exit).await;
-        let reason = info.reason(&unit).await;
-        let log_tail = journal::tail(&unit, LOG_TAIL_LINES, info.started_usec).await;
-        tracing::info!(%unit, %reason, "user server exited");
-        let _ = exits.send(Exited {
-            user,
-            server_name,
-            reason,
-            log_tail,
-        });
+        // The stream ends when the bus connection closes (dbus-daemon restarted or killed):
+        // watch again over a new connection, then look at what exited in between.
+        tracing::warn!(
+            closed = systemd.is_closed(),
+            "the systemd signal stream ended; watching again over a new bus connection"
+        );
+        watch = rewatch(&systemd).await;
+        tracing::warn!("watching systemd's units again after the bus connection was lost");
+        let known: Vec<String> = lock(&running).iter().cloned().collect();
+        for unit in known {
+            let state = match systemd.unit_state(&unit).await {
+                Ok(state) => state,
+                // Not known either way: the periodic poll is left to decide.
+                Err(_) => continue,
+            };
+            if state.as_deref().is_some_and(is_up) {
+                continue;
+            }
+            lock(&running).remove(&unit);
+            if lock(&stopping).contains(&unit) {
+                continue;
+            }
+            let info = systemd.exit_info(&unit).await.unwrap_or_default();
+            announce_exit(&exits, &unit, &info).await;
+        }
     }
-    tracing::warn!("the systemd signal stream ended; exits are noticed by polling only");
+}
+
+/// An exit from the signals is believed only once systemd says the unit is down: around
+/// `daemon-reload` and `daemon-reexec` exits were seen announced for units still running.
+/// Asked again (every second, for a minute) while systemd does not answer; undecided, it is
+/// left to the periodic poll.
+async fn confirm_exit(
+    systemd: Systemd,
+    exit: systemd::watch::UnitExit,
+    exits: broadcast::Sender<Exited>,
+    running: Arc<Mutex<HashSet<String>>>,
+) {
+    let unit = exit.unit.clone();
+    // A re-executed systemd may answer before it has loaded its units again ("no such
+    // unit"), so a unit must be seen down twice, a second apart.
+    let mut seen_down = false;
+    for _ in 0..60 {
+        match tokio::time::timeout(Duration::from_secs(3), systemd.unit_state(&unit)).await {
+            Ok(Ok(Some(state))) if is_up(&state) => {
+                tracing::debug!(%unit, %state, "a unit announced as stopped still runs");
+                return;
+            }
+            Ok(Ok(_)) if seen_down => {
+                lock(&running).remove(&unit);
+                let info = systemd.exit_info_of(exit).await;
+                announce_exit(&exits, &unit, &info).await;
+                return;
+            }
+            Ok(Ok(_)) => seen_down = true,
+            Ok(Err(_)) | Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::warn!(%unit, "systemd does not say whether this unit still runs");
+}
+
+/// A new `watch` and `Subscribe`, retried (100 ms doubling to 5 s) until the bus answers.
+async fn rewatch(systemd: &Systemd) -> Watch {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let watched = async {
+            let watch = systemd
+                .watch(|unit| parse_unit_name(unit).is_some())
+                .await?;
+            systemd.subscribe().await?;
+            Ok::<_, systemd::Error>(watch)
+        };
+        match watched.await {
+            Ok(watch) => return watch,
+            Err(e) => tracing::debug!(error = %e, "cannot watch units yet"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn announce_exit(exits: &broadcast::Sender<Exited>, unit: &str, info: &systemd::ExitInfo) {
+    let Some((user, server_name)) = parse_unit_name(unit) else {
+        return;
+    };
+    let reason = info.reason(unit).await;
+    let log_tail = journal::tail(unit, LOG_TAIL_LINES, info.started_usec).await;
+    tracing::info!(%unit, %reason, "user server exited");
+    let _ = exits.send(Exited {
+        user,
+        server_name,
+        reason,
+        log_tail,
+    });
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -327,38 +328,98 @@ fn signal_name(signal: i32) -> String {
 }
 
 /// One connection to the system's service manager. Cheap to clone (one connection shared).
+/// The connection is replaced when it closes (the system bus restarted): the call that was
+/// under way fails, the next one goes over a new connection.
 #[derive(Clone)]
 pub struct Systemd {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    bus: std::sync::Mutex<Bus>,
+    /// One reconnection at a time.
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Bus {
     conn: Connection,
     manager: ManagerProxy<'static>,
+}
+
+async fn open_bus() -> Result<Bus, Error> {
+    let conn = Connection::system()
+        .await
+        .map_err(Error::bus("connecting to the system bus"))?;
+    // No property cache: we read no Manager properties, and a cache would only add a
+    // match rule per proxy.
+    let manager = ManagerProxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(Error::bus("manager proxy"))?;
+    Ok(Bus { conn, manager })
 }
 
 impl Systemd {
     /// Connect to the system bus. Starting units needs root (systemd 252 cannot restrict
     /// `StartTransientUnit` by polkit); the rest is allowed by polkit or to everyone.
     pub async fn connect() -> Result<Self, Error> {
-        let conn = Connection::system()
-            .await
-            .map_err(Error::bus("connecting to the system bus"))?;
-        // No property cache: we read no Manager properties, and a cache would only add a
-        // match rule per proxy.
-        let manager = ManagerProxy::builder(&conn)
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await
-            .map_err(Error::bus("manager proxy"))?;
-        Ok(Systemd { conn, manager })
+        let bus = open_bus().await?;
+        Ok(Systemd {
+            shared: Arc::new(Shared {
+                bus: std::sync::Mutex::new(bus),
+                reconnecting: tokio::sync::Mutex::new(()),
+            }),
+        })
     }
 
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
+    fn current(&self) -> Bus {
+        self.shared
+            .bus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The open connection, made anew first if the last one closed (`dbus-daemon` was
+    /// restarted or killed). systemd's own re-execution does not close it: the bus stays.
+    async fn bus(&self) -> Result<Bus, Error> {
+        let bus = self.current();
+        if !bus.conn.is_closed() {
+            return Ok(bus);
+        }
+        let _one = self.shared.reconnecting.lock().await;
+        let bus = self.current();
+        if !bus.conn.is_closed() {
+            return Ok(bus);
+        }
+        let bus = open_bus().await?;
+        tracing::warn!(
+            bus = ?bus.conn.unique_name().map(|n| n.to_string()),
+            "the system bus connection had closed (D-Bus restarted?): reconnected"
+        );
+        *self.shared.bus.lock().unwrap_or_else(|e| e.into_inner()) = bus.clone();
+        Ok(bus)
+    }
+
+    /// The open connection (see `bus`), for signal streams.
+    pub(crate) async fn connection(&self) -> Result<Connection, Error> {
+        Ok(self.bus().await?.conn)
+    }
+
+    /// Whether the connection signal streams were made on has closed since (so they ended
+    /// because of the bus, and a new `watch` on a new connection picks up again).
+    pub fn is_closed(&self) -> bool {
+        self.current().conn.is_closed()
     }
 
     /// Ask systemd for unit signals (without a subscriber it sends no unit
     /// `PropertiesChanged`, and may not send `JobRemoved`). A second subscription on the
     /// same connection is fine.
     pub async fn subscribe(&self) -> Result<(), Error> {
-        match timed("Subscribe", self.manager.subscribe()).await? {
+        let bus = self.bus().await?;
+        match timed("Subscribe", bus.manager.subscribe()).await? {
             Err(e) if !dbus::is_already_subscribed(&e) => Err(Error::bus("Subscribe")(e)),
             _ => Ok(()),
         }
@@ -372,7 +433,8 @@ impl Systemd {
         unit: TransientUnit,
         timeout: Duration,
     ) -> Result<StartOutcome, Error> {
-        let manager = &self.manager;
+        let bus = self.bus().await?;
+        let manager = &bus.manager;
         // Best effort: the JobRemoved we wait for may not come without it.
         let _ = timed("Subscribe", manager.subscribe()).await;
 
@@ -471,7 +533,8 @@ impl Systemd {
 
     /// Stop `name` and wait (up to `timeout`) for the stop job.
     pub async fn stop(&self, name: &str, timeout: Duration) -> Result<StopOutcome, Error> {
-        let manager = &self.manager;
+        let bus = self.bus().await?;
+        let manager = &bus.manager;
         let mut removed = manager
             .receive_job_removed()
             .await
@@ -502,7 +565,8 @@ impl Systemd {
     /// Send `signal` to the unit's processes (`whom`: `all`, `main` or `control`). A unit
     /// that is not loaded has nothing to kill: that is not an error.
     pub async fn kill(&self, name: &str, whom: &str, signal: i32) -> Result<(), Error> {
-        match timed("KillUnit", self.manager.kill_unit(name, whom, signal)).await? {
+        let bus = self.bus().await?;
+        match timed("KillUnit", bus.manager.kill_unit(name, whom, signal)).await? {
             Err(e) if !dbus::is_no_such_unit(&e) => Err(Error::bus("KillUnit")(e)),
             _ => Ok(()),
         }
@@ -513,7 +577,7 @@ impl Systemd {
     pub async fn freeze(&self, name: &str) -> Result<(), Error> {
         freezer_result(
             "FreezeUnit",
-            timed("FreezeUnit", self.manager.freeze_unit(name)).await?,
+            timed("FreezeUnit", self.bus().await?.manager.freeze_unit(name)).await?,
         )
     }
 
@@ -521,18 +585,19 @@ impl Systemd {
     pub async fn thaw(&self, name: &str) -> Result<(), Error> {
         freezer_result(
             "ThawUnit",
-            timed("ThawUnit", self.manager.thaw_unit(name)).await?,
+            timed("ThawUnit", self.bus().await?.manager.thaw_unit(name)).await?,
         )
     }
 
     /// The unit's `FreezerState` (`running`, `frozen`, …); `None` when it is not loaded.
     pub async fn freezer_state(&self, name: &str) -> Result<Option<String>, Error> {
-        let path = match timed("GetUnit", self.manager.get_unit(name)).await? {
+        let bus = self.bus().await?;
+        let path = match timed("GetUnit", bus.manager.get_unit(name)).await? {
             Ok(path) => path,
             Err(e) if dbus::is_no_such_unit(&e) => return Ok(None),
             Err(e) => return Err(Error::bus("GetUnit")(e)),
         };
-        let unit = UnitProxy::builder(&self.conn)
+        let unit = UnitProxy::builder(&bus.conn)
             .path(path)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
@@ -546,7 +611,8 @@ impl Systemd {
 
     /// Forget a failed unit's failure (and with it the unit, once nothing else holds it).
     pub async fn reset_failed(&self, name: &str) -> Result<(), Error> {
-        match timed("ResetFailedUnit", self.manager.reset_failed_unit(name)).await? {
+        let bus = self.bus().await?;
+        match timed("ResetFailedUnit", bus.manager.reset_failed_unit(name)).await? {
             Err(e) if !dbus::is_no_such_unit(&e) => Err(Error::bus("ResetFailedUnit")(e)),
             _ => Ok(()),
         }
@@ -554,7 +620,8 @@ impl Systemd {
 
     /// The unit's `ActiveState`; `None` when it is not loaded.
     pub async fn unit_state(&self, name: &str) -> Result<Option<String>, Error> {
-        let path = match timed("GetUnit", self.manager.get_unit(name)).await? {
+        let bus = self.bus().await?;
+        let path = match timed("GetUnit", bus.manager.get_unit(name)).await? {
             Ok(path) => path,
             Err(e) if dbus::is_no_such_unit(&e) => return Ok(None),
             Err(e) => return Err(Error::bus("GetUnit")(e)),
@@ -563,7 +630,7 @@ impl Systemd {
     }
 
     async fn active_state_at(&self, path: &OwnedObjectPath) -> Result<String, Error> {
-        let unit = UnitProxy::builder(&self.conn)
+        let unit = UnitProxy::builder(&self.bus().await?.conn)
             .path(path.clone())
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
@@ -579,7 +646,10 @@ impl Systemd {
     pub async fn list_units(&self, patterns: &[&str]) -> Result<Vec<ListedUnit>, Error> {
         let rows = timed(
             "ListUnitsByPatterns",
-            self.manager.list_units_by_patterns(&[], patterns),
+            self.bus()
+                .await?
+                .manager
+                .list_units_by_patterns(&[], patterns),
         )
         .await?
         .map_err(Error::bus("ListUnitsByPatterns"))?;
@@ -594,7 +664,7 @@ impl Systemd {
     }
 
     async fn service(&self, name: &str) -> Result<ServiceProxy<'static>, Error> {
-        ServiceProxy::builder(&self.conn)
+        ServiceProxy::builder(&self.bus().await?.conn)
             .path(dbus::unit_object_path(name))
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
@@ -644,7 +714,7 @@ impl Systemd {
     /// Live memory and CPU time of a slice (all it holds) and its memory ceiling; every
     /// figure `None` when systemd does not know (no such slice loaded, accounting off).
     pub async fn slice_usage(&self, name: &str) -> Result<SliceUsage, Error> {
-        let slice = SliceProxy::builder(&self.conn)
+        let slice = SliceProxy::builder(&self.bus().await?.conn)
             .path(dbus::unit_object_path(name))
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()

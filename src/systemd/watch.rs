@@ -4,6 +4,7 @@
 //! garbage-collected before its exit could be read.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use zbus::OwnedVariant;
@@ -23,6 +24,11 @@ pub struct UnitExit {
 /// or systemd sends no unit signals.
 pub struct Watch {
     stream: zbus::MessageStream,
+    /// systemd taking its bus name again (after `daemon-reexec`, or reconnecting to a
+    /// restarted bus): the watch subscribes again, as a stop after a re-execution was once
+    /// seen to wait in vain for its `JobRemoved`. A repeated `Subscribe` is harmless.
+    owners: zbus::MessageStream,
+    systemd: Systemd,
     wanted: Box<dyn Fn(&str) -> bool + Send + Sync>,
     /// Service properties signalled per unit, until its exit.
     last: HashMap<String, ExitInfo>,
@@ -53,11 +59,25 @@ impl Systemd {
             .path_namespace("/org/freedesktop/systemd1/unit")
             .build()
             .map_err(Error::bus("match rule"))?;
-        let stream = zbus::MessageStream::for_match_rule(rule, self.connection(), None)
+        let conn = self.connection().await?;
+        let stream = zbus::MessageStream::for_match_rule(rule, &conn, None)
+            .await
+            .map_err(Error::bus("adding the match rule"))?;
+        let owner_rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender("org.freedesktop.DBus")
+            .interface("org.freedesktop.DBus")
+            .member("NameOwnerChanged")
+            .arg(0, dbus::DESTINATION)
+            .build()
+            .map_err(Error::bus("match rule"))?;
+        let owners = zbus::MessageStream::for_match_rule(owner_rule, &conn, None)
             .await
             .map_err(Error::bus("adding the match rule"))?;
         Ok(Watch {
             stream,
+            owners,
+            systemd: self.clone(),
             wanted: Box::new(wanted),
             last: HashMap::new(),
             ran: HashSet::new(),
@@ -78,7 +98,14 @@ impl Systemd {
 impl Watch {
     /// The next exit; `None` once the signal stream has ended.
     pub async fn next_exit(&mut self) -> Option<UnitExit> {
-        while let Some(message) = self.stream.next().await {
+        loop {
+            let message = tokio::select! {
+                message = self.stream.next() => message?,
+                Some(owner) = self.owners.next() => {
+                    self.owner_changed(owner).await;
+                    continue;
+                }
+            };
             let Ok(message) = message else { continue };
             let header = message.header();
             let Some(unit) = header
@@ -141,6 +168,39 @@ impl Watch {
                 _ => {}
             }
         }
-        None
+    }
+
+    async fn owner_changed(&self, message: zbus::Result<zbus::Message>) {
+        let Ok(message) = message else { return };
+        let Ok((_, _, new_owner)) = message.body().deserialize::<(String, String, String)>() else {
+            return;
+        };
+        if new_owner.is_empty() {
+            return;
+        }
+        // A Subscribe sent the moment the new instance takes its name can go unanswered
+        // (seen with systemd 252): retried with short timeouts, beside the watch, which
+        // goes on reading signals meanwhile.
+        let systemd = self.systemd.clone();
+        tokio::spawn(async move {
+            for attempt in 1..=20u32 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                match tokio::time::timeout(Duration::from_secs(2), systemd.subscribe()).await {
+                    Ok(Ok(())) => {
+                        tracing::warn!(
+                            owner = %new_owner,
+                            attempt,
+                            "systemd took its bus name again (re-executed): subscribed to its signals again"
+                        );
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "Subscribe after re-execution"),
+                    Err(_) => tracing::debug!("Subscribe after re-execution: no answer yet"),
+                }
+            }
+            tracing::error!(
+                "systemd re-executed and does not take a subscription again: exits are noticed by polling only"
+            );
+        });
     }
 }

@@ -38,6 +38,32 @@ pub struct Contained {
 impl Contained {
     /// Boot one in its own cgroup subtree `cgroup` and wait until it is up.
     pub fn boot(cgroup: &str) -> Contained {
+        Self::boot_with(cgroup, "")
+    }
+
+    /// As `boot`, but with the cgroup hierarchies mounted afresh inside, so the contained
+    /// systemd sees `cgroup` as its root. Without that, on a host with cgroup v1 or hybrid
+    /// controllers it sees the host's tree (its own cgroup is `/../init.scope`), which it
+    /// survives at boot but not `systemctl daemon-reexec`: the new instance cannot make
+    /// its manager object and PID 1 exits.
+    pub fn boot_with_own_cgroups(cgroup: &str) -> Contained {
+        Self::boot_with(
+            cgroup,
+            r#"if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+      mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    else
+      mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
+      mkdir /sys/fs/cgroup/unified /sys/fs/cgroup/systemd
+      mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+      mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
+      for c in memory cpu cpuacct pids; do
+        mkdir /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c || true
+      done
+    fi"#,
+        )
+    }
+
+    fn boot_with(cgroup: &str, mounts: &str) -> Contained {
         let script = format!(
             r#"for h in systemd unified memory cpu cpuacct pids; do
   mkdir -p /sys/fs/cgroup/$h/{cgroup} 2>/dev/null || true
@@ -48,6 +74,7 @@ exec unshare --pid --fork --kill-child --mount --uts --ipc --cgroup --propagatio
     for d in /run /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done
     mount -t tmpfs -o mode=755 tmpfs /var/log/journal
     mkdir -p /run/lock
+    {mounts}
     exec /lib/systemd/systemd --system --log-target=console --log-level=warning --unit=basic.target' >/dev/null 2>&1"#
         );
         let unshare = Command::new("sh")

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::harness::{Contained, ReservedPort, ensure_user, reserve_port, shared_dir};
 
 const CGROUP_NAME: &str = "sdtest-hub";
-const HUB_UNIT: &str = "jupyterhub-systest.service";
+pub(crate) const HUB_UNIT: &str = "jupyterhub-systest.service";
 /// Started by hand before the hub, unknown to its database.
 const STRAY_UNIT: &str = "jupyter-stray-x.service";
 /// `concurrent_spawn_limit` of the test hub.
@@ -40,7 +40,7 @@ fn crowd_user(i: usize) -> String {
 }
 
 /// The unit the spawner gives a user's default server (`-` is escaped inside a component).
-fn server_unit(user: &str) -> String {
+pub(crate) fn server_unit(user: &str) -> String {
     format!("jupyter-{}-singleuser.service", user.replace('-', "\\x2d"))
 }
 
@@ -64,7 +64,7 @@ impl Drop for Workspace {
 
 /// The test's system users, removed (with their homes) on drop; declared before the
 /// contained systemd so they outlive every process that runs as them.
-struct Users(Vec<String>);
+pub(crate) struct Users(pub(crate) Vec<String>);
 
 impl Drop for Users {
     fn drop(&mut self) {
@@ -77,28 +77,28 @@ impl Drop for Users {
     }
 }
 
-struct Hub<'a> {
-    sd: &'a Contained,
+pub(crate) struct Hub<'a> {
+    pub(crate) sd: &'a Contained,
     work: Workspace,
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Pre-spawn hooks wait while this file is missing, which holds spawns pending.
     gate: PathBuf,
-    public: String,
+    pub(crate) public: String,
     /// The hub's two ports, held for the hub's whole life (it restarts on them).
     _ports: (ReservedPort, ReservedPort),
-    token: String,
-    http: reqwest::Client,
+    pub(crate) token: String,
+    pub(crate) http: reqwest::Client,
     /// The managed service's port, held until it binds it.
     service_port: ReservedPort,
 }
 
 /// Where `set_services` cuts the config: services go last.
 const SERVICES_MARK: &str = "\n# managed services\n";
-const SERVICE_UNIT: &str = "jupyterhub-service-echo.service";
+pub(crate) const SERVICE_UNIT: &str = "jupyterhub-service-echo.service";
 const SERVICE_TOKEN: &str = "systest-echo-service-secret";
 
 impl<'a> Hub<'a> {
-    fn new(sd: &'a Contained) -> Hub<'a> {
+    pub(crate) fn new(sd: &'a Contained) -> Hub<'a> {
         use std::os::unix::fs::PermissionsExt as _;
         let shared = shared_dir();
         let id = std::process::id();
@@ -198,14 +198,20 @@ unit_extra_properties = ["IOWeight=42"]
 
     /// Start the hub as a `Type=notify` unit. `systemd-run` returns once the start job is
     /// done, which for `Type=notify` is when the hub sent READY=1.
-    fn start(&self) {
+    pub(crate) fn start(&self) {
+        self.start_with(&[]);
+    }
+
+    /// As `start`, with more `systemd-run` flags (`--no-block`: return at once).
+    pub(crate) fn start_with(&self, flags: &[&str]) {
         // A previous, killed run leaves the unit failed and its name taken.
         self.sd.run(&["systemctl", "reset-failed", HUB_UNIT]);
         let output = self
             .sd
             .nsenter()
+            .arg("systemd-run")
+            .args(flags)
             .args([
-                "systemd-run",
                 "--unit",
                 HUB_UNIT,
                 "--property=Type=notify",
@@ -225,12 +231,17 @@ unit_extra_properties = ["IOWeight=42"]
         );
     }
 
-    fn main_pid(&self) -> String {
+    /// The hub's SQLite database.
+    pub(crate) fn db_path(&self) -> PathBuf {
+        self.work.dir.join("jupyterhub.sqlite")
+    }
+
+    pub(crate) fn main_pid(&self) -> String {
         self.sd.prop(HUB_UNIT, "MainPID")
     }
 
     /// Replace the config's managed services with `services` (TOML).
-    fn set_services(&self, services: &str) {
+    pub(crate) fn set_services(&self, services: &str) {
         let text = std::fs::read_to_string(&self.config).expect("read config");
         let base = text.split(SERVICES_MARK).next().unwrap_or(&text).to_owned();
         std::fs::write(&self.config, format!("{base}{SERVICES_MARK}{services}"))
@@ -238,7 +249,7 @@ unit_extra_properties = ["IOWeight=42"]
     }
 
     /// The echo service, with `extra` config lines.
-    fn echo_service(&self, extra: &str) -> String {
+    pub(crate) fn echo_service(&self, extra: &str) -> String {
         format!(
             "[[JupyterHub.services]]\nname = \"echo\"\nurl = \"http://127.0.0.1:{port}\"\n\
              api_token = \"{SERVICE_TOKEN}\"\ncommand = [\"/usr/bin/python3\", \"{script}\"]\n\
@@ -249,13 +260,13 @@ unit_extra_properties = ["IOWeight=42"]
     }
 
     /// Stop the hub cleanly (as `systemctl restart` does) and start it again.
-    fn restart(&self) {
+    pub(crate) fn restart(&self) {
         self.sd.run_ok(&["systemctl", "stop", HUB_UNIT]);
         self.start();
     }
 
     /// What the echo service answers through the proxy, once its pid is not `not_pid`.
-    async fn echo_answer(&self, not_pid: &str) -> Value {
+    pub(crate) async fn echo_answer(&self, not_pid: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(response) = self
@@ -281,12 +292,12 @@ unit_extra_properties = ["IOWeight=42"]
     }
 
     /// The hub's log, for failure messages.
-    fn journal(&self) -> String {
+    pub(crate) fn journal(&self) -> String {
         self.sd.run(&["journalctl", "--no-pager", "-u", HUB_UNIT])
     }
 
     /// The hub's structured log entries from process `pid`, as the journal keeps them.
-    fn entries(&self, pid: &str) -> Vec<Value> {
+    pub(crate) fn entries(&self, pid: &str) -> Vec<Value> {
         self.sd
             .run(&[
                 "journalctl",
@@ -301,7 +312,7 @@ unit_extra_properties = ["IOWeight=42"]
     }
 
     /// Wait until the hub process `pid` logged an entry matching `matches`; all its entries.
-    async fn wait_for_entry(
+    pub(crate) async fn wait_for_entry(
         &self,
         pid: &str,
         what: &str,
@@ -322,11 +333,11 @@ unit_extra_properties = ["IOWeight=42"]
         }
     }
 
-    fn api(&self, path: &str) -> String {
+    pub(crate) fn api(&self, path: &str) -> String {
         format!("{}/hub/api{path}", self.public)
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -350,20 +361,20 @@ unit_extra_properties = ["IOWeight=42"]
         )
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let (status, _, body) = self.call(reqwest::Method::GET, path, None).await;
         assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
         body
     }
 
     /// The default server's model of `user`, `None` when it is not active.
-    async fn server(&self, user: &str) -> Option<Value> {
+    pub(crate) async fn server(&self, user: &str) -> Option<Value> {
         let model = self.get(&format!("/users/{user}")).await;
         model["servers"].get("").cloned()
     }
 
     /// Start `user`'s default server (201 or 202) and wait until it is ready.
-    async fn spawn(&self, user: &str) -> Value {
+    pub(crate) async fn spawn(&self, user: &str) -> Value {
         let (status, _, body) = self
             .call(
                 reqwest::Method::POST,
@@ -375,7 +386,7 @@ unit_extra_properties = ["IOWeight=42"]
         self.wait_ready(user).await
     }
 
-    async fn wait_ready(&self, user: &str) -> Value {
+    pub(crate) async fn wait_ready(&self, user: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(server) = self.server(user).await
@@ -392,7 +403,7 @@ unit_extra_properties = ["IOWeight=42"]
         }
     }
 
-    async fn wait_stopped(&self, user: &str) {
+    pub(crate) async fn wait_stopped(&self, user: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.server(user).await.is_some() {
             assert!(
@@ -404,17 +415,17 @@ unit_extra_properties = ["IOWeight=42"]
         }
     }
 
-    async fn routes(&self) -> Value {
+    pub(crate) async fn routes(&self) -> Value {
         self.get("/proxy").await
     }
 
     /// A request through the public port (the proxy) to the user's server.
-    async fn through_proxy(&self, user: &str) -> (StatusCode, Value) {
+    pub(crate) async fn through_proxy(&self, user: &str) -> (StatusCode, Value) {
         self.through_proxy_path(user, "api").await
     }
 
     /// A request for `path` under the user's server, through the proxy.
-    async fn through_proxy_path(&self, user: &str, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn through_proxy_path(&self, user: &str, path: &str) -> (StatusCode, Value) {
         let response = self
             .http
             .get(format!("{}/user/{user}/{path}", self.public))
@@ -428,7 +439,7 @@ unit_extra_properties = ["IOWeight=42"]
     }
 
     /// How many servers the hub reports pending a spawn right now.
-    async fn pending_spawns(&self) -> usize {
+    pub(crate) async fn pending_spawns(&self) -> usize {
         let users = self.get("/users?limit=200").await;
         let users = users
             .as_array()
@@ -1110,7 +1121,7 @@ async fn concurrent_spawn_limit_holds(hub: &Hub<'_>) {
 /// The real idle culler (jupyterhub 6's venv, which the test set-up gives it), with
 /// short times, and the role the packaged example config gives it.
 /// `kill -9` of the hub and a restart, waiting until systemd has it inactive first.
-async fn kill_9_and_restart(hub: &Hub<'_>) {
+pub(crate) async fn kill_9_and_restart(hub: &Hub<'_>) {
     hub.sd.run_ok(&[
         "systemctl",
         "kill",
@@ -1119,7 +1130,12 @@ async fn kill_9_and_restart(hub: &Hub<'_>) {
         HUB_UNIT,
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while hub.sd.prop(HUB_UNIT, "ActiveState") == "active" {
+    // Killed before READY it was `activating`; either way, gone once no longer loaded as
+    // running (its name is free for the next start).
+    while matches!(
+        hub.sd.prop(HUB_UNIT, "ActiveState").as_str(),
+        "active" | "activating" | "deactivating" | "reloading"
+    ) {
         assert!(Instant::now() < deadline, "the hub survived SIGKILL");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
