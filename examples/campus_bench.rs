@@ -234,6 +234,7 @@ const METRICS: &[(&str, &str)] = &[
     ("ws_errors", "  websocket errors"),
     ("ws_rss_mib", "  hub RSS with them open (MiB)"),
     ("ws_kib_each", "  hub memory per websocket (KiB)"),
+    ("ready_before_restart", "servers ready before the restart"),
     ("startup_api_s", "restart: API answers (s)"),
     (
         "startup_adopted_s",
