@@ -88,13 +88,21 @@ struct Answer {
 /// servers' state (names, admin, groups, roles, last_activity, servers, pending, ready, the
 /// token's scopes), so an answer stays right until either changes.
 #[derive(Default)]
-pub struct Answers(Mutex<HashMap<[u8; 32], Answer>>);
+pub struct Answers(Mutex<Remembered>);
+
+#[derive(Default)]
+struct Remembered {
+    answers: HashMap<[u8; 32], Answer>,
+    /// The bodies' bytes: a listing of every user can be megabytes.
+    bytes: usize,
+}
 
 impl Answers {
-    /// Bound on remembered answers; past it the memory starts afresh.
+    /// Bounds on remembered answers and their bytes; past either the memory starts afresh.
     const MAX: usize = 4096;
+    const MAX_BYTES: usize = 64 << 20;
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], Answer>> {
+    fn lock(&self) -> MutexGuard<'_, Remembered> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -123,11 +131,13 @@ impl Hub {
     pub async fn remembered(&self, token: &str, what: &str, stamp: Stamp) -> Result<Option<Bytes>> {
         let key = key(token, what);
         let hit = {
-            let mut answers = self.answers.lock();
-            match answers.get(&key) {
+            let mut memory = self.answers.lock();
+            match memory.answers.get(&key) {
                 Some(a) if a.stamp == stamp => Some((a.identity.clone(), a.body.clone())),
                 Some(_) => {
-                    answers.remove(&key);
+                    if let Some(old) = memory.answers.remove(&key) {
+                        memory.bytes -= old.body.len();
+                    }
                     None
                 }
                 None => None,
@@ -166,17 +176,22 @@ impl Hub {
         if identity.token.is_none() {
             return;
         }
-        let mut answers = self.answers.lock();
-        if answers.len() >= Answers::MAX {
-            answers.clear();
+        if body.len() > Answers::MAX_BYTES / 4 {
+            return;
         }
-        answers.insert(
-            key(token, what),
-            Answer {
-                stamp,
-                identity: Arc::new(identity.clone()),
-                body,
-            },
-        );
+        let mut memory = self.answers.lock();
+        if memory.answers.len() >= Answers::MAX || memory.bytes + body.len() > Answers::MAX_BYTES {
+            memory.answers.clear();
+            memory.bytes = 0;
+        }
+        memory.bytes += body.len();
+        let answer = Answer {
+            stamp,
+            identity: Arc::new(identity.clone()),
+            body,
+        };
+        if let Some(old) = memory.answers.insert(key(token, what), answer) {
+            memory.bytes -= old.body.len();
+        }
     }
 }
