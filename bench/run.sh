@@ -35,13 +35,14 @@ done
 
 # --- build and install -----------------------------------------------------------------------
 
-cargo build --release --locked --quiet --bin jupyterhub --example hub_bench
+cargo build --release --locked --quiet --bin jupyterhub --example hub_bench --example campus_bench
 BIN=$PWD/target/release/jupyterhub
 mkdir -p "$PREFIX/bin" "$PREFIX/home"
 chmod 755 "$PREFIX" "$PREFIX/bin" "$PREFIX/home"
 # A copy the servers' accounts can execute, whatever the permissions of this checkout.
 install -m 755 target/release/examples/hub_bench "$PREFIX/bin/hub_bench"
 BENCH=$PREFIX/bin/hub_bench
+CAMPUS=$PWD/target/release/examples/campus_bench
 
 PY_HUB=$PREFIX/venv/bin/jupyterhub
 CHP=$PREFIX/chp/node_modules/.bin/configurable-http-proxy
@@ -253,6 +254,11 @@ one_run() {
     read -r p50 p99 <<<"$out"
     record list_users_p50_ms "$p50"
     record list_users_p99_ms "$p99"
+    # The same after a write each time: rendered, not a remembered answer.
+    out=$("$CAMPUS" latency-after-write "$API/users" "$API" "$TOKEN" "$LIST_N")
+    read -r p50 p99 <<<"$out"
+    record list_users_written_p50_ms "$p50"
+    record list_users_written_p99_ms "$p99"
 
     wrk -t2 -c"$CLIENTS" -d2s -H "Authorization: token $TOKEN" "$API/user" >/dev/null
     out=$(run_wrk -H "Authorization: token $TOKEN" "$API/user")

@@ -77,10 +77,40 @@ pub fn init_logging(level: Option<&str>) {
         .try_init();
 }
 
+/// What `hub_headers` adds, made once: the CSPs follow `base_url`, as upstream's
+/// `csp_report_uri`.
+#[derive(Clone)]
+struct Headers {
+    hub: Hub,
+    csp_api: Option<HeaderValue>,
+    csp_page: Option<HeaderValue>,
+}
+
+impl Headers {
+    fn new(hub: Hub) -> Headers {
+        let report = format!("{}hub/security/csp-report", hub.base_url());
+        Headers {
+            csp_api: HeaderValue::from_str(&format!(
+                "frame-ancestors 'none'; report-uri {report}; default-src 'none'"
+            ))
+            .ok(),
+            csp_page: HeaderValue::from_str(&format!(
+                "frame-ancestors 'none'; report-uri {report}"
+            ))
+            .ok(),
+            hub,
+        }
+    }
+}
+
 /// Headers on every hub response, as upstream: the version (single-user servers parse it)
 /// and a CSP that forbids framing.
 async fn hub_headers(
-    axum::extract::State(hub): axum::extract::State<Hub>,
+    axum::extract::State(Headers {
+        hub,
+        csp_api,
+        csp_page,
+    }): axum::extract::State<Headers>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -95,14 +125,7 @@ async fn hub_headers(
         "x-jupyterhub-version",
         HeaderValue::from_static(crate::JUPYTERHUB_VERSION),
     );
-    // The report URI follows base_url, as upstream's `csp_report_uri`.
-    let report = format!("{}hub/security/csp-report", hub.base_url());
-    let csp = if api {
-        format!("frame-ancestors 'none'; report-uri {report}; default-src 'none'")
-    } else {
-        format!("frame-ancestors 'none'; report-uri {report}")
-    };
-    if let Ok(csp) = HeaderValue::from_str(&csp) {
+    if let Some(csp) = if api { csp_api } else { csp_page } {
         headers
             .entry(header::CONTENT_SECURITY_POLICY)
             .or_insert(csp);
@@ -224,7 +247,10 @@ pub fn app(hub: Hub) -> Router {
             hub.clone(),
             crate::web::error_pages,
         ))
-        .layer(middleware::from_fn_with_state(hub.clone(), hub_headers))
+        .layer(middleware::from_fn_with_state(
+            Headers::new(hub.clone()),
+            hub_headers,
+        ))
         .with_state(hub)
 }
 

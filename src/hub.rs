@@ -3,6 +3,7 @@
 //! Handlers never touch `db` or `systemd` directly; they call a method here (the fields are
 //! private to `hub`, and `tests/tidy.rs` checks that handlers do not name `db`).
 
+mod cache;
 mod freeze;
 mod groups;
 mod identity;
@@ -39,6 +40,7 @@ pub use crate::db::Error as DbError;
 pub use crate::db::{
     ClientOwner, GroupRow, OAuthClientRow, ServiceRow, SpawnerRow, TokenRow, UserRow,
 };
+pub use cache::Stamp;
 pub use identity::{Identity, Principal};
 pub use login::{LoginLimiter, OAuthCallback};
 pub use oauth::CodeRequest;
@@ -121,7 +123,12 @@ pub struct Inner {
     /// Runs the config's managed services.
     services: crate::services::Supervisor,
     routes: Arc<RouteTable>,
-    servers: Mutex<HashMap<ServerKey, ServerState>>,
+    /// Counted, so remembered answers that show server state know when it changed.
+    servers: cache::Counted<HashMap<ServerKey, ServerState>>,
+    /// Rendered `GET /hub/api/user` answers (`hub/cache.rs`).
+    answers: cache::Answers,
+    /// Each route's activity as last written by `flush_route_activity`.
+    flushed_activity: Mutex<HashMap<String, i64>>,
     login_limiter: LoginLimiter,
     shutdown: CancellationToken,
     /// The internal API URL user servers and services use (`…/hub/api`), set once bound.
@@ -275,7 +282,9 @@ impl Hub {
             spawner,
             services,
             routes: Arc::new(RouteTable::new()),
-            servers: Mutex::new(HashMap::new()),
+            servers: cache::Counted::new(HashMap::new()),
+            answers: Default::default(),
+            flushed_activity: Default::default(),
             shutdown: CancellationToken::new(),
             crypt,
             pam_permits: tokio::sync::Semaphore::new(4),

@@ -3,19 +3,30 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::auth::cookie;
 use crate::hub::{Hub, Identity, Principal};
 
 use super::error::ApiError;
-use super::extract::Auth;
+use super::extract::{Auth, remembered_answer};
 
 /// `GET /hub/api/user`: the caller's own model plus `scopes`. 403 (never 401/404) for a bad
-/// token, which is what the single-user server expects.
-pub async fn whoami(State(hub): State<Hub>, Auth(identity): Auth) -> Result<Json<Value>, ApiError> {
+/// token, which is what the single-user server expects. A token's answer is remembered until
+/// the database or a server's state changes (`hub/cache.rs`): single-user servers and
+/// services ask it for every request they authenticate.
+pub async fn whoami(State(hub): State<Hub>, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, _) = request.into_parts();
+    remembered_answer(&hub, &mut parts, "user", |_, identity| {
+        whoami_model(&hub, identity)
+    })
+    .await
+}
+
+fn whoami_model(hub: &Hub, identity: &Identity) -> Result<Value, ApiError> {
     let mut model = match &identity.principal {
         Principal::User(user) => {
             // The owner may always read its identity, whatever the token's scopes.
@@ -47,7 +58,7 @@ pub async fn whoami(State(hub): State<Hub>, Auth(identity): Auth) -> Result<Json
         .unwrap_or(Value::Null);
     model["session_id"] = json!(identity.session_id);
     model["scopes"] = json!(identity.scopes.sorted());
-    Ok(Json(model))
+    Ok(model)
 }
 
 /// `POST /hub/api/authorizations/token`: removed in JupyterHub 2.0; always 404.

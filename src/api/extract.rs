@@ -85,6 +85,49 @@ impl FromRequestParts<Hub> for MaybeAuth {
     }
 }
 
+/// A token-authenticated GET answered from what the hub remembers for that token and `what`
+/// (what the answer depends on besides the token), or rendered by `render` and remembered
+/// (`hub/cache.rs`). Cookie-authenticated calls are always rendered.
+pub async fn remembered_answer(
+    hub: &Hub,
+    parts: &mut Parts,
+    what: &str,
+    render: impl FnOnce(&Parts, &Identity) -> Result<serde_json::Value, ApiError>,
+) -> Result<axum::response::Response, ApiError> {
+    // Before anything is read: an answer rendered from later reads is at least this fresh.
+    let stamp = hub.answer_stamp();
+    if let Some(token) = cookie::bearer_token(&parts.headers)
+        && let Some(body) = hub.remembered(token, what, stamp).await?
+    {
+        return Ok(json_response(body));
+    }
+    let Auth(identity) = Auth::from_request_parts(parts, hub).await?;
+    let body = serde_json::to_vec(&render(parts, &identity)?)
+        .map(axum::body::Bytes::from)
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot render the answer: {e}"),
+            )
+        })?;
+    if let Some(token) = cookie::bearer_token(&parts.headers) {
+        hub.remember(token, what, stamp, &identity, body.clone());
+    }
+    Ok(json_response(body))
+}
+
+fn json_response(body: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// A JSON body; malformed input is a 400 in JupyterHub's error shape. An empty body is
 /// read as `null` where the type allows (upstream treats a missing body as none).
 pub struct JsonBody<T>(pub T);

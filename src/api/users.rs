@@ -1,16 +1,18 @@
 //! `/hub/api/users[/{name}]` and `/users/{name}/activity`.
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::hub::{Hub, UserListQuery};
+use axum::response::Response;
+
+use crate::hub::{Hub, Identity, UserListQuery};
 use crate::rbac::Resource;
 
 use super::error::ApiError;
-use super::extract::{Auth, JsonBody, Page};
+use super::extract::{Auth, JsonBody, Page, remembered_answer};
 
 fn truthy(query: &[(String, String)], key: &str) -> bool {
     query
@@ -19,18 +21,50 @@ fn truthy(query: &[(String, String)], key: &str) -> bool {
         .is_some_and(|(_, v)| !matches!(v.to_ascii_lowercase().as_str(), "0" | "false"))
 }
 
-/// `GET /users` (list:users, rows filtered by its filters).
-pub async fn list(
-    State(hub): State<Hub>,
-    Auth(identity): Auth,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    Query(query): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+/// `GET /users` (list:users, rows filtered by its filters). A token's answer is remembered
+/// until the database or a server's state changes (`hub/cache.rs`): admin panels and
+/// culling services ask the same page again and again.
+pub async fn list(State(hub): State<Hub>, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, _) = request.into_parts();
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or_else(|| parts.uri.clone(), |u| u.0.clone());
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    // Everything the answer depends on besides the token: the query, whether the envelope
+    // was asked for, and the host its `next` link names.
+    let what = format!(
+        "users?{}\0{}\0{}",
+        uri.query().unwrap_or(""),
+        header(axum::http::header::ACCEPT),
+        header(axum::http::header::HOST)
+    );
+    remembered_answer(&hub, &mut parts, &what, |parts, identity| {
+        let Query(query) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        list_page(&hub, identity, &parts.headers, &uri, &query)
+    })
+    .await
+}
+
+fn list_page(
+    hub: &Hub,
+    identity: &Identity,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    query: &[(String, String)],
+) -> Result<Value, ApiError> {
     if !identity.scopes.has("list:users") {
         identity.require(&["list:users"], &Resource::Hub)?;
     }
-    let page = Page::from_request(&hub, &headers, &query)?;
+    let page = Page::from_request(hub, headers, query)?;
     let get = |k: &str| {
         query
             .iter()
@@ -41,13 +75,13 @@ pub async fn list(
         state: get("state"),
         offset: page.offset,
         limit: page.limit,
-        include_stopped_servers: truthy(&query, "include_stopped_servers"),
+        include_stopped_servers: truthy(query, "include_stopped_servers"),
         sort: get("sort"),
         name_filter: get("name_filter"),
     };
-    let (items, total) = hub.list_users(&identity, &list_query)?;
+    let (items, total) = hub.list_users(identity, &list_query)?;
     let host = headers.get("host").and_then(|v| v.to_str().ok());
-    Ok(Json(page.wrap(items, total, &uri, host)))
+    Ok(page.wrap(items, total, uri, host))
 }
 
 #[derive(Deserialize)]

@@ -43,6 +43,9 @@ pub struct Identity {
     /// Groups of the user (empty for services).
     pub groups: Vec<String>,
     pub session_id: Option<String>,
+    /// For a token's identity, which is remembered: when its scopes change without a write
+    /// (the first expiry of a share they include).
+    pub valid_until: Option<i64>,
 }
 
 impl Identity {
@@ -197,6 +200,17 @@ impl Hub {
         Ok((rbac::expand(&raw, &owner)?, groups))
     }
 
+    /// The first expiry of a share the principal's scopes include: an identity remembered
+    /// past it would keep the share's scopes.
+    fn shares_valid_until(&self, principal: &Principal) -> Result<Option<i64>> {
+        let Principal::User(user) = principal else {
+            return Ok(None);
+        };
+        Ok(self
+            .db
+            .read(|c| db::next_share_expiry(c, user.id, crate::time::now()))?)
+    }
+
     /// Group membership from the database, for `!group=` filters of other users.
     pub fn membership(&self) -> impl rbac::Membership + '_ {
         move |user: &str| {
@@ -242,9 +256,11 @@ impl Hub {
         // The generation first: what is read after it is at least that fresh.
         let generation = self.db.generation();
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = crate::time::now();
         if let Some(identity) = self.token_identities.get(&key, generation)
             && let Some(row) = &identity.token
-            && row.expires_at.is_none_or(|t| t >= crate::time::now())
+            && row.expires_at.is_none_or(|t| t >= now)
+            && identity.valid_until.is_none_or(|t| t >= now)
         {
             self.note_token_activity(row, &identity.principal);
             return Ok(Some(identity));
@@ -285,6 +301,7 @@ impl Hub {
         self.note_token_activity(&row, &principal);
         Ok(Some(Identity {
             session_id: row.session_id.clone(),
+            valid_until: self.shares_valid_until(&principal)?,
             principal,
             token: Some(row),
             scopes,
@@ -293,7 +310,7 @@ impl Hub {
     }
 
     /// Record token use, throttled; user activity too unless it is a server's own token.
-    fn note_token_activity(&self, row: &TokenRow, principal: &Principal) {
+    pub(super) fn note_token_activity(&self, row: &TokenRow, principal: &Principal) {
         let now = crate::time::now();
         if row
             .last_activity
@@ -337,6 +354,8 @@ impl Hub {
         let principal = Principal::User(user);
         let (scopes, groups) = self.owner_scopes(&principal)?;
         Ok(Some(Identity {
+            // Only token identities are remembered; a cookie's is read per request.
+            valid_until: None,
             principal,
             token: None,
             scopes,

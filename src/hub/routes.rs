@@ -116,26 +116,39 @@ impl Hub {
         Ok(())
     }
 
-    /// Write proxy activity (per route) to users and servers; called periodically.
+    /// Write proxy activity (per route) to users and servers; called periodically. Only
+    /// routes with activity since the last flush are written: with a thousand idle servers a
+    /// flush is then no write at all (and leaves what is remembered at that generation).
     pub fn flush_route_activity(&self) -> Result<()> {
+        let routes = self.routes.list();
+        let mut flushed = self
+            .flushed_activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Forget routes that are gone, so the memory stays the table's size.
+        let live: HashSet<&str> = routes.iter().map(|r| r.spec.as_str()).collect();
+        flushed.retain(|spec, _| live.contains(spec.as_str()));
         let mut updates = Vec::new();
-        for route in self.routes.list() {
+        for route in &routes {
             let Some(when) = route.last_activity() else {
                 continue;
             };
+            if flushed.get(&route.spec).is_some_and(|&t| t >= when) {
+                continue;
+            }
             let (Some(user), Some(server)) = (
                 route.data.get("user").and_then(Value::as_str),
                 route.data.get("server_name").and_then(Value::as_str),
             ) else {
                 continue;
             };
-            updates.push((user.to_owned(), server.to_owned(), when));
+            updates.push((route.spec.as_str(), user, server, when));
         }
         if updates.is_empty() {
             return Ok(());
         }
         self.db.write(|tx| {
-            for (user, server, when) in &updates {
+            for (_, user, server, when) in &updates {
                 if let Some(row) = db::user_by_name(tx, user)? {
                     db::touch_user(tx, row.id, *when)?;
                     if let Some(spawner) = db::spawner(tx, row.id, server)? {
@@ -145,6 +158,9 @@ impl Hub {
             }
             Ok(())
         })?;
+        for (spec, _, _, when) in updates {
+            flushed.insert(spec.to_owned(), when);
+        }
         Ok(())
     }
 }

@@ -258,3 +258,111 @@ async fn owner_changes_reach_a_token_at_once() {
     let (status, _) = call(&hub, "GET", "/user", &carol, None).await;
     assert_eq!(status, 403, "a deleted user's token stops working");
 }
+
+/// `GET /hub/api/user` answers are remembered per token; every change to what they show must
+/// be in the very next answer: admin and roles, groups, the name, a server started and
+/// stopped, the token revoked.
+#[tokio::test]
+async fn whoami_answers_follow_every_change() {
+    let hub = TestHub::start("", &crate::support::stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    // A real account, for the server's part.
+    let dora = crate::support::server_user();
+    let (status, _) = call(&hub, "POST", &format!("/users/{dora}"), &admin, None).await;
+    assert_eq!(status, 201);
+    let token = hub.token(&dora, &[]);
+    // Asked more than once, so each check below follows a remembered answer (the first
+    // answer after a change is itself a change: the request records the token's activity).
+    let me = || async {
+        let (status, first) = call(&hub, "GET", "/user", &token, None).await;
+        assert_eq!(status, 200, "{first}");
+        let mut last = serde_json::Value::Null;
+        for _ in 0..3 {
+            let (status, body) = call(&hub, "GET", "/user", &token, None).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(last.is_null() || body == last, "{body} after {last}");
+            last = body;
+        }
+        assert_eq!(first["name"], last["name"]);
+        first
+    };
+    let before = me().await;
+    assert_eq!(before["admin"], false);
+    assert_eq!(before["groups"], json!([]));
+
+    let path = format!("/users/{dora}");
+    let patch = |body| call(&hub, "PATCH", &path, &admin, Some(body));
+    assert_eq!(patch(json!({"admin": true})).await.0, 200);
+    let now = me().await;
+    assert_eq!(now["admin"], true);
+    assert!(
+        now["roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("admin"))),
+        "{now}"
+    );
+    assert!(
+        now["scopes"]
+            .as_array()
+            .is_some_and(|s| s.contains(&json!("admin:users")))
+    );
+    assert_eq!(patch(json!({"admin": false})).await.0, 200);
+    assert_eq!(me().await["admin"], false);
+
+    assert_eq!(call(&hub, "POST", "/groups/lab", &admin, None).await.0, 201);
+    let members = json!({"users": [dora]});
+    let (status, _) = call(
+        &hub,
+        "POST",
+        "/groups/lab/users",
+        &admin,
+        Some(members.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(me().await["groups"], json!(["lab"]));
+    let (status, _) = call(&hub, "DELETE", "/groups/lab/users", &admin, Some(members)).await;
+    assert_eq!(status, 200);
+    assert_eq!(me().await["groups"], json!([]));
+
+    let server = format!("/users/{dora}/server");
+    let (status, body) = call(&hub, "POST", &server, &admin, None).await;
+    assert!(
+        status == 201 || status == 202,
+        "{status} {body}\n{}",
+        hub.log()
+    );
+    crate::support::wait_ready(&hub, &admin, &dora, "").await;
+    let now = me().await;
+    assert_eq!(now["servers"][""]["ready"], true, "{now}");
+    assert_eq!(now["server"], format!("/user/{dora}/"), "{now}");
+    let (status, _) = call(&hub, "DELETE", &server, &admin, None).await;
+    assert!(status == 202 || status == 204, "{status}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        // No sleep needed to see it: the first answer after the stop shows it.
+        let (_, model) = call(&hub, "GET", &path, &admin, None).await;
+        if model["servers"].as_object().is_some_and(|s| s.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{model}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let now = me().await;
+    assert_eq!(now["servers"], json!({}), "{now}");
+    assert_eq!(now["server"], serde_json::Value::Null, "{now}");
+
+    let renamed = format!("{dora}-renamed");
+    assert_eq!(patch(json!({"name": renamed})).await.0, 200);
+    assert_eq!(me().await["name"], renamed.as_str());
+
+    let id = me().await["token_id"]
+        .as_str()
+        .expect("token id")
+        .to_owned();
+    let revoke = format!("/users/{renamed}/tokens/{id}");
+    let (status, _) = call(&hub, "DELETE", &revoke, &admin, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call(&hub, "GET", "/user", &token, None).await;
+    assert_eq!(status, 403, "a revoked token is refused at once");
+}

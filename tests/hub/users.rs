@@ -752,3 +752,126 @@ async fn a_user_without_a_valid_system_account_name_is_not_added() {
     let (status, _) = call(&hub, "GET", "/users/bob@example.org", &token, None).await;
     assert_eq!(status, 404);
 }
+
+/// `GET /hub/api/users` answers are remembered per token and request: each query, envelope
+/// and host has its own, and the next answer after a change shows it (a user added, a
+/// server started, a user renamed).
+#[tokio::test]
+async fn user_listings_follow_every_change() {
+    let hub = TestHub::start("", &crate::support::stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    // A real account, for the server's part.
+    let erin = crate::support::server_user();
+    let names = |body: &serde_json::Value| -> Vec<String> {
+        body.get("items")
+            .unwrap_or(body)
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|u| u["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let list = |path: &'static str| {
+        let (hub, admin) = (&hub, &admin);
+        async move {
+            let mut last = serde_json::Value::Null;
+            for _ in 0..3 {
+                let (status, body) = call(hub, "GET", path, admin, None).await;
+                assert_eq!(status, 200, "{body}");
+                assert!(last.is_null() || body == last, "{body} after {last}");
+                last = body;
+            }
+            last
+        }
+    };
+    assert_eq!(names(&list("/users").await), ["admin"]);
+    let (status, _) = call(
+        &hub,
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"usernames": [erin, "finn"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        names(&list("/users").await),
+        ["admin", erin.as_str(), "finn"]
+    );
+    assert_eq!(names(&list("/users?limit=1").await), ["admin"]);
+    assert_eq!(
+        names(&list("/users?offset=1&limit=1").await),
+        [erin.as_str()]
+    );
+    assert_eq!(
+        names(&list("/users?state=ready").await),
+        Vec::<String>::new()
+    );
+
+    // The envelope and its `next` link follow the Accept and Host headers, not what another
+    // request with the same path was answered.
+    let client = reqwest::Client::new();
+    let get = |accept: &'static str, host: &'static str| {
+        client
+            .get(hub.api("/users?limit=1"))
+            .header("Authorization", format!("token {admin}"))
+            .header("Accept", accept)
+            .header("Host", host)
+            .send()
+    };
+    for (accept, host) in [
+        ("application/json", "a.example"),
+        ("application/jupyterhub-pagination+json", "a.example"),
+        ("application/jupyterhub-pagination+json", "b.example"),
+    ] {
+        for _ in 0..2 {
+            let body: serde_json::Value = get(accept, host)
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if accept == "application/json" {
+                assert!(body.is_array(), "{body}");
+            } else {
+                let next = body["_pagination"]["next"]["url"].as_str().expect("next");
+                assert!(next.starts_with(&format!("http://{host}/")), "{next}");
+            }
+        }
+    }
+
+    let server = format!("/users/{erin}/server");
+    let (status, body) = call(&hub, "POST", &server, &admin, None).await;
+    assert!(status == 201 || status == 202, "{status} {body}");
+    crate::support::wait_ready(&hub, &admin, &erin, "").await;
+    assert_eq!(names(&list("/users?state=ready").await), [erin.as_str()]);
+    let (status, _) = call(&hub, "DELETE", &server, &admin, None).await;
+    assert!(status == 202 || status == 204, "{status}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !names(
+        &call(&hub, "GET", "/users?state=ready", &admin, None)
+            .await
+            .1,
+    )
+    .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "erin's server did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, _) = call(
+        &hub,
+        "PATCH",
+        "/users/finn",
+        &admin,
+        Some(json!({"name": "gus"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        names(&list("/users").await),
+        ["admin", erin.as_str(), "gus"]
+    );
+}

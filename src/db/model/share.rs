@@ -158,6 +158,14 @@ pub fn shared_scopes_of_user(conn: &Connection, user_id: i64, now: i64) -> Resul
     Ok(scopes)
 }
 
+/// The earliest expiry, after `now`, of a share with the user or one of the user's groups.
+pub fn next_share_expiry(conn: &Connection, user_id: i64, now: i64) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT MIN(expires_at) FROM shares WHERE (user_id = ?1 OR group_id IN (SELECT group_id FROM user_group_map WHERE user_id = ?1)) AND expires_at >= ?2",
+    )?;
+    Ok(stmt.query_row(params![user_id, now], |r| r.get::<_, Option<i64>>(0))?)
+}
+
 const CODE_COLS: &str = "c.id, c.owner_id, (SELECT name FROM users WHERE id = c.owner_id), \
     c.spawner_id, (SELECT name FROM spawners WHERE id = c.spawner_id), \
     c.scopes, c.created_at, c.expires_at, c.hashed, c.exchange_count, c.last_exchanged_at";
