@@ -288,6 +288,14 @@ one_run() {
     read -r _ p50 errors <<<"$out"
     record spawn_p50_ms "$p50"
     record spawn_seq_errors "$errors"
+    # The stub's own start-up (exec to answering, no hub), in the same run: the hub's share of
+    # a spawn is the difference.
+    local stub_http
+    out=$(JUPYTERHUB_SERVICE_URL="http://127.0.0.1:{port}/user/${SEQ_USERS[0]}/" \
+        "$BENCH" startup "$SEQ_SPAWNS" "${SEQ_USERS[0]}" "/user/${SEQ_USERS[0]}/api" "$BENCH" stub 2>/dev/null)
+    read -r _ stub_http _ <<<"$out"
+    record stub_http_p50_ms "$stub_http"
+    record spawn_share_ms "$(awk -v a="$p50" -v b="$stub_http" 'BEGIN { printf "%.1f\n", a - b }')"
 
     local user=${SEQ_USERS[0]} direct
     direct=$("$BENCH" target "$API" "$TOKEN" "$user")

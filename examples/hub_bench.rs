@@ -15,6 +15,13 @@
 //!   (GET the form, POST it with its `_xsrf` field and cookie); prints `logins_per_s errors`.
 //! - `spawn API TOKEN CONCURRENCY NAME...`: starts each user's default server and waits until
 //!   it is ready; prints `total_s p50_ms errors`.
+//!   "Ready" includes the route answering: after the hub says ready, `GET /user/NAME/api`
+//!   through the hub's public port must answer below 500.
+//! - `startup N USER PATH CMD...`: a server's own start-up, without any hub: N times, runs CMD
+//!   (as USER when root, in its home; environment inherited, `{port}` in it and in CMD replaced
+//!   by a free port) and times exec → the port accepting a connection → `GET
+//!   http://127.0.0.1:{port}PATH` answering below 500, probing every millisecond; prints
+//!   `listen_p50_ms http_p50_ms listen_min_ms http_min_ms`.
 //! - `stop API TOKEN NAME...`: stops those servers and waits until they are gone.
 //! - `token API TOKEN NAME`: a new token for NAME from `POST {API}/users/NAME/tokens`.
 //! - `target API TOKEN NAME`: prints the proxy target (`http://ip:port`) of NAME's server.
@@ -326,7 +333,9 @@ async fn spawn_one(
     let status = r.status();
     let text = r.text().await?;
     match status.as_u16() {
-        201 => return Ok(start.elapsed().as_secs_f64() * 1e3),
+        201 => {
+            return route_answers(http, api, name, start, start + Duration::from_secs(300)).await;
+        }
         202 => {}
         _ => return Err(format!("POST /users/{name}/server: {status} {text}").into()),
     }
@@ -335,13 +344,13 @@ async fn spawn_one(
     let deadline = start + Duration::from_secs(300);
     while Instant::now() < deadline {
         if follow_progress(http, api, token, name).await? {
-            return Ok(start.elapsed().as_secs_f64() * 1e3);
+            return route_answers(http, api, name, start, deadline).await;
         }
         // The stream ended without a verdict (or the spawn finished before it opened).
         let model = user_model(http, api, token, name).await;
         let server = &model["servers"][""];
         if server["ready"] == json!(true) {
-            return Ok(start.elapsed().as_secs_f64() * 1e3);
+            return route_answers(http, api, name, start, deadline).await;
         }
         if server.is_null() && model["pending"].is_null() && model.is_object() {
             return Err(format!("{name}'s spawn failed (no server, nothing pending)").into());
@@ -349,6 +358,29 @@ async fn spawn_one(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(format!("{name}'s server was not ready within 300 s").into())
+}
+
+/// Once the hub says ready, the spawn is done for a user when the route answers: milliseconds
+/// from `start` until `GET /user/NAME/api` through the public port answers below 500.
+async fn route_answers(
+    http: &reqwest::Client,
+    api: &str,
+    name: &str,
+    start: Instant,
+    deadline: Instant,
+) -> Result<f64, BoxError> {
+    let url = format!("{}/user/{name}/api", api.trim_end_matches("/hub/api"));
+    loop {
+        if let Ok(r) = http.get(&url).timeout(Duration::from_secs(30)).send().await
+            && r.status().as_u16() < 500
+        {
+            return Ok(start.elapsed().as_secs_f64() * 1e3);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url} did not answer after the hub said ready").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Read `GET …/server/progress` until an event says ready (true) or the stream ends (false).
@@ -420,6 +452,119 @@ async fn spawn(
     let total = start.elapsed().as_secs_f64();
     let s = sorted(samples);
     println!("{total:.3} {:.1} {errors}", percentile(&s, 0.5));
+    Ok(())
+}
+
+/// One start of CMD: (exec → accepting, exec → HTTP below 500) in milliseconds.
+async fn startup_once(
+    user: Option<&nix::unistd::User>,
+    path: &str,
+    argv: &[String],
+) -> Result<(f64, f64), BoxError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let fill = |s: &str| s.replace("{port}", &port.to_string());
+    let mut command = tokio::process::Command::new(fill(&argv[0]));
+    command.args(argv[1..].iter().map(|a| fill(a)));
+    for (k, v) in std::env::vars() {
+        if v.contains("{port}") {
+            command.env(k, fill(&v));
+        }
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(account) = user {
+        command
+            .uid(account.uid.as_raw())
+            .gid(account.gid.as_raw())
+            .current_dir(&account.dir);
+        command.env("HOME", &account.dir).env("USER", &account.name);
+    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let t0 = Instant::now();
+    let mut child = command.spawn()?;
+    let deadline = t0 + Duration::from_secs(120);
+    let result = async {
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{} exited before listening: {status}", argv[0]).into());
+            }
+            if Instant::now() > deadline {
+                return Err::<(f64, f64), BoxError>("not listening within 120 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let listen = t0.elapsed().as_secs_f64() * 1e3;
+        loop {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().as_u16() < 500
+            {
+                return Ok((listen, t0.elapsed().as_secs_f64() * 1e3));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{url} did not answer within 120 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    .await;
+    // The whole process group: the real server's children too.
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pid}")])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            let _ = child.wait().await;
+        }
+    }
+    result
+}
+
+async fn startup(n: usize, user: &str, path: &str, argv: &[String]) -> Result<(), BoxError> {
+    if argv.is_empty() {
+        return Err("startup: no command".into());
+    }
+    // As the hub's local spawner as root: the server runs as its user, in its home.
+    let account = if nix::unistd::geteuid().is_root() {
+        Some(nix::unistd::User::from_name(user)?.ok_or_else(|| format!("no account {user}"))?)
+    } else {
+        None
+    };
+    let (mut listen, mut http) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (l, h) = startup_once(account.as_ref(), path, argv).await?;
+        eprintln!("  startup: listening after {l:.1} ms, answering after {h:.1} ms");
+        listen.push(l);
+        http.push(h);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (listen, http) = (sorted(listen), sorted(http));
+    println!(
+        "{:.1} {:.1} {:.1} {:.1}",
+        percentile(&listen, 0.5),
+        percentile(&http, 0.5),
+        listen[0],
+        http[0]
+    );
     Ok(())
 }
 
@@ -589,6 +734,16 @@ const METRICS: &[Metric] = &[
         "spawn a stub server, one at a time, p50 (ms)",
         None,
     ),
+    m(
+        "stub_http_p50_ms",
+        "  the stub alone, exec to answering, p50 (ms)",
+        None,
+    ),
+    m(
+        "spawn_share_ms",
+        "  hub share: spawn - stub alone (ms)",
+        Some(Target::OursAtMost(20.0, "<= 20 ms")),
+    ),
     m("spawn_seq_errors", "  failed spawns", None),
     m(
         "spawn50_total_s",
@@ -681,6 +836,10 @@ fn report(path: &str) -> Result<(), BoxError> {
     );
     for metric in METRICS {
         let (ours, theirs) = (med("ours", metric.key), med("python", metric.key));
+        // A script that measures only some figures prints only those.
+        if ours.is_nan() && theirs.is_nan() {
+            continue;
+        }
         let ratio = ours / theirs;
         let ratio_text = if ratio.is_finite() {
             format!("{ratio:.3}")
@@ -768,6 +927,11 @@ async fn main() -> Result<(), BoxError> {
             let concurrency = arg(&args, 4, u)?.parse()?;
             spawn(arg(&args, 2, u)?, arg(&args, 3, u)?, concurrency, &args[5..]).await
         }
+        "startup" => {
+            let u = "startup N USER PATH CMD...";
+            let n = arg(&args, 2, u)?.parse()?;
+            startup(n, arg(&args, 3, u)?, arg(&args, 4, u)?, args.get(5..).unwrap_or_default()).await
+        }
         "stop" => {
             let u = "stop API TOKEN NAME...";
             stop(arg(&args, 2, u)?, arg(&args, 3, u)?, &args[4..]).await
@@ -793,6 +957,6 @@ async fn main() -> Result<(), BoxError> {
             println!("{}", items.as_array().map_or(0, Vec::len));
             Ok(())
         }
-        _ => Err("usage: hub_bench stub|wait-up|create|populate|latency|logins|spawn|stop|token|target|ws-rtt|count|report".into()),
+        _ => Err("usage: hub_bench stub|wait-up|create|populate|latency|logins|spawn|startup|stop|token|target|ws-rtt|count|report".into()),
     }
 }

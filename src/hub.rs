@@ -149,6 +149,8 @@ pub struct Inner {
     acme: std::sync::OnceLock<Arc<crate::proxy::Acme>>,
     /// Whether idle servers are still frozen (`freeze_idle_after`).
     freezing: freeze::Freezing,
+    /// Readiness waits in progress: they probe less often each when many run at once.
+    readiness_waits: std::sync::atomic::AtomicUsize,
 }
 
 impl std::ops::Deref for Hub {
@@ -295,6 +297,7 @@ impl Hub {
             opened,
             acme: std::sync::OnceLock::new(),
             freezing: Default::default(),
+            readiness_waits: Default::default(),
         }));
         hub.sync_config()?;
         if mode == Mode::Serve {

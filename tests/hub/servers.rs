@@ -134,6 +134,74 @@ async fn failed_spawn_reports_the_reason() {
     assert!(progress.contains("\"failed\":true"), "{progress}");
 }
 
+/// Readiness probes connect first and send the GET only on an accepted connection: a server
+/// that listens but answers 503 is still starting, and the spawn is ready (and routed) only
+/// once it answers below 500.
+#[tokio::test]
+async fn a_listening_server_is_ready_only_once_it_answers() {
+    let flag = std::env::temp_dir().join(format!(
+        "jupyterhub-rs-ready-flag-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    ));
+    let _ = std::fs::remove_file(&flag);
+    let config = format!(
+        "{}environment = {{ STUB_UNAVAILABLE_UNTIL = \"{}\" }}\n",
+        stub_spawner_config(),
+        flag.display()
+    );
+    let hub = TestHub::start("", &config).await;
+    let admin = hub.admin_token();
+    let user = server_user();
+    call(&hub, "POST", &format!("/users/{user}"), &admin, None).await;
+    let post = {
+        let (url, admin) = (hub.api(&format!("/users/{user}/server")), admin.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("Authorization", format!("token {admin}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    // The server listens and has been probed over HTTP: still pending, not routed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !hub.log().contains("stub answered 503") {
+        assert!(
+            Instant::now() < deadline,
+            "never probed over HTTP:\n{}",
+            hub.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, model) = call(&hub, "GET", &format!("/users/{user}"), &admin, None).await;
+    assert_eq!(model["pending"], "spawn", "{model}");
+    assert_eq!(model["servers"][""]["ready"], false, "{model}");
+    let r = crate::support::browser()
+        .get(format!("{}/user/{user}/api", hub.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.status(),
+        302,
+        "no route yet: the hub answers for the user's URL"
+    );
+
+    std::fs::write(&flag, b"").expect("flag");
+    let status = post.await.expect("task").expect("post");
+    assert_eq!(status, 201, "{}", hub.log());
+    let model = wait_ready(&hub, &admin, &user, "").await;
+    assert_eq!(model["pending"], Value::Null, "{model}");
+    let r = reqwest::get(format!("{}/user/{user}/api", hub.url))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200, "{}", hub.log());
+    let _ = std::fs::remove_file(&flag);
+}
+
 #[tokio::test]
 async fn named_servers_and_their_limit() {
     let hub = TestHub::start(
