@@ -17,13 +17,38 @@ use super::servers::{Progress, ServerKey, escape_path};
 use super::tokens::{TokenForm, TokenGrant, issue_token};
 use super::{Error, Hub, Result};
 
+/// Ports handed to starting servers in the last `PORT_QUARANTINE`: the kernel may give the
+/// same free port to two spawns that ask within moments of each other (the server binds it
+/// only later), and the second server would then fail with "address in use".
+static RECENT_PORTS: std::sync::Mutex<std::collections::VecDeque<(u16, std::time::Instant)>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+const PORT_QUARANTINE: Duration = Duration::from_secs(120);
+
+/// Upstream's `random_port`: a port the kernel says is free now, but never one this hub
+/// handed out recently.
 fn free_port(ip: &str) -> Result<u16> {
-    let listener = std::net::TcpListener::bind((ip, 0))
-        .map_err(|e| Error::Unavailable(format!("no free port: {e}")))?;
-    Ok(listener
-        .local_addr()
-        .map_err(|e| Error::Unavailable(e.to_string()))?
-        .port())
+    let mut recent = RECENT_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    while recent
+        .front()
+        .is_some_and(|(_, at)| at.elapsed() > PORT_QUARANTINE)
+    {
+        recent.pop_front();
+    }
+    for _ in 0..64 {
+        let listener = std::net::TcpListener::bind((ip, 0))
+            .map_err(|e| Error::Unavailable(format!("no free port: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::Unavailable(e.to_string()))?
+            .port();
+        if !recent.iter().any(|(p, _)| *p == port) {
+            recent.push_back((port, std::time::Instant::now()));
+            return Ok(port);
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "no free port on {ip}: the kernel kept offering ports given to servers moments ago"
+    )))
 }
 
 /// How often a readiness wait asks the spawner whether the server died.
@@ -630,6 +655,16 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_port_is_handed_out_twice_in_a_row_of_spawns() {
+        // The kernel repeats a just-closed port often: about 8 times in 500 here.
+        let ports: Vec<u16> = (0..500)
+            .map(|_| free_port("127.0.0.1").expect("a free port"))
+            .collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    }
 
     #[test]
     fn probes_are_frequent_early_and_spread_when_many_wait() {
