@@ -83,36 +83,13 @@ mkdir -p "$RESULTS_DIR"
 RESULTS=$RESULTS_DIR/results.tsv
 HUB_PID= PROXY_PIDFILE= RUN_DIR= HOLD_PID=
 
-# The stub servers are processes of $BENCH (our copy): end exactly those, by pid.
-kill_stubs() {
-    local p
-    for p in /proc/[0-9]*; do
-        [[ $(readlink "$p/exe" 2>/dev/null) == "$BENCH" ]] && kill -KILL "${p#/proc/}" 2>/dev/null || true
-    done
-}
-
-stop_hub() {
-    if [[ -n $HUB_PID ]]; then
-        kill -TERM "$HUB_PID" 2>/dev/null || true
-        for _ in $(seq 600); do kill -0 "$HUB_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$HUB_PID" 2>/dev/null || true
-        wait "$HUB_PID" 2>/dev/null || true
-        HUB_PID=
-    fi
-    if [[ -n $PROXY_PIDFILE && -f $PROXY_PIDFILE ]]; then
-        local pid
-        pid=$(cat "$PROXY_PIDFILE" 2>/dev/null || true)
-        [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null || true
-        rm -f "$PROXY_PIDFILE"
-    fi
-}
+# kill_stubs, stop_hub, show_failed_log; a hub with 1 000 servers may take a while to stop
+source bench/lib.sh
+STOP_TENTHS=600
 
 cleanup() {
     local rc=$?
-    if [[ $rc != 0 && -n $RUN_DIR && -f $RUN_DIR/hub.log ]]; then
-        echo "--- failed; last lines of $RUN_DIR/hub.log:" >&2
-        tail -n 30 "$RUN_DIR/hub.log" >&2
-    fi
+    show_failed_log "$rc"
     [[ -z $HOLD_PID ]] || kill -TERM "$HOLD_PID" 2>/dev/null || true
     stop_hub
     kill_stubs
