@@ -40,9 +40,20 @@ fn list_col(text: &str) -> Vec<String> {
 
 /// `(user_id, name)` rows gathered by user id.
 fn names_by_user(conn: &Connection, sql: &str) -> Result<HashMap<i64, Vec<String>>> {
+    names_by_user_with(conn, sql, [])
+}
+
+/// As `names_by_user`, for a statement with parameters (a page's bounds).
+fn names_by_user_with(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<HashMap<i64, Vec<String>>> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut map: HashMap<i64, Vec<String>> = HashMap::new();
-    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+    for row in stmt.query_map(params, |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })? {
         let (user_id, name) = row?;
         map.entry(user_id).or_default().push(name);
     }

@@ -38,6 +38,26 @@ fn role_names(mut roles: Vec<String>, user: &UserRow) -> Vec<String> {
     roles
 }
 
+/// The page SQL can give for a listing, when it is one: every user is listed (no name or
+/// state filter, `list:users` unfiltered) and the sort is one SQL orders as `list_users` does.
+/// The other listings filter and sort all users in memory.
+fn sql_page(identity: &Identity, query: &UserListQuery) -> Option<db::UserPage> {
+    let every_name = query.name_filter.as_deref().is_none_or(str::is_empty);
+    let every_state = query.state.as_deref().is_none_or(str::is_empty);
+    let every_user = matches!(
+        identity.scopes.filters("list:users"),
+        Some(crate::rbac::Filters::All)
+    );
+    if !(every_name && every_state && every_user) {
+        return None;
+    }
+    Some(db::UserPage {
+        order: db::UserOrder::from_sort(query.sort.as_deref())?,
+        offset: query.offset,
+        limit: query.limit,
+    })
+}
+
 /// Upstream allows an activity timestamp at most this far in the future.
 const MAX_FUTURE_MICROS: i64 = 59 * 60 * 1_000_000;
 
@@ -165,6 +185,9 @@ impl Hub {
         identity: &Identity,
         query: &UserListQuery,
     ) -> Result<(Vec<Value>, usize)> {
+        if let Some(page) = sql_page(identity, query) {
+            return self.list_users_page(identity, query, page);
+        }
         // Four queries for the whole listing, not four per user.
         let (users, spawners, mut groups, mut roles) = self.db.read(|c| {
             Ok((
@@ -270,6 +293,42 @@ impl Hub {
             ));
         }
         Ok((models, total))
+    }
+
+    /// `list_users` for a listing SQL can page (`sql_page`): only the page's users are read
+    /// and modelled, so a page of 200 costs the same with 200 users or 100 000.
+    fn list_users_page(
+        &self,
+        identity: &Identity,
+        query: &UserListQuery,
+        page: db::UserPage,
+    ) -> Result<(Vec<Value>, usize)> {
+        let (total, users, spawners, mut groups, mut roles) = self.db.read(|c| {
+            Ok((
+                db::count_users(c)?,
+                db::users_page(c, page)?,
+                db::spawners_of_page(c, page)?,
+                db::user_groups_of_page(c, page)?,
+                db::user_role_names_of_page(c, page)?,
+            ))
+        })?;
+        let mut spawners_by_user: std::collections::HashMap<i64, Vec<db::SpawnerRow>> =
+            std::collections::HashMap::new();
+        for row in spawners {
+            spawners_by_user.entry(row.user_id).or_default().push(row);
+        }
+        let models = users
+            .iter()
+            .map(|user| {
+                let facts = UserFacts {
+                    groups: groups.remove(&user.id).unwrap_or_default(),
+                    roles: role_names(roles.remove(&user.id).unwrap_or_default(), user),
+                    spawners: spawners_by_user.remove(&user.id).unwrap_or_default(),
+                };
+                self.user_model_from(identity, user, query.include_stopped_servers, &facts)
+            })
+            .collect();
+        Ok((models, usize::try_from(total).unwrap_or(usize::MAX)))
     }
 
     /// `POST /users`: create several users at once; existing names are skipped, all

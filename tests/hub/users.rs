@@ -875,3 +875,142 @@ async fn user_listings_follow_every_change() {
         ["admin", erin.as_str(), "gus"]
     );
 }
+
+/// A listing of every user is paged in SQL (only the page's users are read); any filter is
+/// applied to all users in memory. Both must give the same pages: the same token scopes but
+/// `list:users!group=everyone` (a group holding every user) takes the in-memory path. Users
+/// never active, ties in activity, several roles and groups, a running and a stopped server.
+#[tokio::test]
+async fn pages_from_sql_are_the_pages_filtered_in_memory() {
+    let runner = crate::support::server_user();
+    let mut names: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
+    names.insert(7, runner.clone());
+    names.push("admin".into());
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let config = format!(
+        "[[JupyterHub.load_roles]]\nname = \"tutor\"\nscopes = [\"read:users\"]\nusers = [\"u03\", \"u07\"]\n\
+         [[JupyterHub.load_roles]]\nname = \"viewer\"\nscopes = [\"read:users:name\"]\nusers = [\"u03\", \"u11\"]\n\
+         [JupyterHub.load_groups.everyone]\nusers = [{}]\n\
+         [JupyterHub.load_groups.odd]\nusers = [\"u01\", \"u03\", \"u05\"]\n{}",
+        quoted.join(", "),
+        // Services list, so no listed user's activity changes between the two requests.
+        [("every", "list:users"), ("grouped", "list:users!group=everyone")]
+            .map(|(name, list)| format!(
+                "[[JupyterHub.services]]\nname = \"{name}\"\napi_token = \"{name}-lister-token-0123456789\"\n\
+                 [[JupyterHub.load_roles]]\nname = \"{name}-lister\"\n\
+                 scopes = [\"{list}\", \"read:users\", \"read:roles:users\", \"read:servers\"]\n\
+                 services = [\"{name}\"]\n"
+            ))
+            .concat()
+    );
+    let hub = TestHub::start(&config, &crate::support::stub_spawner_config()).await;
+    let admin = hub.admin_token();
+    // Ties (u05, u06, u14), an older one, a newer one; the rest never active.
+    for (user, when) in [
+        ("u05", "2026-01-01T10:00:00Z"),
+        ("u14", "2026-01-01T10:00:00Z"),
+        ("u06", "2026-01-01T10:00:00Z"),
+        ("u02", "2025-06-01T00:00:00Z"),
+        ("u19", "2026-03-01T00:00:00Z"),
+    ] {
+        let (status, body) = call(
+            &hub,
+            "POST",
+            &format!("/users/{user}/activity"),
+            &admin,
+            Some(json!({ "last_activity": when })),
+        )
+        .await;
+        assert_eq!(status, 200, "{user}: {body}");
+    }
+    let (status, body) = call(
+        &hub,
+        "POST",
+        &format!("/users/{runner}/server"),
+        &admin,
+        None,
+    )
+    .await;
+    assert!(status == 201 || status == 202, "{status} {body}");
+    crate::support::wait_ready(&hub, &admin, &runner, "").await;
+
+    let every = "every-lister-token-0123456789";
+    let grouped = "grouped-lister-token-0123456789";
+    let client = reqwest::Client::new();
+    let page = |token: &str, query: &str| {
+        let request = client
+            .get(hub.api(&format!("/users?{query}")))
+            .header("Authorization", format!("token {token}"))
+            .header("Accept", "application/jupyterhub-pagination+json");
+        let query = query.to_owned();
+        async move {
+            let response = request.send().await.expect("list");
+            assert_eq!(response.status(), 200, "{query}");
+            response.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let mut checked = 0;
+    // With the server running, then stopped (listed with include_stopped_servers).
+    for phase in ["running", "stopped"] {
+        if phase == "stopped" {
+            let (status, _) = call(
+                &hub,
+                "DELETE",
+                &format!("/users/{runner}/server"),
+                &admin,
+                None,
+            )
+            .await;
+            assert!(status == 204 || status == 202, "{status}");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let (_, model) = call(&hub, "GET", &format!("/users/{runner}"), &admin, None).await;
+                if model["servers"] == json!({}) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never stopped: {model}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        for sort in [
+            "",
+            "id",
+            "-id",
+            "name",
+            "-name",
+            "last_activity",
+            "-last_activity",
+        ] {
+            for (offset, limit) in [(0, 200), (0, 5), (5, 5), (19, 5), (30, 5)] {
+                for stopped in ["0", "1"] {
+                    let query = format!(
+                        "sort={sort}&offset={offset}&limit={limit}&include_stopped_servers={stopped}"
+                    );
+                    let from_sql = page(every, &query).await;
+                    let in_memory = page(grouped, &query).await;
+                    assert_eq!(from_sql, in_memory, "{phase}: {query}");
+                    assert_eq!(from_sql["_pagination"]["total"], names.len(), "{query}");
+                    checked += from_sql["items"].as_array().map_or(0, Vec::len);
+                }
+            }
+        }
+    }
+    // The pages were not empty: per phase, sort and include_stopped_servers, every user once
+    // on the whole page, then pages of 5 from 0, 5 and 19.
+    assert_eq!(
+        checked,
+        2 * 7 * 2 * (names.len() + 5 + 5 + (names.len() - 19))
+    );
+    // And the orders are the listing's: never-active users last ascending, first descending.
+    let by_activity = page(every, "sort=last_activity").await;
+    let order: Vec<&str> = by_activity["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|u| u["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(order[..4], ["u02", "u05", "u06", "u14"], "{order:?}");
+}

@@ -103,6 +103,22 @@ pub fn user_groups(conn: &Connection, user_id: i64) -> Result<Vec<String>> {
     Ok(rows)
 }
 
+/// The group names of one page's users, by user id.
+pub fn user_groups_of_page(
+    conn: &Connection,
+    page: crate::db::UserPage,
+) -> Result<HashMap<i64, Vec<String>>> {
+    super::names_by_user_with(
+        conn,
+        &format!(
+            "SELECT m.user_id, g.name FROM groups g JOIN user_group_map m ON m.group_id = g.id \
+             WHERE m.user_id IN ({}) ORDER BY m.user_id, g.name",
+            page.ids_sql()
+        ),
+        page.bounds(),
+    )
+}
+
 /// Every user's group names by user id, in one query (for listings).
 pub fn all_user_groups(conn: &Connection) -> Result<HashMap<i64, Vec<String>>> {
     names_by_user(

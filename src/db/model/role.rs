@@ -134,6 +134,22 @@ pub fn group_roles_of_user(conn: &Connection, user_id: i64) -> Result<Vec<RoleRo
     Ok(rows)
 }
 
+/// The directly held role names of one page's users, by user id.
+pub fn user_role_names_of_page(
+    conn: &Connection,
+    page: crate::db::UserPage,
+) -> Result<HashMap<i64, Vec<String>>> {
+    super::names_by_user_with(
+        conn,
+        &format!(
+            "SELECT m.user_id, r.name FROM roles r JOIN user_role_map m ON m.role_id = r.id \
+             WHERE m.user_id IN ({}) ORDER BY m.user_id, r.name",
+            page.ids_sql()
+        ),
+        page.bounds(),
+    )
+}
+
 /// Every user's directly held role names by user id, in one query (for listings).
 pub fn all_user_role_names(conn: &Connection) -> Result<HashMap<i64, Vec<String>>> {
     names_by_user(

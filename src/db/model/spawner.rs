@@ -76,6 +76,18 @@ pub fn all_spawners(conn: &Connection) -> Result<Vec<SpawnerRow>> {
     rows.into_iter().map(finish_spawner).collect()
 }
 
+/// The spawner rows of one page's users.
+pub fn spawners_of_page(conn: &Connection, page: crate::db::UserPage) -> Result<Vec<SpawnerRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SPAWNER_COLS} FROM spawners WHERE user_id IN ({}) ORDER BY user_id, name",
+        page.ids_sql()
+    ))?;
+    let rows = stmt
+        .query_map(page.bounds(), spawner_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(finish_spawner).collect()
+}
+
 pub fn spawner(conn: &Connection, user_id: i64, name: &str) -> Result<Option<SpawnerRow>> {
     let row = conn
         .prepare_cached(&format!(

@@ -60,6 +60,80 @@ pub fn all_users(conn: &Connection) -> Result<Vec<UserRow>> {
     Ok(rows)
 }
 
+/// An order of the user listing that SQL gives exactly as the hub's own sorts of all users in
+/// id order do: ties in id order, users never active last ascending and first descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserOrder {
+    Id,
+    IdDesc,
+    Name,
+    NameDesc,
+    LastActivity,
+    LastActivityDesc,
+}
+
+impl UserOrder {
+    /// The listing's `sort` values SQL can order by; `None` for the others.
+    pub fn from_sort(sort: Option<&str>) -> Option<UserOrder> {
+        Some(match sort {
+            None | Some("") | Some("id") => UserOrder::Id,
+            Some("-id") => UserOrder::IdDesc,
+            Some("name") => UserOrder::Name,
+            Some("-name") => UserOrder::NameDesc,
+            Some("last_activity") => UserOrder::LastActivity,
+            Some("-last_activity") => UserOrder::LastActivityDesc,
+            Some(_) => return None,
+        })
+    }
+
+    fn sql(self) -> &'static str {
+        // Names are unique and compared bytewise (BINARY), as Rust compares strings.
+        match self {
+            UserOrder::Id => "id",
+            UserOrder::IdDesc => "id DESC",
+            UserOrder::Name => "name",
+            UserOrder::NameDesc => "name DESC",
+            UserOrder::LastActivity => "last_activity IS NULL, last_activity, id",
+            UserOrder::LastActivityDesc => "last_activity IS NULL DESC, last_activity DESC, id",
+        }
+    }
+}
+
+/// One page of the user listing: `limit` users from `offset` in `order`.
+#[derive(Debug, Clone, Copy)]
+pub struct UserPage {
+    pub order: UserOrder,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl UserPage {
+    /// The page's user ids, with `?1` the limit and `?2` the offset (`bounds`).
+    pub(crate) fn ids_sql(self) -> String {
+        format!(
+            "SELECT id FROM users ORDER BY {} LIMIT ?1 OFFSET ?2",
+            self.order.sql()
+        )
+    }
+
+    pub(crate) fn bounds(self) -> [i64; 2] {
+        let clamp = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        [clamp(self.limit), clamp(self.offset)]
+    }
+}
+
+/// The users of one page, in its order.
+pub fn users_page(conn: &Connection, page: UserPage) -> Result<Vec<UserRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLS} FROM users ORDER BY {} LIMIT ?1 OFFSET ?2",
+        page.order.sql()
+    ))?;
+    let rows = stmt
+        .query_map(page.bounds(), user_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 pub fn count_users(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
 }
