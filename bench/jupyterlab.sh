@@ -8,7 +8,7 @@
 #       answering; the hub's share is (b) - (a), p50 of each;
 #   (d) "login click -> JupyterLab usable" (the launcher visible) in Chromium, ours and
 #       Python JupyterHub 5.3 (LocalProcessSpawner, the 5.3 venv's singleuser) in the same run.
-# (c), the systemd spawner, is not measured here (see BENCHMARKS.md).
+# (c), the systemd spawner inside a contained systemd, is bench/jupyterlab-systemd.sh.
 # Prints a table of medians; nothing is asserted. See BENCHMARKS.md.
 #
 # Usage (as root: the servers run as USER):
