@@ -860,6 +860,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         let n = self.pre.len().min(buf.remaining());
         buf.put_slice(&self.pre[..n]);
         self.pre.advance(n);
+        if self.pre.is_empty() {
+            // An emptied slice still holds the whole read buffer; an upgraded connection
+            // would keep it for its life.
+            self.pre = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -895,6 +900,22 @@ mod tests {
     use super::*;
     use crate::proxy::RouteTable;
     use proptest::prelude::*;
+
+    /// Once hyper has read the bytes handed over, the connection no longer holds the fast
+    /// path's read buffer (an upgraded connection lives for hours).
+    #[tokio::test]
+    async fn a_handed_over_buffer_is_let_go_once_read() {
+        use tokio::io::AsyncReadExt;
+        let mut buf = BytesMut::with_capacity(CLIENT_READ);
+        buf.extend_from_slice(b"GET /hub/ HTTP/1.1\r\n\r\n");
+        let pre = buf.freeze();
+        let probe = pre.clone();
+        let mut rewind = Rewind::new(pre, tokio::io::empty());
+        let mut read = Vec::new();
+        rewind.read_to_end(&mut read).await.expect("read");
+        assert_eq!(read, probe);
+        assert!(probe.is_unique(), "the Rewind still holds the read buffer");
+    }
 
     fn table() -> RouteTable {
         let t = RouteTable::new();
