@@ -296,7 +296,7 @@ impl Hub {
     }
 
     /// `list_users` for a listing SQL can page (`sql_page`): only the page's users are read
-    /// and modelled, so a page of 200 costs the same with 200 users or 100 000.
+    /// and modelled (SQLite still orders, and steps over the offset, by index or sort).
     fn list_users_page(
         &self,
         identity: &Identity,
