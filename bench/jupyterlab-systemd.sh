@@ -55,6 +55,9 @@ RUN_DIR= PID1= UNSHARE_PID=
 
 inside() { nsenter -t "$PID1" -a "$@"; }
 
+# median
+source bench/lib.sh
+
 boot() {
     # As tests/system/harness.rs: its own cgroup subtree, then PID 1 of new namespaces.
     setsid sh -c "
@@ -109,7 +112,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; echo "  $1 $(basename "$2"): $3 = $4" >&2; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 PORT=19075 HUB_PORT=19076
 for port in $PORT $HUB_PORT; do

@@ -54,7 +54,7 @@ kill_servers() {
     timeout 60 "$BENCH" stop "$URL/hub/api" "$TOKEN" "$USER_NAME" 2>/dev/null || true
 }
 
-# kill_stubs, stop_hub, show_failed_log
+# kill_stubs, stop_hub, show_failed_log, median
 source bench/lib.sh
 
 cleanup() {
@@ -159,7 +159,6 @@ server_env() {
     done <"/proc/$pid/environ"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 split_run() {
     local venv=$1 out ms i token

@@ -1,5 +1,5 @@
 # Shared by the bench scripts (sourced): ending what a run started, by pid, and only that.
-# Each script sets BENCH (its copy of hub_bench), HUB_PID, PROXY_PIDFILE and RUN_DIR.
+# Each script that stops hubs sets BENCH (its copy of hub_bench), HUB_PID, PROXY_PIDFILE and RUN_DIR.
 
 # The stub servers are processes of $BENCH (the script's copy): end exactly those, by pid.
 kill_stubs() {
@@ -34,3 +34,6 @@ show_failed_log() {
         tail -n 30 "$RUN_DIR/hub.log" >&2
     fi
 }
+
+# The median of the numbers on stdin, one per line ("nan" when there are none).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -4,6 +4,23 @@ use serde_json::json;
 
 use crate::support::{TestHub, call};
 
+/// `GET /hub/api/users?{query}` with the pagination envelope: its status and body.
+async fn listing(
+    hub: &TestHub,
+    token: &str,
+    query: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(hub.api(&format!("/users?{query}")))
+        .header("Authorization", format!("token {token}"))
+        .header("Accept", "application/jupyterhub-pagination+json")
+        .send()
+        .await
+        .expect("list");
+    let status = response.status();
+    (status, response.json().await.expect("json"))
+}
+
 #[tokio::test]
 async fn root_and_version_header_need_no_auth() {
     let hub = TestHub::start("", "").await;
@@ -243,17 +260,7 @@ async fn pagination_envelope_and_bare_list() {
         Some(json!({"usernames": names})),
     )
     .await;
-    let client = reqwest::Client::new();
-    let page: serde_json::Value = client
-        .get(hub.api("/users?limit=3&offset=2"))
-        .header("Authorization", format!("token {admin}"))
-        .header("Accept", "application/jupyterhub-pagination+json")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let (_, page) = listing(&hub, &admin, "limit=3&offset=2").await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(3));
     assert_eq!(page["_pagination"]["total"], 8);
     assert_eq!(page["_pagination"]["offset"], 2);
@@ -263,16 +270,7 @@ async fn pagination_envelope_and_bare_list() {
             .as_str()
             .is_some_and(|u| u.contains("offset=5"))
     );
-    let last: serde_json::Value = client
-        .get(hub.api("/users?limit=3&offset=6"))
-        .header("Authorization", format!("token {admin}"))
-        .header("Accept", "application/jupyterhub-pagination+json")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let (_, last) = listing(&hub, &admin, "limit=3&offset=6").await;
     assert_eq!(last["_pagination"]["next"], serde_json::Value::Null);
     let (status, bare) = call(&hub, "GET", "/users?limit=2", &admin, None).await;
     assert_eq!(status, 200);
@@ -593,19 +591,6 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
     assert!(status == 201 || status == 202, "{status} {body}");
     crate::support::wait_ready(&hub, &admin, &runner, "").await;
 
-    let client = reqwest::Client::new();
-    let page = |query: &str| {
-        let request = client
-            .get(hub.api(&format!("/users?{query}")))
-            .header("Authorization", format!("token {admin}"))
-            .header("Accept", "application/jupyterhub-pagination+json");
-        async move {
-            let response = request.send().await.expect("list");
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.expect("json");
-            (status, body)
-        }
-    };
     let listed = |body: &serde_json::Value| -> Vec<String> {
         body["items"]
             .as_array()
@@ -622,23 +607,23 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
     everyone.sort();
     everyone.dedup();
 
-    let (status, body) = page("sort=name").await;
+    let (status, body) = listing(&hub, &admin, "sort=name").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(listed(&body), everyone);
     assert_eq!(body["_pagination"]["total"], everyone.len());
-    let (_, body) = page("sort=-name").await;
+    let (_, body) = listing(&hub, &admin, "sort=-name").await;
     let mut reversed = everyone.clone();
     reversed.reverse();
     assert_eq!(listed(&body), reversed);
 
     // Pages of two, following `next`, cover everyone once.
-    let (_, first) = page("sort=name&limit=2").await;
+    let (_, first) = listing(&hub, &admin, "sort=name&limit=2").await;
     assert_eq!(listed(&first), everyone[..2]);
     assert_eq!(first["_pagination"]["next"]["offset"], 2);
-    let (_, second) = page("sort=name&limit=2&offset=2").await;
+    let (_, second) = listing(&hub, &admin, "sort=name&limit=2&offset=2").await;
     assert_eq!(listed(&second), everyone[2..4]);
 
-    let (_, body) = page("name_filter=A&sort=name").await;
+    let (_, body) = listing(&hub, &admin, "name_filter=A&sort=name").await;
     let with_a: Vec<String> = everyone
         .iter()
         .filter(|n| n.contains('a'))
@@ -651,22 +636,22 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
     );
 
     // Admins first (admin, bob), then the rest in id order; descending is the reverse.
-    let (status, body) = page("sort=admin").await;
+    let (status, body) = listing(&hub, &admin, "sort=admin").await;
     assert_eq!(status, 200, "{body}");
     let order = listed(&body);
     assert_eq!(order[..2], ["admin", "bob"], "{order:?}");
-    let (_, body) = page("sort=-admin").await;
+    let (_, body) = listing(&hub, &admin, "sort=-admin").await;
     let mut reversed = order.clone();
     reversed.reverse();
     assert_eq!(listed(&body), reversed);
 
-    let (_, body) = page("sort=running").await;
+    let (_, body) = listing(&hub, &admin, "sort=running").await;
     assert_eq!(listed(&body)[0], runner, "{body}");
-    let (_, body) = page("sort=-running").await;
+    let (_, body) = listing(&hub, &admin, "sort=-running").await;
     assert_eq!(listed(&body).last(), Some(&runner), "{body}");
 
     for state in ["active", "ready"] {
-        let (_, body) = page(&format!("state={state}")).await;
+        let (_, body) = listing(&hub, &admin, &format!("state={state}")).await;
         assert_eq!(
             listed(&body),
             std::slice::from_ref(&runner),
@@ -674,7 +659,7 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
         );
         assert_eq!(body["_pagination"]["total"], 1);
     }
-    let (_, body) = page("state=inactive&sort=name").await;
+    let (_, body) = listing(&hub, &admin, "state=inactive&sort=name").await;
     let idle: Vec<String> = everyone.iter().filter(|n| **n != runner).cloned().collect();
     assert_eq!(listed(&body), idle);
 
@@ -688,19 +673,24 @@ async fn list_users_filters_sorts_and_pages_on_the_server() {
     )
     .await;
     assert_eq!(status, 204);
-    let (_, body) = page(&format!("name_filter={runner}")).await;
+    let (_, body) = listing(&hub, &admin, &format!("name_filter={runner}")).await;
     assert_eq!(body["items"][0]["servers"], json!({}), "{body}");
-    let (_, body) = page(&format!("name_filter={runner}&include_stopped_servers=1")).await;
+    let (_, body) = listing(
+        &hub,
+        &admin,
+        &format!("name_filter={runner}&include_stopped_servers=1"),
+    )
+    .await;
     assert_eq!(body["items"][0]["servers"][""]["stopped"], true, "{body}");
 
-    let (status, body) = page("sort=colour").await;
+    let (status, body) = listing(&hub, &admin, "sort=colour").await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["message"]
             .as_str()
             .is_some_and(|m| m.contains("colour"))
     );
-    let (status, body) = page("state=sleepy").await;
+    let (status, body) = listing(&hub, &admin, "state=sleepy").await;
     assert_eq!(status, 400, "{body}");
 }
 
@@ -936,19 +926,6 @@ async fn pages_from_sql_are_the_pages_filtered_in_memory() {
 
     let every = "every-lister-token-0123456789";
     let grouped = "grouped-lister-token-0123456789";
-    let client = reqwest::Client::new();
-    let page = |token: &str, query: &str| {
-        let request = client
-            .get(hub.api(&format!("/users?{query}")))
-            .header("Authorization", format!("token {token}"))
-            .header("Accept", "application/jupyterhub-pagination+json");
-        let query = query.to_owned();
-        async move {
-            let response = request.send().await.expect("list");
-            assert_eq!(response.status(), 200, "{query}");
-            response.json::<serde_json::Value>().await.expect("json")
-        }
-    };
     let mut checked = 0;
     // With the server running, then stopped (listed with include_stopped_servers).
     for phase in ["running", "stopped"] {
@@ -989,8 +966,10 @@ async fn pages_from_sql_are_the_pages_filtered_in_memory() {
                     let query = format!(
                         "sort={sort}&offset={offset}&limit={limit}&include_stopped_servers={stopped}"
                     );
-                    let from_sql = page(every, &query).await;
-                    let in_memory = page(grouped, &query).await;
+                    let (status, from_sql) = listing(&hub, every, &query).await;
+                    assert_eq!(status, 200, "{query}: {from_sql}");
+                    let (status, in_memory) = listing(&hub, grouped, &query).await;
+                    assert_eq!(status, 200, "{query}: {in_memory}");
                     assert_eq!(from_sql, in_memory, "{phase}: {query}");
                     assert_eq!(from_sql["_pagination"]["total"], names.len(), "{query}");
                     checked += from_sql["items"].as_array().map_or(0, Vec::len);
@@ -1005,7 +984,7 @@ async fn pages_from_sql_are_the_pages_filtered_in_memory() {
         2 * 7 * 2 * (names.len() + 5 + 5 + (names.len() - 19))
     );
     // And the orders are the listing's: never-active users last ascending, first descending.
-    let by_activity = page(every, "sort=last_activity").await;
+    let (_, by_activity) = listing(&hub, every, "sort=last_activity").await;
     let order: Vec<&str> = by_activity["items"]
         .as_array()
         .expect("items")
